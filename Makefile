@@ -1,0 +1,45 @@
+# sead: run `make help` for the list of targets.
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+DEMO_DIR ?= demo_assets
+TASK ?= sst2
+TEACHERS ?= [bert,roberta]
+ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install test test-fast lint format demo run sweep clean
+
+help: ## Show this help
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+install: ## Install torch (CPU wheel, pinned, its own step), then sead with dev tools
+	$(PIP) install torch==2.13.0
+	$(PIP) install -e '.[dev]'
+
+test: ## Run the test suite (offline, tiny in-process models)
+	$(PYTHON) -m pytest
+
+test-fast: ## Run the tests, skipping the slow end-to-end ones
+	$(PYTHON) -m pytest -m "not slow"
+
+lint: ## Check style with ruff
+	$(PYTHON) -m ruff check sead tests experiments
+	$(PYTHON) -m ruff format --check sead tests experiments
+
+format: ## Fix style with ruff
+	$(PYTHON) -m ruff check --fix sead tests experiments
+	$(PYTHON) -m ruff format sead tests experiments
+
+demo: ## Offline end-to-end demo: tiny teachers fine-tuned, cached, ensembled, distilled
+	$(PYTHON) -m sead.toy $(DEMO_DIR)
+	SEAD_DEMO_DIR=$(DEMO_DIR) $(PYTHON) -m sead.run experiment=demo $(ARGS)
+
+run: ## The main job (needs the Hub): make run TASK=sst2 TEACHERS=[bert,roberta] ARGS=...
+	$(PYTHON) -m sead.run task=$(TASK) 'teachers=$(TEACHERS)' $(ARGS)
+
+sweep: ## A Hydra sweep (needs the Hub), e.g. make sweep ARGS="train.temperature=1,2,4 seed=1,2,3"
+	$(PYTHON) -m sead.run -m task=$(TASK) 'teachers=$(TEACHERS)' $(ARGS)
+
+clean: ## Remove run outputs, caches of tools and the demo assets (keeps the logit cache)
+	rm -rf outputs multirun $(DEMO_DIR) .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,14 @@
+"""Shared test helpers: compose the real configs with Hydra, as the CLI does."""
+
+from pathlib import Path
+
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def compose(overrides=(), output_dir="/tmp/sead-test-output"):
+    """The config `python -m sead.run <overrides>` would get (output_dir fixed for tests)."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return hydra_compose("config", overrides=[f"paths.output_dir={output_dir}", *overrides])
