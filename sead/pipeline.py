@@ -10,18 +10,75 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from datasets import DatasetDict
 from omegaconf import DictConfig, OmegaConf
 from transformers import set_seed
 
 from sead import data, distill, ensemble, metrics, report, teachers
 from sead.cache import SoftLabelCache
 from sead.inference import count_parameters, predict_logits
-from sead.tasks import get_task
+from sead.tasks import TaskSpec, get_task
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Inputs:
+    """Everything checked before any expensive work starts."""
+
+    task: TaskSpec
+    specs: list[teachers.TeacherSpec]
+    ensembler: ensemble.Ensembler
+    splits: DatasetDict
+    gold: dict[str, np.ndarray]  # labels of each eval split
+
+    @property
+    def names(self) -> list[str]:
+        return [spec.name for spec in self.specs]
+
+
+def check_inputs(cfg: DictConfig) -> Inputs:
+    """Task, teachers, ensembler and data, validated: bad input fails here, early."""
+    task = get_task(cfg.task.name)
+    specs = teachers.teacher_specs(cfg.teachers, task)
+    ensembler = ensemble.build(cfg.ensemble, task, [spec.name for spec in specs])
+    splits = data.load_splits(task, cfg.data, [task.train_split, *task.eval_splits])
+    for spec in specs:
+        teachers.check_label_count(spec, task)
+    gold = {split: np.asarray(splits[split]["label"]) for split in task.eval_splits}
+    return Inputs(task, specs, ensembler, splits, gold)
+
+
+def teacher_logits(cfg: DictConfig, inputs: Inputs, cache: SoftLabelCache):
+    """Each teacher's logits for every split (fine-tuning or reading the cache as needed).
+
+    Returns `{teacher: {split: logits}}` and a per-teacher results record.
+    """
+    task, splits, gold = inputs.task, inputs.splits, inputs.gold
+    logits: dict[str, dict[str, np.ndarray]] = {}
+    records = {}
+    for spec in inputs.specs:
+        teacher = teachers.prepare(spec, task, splits, cfg.paths.teachers_dir)
+        entries = teachers.cached_logits(teacher, task, splits, cache)
+        logits[spec.name] = {split: entry.logits for split, entry in entries.items()}
+        records[spec.name] = {
+            "source": spec.source,
+            "model_id": teacher.model_id,
+            "finetuned": spec.finetune,
+            "finetuned_now": teacher.finetuned_now,
+            "params": teacher.params,
+            "cache": {split: entry.fingerprint for split, entry in entries.items()},
+            "cache_hit": {split: entry.hit for split, entry in entries.items()},
+            "metrics": {
+                split: _score(task, _hard(task, logits[spec.name][split]), gold[split])
+                for split in task.eval_splits
+            },
+        }
+    return logits, records
 
 
 def run(cfg: DictConfig) -> dict:
@@ -32,37 +89,14 @@ def run(cfg: DictConfig) -> dict:
 
     # 1. Check every input that is cheap to check, before any expensive work.
     with stage("check"):
-        task = get_task(cfg.task.name)
-        specs = teachers.teacher_specs(cfg.teachers, task)
-        names = [spec.name for spec in specs]
-        ensembler = ensemble.build(cfg.ensemble, task, names)
-        splits = data.load_splits(task, cfg.data, [task.train_split, *task.eval_splits])
-        for spec in specs:
-            teachers.check_label_count(spec, task)
-    gold = {split: np.asarray(splits[split]["label"]) for split in task.eval_splits}
+        inputs = check_inputs(cfg)
+    task, splits, gold, names = inputs.task, inputs.splits, inputs.gold, inputs.names
+    ensembler = inputs.ensembler
 
     # 2. Teachers: fine-tune the ones that need it, then logits for every split (cached).
     cache = SoftLabelCache(cfg.paths.logits_dir)
-    logits: dict[str, dict[str, np.ndarray]] = {}
-    teacher_results = {}
     with stage("teachers"):
-        for spec in specs:
-            teacher = teachers.prepare(spec, task, splits, cfg.paths.teachers_dir)
-            entries = teachers.cached_logits(teacher, task, splits, cache)
-            logits[spec.name] = {split: entry.logits for split, entry in entries.items()}
-            teacher_results[spec.name] = {
-                "source": spec.source,
-                "model_id": teacher.model_id,
-                "finetuned": spec.finetune,
-                "finetuned_now": teacher.finetuned_now,
-                "params": teacher.params,
-                "cache": {split: entry.fingerprint for split, entry in entries.items()},
-                "cache_hit": {split: entry.hit for split, entry in entries.items()},
-                "metrics": {
-                    split: _score(task, _hard(task, logits[spec.name][split]), gold[split])
-                    for split in task.eval_splits
-                },
-            }
+        logits, teacher_results = teacher_logits(cfg, inputs, cache)
 
     # 3. Ensemble: soft targets for the train split, and the ensemble's own scores.
     def stacked(split):
