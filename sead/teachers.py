@@ -512,6 +512,7 @@ def finetune(
             )
         work = Path(str(final) + ".work")
         last = get_last_checkpoint(work) if work.is_dir() else None
+        resumed_from_step = _global_step(last)  # read now: training rotates checkpoints out
         log.info(
             "Teacher %s: fine-tuning %s on %s (%d examples, %s)%s",
             spec.name,
@@ -541,7 +542,7 @@ def finetune(
                 "train_seconds": round(train_seconds, 1),
                 "train_metrics": output.metrics,
                 "global_step": trainer.state.global_step,
-                "resumed_from_step": _global_step(last),
+                "resumed_from_step": resumed_from_step,
                 "evaluation": evaluation,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }
@@ -775,16 +776,14 @@ def gate(
 
 def _gate_message(spec: TeacherSpec, task: TaskSpec, metric: str, failed: dict) -> str:
     name = spec.name
-    if spec.min_metric is None:
-        floor = "above the majority-class baseline"
-    else:
-        floor = f"at least teachers.{name}.min_metric={spec.min_metric}"
     lines = [f"Teacher {name!r} ({spec.source}) fails the sanity gate on task {task.name!r}:"]
-    lines += [
-        f"  {split}: {metric}={c['score']:.4f}, needs to be {floor} "
-        f"(majority-class baseline: {c['baseline']:.4f})"
-        for split, c in failed.items()
-    ]
+    for split, c in failed.items():
+        if spec.min_metric is None:
+            floor = f"above the majority-class baseline {c['baseline']:.4f}"
+        else:
+            floor = f"at least teachers.{name}.min_metric={spec.min_metric} (majority-class "
+            floor += f"baseline: {c['baseline']:.4f})"
+        lines.append(f"  {split}: {metric}={c['score']:.4f}, needs to be {floor}")
     if spec.finetune:
         lines.append(
             f"It was fine-tuned by sead: try other teachers.{name}.finetune_args "

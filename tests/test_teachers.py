@@ -1,6 +1,9 @@
 """Teachers you can trust: settings, label alignment, the sanity gate, the store and resume."""
 
 import json
+import random
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -180,8 +183,9 @@ def test_a_teacher_not_above_the_majority_baseline_stops_the_run_with_a_clear_me
         teachers.gate(_spec(), SST2, {"validation": {"accuracy": 0.75}}, splits)
     message = str(err.value)
     assert "Teacher 'bad' (some/checkpoint) fails the sanity gate on task 'sst2'" in message
-    assert "validation: accuracy=0.7500, needs to be above the majority-class baseline" in message
-    assert "(majority-class baseline: 0.7500)" in message
+    assert "validation: accuracy=0.7500, needs to be above the majority-class baseline 0.7500" in (
+        message
+    )
     assert "teachers.bad.label_map" in message  # the likely cause of a fine-tuned checkpoint
     assert "teachers.bad.gate=false" in message and "teacher_gate=false" in message
     assert "teachers.bad.min_metric=<value>" in message
@@ -204,9 +208,28 @@ def test_min_metric_sets_the_floor_and_the_gate_can_be_switched_off():
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def keyword_task(tmp_path_factory):
+    """A tiny sst2-shaped task a tiny model learns in ~100 steps: one sentiment word decides."""
+    folder = tmp_path_factory.mktemp("keyword_sst2")
+    for split, n in (("train", 320), ("validation", 100)):
+        rng = random.Random(split)
+        rows = []
+        for idx in range(n):
+            label = idx % 2
+            words = toy.POSITIVE_ADJECTIVES if label else toy.NEGATIVE_ADJECTIVES
+            sentence = f"the {rng.choice(toy.NOUNS)} was {rng.choice(words[:6])} ."
+            rows.append(json.dumps({"sentence": sentence, "label": label, "idx": idx}))
+        (folder / f"{split}.jsonl").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+KEYWORD_SETTINGS = "{lr: 3.0e-3, epochs: 5, batch_size: 16, seed: 1}"
+
+
 @pytest.fixture
-def teacher_cfg(tiny_assets, tmp_path):
-    """One tiny teacher that sead fine-tunes on the toy task (a learnable sst2 stand-in)."""
+def teacher_cfg(tiny_assets, keyword_task, tmp_path):
+    """Tiny teachers that sead fine-tunes on the keyword task (100 steps: ~1s each)."""
 
     def make(*overrides):
         return compose(
@@ -215,6 +238,8 @@ def teacher_cfg(tiny_assets, tmp_path):
                 "teachers=[toy_bert]",
                 f"paths.demo_dir={tiny_assets}",
                 f"paths.cache_dir={tmp_path / 'cache'}",
+                f"data.dir={keyword_task}",
+                f"teachers.toy_bert.finetune_args={KEYWORD_SETTINGS}",
                 *overrides,
             ],
             output_dir=str(tmp_path / "run"),
@@ -256,7 +281,7 @@ def test_a_fine_tuned_teacher_beats_the_majority_baseline_is_stored_and_reused(
     assert first.origin == teachers.FINETUNED and len(trainings) == 1
     record = json.loads((first.model_dir / teachers.STORE_MARKER).read_text())
     assert record == first.store_record
-    assert record["train_examples"] == 240 and record["train_seconds"] > 0
+    assert record["train_examples"] == 320 and record["train_seconds"] > 0
     assert record["finetune_args"]["seed"] == 1
     accuracy = record["evaluation"]["validation"]["metrics"]["accuracy"]
     gold = np.asarray(pipeline.check_inputs(teacher_cfg()).gold["validation"])
@@ -281,10 +306,10 @@ def test_interrupted_fine_tuning_resumes_from_its_last_checkpoint(
     teacher_cfg, trainings, monkeypatch
 ):
     cfg = teacher_cfg(
-        "teachers.toy_bert.finetune_args.epochs=2",
+        "teachers.toy_bert.finetune_args.epochs=1",
         "+teachers.toy_bert.finetune_args.save_steps=3",
     )
-    steps = 2 * 240 // 32 + 2  # 8 steps per epoch (the last batch is short)
+    steps = 320 // 16
     real = teachers._teacher_trainer
 
     class StopAtStep5(TrainerCallback):
@@ -325,14 +350,16 @@ def _flipped_head_copy(model_dir: Path, folder: Path, id2label: dict) -> Path:
     return folder
 
 
-def test_a_permuted_head_gives_the_same_cached_logits_after_alignment(tiny_assets, tmp_path):
+def test_a_permuted_head_gives_the_same_cached_logits_after_alignment(
+    tiny_assets, keyword_task, tmp_path
+):
     tokenizer_dir = tiny_assets / "models" / "teacher_bert"
     original = tmp_path / "original"
     toy.build_tiny_model("bert", original, tokenizer_dir, labels=["negative", "positive"], **TINY)
     # Column 0 now predicts 'positive', and the checkpoint says so.
     permuted = _flipped_head_copy(original, tmp_path / "permuted", {0: "POSITIVE", 1: "NEGATIVE"})
 
-    splits = DatasetDict({"validation": _toy_split(tiny_assets, 40)})
+    splits = DatasetDict({"validation": _toy_split(keyword_task, 40)})
     cache = SoftLabelCache(tmp_path / "cache")
     logits = {}
     for name, folder in [("original", original), ("permuted", permuted)]:
@@ -349,8 +376,8 @@ def test_a_permuted_head_gives_the_same_cached_logits_after_alignment(tiny_asset
     assert again.hit and np.array_equal(again.logits, got)  # the aligned logits were cached
 
 
-def _toy_split(tiny_assets, n):
-    rows = (tiny_assets / "data" / "sst2_toy" / "validation.jsonl").read_text().splitlines()
+def _toy_split(folder, n):
+    rows = (folder / "validation.jsonl").read_text().splitlines()
     return Dataset.from_list([json.loads(row) for row in rows[:n]])
 
 
@@ -373,7 +400,7 @@ def test_a_checkpoint_in_the_wrong_order_is_caught_by_the_gate_before_its_train_
     cfg = teacher_cfg(*overrides)
     inputs = pipeline.check_inputs(cfg)
     cache = SoftLabelCache(cfg.paths.logits_dir)
-    with pytest.raises(teachers.TeacherBelowFloor, match="'toy_bert'.*accuracy=0.[0-3]"):
+    with pytest.raises(teachers.TeacherBelowFloor, match="(?s)'toy_bert'.*accuracy=0.0000"):
         pipeline.teacher_logits(cfg, inputs, cache)
     assert passes == ["Teacher toy_bert on validation"]  # stopped before the train split
 
@@ -383,14 +410,16 @@ def test_a_checkpoint_in_the_wrong_order_is_caught_by_the_gate_before_its_train_
     gate = records["toy_bert"]["gate"]
     assert gate["enabled"] is False and not gate["splits"]["validation"]["passed"]
     # With the right label_map, the same checkpoint passes.
-    fixed = teacher_cfg(*overrides, "teachers.toy_bert.label_map={0: positive, 1: negative}")
+    fixed = teacher_cfg(*overrides, "+teachers.toy_bert.label_map={0: positive, 1: negative}")
     _, records = pipeline.teacher_logits(fixed, pipeline.check_inputs(fixed), cache)
     assert records["toy_bert"]["label_alignment"] == [1, 0]
     assert records["toy_bert"]["gate"]["splits"]["validation"]["passed"]
 
 
 def test_teacher_records_and_table(teacher_cfg):
-    cfg = teacher_cfg("teachers=[toy_bert,toy_roberta]")
+    cfg = teacher_cfg(
+        "teachers=[toy_bert,toy_roberta]", f"teachers.toy_roberta.finetune_args={KEYWORD_SETTINGS}"
+    )
     inputs = pipeline.check_inputs(cfg)
     cache = SoftLabelCache(cfg.paths.logits_dir)
     _, records = pipeline.teacher_logits(cfg, inputs, cache)
@@ -408,7 +437,7 @@ def test_teacher_records_and_table(teacher_cfg):
     ]  # fmt: skip
     accuracy = records["toy_bert"]["metrics"]["validation"]["accuracy"]
     assert table[1].startswith("toy_bert") and f"accuracy={accuracy:.4f}" in table[1]
-    assert "fine-tuned now" in table[1] and "240 ex x 4 ep, seed 1" in table[1]
+    assert "fine-tuned now" in table[1] and "320 ex x 5 ep, seed 1" in table[1]
 
     _, again = pipeline.teacher_logits(cfg, inputs, SoftLabelCache(cfg.paths.logits_dir))
     assert all(r["origin"] == "store" and r["examples_per_second"] is None for r in again.values())
@@ -418,3 +447,49 @@ def test_teacher_records_and_table(teacher_cfg):
 
 def test_config_yaml_gate_switch_is_on_by_default():
     assert OmegaConf.select(compose(), "teacher_gate") is True
+
+
+def test_seed_variants_of_one_base_get_their_own_store_and_cache_entries(teacher_cfg):
+    cfg = teacher_cfg("teachers.toy_bert.seeds=[1,2]")
+    inputs = pipeline.check_inputs(cfg)
+    logits, records = pipeline.teacher_logits(cfg, inputs, SoftLabelCache(cfg.paths.logits_dir))
+    assert list(records) == ["toy_bert_s1", "toy_bert_s2"]
+    stores = {r["finetune"]["store_dir"] for r in records.values()}
+    fingerprints = {fp for r in records.values() for fp in r["cache"].values()}
+    assert len(stores) == 2 and len(fingerprints) == 4  # 2 teachers x (train, validation)
+    assert [r["finetune"]["finetune_args"]["seed"] for r in records.values()] == [1, 2]
+    assert not np.array_equal(logits["toy_bert_s1"]["train"], logits["toy_bert_s2"]["train"])
+
+
+@pytest.mark.slow
+def test_teachers_stage_cli_prepares_teachers_without_distilling(
+    tiny_assets, keyword_task, tmp_path
+):
+    out = tmp_path / "stage"
+    args = [
+        "experiment=demo",
+        "teachers=[toy_bert]",
+        f"paths.demo_dir={tiny_assets}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"data.dir={keyword_task}",
+        f"teachers.toy_bert.finetune_args={KEYWORD_SETTINGS}",
+        f"hydra.run.dir={out}",
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-m", "sead.teachers", *args], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    header, row = proc.stdout.strip().splitlines()[-2:]
+    assert header.split()[:3] == ["teacher", "source", "params"]
+    assert row.startswith("toy_bert") and "pass" in row and "fine-tuned now" in row
+    saved = json.loads((out / "teachers.json").read_text())
+    assert saved["teachers"]["toy_bert"]["origin"] == "finetuned"
+    assert "student" not in saved and not (out / "student").exists()
+
+    unknown = subprocess.run(
+        [sys.executable, "-m", "sead.teachers", "teachers=[toy_bert,nope]"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert unknown.returncode == 1 and "Unknown teacher(s) ['nope']" in unknown.stderr
