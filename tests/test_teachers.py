@@ -228,22 +228,22 @@ KEYWORD_SETTINGS = "{lr: 3.0e-3, epochs: 5, batch_size: 16, seed: 1}"
 
 
 @pytest.fixture
-def teacher_cfg(tiny_assets, keyword_task, tmp_path):
+def keyword_overrides(tiny_assets, keyword_task, tmp_path) -> list[str]:
     """Tiny teachers that sead fine-tunes on the keyword task (100 steps: ~1s each)."""
+    return [
+        "experiment=demo",
+        "teachers=[toy_bert]",
+        f"paths.demo_dir={tiny_assets}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"data.dir={keyword_task}",
+        f"teachers.toy_bert.finetune_args={KEYWORD_SETTINGS}",
+    ]
 
+
+@pytest.fixture
+def teacher_cfg(keyword_overrides, tmp_path):
     def make(*overrides):
-        return compose(
-            [
-                "experiment=demo",
-                "teachers=[toy_bert]",
-                f"paths.demo_dir={tiny_assets}",
-                f"paths.cache_dir={tmp_path / 'cache'}",
-                f"data.dir={keyword_task}",
-                f"teachers.toy_bert.finetune_args={KEYWORD_SETTINGS}",
-                *overrides,
-            ],
-            output_dir=str(tmp_path / "run"),
-        )
+        return compose([*keyword_overrides, *overrides], output_dir=str(tmp_path / "run"))
 
     return make
 
@@ -462,19 +462,9 @@ def test_seed_variants_of_one_base_get_their_own_store_and_cache_entries(teacher
 
 
 @pytest.mark.slow
-def test_teachers_stage_cli_prepares_teachers_without_distilling(
-    tiny_assets, keyword_task, tmp_path
-):
+def test_teachers_stage_cli_prepares_teachers_without_distilling(keyword_overrides, tmp_path):
     out = tmp_path / "stage"
-    args = [
-        "experiment=demo",
-        "teachers=[toy_bert]",
-        f"paths.demo_dir={tiny_assets}",
-        f"paths.cache_dir={tmp_path / 'cache'}",
-        f"data.dir={keyword_task}",
-        f"teachers.toy_bert.finetune_args={KEYWORD_SETTINGS}",
-        f"hydra.run.dir={out}",
-    ]
+    args = [*keyword_overrides, f"hydra.run.dir={out}"]
     proc = subprocess.run(
         [sys.executable, "-m", "sead.teachers", *args], capture_output=True, text=True, timeout=300
     )
