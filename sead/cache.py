@@ -272,11 +272,13 @@ class SoftLabelCache:
                 logits = self._load(fp, key, expected_idx)
                 self.hits += 1
                 log.info("Cache hit %s (%s)", fp, _describe(key, about))
+                shutil.rmtree(self.partial_path(fp), ignore_errors=True)  # killed after writing
                 return CacheEntry(fp, logits, expected_idx, hit=True)
             except FileNotFoundError:
                 pass
             except CorruptEntry as err:
-                log.warning("Cache entry %s is unusable (%s); recomputing it.", fp, err)
+                reason = " ".join(str(err).split())  # one line, whatever the cause says
+                log.warning("Cache entry %s is unusable (%s); recomputing it.", fp, reason)
             log.info("Cache miss %s (%s): computing", fp, _describe(key, about))
             self._remove_stale_temps(fp)
             partial = PartialEntry(self.partial_path(fp), self.chunk_size)
@@ -321,7 +323,8 @@ class SoftLabelCache:
             stored = logits.astype(STORAGE_DTYPES[self.dtype])
             tensors = {"logits": stored}
             if _is_range(idx):
-                idx_record = {"range": [int(idx[0]), int(idx[-1]) + 1]} if len(idx) else {}
+                start = int(idx[0]) if len(idx) else 0
+                idx_record = {"range": [start, start + len(idx)]}
             else:
                 idx_dtype = np.int32 if idx.min() >= -(2**31) and idx.max() < 2**31 else np.int64
                 tensors["idx"] = idx.astype(idx_dtype)
@@ -386,7 +389,7 @@ def read_entry(folder: Path) -> tuple[dict, np.ndarray, np.ndarray]:
     try:
         tensors = load_safetensors(payload)
         logits = tensors["logits"]
-        idx = _decode_idx(manifest["idx"], tensors, len(logits))
+        idx = _decode_idx(manifest["idx"], tensors)
     except Exception as err:  # checksum matched, so this is a manifest/file disagreement
         raise CorruptEntry(f"contents disagree with the manifest: {err!r}") from err
     if list(logits.shape) != manifest.get("shape") or logits.dtype.name != manifest.get("dtype"):
@@ -394,19 +397,17 @@ def read_entry(folder: Path) -> tuple[dict, np.ndarray, np.ndarray]:
             f"logits are {logits.dtype.name}{list(logits.shape)}, the manifest says "
             f"{manifest.get('dtype')}{manifest.get('shape')}"
         )
+    if not len(idx) == len(logits) == manifest.get("n_examples"):
+        raise CorruptEntry(f"{len(idx)} idx for {len(logits)} rows of logits")
     if _sha256(idx.tobytes()) != manifest["idx"].get("sha256"):
         raise CorruptEntry("example idx order fails its checksum")
     return manifest, logits, idx
 
 
-def _decode_idx(record: dict, tensors: dict, n: int) -> np.ndarray:
+def _decode_idx(record: dict, tensors: dict) -> np.ndarray:
     if "range" in record:
         return np.arange(*record["range"], dtype=np.int64)
-    if "tensor" in record:
-        return tensors[record["tensor"]].astype(np.int64)
-    if n == 0:
-        return np.empty(0, dtype=np.int64)
-    raise KeyError("idx")
+    return tensors[record["tensor"]].astype(np.int64)
 
 
 def _is_range(idx: np.ndarray) -> bool:

@@ -342,3 +342,12 @@ def test_make_cache_list_runs_the_cli(filled):
     )
     assert proc.returncode == 0, proc.stderr
     assert bert in proc.stdout
+
+
+def test_an_empty_split_is_cached_too(tmp_path):
+    def compute(partial):
+        return np.zeros((0, 2), np.float32)
+
+    assert not SoftLabelCache(tmp_path).get_or_compute(KEY, [], compute).hit
+    entry = SoftLabelCache(tmp_path).get_or_compute(KEY, [], compute)
+    assert entry.hit and entry.logits.shape == (0, 2)

@@ -242,6 +242,7 @@ def test_chunked_run_equals_a_single_pass_bitwise(tiny_teacher, tmp_path):
 # --- resume after SIGKILL -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_fill_killed_mid_way_resumes_from_its_chunks_and_equals_an_uninterrupted_run(
     tiny_assets, tmp_path, monkeypatch
 ):
