@@ -2,8 +2,10 @@
 
 Examples are sorted by length so each batch pads only to its own longest
 example (SST-2 sentences average ~13 tokens: padding them all to 128 would do
-~10x the work), run under `torch.inference_mode()` (with bf16/fp16 autocast on
-a GPU when asked), and put back in dataset order.
+~10x the work), and batches of short examples hold more of them, so that every
+batch has about as many tokens as the first; they run under
+`torch.inference_mode()` (with bf16/fp16 autocast on a GPU when asked), and the
+logits are put back in dataset order.
 
 Batches are grouped into chunks with fixed boundaries in that sorted order;
 given a `PartialEntry`, each chunk is saved as it completes and reused on a
@@ -39,10 +41,37 @@ def precision(device: torch.device, autocast: str | None) -> str:
 
 
 def length_sorted_batches(input_ids: list, batch_size: int) -> list[np.ndarray]:
-    """Row numbers, longest first, cut into batches (the last may be short)."""
+    """Row numbers, longest first, in batches of equal padded size.
+
+    The first batch holds `batch_size` of the longest examples; each later one
+    holds as many shorter examples as fit in the same number of padded tokens.
+    Peak memory is that of the first batch, and the many short sentences run
+    in large batches (on a CPU, a 128 x 8 token batch wastes much of a matmul).
+    """
     lengths = np.fromiter(map(len, input_ids), dtype=np.int64, count=len(input_ids))
-    order = np.argsort(-lengths, kind="stable")  # longest first: memory peaks early
-    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    order = np.argsort(-lengths, kind="stable")
+    if not len(order):
+        return []
+    tokens_per_batch = batch_size * max(int(lengths[order[0]]), 1)
+    batches, start = [], 0
+    while start < len(order):
+        size = max(tokens_per_batch // max(int(lengths[order[start]]), 1), 1)
+        batches.append(order[start : start + size])
+        start += size
+    return batches
+
+
+def _group(batches: list[np.ndarray], min_examples: int) -> list[list[np.ndarray]]:
+    """Consecutive batches, grouped into chunks of at least `min_examples` (the last: fewer)."""
+    chunks: list[list[np.ndarray]] = []
+    size = 0
+    for batch in batches:
+        if not chunks or size >= min_examples:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(batch)
+        size += len(batch)
+    return chunks
 
 
 def predict_logits(
@@ -57,7 +86,7 @@ def predict_logits(
 ) -> np.ndarray:
     """Logits `[len(encoded), num_labels]` in the dataset's order.
 
-    With `partial`, batches are grouped into chunks of about `partial.chunk_size`
+    With `partial`, batches are grouped into chunks of at least `partial.chunk_size`
     examples that are saved as they complete and reused when already there.
     """
     model.eval()
@@ -65,16 +94,15 @@ def predict_logits(
     columns = [c for c in MODEL_INPUTS if c in encoded.column_names]
     features = {c: encoded[c][:] for c in columns}  # plain lists: fast row access
     batches = length_sorted_batches(features["input_ids"], batch_size)
-    per_chunk = -(-partial.chunk_size // batch_size) if partial else max(len(batches), 1)
-    chunks = [batches[i : i + per_chunk] for i in range(0, len(batches), per_chunk)]
+    chunks = _group(batches, partial.chunk_size if partial else len(encoded))
     if partial is not None:
-        order = np.concatenate(batches) if batches else np.empty(0, np.int64)
+        layout = [np.asarray([len(b) for b in batches], np.int64), *batches]
         partial.start(
             {
                 "n_examples": len(encoded),
                 "batch_size": batch_size,
-                "batches_per_chunk": per_chunk,
-                "order_sha256": hashlib.sha256(order.astype(np.int64).tobytes()).hexdigest(),
+                "chunk_size": partial.chunk_size,
+                "batches_sha256": hashlib.sha256(b"".join(a.tobytes() for a in layout)).hexdigest(),
             }
         )
     collate = DataCollatorWithPadding(tokenizer, return_tensors="pt")

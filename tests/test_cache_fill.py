@@ -219,19 +219,24 @@ def test_sorted_batches_give_each_example_its_own_logits_in_dataset_order(tiny_t
             ids = torch.tensor([encoded[i]["input_ids"]])
             alone = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0]
             np.testing.assert_allclose(logits[i], alone.numpy(), atol=1e-5)
-    batches = inference.length_sorted_batches(encoded["input_ids"][:], 16)
-    lengths = [max(len(encoded[int(i)]["input_ids"]) for i in batch) for batch in batches]
-    assert lengths == sorted(lengths, reverse=True)  # each batch pads to similar lengths
+
+    ids = encoded["input_ids"][:]
+    batches = inference.length_sorted_batches(ids, 16)
+    longest = [max(len(ids[i]) for i in batch) for batch in batches]
+    assert longest == sorted(longest, reverse=True)  # each batch pads to similar lengths
+    assert len(batches[0]) == 16 and len(batches[-1]) > 16  # short ones: larger batches
+    budget = 16 * longest[0]
+    assert all(len(b) * n <= budget for b, n in zip(batches, longest, strict=True))
     assert sorted(np.concatenate(batches).tolist()) == list(range(len(encoded)))
 
 
 def test_chunked_run_equals_a_single_pass_bitwise(tiny_teacher, tmp_path):
     model, tokenizer, encoded = tiny_teacher
     whole = inference.predict_logits(model, tokenizer, encoded, batch_size=16)
-    partial = PartialEntry(tmp_path / "p", chunk_size=40)  # rounded up to 48 = 3 batches
+    partial = PartialEntry(tmp_path / "p", chunk_size=40)
     chunked = inference.predict_logits(model, tokenizer, encoded, 16, partial=partial)
     assert np.array_equal(whole, chunked)
-    assert partial.saved == -(-len(encoded) // 48)
+    assert 1 < partial.saved <= -(-len(encoded) // 40)
     again = PartialEntry(tmp_path / "p", chunk_size=40)
     assert np.array_equal(
         inference.predict_logits(model, tokenizer, encoded, 16, partial=again), whole
@@ -254,7 +259,6 @@ def test_fill_killed_mid_way_resumes_from_its_chunks_and_equals_an_uninterrupted
     task_dir = tiny_assets / "data" / "sst2_toy"
 
     root, chunk, batch = tmp_path / "killed", 32, 16
-    n_chunks = -(-240 // chunk)  # the toy train split has 240 sentences
     child = subprocess.Popen(
         [sys.executable, "-m", "tests.cache_worker", "fill"]
         + [str(teacher), str(task_dir), str(root), str(chunk), str(batch), "0.5"],
@@ -272,7 +276,7 @@ def test_fill_killed_mid_way_resumes_from_its_chunks_and_equals_an_uninterrupted
     child.wait(timeout=30)
     assert child.returncode == -signal.SIGKILL
     done = len(list(root.glob(".partial-*/chunk-*.safetensors")))
-    assert 2 <= done < n_chunks
+    assert done >= 2
     assert not [p for p in root.iterdir() if p.is_dir() and p.name[0] != "."]  # no entry yet
 
     counts = {"reused": 0, "saved": 0}
@@ -290,8 +294,12 @@ def test_fill_killed_mid_way_resumes_from_its_chunks_and_equals_an_uninterrupted
     monkeypatch.setattr(PartialEntry, "load", counting_load)
     monkeypatch.setattr(PartialEntry, "save", counting_save)
     resumed = cache_worker.fill(teacher, task_dir, root, chunk, batch)
-    assert counts == {"reused": done, "saved": n_chunks - done}
     assert not list(root.glob(".partial-*"))  # assembled, then cleaned up
+    resumed_counts = dict(counts)
 
+    counts.update(reused=0, saved=0)
     uninterrupted = cache_worker.fill(teacher, task_dir, tmp_path / "fresh", chunk, batch)
+    n_chunks = counts["saved"]
+    assert done < n_chunks  # it was killed mid-way
+    assert resumed_counts == {"reused": done, "saved": n_chunks - done}
     assert np.array_equal(resumed, uninterrupted)
