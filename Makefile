@@ -5,9 +5,10 @@ DEMO_DIR ?= demo_assets
 TASK ?= sst2
 TEACHERS ?= [bert,roberta]
 ARGS ?=
+CACHE_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint format demo run sweep clean
+.PHONY: help install test test-fast lint format demo run sweep cache-list cache-clean clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -39,6 +40,12 @@ run: ## The main job (needs the Hub): make run TASK=sst2 TEACHERS=[bert,roberta]
 
 sweep: ## A Hydra sweep (needs the Hub), e.g. make sweep ARGS="train.temperature=1,2,4 seed=1,2,3"
 	$(PYTHON) -m sead.run -m task=$(TASK) 'teachers=$(TEACHERS)' $(ARGS)
+
+cache-list: ## List cached teacher logits (teacher, task, split, size, created); SEAD_CACHE=dir
+	$(PYTHON) -m sead.cache list $(CACHE_ARGS)
+
+cache-clean: ## Remove cached teacher logits: all, or CACHE_ARGS="--teacher bert --task rte"
+	$(PYTHON) -m sead.cache rm $(if $(CACHE_ARGS),$(CACHE_ARGS),--all)
 
 clean: ## Remove run outputs, caches of tools and the demo assets (keeps the logit cache)
 	rm -rf outputs multirun $(DEMO_DIR) .pytest_cache .ruff_cache

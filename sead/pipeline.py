@@ -62,7 +62,7 @@ def teacher_logits(cfg: DictConfig, inputs: Inputs, cache: SoftLabelCache):
     logits: dict[str, dict[str, np.ndarray]] = {}
     records = {}
     for spec in inputs.specs:
-        teacher = teachers.prepare(spec, task, splits, cfg.paths.teachers_dir)
+        teacher = teachers.prepare(spec, task, splits, cfg.paths.teachers_dir, cache.file_hashes)
         entries = teachers.cached_logits(teacher, task, splits, cache)
         logits[spec.name] = {split: entry.logits for split, entry in entries.items()}
         records[spec.name] = {
@@ -94,7 +94,7 @@ def run(cfg: DictConfig) -> dict:
     ensembler = inputs.ensembler
 
     # 2. Teachers: fine-tune the ones that need it, then logits for every split (cached).
-    cache = SoftLabelCache(cfg.paths.logits_dir)
+    cache = SoftLabelCache(cfg.paths.logits_dir, **OmegaConf.to_container(cfg.cache))
     with stage("teachers"):
         logits, teacher_results = teacher_logits(cfg, inputs, cache)
 

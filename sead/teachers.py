@@ -33,8 +33,8 @@ from transformers import (
 from transformers.trainer_utils import get_last_checkpoint
 
 from sead import data
-from sead.cache import CacheEntry, SoftLabelCache, fingerprint, hash_files
-from sead.inference import count_parameters, predict_logits
+from sead.cache import CacheEntry, FileHashes, SoftLabelCache, fingerprint, hash_files
+from sead.inference import count_parameters, precision, predict_logits
 from sead.tasks import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,12 @@ def teacher_specs(teachers_cfg: DictConfig, task: TaskSpec) -> list[TeacherSpec]
 
 
 def resolve(name_or_path: str, revision: str | None, patterns=WEIGHT_PATTERNS) -> Path:
-    """A local directory holding the model's files (a Hub id is snapshot-downloaded)."""
+    """A local directory holding the model's files (a Hub id is snapshot-downloaded).
+
+    `snapshot_download` resolves a branch or tag `revision` (null: main) to the
+    commit it points to now and returns `snapshots/<commit>/`, so `identity`
+    names the exact weights even when the branch moves.
+    """
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return path
@@ -119,14 +124,32 @@ def resolve(name_or_path: str, revision: str | None, patterns=WEIGHT_PATTERNS) -
     return Path(snapshot_download(name_or_path, revision=revision, allow_patterns=allow))
 
 
-def identity(name_or_path: str, local_dir: Path, patterns=WEIGHT_PATTERNS) -> str:
+def identity(
+    name_or_path: str,
+    local_dir: Path,
+    patterns=WEIGHT_PATTERNS,
+    file_hashes: FileHashes | None = None,
+) -> str:
     """What a checkpoint is: Hub id + resolved commit, or a content hash of local files."""
-    if Path(name_or_path).expanduser().is_dir():
+    commit = local_dir.name
+    is_snapshot = len(commit) == 40 and all(c in "0123456789abcdef" for c in commit)
+    if Path(name_or_path).expanduser().is_dir() or not is_snapshot:
         files = [p for pattern in patterns for p in local_dir.glob(pattern) if p.is_file()]
         if not files:
             raise FileNotFoundError(f"No {'/'.join(patterns)} files in {local_dir}.")
-        return "sha256:" + hash_files(files)
-    return f"{name_or_path}@{local_dir.name}"  # snapshot folders are named by commit
+        return "sha256:" + hash_files(files, file_hashes)
+    return f"{name_or_path}@{commit}"  # snapshot folders are named by commit
+
+
+def tokenizer_identity(tok_dir: Path, file_hashes: FileHashes | None = None) -> str:
+    """Content hash of a tokenizer's files (vocabulary, merges, special tokens, settings)."""
+    files = [p for pattern in TOKENIZER_PATTERNS for p in tok_dir.glob(pattern) if p.is_file()]
+    if not files:
+        raise FileNotFoundError(
+            f"No tokenizer files ({', '.join(TOKENIZER_PATTERNS)}) in {tok_dir}: set "
+            f"the teacher's 'tokenizer' to a Hub id or folder that has them."
+        )
+    return "sha256:" + hash_files(files, file_hashes)
 
 
 def check_label_count(spec: TeacherSpec, task: TaskSpec) -> None:
@@ -156,31 +179,43 @@ class Teacher:
     finetuned_now: bool = False
     params: int | None = None
     metrics: dict = field(default_factory=dict)
+    label_alignment: list[int] | None = None  # teacher column per task label (issue #3)
 
     def load(self):
         model = AutoModelForSequenceClassification.from_pretrained(
             self.model_dir, trust_remote_code=self.spec.trust_remote_code
         )
-        tokenizer = AutoTokenizer.from_pretrained(
+        self.params = count_parameters(model)
+        return model.to(_device()), self.load_tokenizer()
+
+    def load_tokenizer(self):
+        return AutoTokenizer.from_pretrained(
             self.tokenizer_dir, trust_remote_code=self.spec.trust_remote_code
         )
-        self.params = count_parameters(model)
-        return model.to(_device()), tokenizer
 
 
-def prepare(spec: TeacherSpec, task: TaskSpec, splits: DatasetDict, store_dir) -> Teacher:
-    """Resolve a teacher's checkpoint, fine-tuning (or reusing) it when asked."""
+def prepare(
+    spec: TeacherSpec,
+    task: TaskSpec,
+    splits: DatasetDict,
+    store_dir,
+    file_hashes: FileHashes | None = None,
+) -> Teacher:
+    """Resolve a teacher's checkpoint, fine-tuning (or reusing) it when asked.
+
+    `file_hashes` memoizes the content hashes that identify local checkpoints.
+    """
     local = resolve(spec.source, spec.revision)
     tok_name = spec.tokenizer or spec.source
     tok_dir = resolve(tok_name, spec.revision, patterns=()) if spec.tokenizer else local
-    tok_id = "sha256:" + hash_files(
-        [p for pattern in TOKENIZER_PATTERNS for p in tok_dir.glob(pattern) if p.is_file()]
-    )
+    tok_id = tokenizer_identity(tok_dir, file_hashes)
     if not spec.finetune:
-        return Teacher(spec, local, tok_dir, identity(spec.source, local), tok_id)
-    base_id = identity(spec.source, local)
+        return Teacher(
+            spec, local, tok_dir, identity(spec.source, local, file_hashes=file_hashes), tok_id
+        )
+    base_id = identity(spec.source, local, file_hashes=file_hashes)
     model_dir, trained = finetune(spec, task, splits, local, tok_dir, base_id, tok_id, store_dir)
-    model_id = identity(str(model_dir), model_dir)
+    model_id = identity(str(model_dir), model_dir, file_hashes=file_hashes)
     return Teacher(spec, model_dir, model_dir, model_id, tok_id, finetuned_now=trained)
 
 
@@ -279,33 +314,59 @@ def head_config(task: TaskSpec) -> dict:
     }
 
 
-def cached_logits(
-    teacher: Teacher, task: TaskSpec, splits: DatasetDict, cache: SoftLabelCache
-) -> dict[str, CacheEntry]:
-    """The teacher's logits for every split, computed only on a cache miss."""
-    loaded = None
-    entries = {}
-    for split, ds in splits.items():
-        key = {
-            "teacher": teacher.spec.name,
+def cache_keys(
+    teacher: Teacher, task: TaskSpec, splits: DatasetDict, tokenizer, cache: SoftLabelCache
+) -> dict[str, dict]:
+    """Per split, everything that determines the teacher's logits, and nothing else.
+
+    The student, ensembler, temperature, seed and output dir are absent on
+    purpose: every run and sweep job that changes only those reads these entries.
+    The teacher's name is absent too (two names for one checkpoint share logits).
+    """
+    return {
+        split: {
             "model": teacher.model_id,
             "tokenizer": teacher.tokenizer_id,
             "max_length": teacher.spec.max_length,
             "truncation": "longest_first",
+            "truncation_side": tokenizer.truncation_side,
             "task": task.name,
             "split": split,
+            "label_alignment": teacher.label_alignment,
+            "precision": precision(_device(), cache.autocast),
             "data": data.content_fingerprint(ds, task.text_fields),
         }
+        for split, ds in splits.items()
+    }
 
-        def compute(ds=ds, split=split):
-            nonlocal loaded
-            loaded = loaded or teacher.load()
-            model, tokenizer = loaded
+
+def cached_logits(
+    teacher: Teacher, task: TaskSpec, splits: DatasetDict, cache: SoftLabelCache
+) -> dict[str, CacheEntry]:
+    """The teacher's logits for every split, computed only on a cache miss."""
+    tokenizer = teacher.load_tokenizer()
+    keys = cache_keys(teacher, task, splits, tokenizer, cache)
+    model = None
+    entries = {}
+    for split, ds in splits.items():
+
+        def compute(partial, ds=ds, split=split):
+            nonlocal model
+            if model is None:
+                model, _ = teacher.load()
             encoded = data.tokenize(ds, tokenizer, task, teacher.spec.max_length)
-            desc = f"Teacher {teacher.spec.name} on {split}"
-            return predict_logits(model, tokenizer, encoded, teacher.spec.batch_size, desc)
+            return predict_logits(
+                model,
+                tokenizer,
+                encoded,
+                teacher.spec.batch_size,
+                f"Teacher {teacher.spec.name} on {split}",
+                autocast=cache.autocast,
+                partial=partial,
+            )
 
-        entries[split] = cache.get_or_compute(key, np.asarray(ds["idx"]), compute)
+        about = {"teacher": teacher.spec.name, "source": teacher.spec.source}
+        entries[split] = cache.get_or_compute(keys[split], np.asarray(ds["idx"]), compute, about)
     if teacher.params is None:
         teacher.params = _count_params_from_disk(teacher)
     return entries
