@@ -6,7 +6,7 @@ targets `[n_examples, n_labels]`: class probabilities at temperature T for
 classification, the predicted score (one column) for regression.
 
 Strategies that learn something (weights, temperatures) do it in `fit`, on the
-teachers' logits and the gold labels of `ensemble.fit_split` (default: validation).
+teachers' logits and the gold labels of `ensemble.fit_split` (default: the task's first eval split).
 When that split is also reported, `assess` scores it by k-fold cross-fitting, so no
 reported number comes from an example the ensembler was fitted on.
 
@@ -66,6 +66,7 @@ class Ensembler:
     supports_regression = True
     needs_fit = False  # True: `fit` must run before `combine`
     over = "logits"  # average logits (then soften) or probabilities at T
+    ensemble_temperature = 1.0  # the combined logits are divided by this (and by the KD T)
 
     def __init__(self, task: TaskSpec, teacher_names: list[str], **options):
         if options:
@@ -106,8 +107,6 @@ class Ensembler:
         """Each teacher's logits are divided by its own temperature before combining."""
         return np.ones(len(self.teacher_names))
 
-    ensemble_temperature = 1.0  # the combined logits are divided by this (and by T)
-
     def example_weights(self, scaled_logits: np.ndarray) -> np.ndarray:
         """Weights `[n_teachers, n_examples]`: the same for every example by default."""
         return np.broadcast_to(self.weights()[:, None], scaled_logits.shape[:2])
@@ -130,16 +129,15 @@ class Ensembler:
         return targets[:, 0] if self.task.is_regression else targets.argmax(-1)
 
     def describe(self) -> dict:
-        """What the ensembler uses: weights, and any temperatures it applies."""
+        """What the ensembler uses: weights, each teacher's temperature, the ensemble's."""
         self._check_fitted()
-        out = {"name": self.name, "weights": self._by_teacher(self.weights())}
-        if not np.allclose(self.temperatures(), 1.0):
-            out["temperatures"] = self._by_teacher(self.temperatures())
-        if self.ensemble_temperature != 1.0:
-            out["temperature"] = float(self.ensemble_temperature)
-        if self.over != "logits":
-            out["over"] = self.over
-        return out
+        return {
+            "name": self.name,
+            "weights": self._by_teacher(self.weights()),
+            "temperatures": self._by_teacher(self.temperatures()),
+            "temperature": float(self.ensemble_temperature),
+            "over": self.over,
+        }
 
     def _by_teacher(self, values) -> dict[str, float]:
         return dict(zip(self.teacher_names, map(float, values), strict=True))
@@ -536,15 +534,15 @@ def _name_and_options(cfg) -> tuple[str | None, dict]:
 class FitPlan:
     """Where fitted strategies learn, and how the fit split itself is scored."""
 
-    split: str = "validation"
+    split: str
     folds: int = 5
     seed: int = 0
 
 
-def fit_plan(cfg) -> FitPlan:
-    """`ensemble.fit_split`, `ensemble.folds` and `ensemble.fold_seed`, checked."""
+def fit_plan(cfg, task: TaskSpec) -> FitPlan:
+    """`ensemble.fit_split` (null: the task's first eval split), `folds`, `fold_seed`, checked."""
     plan = FitPlan(
-        split=str(cfg.get("fit_split") or FitPlan.split),
+        split=str(cfg.get("fit_split") or task.eval_splits[0]),
         folds=cfg.get("folds", FitPlan.folds),
         seed=cfg.get("fold_seed", FitPlan.seed),
     )
@@ -746,9 +744,10 @@ def _describe_short(row: dict) -> str:
     weights = row.get("mean_weights") or row.get("weights")
     if isinstance(weights, dict):
         parts.append("w " + " ".join(f"{k}={v:.2f}" for k, v in weights.items()))
-    if "temperatures" in row:
-        parts.append("T " + " ".join(f"{k}={v:.2f}" for k, v in row["temperatures"].items()))
-    if "temperature" in row:
+    temperatures = row.get("temperatures", {})
+    if any(t != 1.0 for t in temperatures.values()):
+        parts.append("T " + " ".join(f"{k}={v:.2f}" for k, v in temperatures.items()))
+    if row.get("temperature", 1.0) != 1.0:
         parts.append(f"T={row['temperature']:.2f}")
     return "; ".join(parts)
 

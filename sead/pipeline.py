@@ -47,7 +47,7 @@ def check_inputs(cfg: DictConfig) -> Inputs:
     task = get_task(cfg.task.name)
     specs = teachers.teacher_specs(cfg.teachers, task)
     ensembler = ensemble.build(cfg.ensemble, task, [spec.name for spec in specs])
-    plan = ensemble.fit_plan(cfg.ensemble)
+    plan = ensemble.fit_plan(cfg.ensemble, task)
     if plan.split == task.train_split:
         log.warning(
             "ensemble.fit_split=%s: fitted ensemblers will learn on the teachers' own training "

@@ -303,7 +303,7 @@ def test_cross_fitting_never_scores_an_example_with_weights_fitted_on_it():
     logits = np.stack([np.stack([ids, np.zeros(n)], axis=-1)] * 2)
     labels = np.arange(n) % 2
     events = []
-    plan = FitPlan(folds=5, seed=3)
+    plan = FitPlan("validation", folds=5, seed=3)
     _, fold_of = cross_fit(lambda: _Spy(events), logits, labels, plan)
     fits = [rows for kind, rows in events if kind == "fit"]
     scored = [rows for kind, rows in events if kind == "combine"]
@@ -341,7 +341,13 @@ def test_assess_cross_fits_the_fit_split_only():
 )
 def test_fit_plan_rejects_bad_settings(settings, message):
     with pytest.raises(ValueError, match=message):
-        fit_plan(OmegaConf.create({"name": "learned", **settings}))
+        fit_plan(OmegaConf.create({"name": "learned", **settings}), SST2)
+
+
+def test_fit_split_defaults_to_the_tasks_first_eval_split():
+    assert fit_plan(OmegaConf.create({"fit_split": None}), SST2).split == "validation"
+    assert fit_plan(OmegaConf.create({}), get_task("mnli")).split == "validation_matched"
+    assert fit_plan(OmegaConf.create({"fit_split": "train"}), SST2).split == "train"
 
 
 def test_too_few_examples_for_the_folds():
