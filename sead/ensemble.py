@@ -385,7 +385,12 @@ class Vote(Ensembler):
         return (1.0 - self.smoothing) * np.eye(n_labels)[winner] + self.smoothing / n_labels
 
     def describe(self):
-        return {**super().describe(), "smoothing": self.smoothing}
+        # One vote per teacher; no temperature applies to a vote.
+        return {
+            "name": self.name,
+            "weights": self._by_teacher(self.weights()),
+            "smoothing": self.smoothing,
+        }
 
 
 def _fit_logit_scales(logits: np.ndarray, labels: np.ndarray, lower: float) -> np.ndarray:
@@ -765,4 +770,9 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    import sys
+
+    from sead.run import exit_if_unknown_teachers
+
+    exit_if_unknown_teachers(sys.argv[1:])
     main()

@@ -421,3 +421,23 @@ def test_cli_compares_every_strategy_from_cached_logits(tiny_assets, tmp_path, m
     assert table in proc.stdout
     assert json.loads((run_dir / "ensemble_comparison.json").read_text())["folds"] == 4
     assert "Cache hit" in proc.stdout and "Cache miss" not in proc.stdout  # Hydra logs to stdout
+
+
+def test_regression_is_cross_fitted_and_scored_by_mse():
+    rng = np.random.default_rng(1)
+    gold = rng.uniform(0, 5, 200)
+    scores = np.stack([gold + rng.normal(0, 0.5, 200), 0.5 * gold])[..., None]
+    plan = FitPlan("validation", folds=5)
+
+    def make():
+        return build(OmegaConf.create({"name": "learned"}), STSB, NAMES)
+
+    fitted, result = assess(
+        make, {"validation": scores}, {"validation": gold}, ["validation"], plan
+    )
+    assert set(result) == {"metrics", "mse", "cross_fitted"}
+    assert result["metrics"]["validation"]["pearson"] > 0.9
+    crossed, _ = cross_fit(make, scores, gold, plan)
+    assert result["mse"]["validation"] == pytest.approx(np.mean((crossed[:, 0] - gold) ** 2))
+    # The second teacher is right up to a factor of 2: NNLS finds it (and ~ignores the noisy one).
+    assert fitted.describe()["weights"]["b"] == pytest.approx(2.0, abs=0.1)
