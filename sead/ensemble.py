@@ -695,7 +695,7 @@ def compare(cfg) -> tuple[str, dict]:
     task, names, plan = inputs.task, inputs.names, inputs.plan
     needed = list(dict.fromkeys([*task.eval_splits, plan.split]))
     cache = SoftLabelCache(cfg.paths.logits_dir)
-    per_teacher, _ = pipeline.teacher_logits(cfg, inputs, cache, logit_splits=needed)
+    per_teacher, records = pipeline.teacher_logits(cfg, inputs, cache, logit_splits=needed)
     logits = {split: np.stack([per_teacher[n][split] for n in names]) for split in needed}
     labels = {split: inputs.gold[split] for split in needed}
     rows = baselines(task, names, logits, labels, list(task.eval_splits))
@@ -714,7 +714,8 @@ def compare(cfg) -> tuple[str, dict]:
             continue
         rows[name] = {**fitted.describe(), **scores}
     table = comparison_table(task, rows, plan, notes)
-    return table, {"task": task.name, "fit_split": plan.split, "folds": plan.folds, "rows": rows}
+    data = {"task": task.name, "fit_split": plan.split, "folds": plan.folds, "fold_seed": plan.seed}
+    return table, {**data, "rows": rows, "teachers": records}
 
 
 def comparison_table(task: TaskSpec, rows: dict[str, dict], plan: FitPlan, notes=()) -> str:
