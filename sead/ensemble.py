@@ -566,8 +566,11 @@ def fold_ids(labels: np.ndarray, task: TaskSpec, folds: int, seed: int) -> np.nd
             f"ensemble.folds={folds} needs at least {folds} examples on the fit split, got {n}."
         )
     splitter = KFold(folds, shuffle=True, random_state=seed)
-    if not task.is_regression and np.bincount(labels, minlength=task.num_labels).min() >= folds:
-        splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    if not task.is_regression:
+        if np.bincount(labels, minlength=task.num_labels).min() >= folds:
+            splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
+        else:
+            log.info("A label has fewer than %d examples: folds are not stratified.", folds)
     ids = np.empty(n, dtype=np.int64)
     for fold, (_, held_out) in enumerate(splitter.split(np.zeros(n), labels)):
         ids[held_out] = fold
@@ -581,15 +584,13 @@ def cross_fit(
 
     Returns the targets and each example's fold id.
     """
-    ids = fold_ids(labels, make().task, plan.folds, plan.seed)
-    targets = None
+    task = make().task
+    ids = fold_ids(labels, task, plan.folds, plan.seed)
+    targets = np.empty((len(labels), task.num_labels))
     for fold in range(plan.folds):
         held_out = ids == fold
         ensembler = make().fit(logits[:, ~held_out], labels[~held_out])
-        fold_targets = ensembler.combine(logits[:, held_out], 1.0)
-        if targets is None:
-            targets = np.empty((len(labels), fold_targets.shape[-1]))
-        targets[held_out] = fold_targets
+        targets[held_out] = ensembler.combine(logits[:, held_out], 1.0)
     return targets, ids
 
 
