@@ -34,7 +34,8 @@ class Inputs:
     specs: list[teachers.TeacherSpec]
     ensembler: ensemble.Ensembler
     splits: DatasetDict
-    gold: dict[str, np.ndarray]  # labels of each eval split
+    gold: dict[str, np.ndarray]  # labels of each eval split and of the ensemble's fit split
+    plan: ensemble.FitPlan  # where fitted ensemblers learn, and how that split is scored
 
     @property
     def names(self) -> list[str]:
@@ -46,24 +47,34 @@ def check_inputs(cfg: DictConfig) -> Inputs:
     task = get_task(cfg.task.name)
     specs = teachers.teacher_specs(cfg.teachers, task)
     ensembler = ensemble.build(cfg.ensemble, task, [spec.name for spec in specs])
-    splits = data.load_splits(task, cfg.data, [task.train_split, *task.eval_splits])
+    plan = ensemble.fit_plan(cfg.ensemble, task)
+    if plan.split == task.train_split:
+        log.warning(
+            "ensemble.fit_split=%s: fitted ensemblers will learn on the teachers' own training "
+            "data and favour the teachers that overfit it most.",
+            plan.split,
+        )
+    splits = data.load_splits(task, cfg.data, [task.train_split, *task.eval_splits, plan.split])
     for spec in specs:
         teachers.check_label_count(spec, task)
-    gold = {split: np.asarray(splits[split]["label"]) for split in task.eval_splits}
-    return Inputs(task, specs, ensembler, splits, gold)
+    gold = {split: np.asarray(splits[split]["label"]) for split in [*task.eval_splits, plan.split]}
+    return Inputs(task, specs, ensembler, splits, gold, plan)
 
 
-def teacher_logits(cfg: DictConfig, inputs: Inputs, cache: SoftLabelCache):
+def teacher_logits(cfg: DictConfig, inputs: Inputs, cache: SoftLabelCache, logit_splits=None):
     """Each teacher's logits for every split (fine-tuning or reading the cache as needed).
 
-    Returns `{teacher: {split: logits}}` and a per-teacher results record.
+    `logit_splits` limits which splits get logits (all loaded splits by default; teachers
+    are still fine-tuned on the train split). Returns `{teacher: {split: logits}}` and a
+    per-teacher results record.
     """
     task, splits, gold = inputs.task, inputs.splits, inputs.gold
+    wanted = DatasetDict({split: splits[split] for split in logit_splits or splits})
     logits: dict[str, dict[str, np.ndarray]] = {}
     records = {}
     for spec in inputs.specs:
         teacher = teachers.prepare(spec, task, splits, cfg.paths.teachers_dir, cache.file_hashes)
-        entries = teachers.cached_logits(teacher, task, splits, cache)
+        entries = teachers.cached_logits(teacher, task, wanted, cache)
         logits[spec.name] = {split: entry.logits for split, entry in entries.items()}
         records[spec.name] = {
             "source": spec.source,
@@ -91,27 +102,19 @@ def run(cfg: DictConfig) -> dict:
     with stage("check"):
         inputs = check_inputs(cfg)
     task, splits, gold, names = inputs.task, inputs.splits, inputs.gold, inputs.names
-    ensembler = inputs.ensembler
 
     # 2. Teachers: fine-tune the ones that need it, then logits for every split (cached).
     cache = SoftLabelCache(cfg.paths.logits_dir, **OmegaConf.to_container(cfg.cache))
     with stage("teachers"):
         logits, teacher_results = teacher_logits(cfg, inputs, cache)
 
-    # 3. Ensemble: soft targets for the train split, and the ensemble's own scores.
-    def stacked(split):
-        return np.stack([logits[name][split] for name in names])
-
+    # 3. Ensemble: fitted on ensemble.fit_split (cross-fitted where that split is reported),
+    #    then soft targets for the train split, with each teacher alone and mean_logits beside.
     with stage("ensemble"):
-        temperature = float(cfg.train.temperature)
-        soft_targets = ensembler.combine(stacked(task.train_split), temperature)
-        ensemble_results = {
-            **ensembler.describe(),
-            "metrics": {
-                split: _score(task, ensembler.predict(stacked(split)), gold[split])
-                for split in task.eval_splits
-            },
-        }
+        ensembler, ensemble_results = _ensemble(cfg, inputs, logits)
+        soft_targets = ensembler.combine(
+            _stacked(logits, names, task.train_split), float(cfg.train.temperature)
+        )
 
     # 4. Student: distil on the soft targets with its own tokenizer.
     with stage("distill"):
@@ -163,6 +166,25 @@ def run(cfg: DictConfig) -> dict:
     report.save_run(results, cfg, out_dir)
     log.info("\n%s", report.summary_table(results))
     return results
+
+
+def _ensemble(cfg: DictConfig, inputs: Inputs, logits: dict) -> tuple[ensemble.Ensembler, dict]:
+    """The ensembler fitted on the fit split, and its results.json record."""
+    task, names, plan = inputs.task, inputs.names, inputs.plan
+    splits = list(dict.fromkeys([*task.eval_splits, plan.split]))
+    stacked = {split: _stacked(logits, names, split) for split in splits}
+    eval_splits = list(task.eval_splits)
+
+    def make():
+        return ensemble.build(cfg.ensemble, task, names)
+
+    fitted, scores = ensemble.assess(make, stacked, inputs.gold, eval_splits, inputs.plan)
+    comparison = ensemble.baselines(task, names, stacked, inputs.gold, eval_splits)
+    return fitted, ensemble.stage_record(cfg.ensemble, fitted, plan, scores, comparison)
+
+
+def _stacked(logits: dict, names: list[str], split: str) -> np.ndarray:
+    return np.stack([logits[name][split] for name in names])
 
 
 def _hard(task, logits: np.ndarray) -> np.ndarray:

@@ -44,12 +44,17 @@ def unknown_teachers(args: list[str], conf_dir: Path = CONF_DIR) -> list[str]:
     return sorted({str(n) for n in names} - known)
 
 
-if __name__ == "__main__":
-    missing = unknown_teachers(sys.argv[1:])
+def exit_if_unknown_teachers(args: list[str]) -> None:
+    """Stop a command line that names a teacher with no config, listing the ones there are."""
+    missing = unknown_teachers(args)
     if missing:
         available = sorted(p.stem for p in (CONF_DIR / "teachers").glob("*.yaml"))
         sys.exit(
             f"Unknown teacher(s) {missing}: no conf/teachers/<name>.yaml. "
             f"Available teachers: {', '.join(available)}."
         )
+
+
+if __name__ == "__main__":
+    exit_if_unknown_teachers(sys.argv[1:])
     main()

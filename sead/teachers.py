@@ -235,8 +235,13 @@ def finetune(
     and settings, so every later run and sweep job reuses it. An interrupted run
     resumes from its last Trainer checkpoint.
     """
-    train = splits[task.train_split]
     args = {"max_length": spec.max_length, **spec.finetune_args}
+    # A fixed slice of the train split (e.g. a deliberately weak teacher, or data-slice ensembles).
+    train = data.subsample(
+        splits[task.train_split],
+        args.get("max_train_samples"),
+        seed=int(args.get("train_subsample_seed", 0)),
+    )
     key = {
         "base": base_id,
         "tokenizer": tok_id,
