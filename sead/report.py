@@ -93,8 +93,8 @@ def hydra_overrides() -> list[str] | None:
 
 SETTINGS = {  # report column -> config key
     "task": "task.name",
-    "ensemble": "ensemble.name",
-    "student": "student.model",
+    "ensembler": "ensemble.name",
+    "student_model": "student.model",
     "temperature": "train.temperature",
     "alpha": "train.alpha",
     "lr": "train.lr",
@@ -157,7 +157,9 @@ def find_results(paths: Iterable) -> list[Path]:
         if path.is_file():
             found[path.resolve()] = None
         elif path.is_dir():
-            found.update((p.resolve(), None) for p in sorted(path.rglob(RESULTS_FILE)))
+            found.update(
+                (p.resolve(), None) for p in sorted(path.rglob(RESULTS_FILE), key=_job_order)
+            )
         else:
             raise FileNotFoundError(f"{path} is neither a run directory nor a {RESULTS_FILE}.")
     if not found:
@@ -166,6 +168,11 @@ def find_results(paths: Iterable) -> list[Path]:
             f"directory (multirun/<date>/<time>) or run directories (outputs/<date>/<time>)."
         )
     return list(found)
+
+
+def _job_order(path: Path) -> list:
+    """multirun/2 before multirun/10: numbered job folders in numeric order."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in path.parts]
 
 
 def job_rows(result_files: Sequence[Path]) -> list[dict]:
@@ -226,7 +233,9 @@ def add_seed_statistics(table, swept: list[str]):
         return table
     stats = ok.groupby(group, dropna=False)["student"].agg(["mean", "std", "count"])
     stats.columns = ["student mean", "student std", "seeds"]
-    return table.merge(stats.reset_index(), on=group, how="left")
+    table = table.merge(stats.reset_index(), on=group, how="left")
+    table.loc[table["status"] != "ok", list(stats.columns)] = float("nan")
+    return table.astype({"seeds": "Int64"})
 
 
 def _group_columns(swept: list[str]) -> list[str]:
@@ -297,8 +306,10 @@ def _markdown(table, swept, seeds_swept, plots, sources) -> str:
 
 
 def _md_table(table, columns: list[str], percent: list[str]) -> list[str]:
+    import pandas as pd
+
     def cell(column, value):
-        if value is None or (isinstance(value, float) and math.isnan(value)):
+        if value is None or (not isinstance(value, str) and pd.isna(value)):
             return ""
         if column in percent:
             return f"{100 * value:.2f}"
@@ -355,12 +366,19 @@ def _plots(table, swept: list[str], out_dir: Path) -> dict[str, Path]:
                 means.append(config[model].mean())
                 stds.append(config[model].std() if len(config) > 1 else 0.0)
         fig, ax = plt.subplots(figsize=(7, 0.4 * len(labels) + 1.5))
-        ax.barh(labels, [100 * m for m in means], xerr=[100 * s for s in stds], capsize=3)
+        colors = [_COLORS[label.split()[0]] for label in labels]
+        values = [100 * m for m in means]
+        ax.barh(labels, values, xerr=[100 * s for s in stds], capsize=3, color=colors)
+        left = min(values) - 10  # show the differences, not 0..100
+        ax.set_xlim(max(0.0, left) if min(values) >= 0 else left, max(values) + 5)
         ax.invert_yaxis()
         ax.set_xlabel(f"{rows['metric'].iloc[0]} x100")
         ax.set_title(f"{task}: teachers, ensembles and students")
         plots[f"models {task}"] = _save(fig, out_dir / f"models_{_slug(str(task))}.png")
     return plots
+
+
+_COLORS = {"teacher": "tab:gray", "ensemble": "tab:orange", "student": "tab:blue"}
 
 
 def _natural_order(values) -> list[str]:

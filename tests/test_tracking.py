@@ -1,0 +1,37 @@
+"""metrics.jsonl and `train.report_to`: tracking that needs no service."""
+
+import json
+
+from transformers import TrainerControl, TrainerState, TrainingArguments
+
+from sead.distill import report_to
+from sead.tracking import MetricsLog
+from tests.helpers import compose
+
+
+def test_metrics_log_writes_config_trainer_logs_and_results(tmp_path):
+    log = MetricsLog(tmp_path)
+    log.config(compose(["train.lr=0.001"]))
+    callback = log.callback()
+    state = TrainerState(global_step=5)
+    args = TrainingArguments(output_dir=str(tmp_path / "t"), report_to="none")
+    callback.on_log(args, state, TrainerControl(), logs={"loss": 0.5, "learning_rate": 1e-3})
+    log.write("results", student={"accuracy": float("nan")})
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [line["event"] for line in lines] == ["config", "train", "results"]
+    assert lines[0]["config"]["train"]["lr"] == 0.001
+    assert lines[1]["step"] == 5 and lines[1]["loss"] == 0.5
+    assert lines[2]["student"] == {"accuracy": None}  # NaN is not JSON: written as null
+
+
+def test_metrics_log_of_a_non_main_rank_writes_nothing(tmp_path):
+    log = MetricsLog(tmp_path, enabled=False)
+    log.config(compose())
+    assert not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_report_to_passes_through_to_the_trainer():
+    assert compose().train.report_to == "none"
+    assert report_to(compose().train) == []
+    assert report_to(compose(["train.report_to=tensorboard"]).train) == ["tensorboard"]
+    assert report_to(compose(["train.report_to=[wandb,mlflow]"]).train) == ["wandb", "mlflow"]
