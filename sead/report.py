@@ -317,7 +317,7 @@ def _md_table(table, columns: list[str], percent: list[str]) -> list[str]:
             return f"{value / 1e6:.2f}M" if value >= 1e5 else f"{int(value):,}"
         if column.startswith("speedup ") and isinstance(value, float):
             return f"{value:.2f}x"
-        return str(value).replace("|", "\\|")
+        return _short(value).replace("|", "\\|")
 
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for _, row in table.iterrows():
@@ -328,6 +328,7 @@ def _md_table(table, columns: list[str], percent: list[str]) -> list[str]:
 def _plots(table, swept: list[str], out_dir: Path) -> dict[str, Path]:
     """student_vs_<setting>.png per swept setting; models_<task>.png per task."""
     import matplotlib
+    import pandas as pd
 
     matplotlib.use("Agg")  # files only: no display needed (clusters, CI)
     import matplotlib.pyplot as plt
@@ -338,13 +339,15 @@ def _plots(table, swept: list[str], out_dir: Path) -> dict[str, Path]:
         return plots
     for column in [c for c in swept if c not in ("task", "seed")]:
         fig, ax = plt.subplots(figsize=(6, 4))
+        numbers = pd.to_numeric(ok[column], errors="coerce")
+        x = numbers if numbers.notna().all() else ok[column].astype(str)
         for task, rows in ok.groupby("task"):
-            stats = rows.groupby(rows[column].astype(str))["student"].agg(["mean", "std"])
-            order = _natural_order(stats.index)
-            stats = stats.loc[order]
-            ax.errorbar(order, 100 * stats["mean"], yerr=100 * stats["std"].fillna(0), marker="o",
-                        capsize=4, label=str(task))  # fmt: skip
-            ax.scatter(rows[column].astype(str), 100 * rows["student"], alpha=0.3, s=12)
+            stats = rows.groupby(x[rows.index])["student"].agg(["mean", "std"]).sort_index()
+            ax.errorbar(stats.index, 100 * stats["mean"], yerr=100 * stats["std"].fillna(0),
+                        marker="o", capsize=4, label=str(task))  # fmt: skip
+            ax.scatter(x[rows.index], 100 * rows["student"], alpha=0.3, s=12)
+        if x is numbers and numbers.min() > 0 and numbers.max() / numbers.min() >= 20:
+            ax.set_xscale("log")  # e.g. learning rates
         ax.set_xlabel(column)
         ax.set_ylabel(f"student {ok['metric'].iloc[0]} x100")
         ax.set_title(f"Student against {column} (mean ± std over the other settings)")
@@ -360,7 +363,7 @@ def _plots(table, swept: list[str], out_dir: Path) -> dict[str, Path]:
                 stds.append(0.0)
         configs = rows.groupby(group[1:], dropna=False) if group[1:] else [((), rows)]
         for key, config in configs:
-            name = ", ".join(f"{c}={v}" for c, v in zip(group[1:], key, strict=True))
+            name = ", ".join(f"{c}={_short(v)}" for c, v in zip(group[1:], key, strict=True))
             for model in ("ensemble", "student"):
                 labels.append(f"{model} {name}".strip())
                 means.append(config[model].mean())
@@ -381,12 +384,9 @@ def _plots(table, swept: list[str], out_dir: Path) -> dict[str, Path]:
 _COLORS = {"teacher": "tab:gray", "ensemble": "tab:orange", "student": "tab:blue"}
 
 
-def _natural_order(values) -> list[str]:
-    """Numbers in numeric order (1, 2, 10), anything else alphabetically."""
-    try:
-        return sorted(values, key=float)
-    except ValueError:
-        return sorted(values)
+def _short(value) -> str:
+    """Sampled floats (Optuna: 0.00012057126287443777) as 3 significant digits."""
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def _slug(text: str) -> str:
@@ -396,8 +396,7 @@ def _slug(text: str) -> str:
 def _save(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")  # room for long labels
     plt.close(fig)
     return path
 
