@@ -5,9 +5,11 @@ DEMO_DIR ?= demo_assets
 TASK ?= sst2
 TEACHERS ?= [bert,roberta]
 ARGS ?=
+DIR ?= $(lastword $(sort $(wildcard multirun/*/*)))
+NAME ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint format demo run sweep clean
+.PHONY: help install test test-fast lint format demo demo-sweep run sweep clean report experiment
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -39,6 +41,20 @@ run: ## The main job (needs the Hub): make run TASK=sst2 TEACHERS=[bert,roberta]
 
 sweep: ## A Hydra sweep (needs the Hub), e.g. make sweep ARGS="train.temperature=1,2,4 seed=1,2,3"
 	$(PYTHON) -m sead.run -m task=$(TASK) 'teachers=$(TEACHERS)' $(ARGS)
+
+demo-sweep: ## Offline demo sweep (temperature x seed) and its report, in multirun/demo_sweep
+	$(PYTHON) -m sead.toy $(DEMO_DIR)
+	SEAD_DEMO_DIR=$(DEMO_DIR) $(PYTHON) -m sead.run -m experiment=demo \
+		train.temperature=1,2,4 seed=1,2,3 hydra.sweep.dir=multirun/demo_sweep $(ARGS)
+	$(PYTHON) -m sead.report multirun/demo_sweep
+
+report: ## report.md/.csv + plots for a sweep: make report DIR=multirun/<date>/<time> (default: latest)
+	@test -n "$(DIR)" || { echo "No sweep found under multirun/: pass DIR=<multirun dir or run dirs>"; exit 2; }
+	$(PYTHON) -m sead.report $(DIR)
+
+experiment: ## Run conf/experiment/<NAME>.yaml: make experiment NAME=sead_glue_l6_h256 ARGS="task=rte"
+	@test -n "$(NAME)" || { echo "Pass NAME=<one of: $(basename $(notdir $(wildcard conf/experiment/*.yaml)))>"; exit 2; }
+	$(PYTHON) -m sead.run experiment=$(NAME) $(ARGS)
 
 clean: ## Remove run outputs, caches of tools and the demo assets (keeps the logit cache)
 	rm -rf outputs multirun $(DEMO_DIR) .pytest_cache .ruff_cache

@@ -327,9 +327,14 @@ def _md_table(table, columns: list[str], percent: list[str]) -> list[str]:
 
 def _plots(table, swept: list[str], out_dir: Path) -> dict[str, Path]:
     """student_vs_<setting>.png per swept setting; models_<task>.png per task."""
-    import matplotlib
     import pandas as pd
 
+    try:
+        import matplotlib
+    except ImportError as err:
+        raise ImportError(
+            "The sweep report's plots need matplotlib: pip install 'sead[report]'"
+        ) from err
     matplotlib.use("Agg")  # files only: no display needed (clusters, CI)
     import matplotlib.pyplot as plt
 
