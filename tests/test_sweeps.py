@@ -12,6 +12,8 @@ from sead import toy
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
+TORCHRUN_2_PROCESSES = (sys.executable, "-m", "torch.distributed.run", "--standalone",
+                        "--nproc_per_node=2")  # fmt: skip
 
 
 def _sead_run(*args, timeout=600, launcher=(sys.executable,)):
@@ -97,6 +99,20 @@ def test_single_run_failure_is_recorded_then_raised(tiny_assets, tmp_path):
     assert results["settings"]["task"] == "sst2"
 
 
+def test_fail_fast_ends_the_sweep_with_the_error(tiny_assets, tmp_path):
+    sweep = tmp_path / "multirun"
+    proc = _sead_run(
+        "-m",
+        *_demo(tiny_assets, tmp_path / "cache", f"data.dir={tmp_path / 'nowhere'}"),
+        "seed=1,2",
+        "fail_fast=true",
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert proc.returncode != 0
+    assert "FileNotFoundError" in proc.stderr and "nowhere" in proc.stderr
+    assert json.loads((sweep / "0" / "results.json").read_text())["status"] == "failed"
+
+
 def test_optuna_sweep_counts_a_failed_trial_and_finds_the_best(tiny_assets, tmp_path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     sweep = tmp_path / "optuna"
@@ -140,13 +156,7 @@ def test_ddp_with_torchrun_writes_the_cache_and_results_once(tiny_assets, tmp_pa
         *_demo(tiny_assets, cache, *checkpoints),
         "train.batch_size=16",
         f"hydra.run.dir={run_dir}",
-        launcher=(
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
-        ),  # fmt: skip
+        launcher=TORCHRUN_2_PROCESSES,
         timeout=300,
     )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
@@ -168,13 +178,7 @@ def test_ddp_refuses_teachers_it_would_have_to_fine_tune(tiny_assets, tmp_path):
     proc = _sead_run(
         *_demo(tiny_assets, tmp_path / "cache"),
         f"hydra.run.dir={run_dir}",
-        launcher=(
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
-        ),  # fmt: skip
+        launcher=TORCHRUN_2_PROCESSES,
         timeout=300,
     )
     assert proc.returncode != 0
