@@ -5,7 +5,7 @@ DEMO_DIR ?= demo_assets
 TASK ?= sst2
 TEACHERS ?= [bert,roberta]
 ARGS ?=
-DIR ?= $(lastword $(sort $(wildcard multirun/*/*)))
+DIR ?= $(shell ls -td multirun/*/*/ 2>/dev/null | head -n 1)
 NAME ?=
 
 .DEFAULT_GOAL := help
@@ -42,13 +42,13 @@ run: ## The main job (needs the Hub): make run TASK=sst2 TEACHERS=[bert,roberta]
 sweep: ## A Hydra sweep (needs the Hub), e.g. make sweep ARGS="train.temperature=1,2,4 seed=1,2,3"
 	$(PYTHON) -m sead.run -m task=$(TASK) 'teachers=$(TEACHERS)' $(ARGS)
 
-demo-sweep: ## Offline demo sweep (temperature x seed) and its report, in multirun/demo_sweep
+demo-sweep: ## Offline demo sweep (temperature x seed, 9 jobs) and its report, in multirun/
 	$(PYTHON) -m sead.toy $(DEMO_DIR)
 	SEAD_DEMO_DIR=$(DEMO_DIR) $(PYTHON) -m sead.run -m experiment=demo \
-		train.temperature=1,2,4 seed=1,2,3 hydra.sweep.dir=multirun/demo_sweep $(ARGS)
-	$(PYTHON) -m sead.report multirun/demo_sweep
+		train.temperature=1,2,4 seed=1,2,3 $(ARGS)
+	$(MAKE) --no-print-directory report
 
-report: ## report.md/.csv + plots for a sweep: make report DIR=multirun/<date>/<time> (default: latest)
+report: ## report.md/.csv + plots of a sweep: make report DIR=multirun/<date>/<time> (default: newest)
 	@test -n "$(DIR)" || { echo "No sweep found under multirun/: pass DIR=<multirun dir or run dirs>"; exit 2; }
 	$(PYTHON) -m sead.report $(DIR)
 

@@ -27,16 +27,17 @@ class MetricsLog:
         self.path = Path(out_dir) / METRICS_FILE
         self.enabled = enabled
 
-    def write(self, event: str, **fields) -> None:
+    def write(self, event: str, mode: str = "a", **fields) -> None:
         if not self.enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         record = {"event": event, "time": round(time.time(), 3), **fields}
-        with open(self.path, "a", encoding="utf-8") as f:
+        with open(self.path, mode, encoding="utf-8") as f:
             f.write(json.dumps(_finite(record), default=str) + "\n")
 
     def config(self, cfg) -> None:
-        self.write("config", config=OmegaConf.to_container(cfg, resolve=True))
+        """The first line of a run: starts the file afresh (a rerun in the same folder)."""
+        self.write("config", mode="w", config=OmegaConf.to_container(cfg, resolve=True))
 
     def callback(self) -> TrainerCallback:
         return _TrainerLogCallback(self)

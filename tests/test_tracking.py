@@ -22,6 +22,8 @@ def test_metrics_log_writes_config_trainer_logs_and_results(tmp_path):
     assert lines[0]["config"]["train"]["lr"] == 0.001
     assert lines[1]["step"] == 5 and lines[1]["loss"] == 0.5
     assert lines[2]["student"] == {"accuracy": None}  # NaN is not JSON: written as null
+    log.config(compose())  # a rerun in the same folder starts the file afresh
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
 
 
 def test_metrics_log_of_a_non_main_rank_writes_nothing(tmp_path):
