@@ -15,25 +15,29 @@ from sead import data, teachers
 from sead.inference import predict_logits
 from sead.tasks import TaskSpec
 
-REPEATS = 3
+MIN_PASSES = 3
+MAX_PASSES = 10
+MIN_SECONDS = 1.0
 
 
 def throughput(
     model, tokenizer, dataset: Dataset, task: TaskSpec, max_length: int, batch_size: int
 ) -> float:
-    """Examples per second of `model` on `dataset` (tokenization excluded), best of `REPEATS`.
+    """Examples per second of `model` on `dataset` (tokenization excluded).
 
-    The best of a few passes, as `timeit` does: slower passes measure whatever else the
-    machine was doing, not the model.
+    The best of `MIN_PASSES` to `MAX_PASSES` passes, until `MIN_SECONDS` of timing, as
+    `timeit` does: slower passes measure whatever else the machine was doing, not the model,
+    and a pass of a few milliseconds (tiny models) is mostly noise on its own.
     """
     encoded = data.tokenize(dataset, tokenizer, task, max_length)
     warmup = encoded.select(range(min(batch_size, len(encoded))))
     predict_logits(model, tokenizer, warmup, batch_size, "Speed warm-up")
-    best = float("inf")
-    for _ in range(REPEATS):
+    best, passes, spent = float("inf"), 0, 0.0
+    while passes < MIN_PASSES or (spent < MIN_SECONDS and passes < MAX_PASSES):
         started = time.perf_counter()
         predict_logits(model, tokenizer, encoded, batch_size, "Speed")
-        best = min(best, time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        best, passes, spent = min(best, elapsed), passes + 1, spent + elapsed
     return len(encoded) / best
 
 

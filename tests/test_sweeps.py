@@ -68,6 +68,8 @@ def test_parallel_sweep_records_the_failed_job_and_goes_on(tiny_assets, tmp_path
     assert _logit_entries(cache) == sorted(ok["teachers"][t]["cache"][s] for t in ok["teachers"]
                                            for s in ("train", "validation"))  # fmt: skip
     assert (sweep / "0" / "student" / "README.md").is_file()
+    assert set(ok["speed"]["speedup"]) == {"toy_bert", "toy_roberta"}
+    assert all(speedup > 0 for speedup in ok["speed"]["speedup"].values())
     events = [json.loads(x)["event"] for x in (sweep / "0" / "metrics.jsonl").open()]
     assert events[0] == "config" and events[-1] == "results" and "train" in events
 
