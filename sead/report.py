@@ -104,6 +104,8 @@ SETTINGS = {  # report column -> config key
 
 
 def run_settings(cfg) -> dict:
+    """The settings a sweep report shows, groups and plots by (`SETTINGS`, and the teachers)."""
+
     def select(key):
         try:
             value = OmegaConf.select(cfg, key, throw_on_resolution_failure=True)
@@ -111,8 +113,9 @@ def run_settings(cfg) -> dict:
             return None
         return value if isinstance(value, str | int | float | bool) or value is None else str(value)
 
+    settings = {column: select(key) for column, key in SETTINGS.items()}
     teachers = "+".join(str(name) for name in cfg.get("teachers") or {})
-    return {"teachers": teachers, **{column: select(key) for column, key in SETTINGS.items()}}
+    return {"task": settings.pop("task"), "teachers": teachers, **settings}
 
 
 def summary_table(results: dict) -> str:
@@ -221,7 +224,12 @@ def _scores(results: dict) -> dict:
 
 def swept_columns(table) -> list[str]:
     """The settings that differ between jobs (what the sweep varied), in a stable order."""
-    candidates = [c for c in table.columns if c in _SETTING_COLUMNS or "." in c]
+    results = {"job", "status", "metric", "error", "ensemble", "student"}
+    candidates = [
+        c
+        for c in table.columns
+        if c not in results and not c.startswith(("teacher ", "params ", "speedup ", "student "))
+    ]
     return [c for c in candidates if table[c].astype(str).nunique(dropna=False) > 1]
 
 

@@ -92,7 +92,7 @@ def test_report_rows_seed_statistics_failed_job_and_plots(sweep):
 
     markdown = written["md"].read_text()
     assert "7 job(s), 3 failed" in markdown
-    assert "| sst2 | 4.0 | 85.00 ± 7.07 | 2 |" in markdown
+    assert "| sst2 | 4 | 85.00 ± 7.07 | 2 |" in markdown
     assert "OutOfMemoryError" in markdown
     for name in ("student vs temperature", "models sst2"):
         path = written[name]
