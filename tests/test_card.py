@@ -109,3 +109,19 @@ def test_push_to_hub_without_repo_id_fails_before_any_work(tiny_cfg, monkeypatch
     monkeypatch.setattr(sead.distill, "distill", fail)
     with pytest.raises(ValueError, match=r"report.push_to_hub=true needs report.hub_model_id"):
         pipeline.run(tiny_cfg("report.push_to_hub=true"))
+
+
+def test_push_uploads_the_student_folder_with_its_card(tmp_path, monkeypatch):
+    """The upload's wiring, with huggingface_hub's two calls recorded instead of sent."""
+    import huggingface_hub
+
+    calls = []
+    monkeypatch.setattr(huggingface_hub, "create_repo", lambda *a, **k: calls.append((a, k)))
+    monkeypatch.setattr(huggingface_hub, "upload_folder", lambda **k: calls.append(((), k)))
+    cfg = compose(["report.push_to_hub=true", "report.hub_model_id=me/sead-sst2"])
+    card.check_settings(cfg.report)  # a repo id is set: no error
+    assert card.push_to_hub(tmp_path, cfg.report) == "me/sead-sst2"
+    (create_args, create_kwargs), (_, upload_kwargs) = calls
+    assert create_args == ("me/sead-sst2",) and create_kwargs["private"] is True
+    assert upload_kwargs["repo_id"] == "me/sead-sst2"
+    assert upload_kwargs["folder_path"] == str(tmp_path)
