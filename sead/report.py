@@ -35,6 +35,7 @@ def write_atomic(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide results from the rest of a team
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
