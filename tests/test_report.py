@@ -90,6 +90,7 @@ def test_report_rows_seed_statistics_failed_job_and_plots(sweep):
     assert t1["student mean"].tolist()[:2] == pytest.approx([0.72, 0.72])
     assert t1["student mean"].iloc[2:].isna().all()  # failed jobs carry no statistics
 
+    assert written["csv"].stat().st_mode & 0o777 == 0o644  # readable by the rest of a team
     markdown = written["md"].read_text()
     assert "7 job(s), 3 failed" in markdown
     assert "| sst2 | 4 | 85.00 ± 7.07 | 2 |" in markdown
