@@ -139,7 +139,22 @@ def distill(
 
 
 def report_to(train_cfg) -> list[str]:
-    """`train.report_to` as the Trainer takes it: `none`, one name, or a list of them."""
+    """`train.report_to` as the Trainer takes it (`none`, one name, or a list of them).
+
+    Checked against the installed trackers, so that a missing package stops the run before
+    the teachers, not when the Trainer starts.
+    """
+    from transformers.integrations import get_available_reporting_integrations
+
     value = train_cfg.get("report_to") or "none"
     names = [value] if isinstance(value, str) else [str(v) for v in value]
-    return [] if names in (["none"], []) else names
+    names = [] if names in (["none"], []) else names
+    available = get_available_reporting_integrations()
+    missing = [name for name in names if name != "all" and name not in available]
+    if missing:
+        raise ValueError(
+            f"train.report_to={names} but {missing} is not installed "
+            f"(pip install {' '.join(missing)}); installed trackers: {available or 'none'}. "
+            "metrics.jsonl is written in any case."
+        )
+    return names

@@ -97,6 +97,7 @@ def run(cfg: DictConfig) -> dict | None:
     with stage("check"):
         inputs = check_inputs(cfg)
         card.check_settings(cfg.get("report"))
+        distill.report_to(cfg.train)  # the trackers asked for are installed
         _check_distributed(inputs)
     task, splits, gold, names = inputs.task, inputs.splits, inputs.gold, inputs.names
     ensembler = inputs.ensembler

@@ -2,8 +2,11 @@
 
 import json
 
+import pytest
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
+import sead.teachers
+from sead import pipeline
 from sead.distill import report_to
 from sead.tracking import MetricsLog
 from tests.helpers import compose
@@ -32,8 +35,39 @@ def test_metrics_log_of_a_non_main_rank_writes_nothing(tmp_path):
     assert not (tmp_path / "metrics.jsonl").exists()
 
 
-def test_report_to_passes_through_to_the_trainer():
+def test_report_to_passes_through_to_the_trainer(monkeypatch):
+    import transformers.integrations
+
+    installed = ["tensorboard", "wandb", "mlflow"]
+    monkeypatch.setattr(
+        transformers.integrations, "get_available_reporting_integrations", lambda: installed
+    )
     assert compose().train.report_to == "none"
     assert report_to(compose().train) == []
     assert report_to(compose(["train.report_to=tensorboard"]).train) == ["tensorboard"]
     assert report_to(compose(["train.report_to=[wandb,mlflow]"]).train) == ["wandb", "mlflow"]
+
+
+def test_report_to_a_tracker_that_is_not_installed_fails_early(monkeypatch):
+    import transformers.integrations
+
+    monkeypatch.setattr(
+        transformers.integrations, "get_available_reporting_integrations", lambda: []
+    )
+    with pytest.raises(ValueError, match=r"\['wandb'\] is not installed \(pip install wandb\)"):
+        report_to(compose(["train.report_to=wandb"]).train)
+
+
+def test_pipeline_checks_report_to_before_any_work(tiny_cfg, monkeypatch):
+    import transformers.integrations
+
+    monkeypatch.setattr(
+        transformers.integrations, "get_available_reporting_integrations", lambda: []
+    )
+    monkeypatch.setattr(sead.teachers, "prepare", _never)
+    with pytest.raises(ValueError, match="train.report_to"):
+        pipeline.run(tiny_cfg("train.report_to=mlflow"))
+
+
+def _never(*args, **kwargs):
+    raise AssertionError("work started before the bad setting was caught")
