@@ -34,7 +34,7 @@ format: ## Fix style with ruff
 
 demo: ## Offline end-to-end demo: tiny teachers fine-tuned, cached, ensembled, distilled
 	$(PYTHON) -m sead.toy $(DEMO_DIR)
-	SEAD_DEMO_DIR=$(DEMO_DIR) $(PYTHON) -m sead.run experiment=demo $(ARGS)
+	OMP_NUM_THREADS=1 SEAD_DEMO_DIR=$(DEMO_DIR) $(PYTHON) -m sead.run experiment=demo $(ARGS)
 
 run: ## The main job (needs the Hub): make run TASK=sst2 TEACHERS=[bert,roberta] ARGS=...
 	$(PYTHON) -m sead.run task=$(TASK) 'teachers=$(TEACHERS)' $(ARGS)
