@@ -44,7 +44,7 @@ sweep: ## A Hydra sweep (needs the Hub), e.g. make sweep ARGS="train.temperature
 
 demo-sweep: ## Offline demo sweep (temperature x seed, 9 jobs) and its report, in multirun/
 	$(PYTHON) -m sead.toy $(DEMO_DIR)
-	SEAD_DEMO_DIR=$(DEMO_DIR) $(PYTHON) -m sead.run -m experiment=demo \
+	OMP_NUM_THREADS=1 SEAD_DEMO_DIR=$(DEMO_DIR) $(PYTHON) -m sead.run -m experiment=demo \
 		train.temperature=1,2,4 seed=1,2,3 $(ARGS)
 	$(MAKE) --no-print-directory report
 
