@@ -18,10 +18,11 @@ from datasets import DatasetDict
 from omegaconf import DictConfig, OmegaConf
 from transformers import set_seed
 
-from sead import data, distill, ensemble, metrics, report, teachers
+from sead import card, data, distill, distributed, ensemble, metrics, report, speed, teachers
 from sead.cache import SoftLabelCache
 from sead.inference import count_parameters, predict_logits
 from sead.tasks import TaskSpec, get_task
+from sead.tracking import MetricsLog
 
 log = logging.getLogger(__name__)
 
@@ -92,20 +93,29 @@ def teacher_logits(cfg: DictConfig, inputs: Inputs, cache: SoftLabelCache, logit
     return logits, records
 
 
-def run(cfg: DictConfig) -> dict:
+def run(cfg: DictConfig) -> dict | None:
+    """Run the pipeline; returns the results (None on the ranks > 0 of a multi-process run)."""
     timings: dict[str, float] = {}
     stage = _stage_timer(timings)
     set_seed(int(cfg.seed))
     out_dir = Path(cfg.paths.output_dir)
+    distributed.init(cfg.train.get("ddp_timeout"))
+    main_process = distributed.is_main_process()  # the only one that writes
+    metrics_log = MetricsLog(out_dir, enabled=main_process)
+    metrics_log.config(cfg)
 
     # 1. Check every input that is cheap to check, before any expensive work.
     with stage("check"):
         inputs = check_inputs(cfg)
+        card.check_settings(cfg.get("report"))
+        distill.report_to(cfg.train)  # the trackers asked for are installed
+        _check_distributed(inputs)
     task, splits, gold, names = inputs.task, inputs.splits, inputs.gold, inputs.names
 
     # 2. Teachers: fine-tune the ones that need it, then logits for every split (cached).
+    # Multi-process: rank 0 computes and caches them while the others wait, then reads them.
     cache = SoftLabelCache(cfg.paths.logits_dir, **OmegaConf.to_container(cfg.cache))
-    with stage("teachers"):
+    with stage("teachers"), distributed.main_process_first():
         logits, teacher_results = teacher_logits(cfg, inputs, cache)
 
     # 3. Ensemble: fitted on ensemble.fit_split (cross-fitted where that split is reported),
@@ -129,13 +139,17 @@ def run(cfg: DictConfig) -> dict:
             int(cfg.student.max_length),
             out_dir / "trainer",
             int(cfg.seed),
+            callbacks=[metrics_log.callback()],
         )
-        trainer.save_model(str(out_dir / "student"))
+        trainer.save_model(str(out_dir / "student"))  # the Trainer saves on rank 0 only
+    if not main_process:
+        return None
 
     # 5. Evaluate the student on every eval split with the task's official metrics.
     student_results = {"model": cfg.student.model, "params": count_parameters(model)}
     with stage("evaluate"):
         student_results["metrics"], student_results["examples_per_second"] = {}, {}
+        student_results["eval_runtime_s"] = {}
         for split in task.eval_splits:
             encoded = data.tokenize(splits[split], tokenizer, task, int(cfg.student.max_length))
             started = time.perf_counter()
@@ -143,11 +157,26 @@ def run(cfg: DictConfig) -> dict:
             student_logits = predict_logits(
                 model, tokenizer, encoded, batch_size, f"Student on {split}"
             )
-            speed = len(encoded) / (time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
             student_results["metrics"][split] = _score(
                 task, _hard(task, student_logits), gold[split]
             )
-            student_results["examples_per_second"][split] = round(speed, 1)
+            student_results["examples_per_second"][split] = round(len(encoded) / elapsed, 1)
+            student_results["eval_runtime_s"][split] = round(elapsed, 3)
+
+    # 6. Inference speedup: student and teachers timed on the same examples.
+    speed_results = None
+    if int(cfg.get("report", {}).get("speed_samples", 0)) > 0:
+        with stage("speed"):
+            speed_results = speed.compare(
+                model,
+                tokenizer,
+                int(cfg.student.max_length),
+                inputs,
+                cfg.paths.teachers_dir,
+                int(cfg.report.speed_samples),
+                int(cfg.train.eval_batch_size),
+            )
 
     results = {
         "task": task.name,
@@ -162,9 +191,14 @@ def run(cfg: DictConfig) -> dict:
         "train": OmegaConf.to_container(cfg.train, resolve=True),
         "cache": {"dir": str(cache.root), "hits": cache.hits, "misses": cache.misses},
         "timings_s": timings,
+        "speed": speed_results,
+        "distributed": distributed.describe(),
     }
     report.save_run(results, cfg, out_dir)
+    metrics_log.write("results", results=results)
     log.info("\n%s", report.summary_table(results))
+    if cfg.get("report", {}).get("push_to_hub"):
+        results["hub_model_id"] = card.push_to_hub(out_dir / "student", cfg.report)
     return results
 
 
@@ -185,6 +219,23 @@ def _ensemble(cfg: DictConfig, inputs: Inputs, logits: dict) -> tuple[ensemble.E
 
 def _stacked(logits: dict, names: list[str], split: str) -> np.ndarray:
     return np.stack([logits[name][split] for name in names])
+
+
+def _check_distributed(inputs: Inputs) -> None:
+    """Teachers are fine-tuned by one process; under a multi-process launcher, do it first.
+
+    Rank 0 computes the teachers' logits while the other ranks wait, but a Trainer started
+    there would wait for those ranks too (DDP), and never start.
+    """
+    to_finetune = [spec.name for spec in inputs.specs if spec.finetune]
+    if distributed.is_distributed() and to_finetune:
+        raise ValueError(
+            f"Teacher(s) {to_finetune} have finetune: true, which a multi-process run "
+            f"(world size {distributed.world_size()}) cannot do. Fine-tune them first with a "
+            "single-process run of the same task and data (python -m sead.run ...), then point "
+            "teachers.<name>.checkpoints.<task> at the fine-tuned checkpoint it stored under "
+            "paths.teachers_dir and set teachers.<name>.finetune=false."
+        )
 
 
 def _hard(task, logits: np.ndarray) -> np.ndarray:
