@@ -42,8 +42,9 @@ def _demo(tiny_assets, cache, *overrides):
 
 
 def _logit_entries(cache: Path) -> list[str]:
-    """Names in the logit cache, temporary ones (dot-prefixed) included."""
-    return sorted(p.name for p in (cache / "logits").iterdir() if not p.name.endswith(".lock"))
+    """Entries in the logit cache, temporary ones (dot-prefixed) included; not its bookkeeping."""
+    bookkeeping = {".locks", "file_hashes.json", ".file_hashes.json.lock"}
+    return sorted(p.name for p in (cache / "logits").iterdir() if p.name not in bookkeeping)
 
 
 def test_parallel_sweep_records_the_failed_job_and_goes_on(tiny_assets, tmp_path):
