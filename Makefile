@@ -5,9 +5,12 @@ DEMO_DIR ?= demo_assets
 TASK ?= sst2
 TEACHERS ?= [bert,roberta]
 ARGS ?=
+CACHE_ARGS ?=
+DIR ?= $(shell ls -td multirun/*/*/ 2>/dev/null | head -n 1)
+NAME ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint format demo run sweep clean
+.PHONY: help install test test-fast lint format demo demo-sweep run sweep cache-list cache-clean clean report experiment
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -32,13 +35,33 @@ format: ## Fix style with ruff
 
 demo: ## Offline end-to-end demo: tiny teachers fine-tuned, cached, ensembled, distilled
 	$(PYTHON) -m sead.toy $(DEMO_DIR)
-	SEAD_DEMO_DIR=$(DEMO_DIR) $(PYTHON) -m sead.run experiment=demo $(ARGS)
+	OMP_NUM_THREADS=1 SEAD_DEMO_DIR=$(DEMO_DIR) $(PYTHON) -m sead.run experiment=demo $(ARGS)
 
 run: ## The main job (needs the Hub): make run TASK=sst2 TEACHERS=[bert,roberta] ARGS=...
 	$(PYTHON) -m sead.run task=$(TASK) 'teachers=$(TEACHERS)' $(ARGS)
 
 sweep: ## A Hydra sweep (needs the Hub), e.g. make sweep ARGS="train.temperature=1,2,4 seed=1,2,3"
 	$(PYTHON) -m sead.run -m task=$(TASK) 'teachers=$(TEACHERS)' $(ARGS)
+
+cache-list: ## List cached teacher logits (teacher, task, split, size, created); SEAD_CACHE=dir
+	$(PYTHON) -m sead.cache list $(CACHE_ARGS)
+
+cache-clean: ## Remove cached teacher logits: all, or CACHE_ARGS="--teacher bert --task rte"
+	$(PYTHON) -m sead.cache rm $(if $(CACHE_ARGS),$(CACHE_ARGS),--all)
+
+demo-sweep: ## Offline demo sweep (temperature x seed, 9 jobs) and its report, in multirun/
+	$(PYTHON) -m sead.toy $(DEMO_DIR)
+	OMP_NUM_THREADS=1 SEAD_DEMO_DIR=$(DEMO_DIR) $(PYTHON) -m sead.run -m experiment=demo \
+		train.temperature=1,2,4 seed=1,2,3 $(ARGS)
+	$(MAKE) --no-print-directory report
+
+report: ## report.md/.csv + plots of a sweep: make report DIR=multirun/<date>/<time> (default: newest)
+	@test -n "$(DIR)" || { echo "No sweep found under multirun/: pass DIR=<multirun dir or run dirs>"; exit 2; }
+	$(PYTHON) -m sead.report $(DIR)
+
+experiment: ## Run conf/experiment/<NAME>.yaml: make experiment NAME=sead_glue_l6_h256 ARGS="task=rte"
+	@test -n "$(NAME)" || { echo "Pass NAME=<one of: $(basename $(notdir $(wildcard conf/experiment/*.yaml)))>"; exit 2; }
+	$(PYTHON) -m sead.run experiment=$(NAME) $(ARGS)
 
 clean: ## Remove run outputs, caches of tools and the demo assets (keeps the logit cache)
 	rm -rf outputs multirun $(DEMO_DIR) .pytest_cache .ruff_cache

@@ -5,34 +5,55 @@ outputs depend only on the model, its tokenizer, the truncation settings, the
 task and the data. Everything else (student, ensembler, temperature, seed)
 reads the same entry, so a teacher never runs twice on the same data.
 
-An entry is a directory `<root>/<fingerprint>/` holding `logits.safetensors`
-and `manifest.json`. It is built under a temporary name and renamed into place
-(atomic on POSIX), guarded by a file lock so that parallel sweep jobs compute
-it once, and verified against its manifest's checksum on every load.
+Layout under the cache root (`paths.logits_dir`):
+
+    <fingerprint>/logits.safetensors   logits [n_examples, n_labels] (+ idx when not a range)
+    <fingerprint>/manifest.json        key, shape, dtype, idx order, checksum, created
+    .partial-<fingerprint>/            chunks of an entry being computed (resume after a kill)
+    .locks/<fingerprint>.lock          one process computes, the others wait and read
+    file_hashes.json                   content hashes of checkpoint files, by (path, size, mtime)
+
+An entry is built under a temporary name and renamed into place (atomic on
+POSIX), and verified against its manifest on every load: a missing, truncated,
+edited or mismatched entry is reported in one line and recomputed, never used.
+
+`python -m sead.cache list|show|rm|verify` inspects and prunes the cache.
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from filelock import FileLock
-from safetensors.numpy import load_file, save_file
+from filelock import FileLock, Timeout
+from safetensors import safe_open
+from safetensors.numpy import load as load_safetensors
+from safetensors.numpy import save_file
 
 log = logging.getLogger(__name__)
 
 LOGITS_FILE = "logits.safetensors"
 MANIFEST_FILE = "manifest.json"
-FORMAT_VERSION = 1
+PLAN_FILE = "plan.json"
+PARTIAL_PREFIX = ".partial-"
+LOCK_DIR = ".locks"
+FILE_HASHES = "file_hashes.json"
+FORMAT_VERSION = 1  # part of every fingerprint: bump only when keys change meaning
+MANIFEST_VERSION = 2  # layout of an entry on disk; older entries are rebuilt
+STORAGE_DTYPES = {"float32": np.float32, "float16": np.float16}
+AUTOCAST_CHOICES = (None, "bf16", "fp16")
 
 
 def fingerprint(key: dict) -> str:
@@ -41,10 +62,21 @@ def fingerprint(key: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
-def hash_files(paths) -> str:
-    """Content hash of files (e.g. a local checkpoint's weights and config)."""
+def hash_files(paths: Iterable, memo: FileHashes | None = None) -> str:
+    """Content hash of files (e.g. a local checkpoint's weights and config).
+
+    Hashing a 400 MB checkpoint takes about a second; with a `memo` it happens
+    once per version of the files instead of once per run.
+    """
+    paths = sorted(Path(p) for p in paths)
+    if memo is not None:
+        return memo.get(paths)
+    return _hash_contents(paths)
+
+
+def _hash_contents(paths: list[Path]) -> str:
     h = hashlib.sha256()
-    for path in sorted(Path(p) for p in paths):
+    for path in paths:
         h.update(path.name.encode())
         with open(path, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
@@ -52,14 +84,59 @@ def hash_files(paths) -> str:
     return h.hexdigest()
 
 
-def _sha256(path: Path) -> str:
-    return hash_files([path])
+class FileHashes:
+    """`hash_files` results memoized in a small json, keyed by each file's stat.
+
+    A file is assumed unchanged while its resolved path, inode, size, mtime_ns
+    and ctime_ns all are (the signals `git status` trusts); any change rehashes.
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    def get(self, paths: list[Path]) -> str:
+        stamp = json.dumps([_stat_stamp(p) for p in paths])
+        key = hashlib.sha256(stamp.encode()).hexdigest()
+        known = self._read()
+        if key in known:
+            return known[key]
+        digest = _hash_contents(paths)
+        with FileLock(str(self.path.with_name(f".{self.path.name}.lock"))):
+            known = {**self._read(), key: digest}
+            _write_atomic(self.path, json.dumps(known, indent=0).encode())
+        return digest
+
+    def _read(self) -> dict:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}  # absent or damaged: rehash, never trust a bad memo
+
+
+def _stat_stamp(path: Path) -> list:
+    st = path.stat()
+    return [str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def _write_atomic(path: Path, payload: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _sha256(payload: bytes) -> str:
+    return hashlib.sha256(payload).hexdigest()
 
 
 @dataclass
 class CacheEntry:
     fingerprint: str
-    logits: np.ndarray  # [n_examples, n_labels], rows in `idx` order
+    logits: np.ndarray  # [n_examples, n_labels] float32, rows in `idx` order
     idx: np.ndarray  # [n_examples] the dataset's example ids
     hit: bool  # True when read from disk, False when computed now
 
@@ -68,85 +145,204 @@ class CorruptEntry(Exception):
     """An entry on disk that must not be used (truncated, edited, mismatched)."""
 
 
+class PartialEntry:
+    """Chunks of an entry being computed, so that a killed run resumes where it stopped.
+
+    The computation states its `plan` (example count, batch size, chunk
+    boundaries, example order) before it starts; chunks saved under another plan
+    are dropped, so a resumed run batches exactly as an uninterrupted one and
+    gets bitwise-identical logits. Each chunk is its own safetensors file,
+    written atomically with a checksum of its contents in the header.
+    """
+
+    def __init__(self, folder: Path, chunk_size: int):
+        self.folder = folder
+        self.chunk_size = chunk_size
+        self.reused = 0  # chunks read back from a previous, interrupted run
+        self.saved = 0  # chunks computed by this run
+
+    def start(self, plan: dict) -> None:
+        plan_path = self.folder / PLAN_FILE
+        if self.folder.is_dir():
+            try:
+                same = json.loads(plan_path.read_text()) == plan
+            except (OSError, ValueError):
+                same = False
+            if same:
+                done = len(list(self.folder.glob("chunk-*.safetensors")))
+                if done:
+                    log.info("Resuming from %d chunk(s) in %s", done, self.folder)
+                return
+            log.info("Dropping partial results in %s: made with another plan", self.folder)
+            shutil.rmtree(self.folder)
+        self.folder.mkdir(parents=True)
+        _write_atomic(plan_path, json.dumps(plan, indent=2).encode())
+
+    def load(self, index: int, rows: np.ndarray) -> np.ndarray | None:
+        """Chunk `index`'s logits, or None if absent or not exactly this chunk's rows."""
+        path = self._chunk_path(index)
+        if not path.is_file():
+            return None
+        try:
+            with safe_open(str(path), "np") as f:
+                checksum = f.metadata().get("sha256")
+                saved_rows, logits = f.get_tensor("rows"), f.get_tensor("logits")
+        except Exception as err:  # safetensors raises several types on bad bytes
+            log.warning("Chunk %s is unreadable (%s); recomputing it.", path, err)
+            return None
+        if checksum != _sha256(saved_rows.tobytes() + logits.tobytes()):
+            log.warning("Chunk %s fails its checksum; recomputing it.", path)
+            return None
+        if not np.array_equal(saved_rows, rows):
+            log.warning("Chunk %s holds other examples; recomputing it.", path)
+            return None
+        self.reused += 1
+        return logits
+
+    def save(self, index: int, rows: np.ndarray, logits: np.ndarray) -> None:
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        logits = np.ascontiguousarray(logits, dtype=np.float32)
+        checksum = _sha256(rows.tobytes() + logits.tobytes())
+        path = self._chunk_path(index)
+        tmp = path.with_name(f".{path.name}.tmp")
+        save_file({"rows": rows, "logits": logits}, str(tmp), metadata={"sha256": checksum})
+        os.replace(tmp, path)
+        self.saved += 1
+
+    def _chunk_path(self, index: int) -> Path:
+        return self.folder / f"chunk-{index:05d}.safetensors"
+
+
+Compute = Callable[[PartialEntry], np.ndarray]
+
+
 class SoftLabelCache:
-    def __init__(self, root):
+    """Teacher logits on disk, keyed by `fingerprint(key)`.
+
+    `dtype` is how logits are stored (float16 halves the size, at ~1e-3
+    relative rounding; it is part of each entry's key). `chunk_size` and
+    `autocast` are read by whoever fills the cache (`sead.teachers`).
+    """
+
+    def __init__(self, root, dtype: str = "float32", chunk_size: int = 4096, autocast=None):
+        if dtype not in STORAGE_DTYPES:
+            raise ValueError(f"cache.dtype={dtype!r}: expected one of {list(STORAGE_DTYPES)}.")
+        if int(chunk_size) < 1:
+            raise ValueError(f"cache.chunk_size={chunk_size!r}: expected a positive integer.")
+        if autocast not in AUTOCAST_CHOICES:
+            raise ValueError(f"cache.autocast={autocast!r}: expected one of {AUTOCAST_CHOICES}.")
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self.dtype = dtype
+        self.chunk_size = int(chunk_size)
+        self.autocast = autocast
+        self.file_hashes = FileHashes(self.root / FILE_HASHES)
         self.hits = 0
         self.misses = 0
 
     def path(self, fp: str) -> Path:
         return self.root / fp
 
+    def partial_path(self, fp: str) -> Path:
+        return self.root / f"{PARTIAL_PREFIX}{fp}"
+
+    def full_key(self, key: dict) -> dict:
+        """The key as stored: the caller's, plus how this cache stores logits."""
+        return {**key, "storage_dtype": self.dtype}
+
+    def fingerprint(self, key: dict) -> str:
+        return fingerprint(self.full_key(key))
+
     def get_or_compute(
-        self,
-        key: dict,
-        expected_idx: np.ndarray,
-        compute: Callable[[], np.ndarray],
+        self, key: dict, expected_idx, compute: Compute, about: dict | None = None
     ) -> CacheEntry:
         """Read the entry for `key`, or compute, store and return it.
 
         `expected_idx` is the example order the caller is about to use; an entry
-        built for another order is treated as stale. `compute()` returns logits in
-        that order.
+        built for another order is treated as stale. `compute(partial)` returns
+        logits in that order, saving and reusing chunks through `partial`.
+        `about` is shown by `list` (e.g. the teacher's name) but is not part of
+        the key: two names for one checkpoint share an entry.
         """
+        key = self.full_key(key)
         fp = fingerprint(key)
         expected_idx = np.asarray(expected_idx, dtype=np.int64)
-        with FileLock(str(self.root / f"{fp}.lock")):
+        with self.lock(fp):
             try:
                 logits = self._load(fp, key, expected_idx)
                 self.hits += 1
-                log.info("Cache hit %s (%s)", fp, _describe(key))
+                log.info("Cache hit %s (%s)", fp, _describe(key, about))
+                shutil.rmtree(self.partial_path(fp), ignore_errors=True)  # killed after writing
                 return CacheEntry(fp, logits, expected_idx, hit=True)
             except FileNotFoundError:
                 pass
             except CorruptEntry as err:
-                log.warning("Cache entry %s is unusable (%s); recomputing it.", fp, err)
-            log.info("Cache miss %s (%s): computing", fp, _describe(key))
-            logits = np.ascontiguousarray(compute(), dtype=np.float32)
-            if logits.shape[0] != len(expected_idx):
-                raise ValueError(
-                    f"compute() returned {logits.shape[0]} rows for {len(expected_idx)} examples"
-                )
-            self._store(fp, key, logits, expected_idx)
+                reason = " ".join(str(err).split())  # one line, whatever the cause says
+                log.warning("Cache entry %s is unusable (%s); recomputing it.", fp, reason)
+            log.info("Cache miss %s (%s): computing", fp, _describe(key, about))
+            self._remove_stale_temps(fp)
+            partial = PartialEntry(self.partial_path(fp), self.chunk_size)
+            started = time.perf_counter()
+            logits = np.ascontiguousarray(compute(partial), dtype=np.float32)
+            seconds = time.perf_counter() - started
+            _check_computed(logits, expected_idx, key)
+            self._store(fp, key, about or {}, logits, expected_idx, seconds)
+            shutil.rmtree(partial.folder, ignore_errors=True)
             self.misses += 1
-            return CacheEntry(fp, logits, expected_idx, hit=False)
+            stored = self._load(fp, key, expected_idx)  # what every later run will read
+            return CacheEntry(fp, stored, expected_idx, hit=False)
+
+    @contextmanager
+    def lock(self, fp: str) -> Iterator[None]:
+        """Held while an entry is computed or removed; others wait, then read."""
+        (self.root / LOCK_DIR).mkdir(exist_ok=True)
+        lock = FileLock(str(self.root / LOCK_DIR / f"{fp}.lock"))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            log.info("Cache entry %s is being computed by another process; waiting.", fp)
+            lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()
 
     def _load(self, fp: str, key: dict, expected_idx: np.ndarray) -> np.ndarray:
-        entry = self.path(fp)
-        manifest_path, logits_path = entry / MANIFEST_FILE, entry / LOGITS_FILE
-        if not entry.exists():
-            raise FileNotFoundError(entry)
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise CorruptEntry(f"manifest unreadable: {err}") from err
+        manifest, logits, idx = read_entry(self.path(fp))
         if manifest.get("key") != json.loads(json.dumps(key, default=str)):
             raise CorruptEntry("manifest key differs from the requested one")
-        if not logits_path.is_file() or _sha256(logits_path) != manifest.get("sha256"):
-            raise CorruptEntry("logits file missing or checksum mismatch")
-        try:
-            tensors = load_file(str(logits_path))
-        except Exception as err:  # safetensors raises several types on bad bytes
-            raise CorruptEntry(f"logits unreadable: {err}") from err
-        logits, idx = tensors.get("logits"), tensors.get("idx")
-        if logits is None or idx is None or list(logits.shape) != manifest.get("shape"):
-            raise CorruptEntry("logits shape differs from the manifest")
-        if not np.array_equal(idx, expected_idx):
-            raise CorruptEntry("example idx order differs from the data being used")
-        return logits.astype(np.float32, copy=False)
+        if len(idx) != len(expected_idx) or not np.array_equal(idx, expected_idx):
+            raise CorruptEntry(
+                f"its {len(idx)} examples are not the {len(expected_idx)} being used, in order"
+            )
+        return logits.astype(np.float32)
 
-    def _store(self, fp: str, key: dict, logits: np.ndarray, idx: np.ndarray) -> None:
+    def _store(self, fp, key, about, logits, idx, seconds) -> None:
         tmp = Path(tempfile.mkdtemp(prefix=f".{fp}.", dir=self.root))
         try:
-            save_file({"logits": logits, "idx": idx}, str(tmp / LOGITS_FILE))
+            stored = logits.astype(STORAGE_DTYPES[self.dtype])
+            tensors = {"logits": stored}
+            if _is_range(idx):
+                start = int(idx[0]) if len(idx) else 0
+                idx_record = {"range": [start, start + len(idx)]}
+            else:
+                idx_dtype = np.int32 if idx.min() >= -(2**31) and idx.max() < 2**31 else np.int64
+                tensors["idx"] = idx.astype(idx_dtype)
+                idx_record = {"tensor": "idx"}
+            save_file(tensors, str(tmp / LOGITS_FILE))
+            payload = (tmp / LOGITS_FILE).read_bytes()
             manifest = {
+                "manifest_version": MANIFEST_VERSION,
                 "fingerprint": fp,
                 "key": key,
-                "shape": list(logits.shape),
-                "dtype": str(logits.dtype),
-                "n_examples": int(logits.shape[0]),
-                "sha256": _sha256(tmp / LOGITS_FILE),
+                "about": about,
+                "shape": list(stored.shape),
+                "dtype": self.dtype,
+                "n_examples": int(stored.shape[0]),
+                "idx": {**idx_record, "sha256": _sha256(idx.tobytes())},
+                "sha256": _sha256(payload),
+                "size_bytes": len(payload),
+                "compute_seconds": round(seconds, 3),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }
             (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, default=str))
@@ -157,6 +353,255 @@ class SoftLabelCache:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
+    def _remove_stale_temps(self, fp: str) -> None:
+        """Temp dirs of a run killed while writing this entry (we hold its lock)."""
+        for tmp in self.root.glob(f".{fp}.*"):
+            shutil.rmtree(tmp, ignore_errors=True)
 
-def _describe(key: dict) -> str:
-    return ", ".join(str(key.get(k)) for k in ("teacher", "task", "split") if k in key)
+    def remove(self, fp: str) -> None:
+        """An entry with its partial chunks and temp dirs, once no one is writing it."""
+        with self.lock(fp):
+            shutil.rmtree(self.path(fp), ignore_errors=True)
+            shutil.rmtree(self.partial_path(fp), ignore_errors=True)
+            self._remove_stale_temps(fp)
+
+
+def read_entry(folder: Path) -> tuple[dict, np.ndarray, np.ndarray]:
+    """(manifest, logits as stored, idx) of an entry, checked against its manifest.
+
+    FileNotFoundError when there is no entry at all; CorruptEntry when there is
+    one that must not be used.
+    """
+    if not folder.is_dir():
+        raise FileNotFoundError(folder)
+    try:
+        manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    except (OSError, ValueError) as err:
+        raise CorruptEntry(f"manifest unreadable: {err.__class__.__name__}") from err
+    if not isinstance(manifest, dict) or manifest.get("manifest_version") != MANIFEST_VERSION:
+        raise CorruptEntry(f"manifest is not format {MANIFEST_VERSION}")
+    try:
+        payload = (folder / LOGITS_FILE).read_bytes()
+    except OSError as err:
+        raise CorruptEntry(f"{LOGITS_FILE} unreadable: {err.__class__.__name__}") from err
+    if len(payload) != manifest.get("size_bytes") or _sha256(payload) != manifest.get("sha256"):
+        raise CorruptEntry(f"{LOGITS_FILE} fails its checksum ({len(payload):,} bytes)")
+    try:
+        tensors = load_safetensors(payload)
+        logits = tensors["logits"]
+        idx = _decode_idx(manifest["idx"], tensors)
+    except Exception as err:  # checksum matched, so this is a manifest/file disagreement
+        raise CorruptEntry(f"contents disagree with the manifest: {err!r}") from err
+    if list(logits.shape) != manifest.get("shape") or logits.dtype.name != manifest.get("dtype"):
+        raise CorruptEntry(
+            f"logits are {logits.dtype.name}{list(logits.shape)}, the manifest says "
+            f"{manifest.get('dtype')}{manifest.get('shape')}"
+        )
+    if not len(idx) == len(logits) == manifest.get("n_examples"):
+        raise CorruptEntry(f"{len(idx)} idx for {len(logits)} rows of logits")
+    if _sha256(idx.tobytes()) != manifest["idx"].get("sha256"):
+        raise CorruptEntry("example idx order fails its checksum")
+    return manifest, logits, idx
+
+
+def _decode_idx(record: dict, tensors: dict) -> np.ndarray:
+    if "range" in record:
+        return np.arange(*record["range"], dtype=np.int64)
+    return tensors[record["tensor"]].astype(np.int64)
+
+
+def _is_range(idx: np.ndarray) -> bool:
+    """idx == start, start+1, ...: stored as two numbers instead of a column."""
+    return len(idx) == 0 or bool(np.array_equal(idx, np.arange(idx[0], idx[0] + len(idx))))
+
+
+def _check_computed(logits: np.ndarray, expected_idx: np.ndarray, key: dict) -> None:
+    """Never cache what every later run would silently inherit as garbage."""
+    if logits.ndim != 2 or logits.shape[0] != len(expected_idx):
+        raise ValueError(
+            f"compute() returned logits of shape {list(logits.shape)} for "
+            f"{len(expected_idx)} examples; expected [{len(expected_idx)}, n_labels]."
+        )
+    bad = int((~np.isfinite(logits)).any(axis=1).sum())
+    if bad:
+        raise ValueError(
+            f"Teacher logits for {_describe(key)} have non-finite values for {bad} examples "
+            f"(precision {key.get('precision', 'float32')}); they were not cached."
+        )
+
+
+def _describe(key: dict, about: dict | None = None) -> str:
+    parts = [str((about or {}).get("teacher", key.get("model")))]
+    parts += [str(key[k]) for k in ("task", "split") if k in key]
+    return ", ".join(parts)
+
+
+# --------------------------------------------------------------------------------------------
+# The command line: python -m sead.cache list|show|rm|verify
+# --------------------------------------------------------------------------------------------
+
+
+def entries(root: Path) -> list[Path]:
+    """Entry folders under `root` (not partial, temp or lock folders)."""
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _manifest_or_none(folder: Path) -> dict | None:
+    try:
+        manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def _folder_size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def _human(n_bytes: int) -> str:
+    size = float(n_bytes)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GB"
+
+
+def _row(folder: Path) -> list[str]:
+    manifest = _manifest_or_none(folder)
+    if manifest is None:
+        return [folder.name, "?", "?", "?", "?", "?", _human(_folder_size(folder)), "unreadable"]
+    key, about = manifest.get("key", {}), manifest.get("about", {})
+    return [
+        folder.name,
+        str(about.get("teacher", key.get("model", "?"))),
+        str(key.get("task", "?")),
+        str(key.get("split", "?")),
+        f"{manifest.get('n_examples', '?'):,}",
+        str(manifest.get("dtype", "?")),
+        _human(_folder_size(folder)),
+        str(manifest.get("created", "?")),
+    ]
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in [header, *rows]
+    )
+
+
+def _select(root: Path, args) -> list[Path]:
+    """Entries named by fingerprint (or a unique prefix) or matching the filters."""
+    if args.fingerprints:
+        chosen = []
+        for prefix in args.fingerprints:
+            matches = [p for p in entries(root) if p.name.startswith(prefix)]
+            if len(matches) != 1:
+                found = "none" if not matches else ", ".join(p.name for p in matches)
+                raise SystemExit(f"{prefix!r} must match exactly one entry in {root}: {found}.")
+            chosen += matches
+        return chosen
+    filters = {k: getattr(args, k, None) for k in ("teacher", "task", "split")}
+    filters = {k: v for k, v in filters.items() if v}
+    if not filters and not getattr(args, "all", True):
+        raise SystemExit(
+            "Name entries to remove: fingerprints, --teacher/--task/--split, or --all."
+        )
+    chosen = []
+    for folder in entries(root):
+        manifest = _manifest_or_none(folder) or {}
+        fields = {**manifest.get("key", {}), **manifest.get("about", {})}
+        if all(str(fields.get(k)) == v for k, v in filters.items()):
+            chosen.append(folder)
+    return chosen
+
+
+def _cmd_list(root: Path, args) -> int:
+    rows = [_row(folder) for folder in _select(root, args)]
+    header = ["FINGERPRINT", "TEACHER", "TASK", "SPLIT", "EXAMPLES", "DTYPE", "SIZE", "CREATED"]
+    print(_table(rows, header) if rows else f"No cache entries in {root}.")
+    for partial in sorted(root.glob(f"{PARTIAL_PREFIX}*")) if root.is_dir() else []:
+        chunks = len(list(partial.glob("chunk-*.safetensors")))
+        print(f"in progress or interrupted: {partial.name} ({chunks} chunk(s) done)")
+    return 0
+
+
+def _cmd_show(root: Path, args) -> int:
+    for folder in _select(root, args):
+        manifest = _manifest_or_none(folder)
+        print(json.dumps(manifest, indent=2) if manifest else f"{folder}: manifest unreadable")
+        for path in sorted(folder.iterdir()):
+            print(f"  {path.name}  {_human(path.stat().st_size)}")
+    return 0
+
+
+def _cmd_rm(root: Path, args) -> int:
+    cache = SoftLabelCache(root)
+    chosen = [folder.name for folder in _select(root, args)]
+    if args.all and not args.fingerprints:  # also runs that never finished
+        chosen += [p.name.removeprefix(PARTIAL_PREFIX) for p in root.glob(f"{PARTIAL_PREFIX}*")]
+        chosen += [p.name.split(".")[1] for p in root.glob(".*.*") if p.is_dir()]
+    for fp in dict.fromkeys(chosen):
+        cache.remove(fp)
+        print(f"removed {fp}")
+    n = len(dict.fromkeys(chosen))
+    print(f"{n} entr{'y' if n == 1 else 'ies'} removed from {root}.")
+    return 0
+
+
+def _cmd_verify(root: Path, args) -> int:
+    bad = 0
+    chosen = _select(root, args)
+    for folder in chosen:
+        try:
+            read_entry(folder)
+            print(f"ok   {folder.name}")
+        except (CorruptEntry, FileNotFoundError) as err:
+            bad += 1
+            print(f"BAD  {folder.name}: {err}")
+    print(f"{len(chosen) - bad} ok, {bad} bad in {root}." + (" Remove with `rm`." if bad else ""))
+    return 1 if bad else 0
+
+
+def default_root() -> Path:
+    """`paths.logits_dir` of the composed config, so the CLI sees what runs use."""
+    from hydra import compose, initialize_config_dir
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose("config")
+    return Path(cfg.paths.logits_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m sead.cache", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--root", type=Path, help="cache folder (default: paths.logits_dir)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, helptext in [
+        ("list", "entries with teacher, task, split, size, created"),
+        ("show", "an entry's manifest and files"),
+        ("rm", "remove entries by fingerprint, by teacher/task/split, or --all"),
+        ("verify", "re-check every entry's checksums (exit 1 if any is bad)"),
+    ]:
+        sub = commands.add_parser(name, help=helptext)
+        sub.add_argument("fingerprints", nargs="*", help="fingerprints or unique prefixes")
+        sub.add_argument("--teacher")
+        sub.add_argument("--task")
+        sub.add_argument("--split")
+        if name == "rm":
+            sub.add_argument("--all", action="store_true", help="every entry and partial run")
+    args = parser.parse_args(argv)
+    if args.command == "show" and not args.fingerprints:
+        parser.error("show needs a fingerprint (see `list`).")
+    root = args.root or default_root()
+    command = {"list": _cmd_list, "show": _cmd_show, "rm": _cmd_rm, "verify": _cmd_verify}
+    return command[args.command](root, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

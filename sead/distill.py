@@ -95,8 +95,12 @@ def distill(
     max_length: int,
     output_dir: Path,
     seed: int,
+    callbacks: list | None = None,
 ) -> DistillationTrainer:
-    """Train `model` on `train` with the ensemble's `soft_targets` (rows in `train` order)."""
+    """Train `model` on `train` with the ensemble's `soft_targets` (rows in `train` order).
+
+    Under `torchrun` / `accelerate launch` the Trainer trains with DDP on every rank.
+    """
     encoded = data.tokenize(train, tokenizer, task, max_length).remove_columns("idx")
     encoded = encoded.add_column("soft_targets", soft_targets.astype(np.float32).tolist())
     args = TrainingArguments(
@@ -111,12 +115,13 @@ def distill(
         seed=seed,
         save_strategy="no",
         logging_steps=int(train_cfg.get("logging_steps", 50)),
-        report_to=train_cfg.get("report_to", "none"),
+        report_to=report_to(train_cfg),
         remove_unused_columns=False,  # keep soft_targets for compute_loss
         dataloader_num_workers=int(train_cfg.get("dataloader_num_workers", 0)),
         bf16=bool(train_cfg.get("bf16", False)),
         fp16=bool(train_cfg.get("fp16", False)),
         use_cpu=not torch.cuda.is_available(),
+        ddp_timeout=int(train_cfg.get("ddp_timeout", 1800)),
     )
     trainer = DistillationTrainer(
         model=model,
@@ -127,6 +132,29 @@ def distill(
         temperature=float(train_cfg.temperature),
         alpha=float(train_cfg.alpha),
         regression=task.is_regression,
+        callbacks=callbacks,
     )
     trainer.train()
     return trainer
+
+
+def report_to(train_cfg) -> list[str]:
+    """`train.report_to` as the Trainer takes it (`none`, one name, or a list of them).
+
+    Checked against the installed trackers, so that a missing package stops the run before
+    the teachers, not when the Trainer starts.
+    """
+    from transformers.integrations import get_available_reporting_integrations
+
+    value = train_cfg.get("report_to") or "none"
+    names = [value] if isinstance(value, str) else [str(v) for v in value]
+    names = [] if names in (["none"], []) else names
+    available = get_available_reporting_integrations()
+    missing = [name for name in names if name != "all" and name not in available]
+    if missing:
+        raise ValueError(
+            f"train.report_to={names} but {missing} is not installed "
+            f"(pip install {' '.join(missing)}); installed trackers: {available or 'none'}. "
+            "metrics.jsonl is written in any case."
+        )
+    return names

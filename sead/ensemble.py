@@ -4,17 +4,42 @@ Every strategy is a small class in `ENSEMBLERS`, selected by `conf/ensemble/<nam
 `combine` takes stacked logits `[n_teachers, n_examples, n_labels]` and returns
 targets `[n_examples, n_labels]`: class probabilities at temperature T for
 classification, the predicted score (one column) for regression.
+
+Strategies that learn something (weights, temperatures) do it in `fit`, on the
+teachers' logits and the gold labels of `ensemble.fit_split` (default: the task's first eval split).
+When that split is also reported, `assess` scores it by k-fold cross-fitting, so no
+reported number comes from an example the ensembler was fitted on.
+
+`python -m sead.ensemble task=sst2 'teachers=[a,b,c]'` prints every strategy next to
+each teacher alone, from cached logits, without training a student.
 """
 
 from __future__ import annotations
 
-import numpy as np
-from omegaconf import OmegaConf
-from scipy.special import softmax
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
+import hydra
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+from scipy.optimize import minimize, nnls
+from scipy.special import log_softmax, softmax
+from sklearn.model_selection import KFold, StratifiedKFold
+
+from sead import metrics, report
+from sead.cache import SoftLabelCache
 from sead.tasks import TaskSpec
 
+log = logging.getLogger(__name__)
+
 ENSEMBLERS: dict[str, type[Ensembler]] = {}
+# Keys of `cfg.ensemble` that configure the ensemble stage, not the strategy itself.
+STAGE_KEYS = ("fit_split", "folds", "fold_seed")
+MIN_SCALE = 1e-4  # a fitted per-teacher temperature is at most 1 / MIN_SCALE
+CHANCE_PERMUTATIONS = 10
 
 
 def register(name: str):
@@ -26,10 +51,22 @@ def register(name: str):
     return add
 
 
+def regression_strategies() -> list[str]:
+    return [name for name, cls in ENSEMBLERS.items() if cls.supports_regression]
+
+
 class Ensembler:
-    """Base class: an unweighted combination that needs no fitting."""
+    """Base class: a weighted combination of (optionally rescaled) teacher logits.
+
+    Subclasses change what `weights`, `temperatures` and `example_weights` return,
+    and learn them in `_fit` when they need held-out labels.
+    """
 
     name = "base"
+    supports_regression = True
+    needs_fit = False  # True: `fit` must run before `combine`
+    over = "logits"  # average logits (then soften) or probabilities at T
+    ensemble_temperature = 1.0  # the combined logits are divided by this (and by the KD T)
 
     def __init__(self, task: TaskSpec, teacher_names: list[str], **options):
         if options:
@@ -37,31 +74,54 @@ class Ensembler:
                 f"Ensemble {self.name!r} got unknown option(s) {sorted(options)}; "
                 f"it takes {self.options() or 'none'}."
             )
+        if task.is_regression and not self.supports_regression:
+            raise ValueError(
+                f"Ensemble {self.name!r} needs class probabilities, but task {task.name!r} is "
+                f"a regression task. Strategies that support regression: "
+                f"{', '.join(regression_strategies())}."
+            )
         self.task = task
         self.teacher_names = list(teacher_names)
+        self.fitted = False
 
     @classmethod
     def options(cls) -> list[str]:
         return []
 
     def fit(self, logits: np.ndarray, labels: np.ndarray) -> Ensembler:
-        """Learn from held-out teacher logits and gold labels (no-op by default)."""
+        """Learn from held-out teacher logits and their gold labels."""
+        logits = check_logits(logits, self.task, self.teacher_names)
+        self._fit(logits, check_labels(labels, logits.shape[1], self.task))
+        self.fitted = True
         return self
 
+    def _fit(self, logits: np.ndarray, labels: np.ndarray) -> None:
+        """Nothing to learn by default."""
+
     def weights(self) -> np.ndarray:
+        """One weight per teacher."""
         n = len(self.teacher_names)
         return np.full(n, 1.0 / n)
 
-    average_probs = False  # average logits (then soften) or probabilities at T
+    def temperatures(self) -> np.ndarray:
+        """Each teacher's logits are divided by its own temperature before combining."""
+        return np.ones(len(self.teacher_names))
+
+    def example_weights(self, scaled_logits: np.ndarray) -> np.ndarray:
+        """Weights `[n_teachers, n_examples]`: the same for every example by default."""
+        return np.broadcast_to(self.weights()[:, None], scaled_logits.shape[:2])
 
     def combine(self, logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
         logits = check_logits(logits, self.task, self.teacher_names)
-        w = self.weights()[:, None, None]
+        self._check_fitted()
         if self.task.is_regression:
-            return (w * logits).sum(axis=0)
-        if self.average_probs:
-            return (w * softmax(logits / temperature, axis=-1)).sum(axis=0)
-        return softmax((w * logits).sum(axis=0) / temperature, axis=-1)
+            return (self.example_weights(logits)[..., None] * logits).sum(axis=0)
+        scaled = logits / self.temperatures()[:, None, None]
+        w = self.example_weights(scaled)[..., None]
+        t = temperature * self.ensemble_temperature
+        if self.over == "probs":
+            return (w * softmax(scaled / t, axis=-1)).sum(axis=0)
+        return softmax((w * scaled).sum(axis=0) / t, axis=-1)
 
     def predict(self, logits: np.ndarray) -> np.ndarray:
         """Hard predictions (label ids, or scores for regression) at T = 1."""
@@ -69,10 +129,35 @@ class Ensembler:
         return targets[:, 0] if self.task.is_regression else targets.argmax(-1)
 
     def describe(self) -> dict:
+        """What the ensembler uses: weights, each teacher's temperature, the ensemble's."""
+        self._check_fitted()
         return {
             "name": self.name,
-            "weights": dict(zip(self.teacher_names, map(float, self.weights()), strict=True)),
+            "weights": self._by_teacher(self.weights()),
+            "temperatures": self._by_teacher(self.temperatures()),
+            "temperature": float(self.ensemble_temperature),
+            "over": self.over,
         }
+
+    def _by_teacher(self, values) -> dict[str, float]:
+        return dict(zip(self.teacher_names, map(float, values), strict=True))
+
+    def _check_fitted(self) -> None:
+        if self.needs_fit and not self.fitted:
+            raise RuntimeError(
+                f"Ensemble {self.name!r} learns from held-out labels: call "
+                f"fit(logits, labels) before combine (sead fits it on ensemble.fit_split)."
+            )
+
+    def _set_over(self, over: str) -> None:
+        if over not in ("logits", "probs"):
+            raise ValueError(f"ensemble.over must be 'logits' or 'probs', got {over!r}.")
+        if over == "probs" and self.task.is_regression:
+            raise ValueError(
+                f"ensemble.over=probs needs class probabilities; task {self.task.name!r} is "
+                f"a regression task (use over=logits, which averages the scores)."
+            )
+        self.over = over
 
 
 @register("mean_logits")
@@ -84,7 +169,8 @@ class MeanLogits(Ensembler):
 class MeanProbs(Ensembler):
     """Average each teacher's probabilities at temperature T."""
 
-    average_probs = True
+    supports_regression = False
+    over = "probs"
 
 
 @register("weighted")
@@ -93,10 +179,7 @@ class Weighted(Ensembler):
 
     def __init__(self, task, teacher_names, weights=None, over="logits"):
         super().__init__(task, teacher_names)
-        if over not in ("logits", "probs"):
-            raise ValueError(f"ensemble.over must be 'logits' or 'probs', got {over!r}.")
-        self.over = over
-        self.average_probs = over == "probs"
+        self._set_over(over)
         self._weights = _validated_weights(weights, self.teacher_names)
 
     @classmethod
@@ -106,8 +189,231 @@ class Weighted(Ensembler):
     def weights(self) -> np.ndarray:
         return self._weights
 
-    def describe(self) -> dict:
-        return {**super().describe(), "over": self.over}
+
+@register("metric_weighted")
+class MetricWeighted(Ensembler):
+    """Weights from each teacher's skill on the fit split: its metric above chance.
+
+    Chance is the same teacher's metric against shuffled gold labels (what its
+    predictions score with no information), so a random teacher gets ~0 skill
+    whatever the metric (accuracy, F1, Matthews, Pearson). `proportional`:
+    w ∝ max(skill, 0); `softmax`: w ∝ exp(sharpness * skill).
+    """
+
+    needs_fit = True
+
+    def __init__(
+        self, task, teacher_names, metric=None, mode="proportional", sharpness=20.0, over="logits"
+    ):
+        super().__init__(task, teacher_names)
+        self._set_over(over)
+        self.metric = metric or task.main_metric
+        if self.metric not in task.metrics:
+            raise ValueError(
+                f"ensemble.metric={self.metric!r} is not a metric of task {task.name!r}: "
+                f"expected one of {list(task.metrics)}."
+            )
+        if mode not in ("proportional", "softmax"):
+            raise ValueError(f"ensemble.mode must be 'proportional' or 'softmax', got {mode!r}.")
+        if not float(sharpness) > 0:
+            raise ValueError(f"ensemble.sharpness must be positive, got {sharpness}.")
+        self.mode, self.sharpness = mode, float(sharpness)
+
+    @classmethod
+    def options(cls):
+        return ["metric", "mode", "sharpness", "over"]
+
+    def _fit(self, logits, labels):
+        rng = np.random.default_rng(0)
+        shuffles = [rng.permutation(labels) for _ in range(CHANCE_PERMUTATIONS)]
+        skill = []
+        for teacher in logits:
+            predictions = _hard(self.task, teacher)
+            value = self._metric(predictions, labels)
+            chance = np.mean([self._metric(predictions, shuffled) for shuffled in shuffles])
+            skill.append(np.nan_to_num(value - chance))  # nan: constant predictions
+        self.skill = np.asarray(skill)
+        if self.mode == "softmax":
+            self._weights = softmax(self.sharpness * self.skill)
+            return
+        positive = np.clip(self.skill, 0.0, None)
+        if positive.sum() <= 0:
+            log.warning("metric_weighted: no teacher beats chance on the fit split; equal weights.")
+            positive = np.ones_like(positive)
+        self._weights = positive / positive.sum()
+
+    def _metric(self, predictions, labels) -> float:
+        # The plain functions behind sead.metrics: fast enough to call per permutation.
+        return metrics.CONFIGS[self.task.name](predictions, labels)[self.metric]
+
+    def weights(self):
+        return self._weights
+
+    def describe(self):
+        return {**super().describe(), "skill": self._by_teacher(self.skill)}
+
+
+@register("calibrated")
+class Calibrated(Ensembler):
+    """Temperature-scale each teacher to its lowest NLL on the fit split, then average.
+
+    An over-confident teacher would otherwise dominate an average of logits; after
+    scaling, every teacher speaks on the same confidence scale (Guo et al., 2017).
+    """
+
+    supports_regression = False
+    needs_fit = True
+
+    def __init__(self, task, teacher_names, over="logits"):
+        super().__init__(task, teacher_names)
+        self._set_over(over)
+
+    @classmethod
+    def options(cls):
+        return ["over"]
+
+    def _fit(self, logits, labels):
+        scales = [_fit_logit_scales(z[None], labels, lower=MIN_SCALE)[0] for z in logits]
+        self._temperatures = 1.0 / np.asarray(scales)
+
+    def temperatures(self):
+        return self._temperatures
+
+
+@register("learned")
+class Learned(Ensembler):
+    """Non-negative weights (and one temperature) with the lowest ensemble NLL on the fit split.
+
+    The ensemble is softmax(sum_i w_i z_i / tau). With v_i = w_i / tau the NLL is convex
+    in v >= 0, so L-BFGS-B finds the global optimum; w = v / sum(v), tau = 1 / sum(v).
+    Regression: non-negative least squares of the gold scores on the teachers' scores
+    (no intercept); the weights are then scale factors and need not sum to one.
+    """
+
+    needs_fit = True
+
+    def _fit(self, logits, labels):
+        if self.task.is_regression:
+            v, _ = nnls(logits[:, :, 0].T, labels.astype(np.float64))
+            if v.sum() <= 0:
+                raise ValueError(
+                    f"ensemble=learned: no non-negative combination of the teachers fits the "
+                    f"{self.task.name!r} scores (every weight is 0)."
+                )
+            self._weights, self.ensemble_temperature = v, 1.0
+            return
+        v = _fit_logit_scales(logits, labels, lower=0.0)
+        total = max(v.sum(), MIN_SCALE)
+        self._weights = v / total if v.sum() > 0 else np.full(len(v), 1.0 / len(v))
+        self.ensemble_temperature = 1.0 / total
+
+    def weights(self):
+        return self._weights
+
+
+@register("confidence")
+class Confidence(Calibrated):
+    """Per-example weights: the more confident teacher (lower entropy) counts more there.
+
+    w_i(x) ∝ exp(-sharpness * H_i(x) / log L), H_i the entropy of teacher i on x, as in
+    confidence-aware multi-teacher KD. With `calibrate` (default) each teacher is first
+    temperature-scaled on the fit split, so that confidence means the same for every
+    teacher and an over-confident one cannot take over.
+    """
+
+    def __init__(self, task, teacher_names, sharpness=4.0, calibrate=True, over="logits"):
+        super().__init__(task, teacher_names, over=over)
+        if not float(sharpness) >= 0:
+            raise ValueError(f"ensemble.sharpness must be >= 0, got {sharpness}.")
+        self.sharpness, self.calibrate = float(sharpness), bool(calibrate)
+        self.needs_fit = self.calibrate
+
+    @classmethod
+    def options(cls):
+        return ["sharpness", "calibrate", "over"]
+
+    def _fit(self, logits, labels):
+        if self.calibrate:
+            super()._fit(logits, labels)
+        scaled = logits / self.temperatures()[:, None, None]
+        self.mean_weights = self.example_weights(scaled).mean(axis=1)
+
+    def temperatures(self):
+        return super().temperatures() if self.calibrate else np.ones(len(self.teacher_names))
+
+    def example_weights(self, scaled_logits):
+        log_p = log_softmax(scaled_logits, axis=-1)
+        entropy = -(np.exp(log_p) * log_p).sum(-1) / np.log(self.task.num_labels)
+        return softmax(-self.sharpness * entropy, axis=0)
+
+    def describe(self):
+        out = super().describe()
+        out["weights"] = "per example"
+        if self.fitted:
+            out["mean_weights"] = self._by_teacher(self.mean_weights)
+        return out
+
+
+@register("vote")
+class Vote(Ensembler):
+    """Hard majority vote as a smoothed one-hot target: a baseline.
+
+    Ties go to the tied label with the highest mean probability over teachers, then
+    to the lowest label id. The target is (1 - smoothing) on the winner plus
+    smoothing / n_labels everywhere; the KD temperature does not change it.
+    """
+
+    supports_regression = False
+
+    def __init__(self, task, teacher_names, smoothing=0.1):
+        super().__init__(task, teacher_names)
+        if not 0.0 <= float(smoothing) < 1.0:
+            raise ValueError(f"ensemble.smoothing must be in [0, 1), got {smoothing}.")
+        self.smoothing = float(smoothing)
+
+    @classmethod
+    def options(cls):
+        return ["smoothing"]
+
+    def combine(self, logits, temperature=1.0):
+        logits = check_logits(logits, self.task, self.teacher_names)
+        n_labels = logits.shape[-1]
+        votes = np.eye(n_labels)[logits.argmax(-1)].sum(axis=0)  # [n, L]
+        tied = votes == votes.max(axis=-1, keepdims=True)
+        mean_probs = softmax(logits, axis=-1).mean(axis=0)
+        winner = np.where(tied, mean_probs, -1.0).argmax(-1)  # argmax: lowest id among equals
+        return (1.0 - self.smoothing) * np.eye(n_labels)[winner] + self.smoothing / n_labels
+
+    def describe(self):
+        # One vote per teacher; no temperature applies to a vote.
+        return {
+            "name": self.name,
+            "weights": self._by_teacher(self.weights()),
+            "smoothing": self.smoothing,
+        }
+
+
+def _fit_logit_scales(logits: np.ndarray, labels: np.ndarray, lower: float) -> np.ndarray:
+    """Scales v >= lower minimising the NLL of softmax(sum_i v_i z_i) (convex in v)."""
+    n_teachers, n, n_labels = logits.shape
+    onehot = np.eye(n_labels)[labels]
+
+    def nll_and_grad(v):
+        log_p = log_softmax(np.tensordot(v, logits, axes=1), axis=-1)
+        grad = np.einsum("tnl,nl->t", logits, np.exp(log_p) - onehot) / n
+        return -(onehot * log_p).sum(-1).mean(), grad
+
+    result = minimize(
+        nll_and_grad,
+        x0=np.full(n_teachers, 1.0 / n_teachers),
+        jac=True,
+        method="L-BFGS-B",
+        bounds=[(lower, None)] * n_teachers,
+        options={"ftol": 1e-12, "gtol": 1e-8},  # tiny problem: converge tightly
+    )
+    if not result.success:
+        log.warning("Ensemble fit did not fully converge: %s", result.message)
+    return np.asarray(result.x)
 
 
 def _validated_weights(weights, teacher_names: list[str]) -> np.ndarray:
@@ -147,7 +453,10 @@ def check_logits(logits, task: TaskSpec, teacher_names: list[str]) -> np.ndarray
     if isinstance(logits, (list, tuple)) and len(logits) == len(teacher_names):
         shapes = {name: np.shape(x) for name, x in zip(teacher_names, logits, strict=True)}
         if len(set(shapes.values())) > 1:
-            raise ValueError(f"Teacher logits differ in shape: {shapes}.")
+            raise ValueError(
+                f"Teacher logits differ in shape: {shapes}. Every teacher must give one row "
+                f"per example and {task.num_labels} column(s) for task {task.name!r}."
+            )
         logits = np.stack(logits)
     logits = np.asarray(logits, dtype=np.float64)
     if logits.ndim != 3 or logits.shape[0] != len(teacher_names):
@@ -160,7 +469,30 @@ def check_logits(logits, task: TaskSpec, teacher_names: list[str]) -> np.ndarray
             f"Teacher logits have {logits.shape[-1]} columns; task {task.name!r} needs "
             f"{task.num_labels}."
         )
+    bad = [name for name, x in zip(teacher_names, logits, strict=True) if not np.isfinite(x).all()]
+    if bad:
+        raise ValueError(f"Logits of teacher(s) {bad} contain NaN or infinite values.")
     return logits
+
+
+def check_labels(labels, n_examples: int, task: TaskSpec) -> np.ndarray:
+    """Gold labels to fit on: one per example, inside the task's label set."""
+    labels = np.asarray(labels)
+    if labels.shape != (n_examples,):
+        raise ValueError(
+            f"Got labels of shape {labels.shape} to fit an ensemble on {n_examples} examples."
+        )
+    if task.is_regression:
+        return labels.astype(np.float64)
+    if (
+        not np.issubdtype(labels.dtype, np.integer)
+        or not ((labels >= 0) & (labels < task.num_labels)).all()
+    ):
+        raise ValueError(
+            f"Labels to fit an ensemble for task {task.name!r} must be label ids in "
+            f"0..{task.num_labels - 1}, got {sorted(set(labels.tolist()))[:5]}."
+        )
+    return labels
 
 
 def nll(targets: np.ndarray, labels: np.ndarray) -> float:
@@ -169,10 +501,280 @@ def nll(targets: np.ndarray, labels: np.ndarray) -> float:
     return float(-np.log(p).mean())
 
 
+def loss_name(task: TaskSpec) -> str:
+    """How targets are scored against gold besides the task metrics: NLL, or MSE for scores."""
+    return "mse" if task.is_regression else "nll"
+
+
+def score(task: TaskSpec, targets: np.ndarray, labels: np.ndarray) -> tuple[dict, float]:
+    """The task's official metrics of targets at T = 1, and their NLL (MSE for regression)."""
+    predictions = _hard(task, targets)
+    if task.is_regression:
+        loss = float(np.mean((targets[:, 0] - labels) ** 2))
+    else:
+        loss = nll(targets, labels)
+    return metrics.compute(task.name, predictions, labels), loss
+
+
+def _hard(task: TaskSpec, logits: np.ndarray) -> np.ndarray:
+    return logits[:, 0] if task.is_regression else logits.argmax(-1)
+
+
 def build(cfg, task: TaskSpec, teacher_names: list[str]) -> Ensembler:
     """The ensembler named by `cfg.name`, with the rest of `cfg` as its options."""
-    options = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
-    name = options.pop("name", None)
+    name, options = _name_and_options(cfg)
     if name not in ENSEMBLERS:
         raise ValueError(f"Unknown ensemble {name!r}: expected one of {sorted(ENSEMBLERS)}.")
     return ENSEMBLERS[name](task, teacher_names, **options)
+
+
+def _name_and_options(cfg) -> tuple[str | None, dict]:
+    options = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
+    for key in STAGE_KEYS:
+        options.pop(key, None)
+    return options.pop("name", None), options
+
+
+@dataclass(frozen=True)
+class FitPlan:
+    """Where fitted strategies learn, and how the fit split itself is scored."""
+
+    split: str
+    folds: int = 5
+    seed: int = 0
+
+
+def fit_plan(cfg, task: TaskSpec) -> FitPlan:
+    """`ensemble.fit_split` (null: the task's first eval split), `folds`, `fold_seed`, checked."""
+    plan = FitPlan(
+        split=str(cfg.get("fit_split") or task.eval_splits[0]),
+        folds=cfg.get("folds", FitPlan.folds),
+        seed=cfg.get("fold_seed", FitPlan.seed),
+    )
+    if not isinstance(plan.folds, int) or plan.folds < 2:
+        raise ValueError(f"ensemble.folds must be an integer >= 2, got {plan.folds!r}.")
+    if not isinstance(plan.seed, int):
+        raise ValueError(f"ensemble.fold_seed must be an integer, got {plan.seed!r}.")
+    return plan
+
+
+def fold_ids(labels: np.ndarray, task: TaskSpec, folds: int, seed: int) -> np.ndarray:
+    """The held-out fold of each example: stratified by label when every class allows it."""
+    n = len(labels)
+    if n < folds:
+        raise ValueError(
+            f"ensemble.folds={folds} needs at least {folds} examples on the fit split, got {n}."
+        )
+    splitter = KFold(folds, shuffle=True, random_state=seed)
+    if not task.is_regression:
+        if np.bincount(labels, minlength=task.num_labels).min() >= folds:
+            splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
+        else:
+            log.info("A label has fewer than %d examples: folds are not stratified.", folds)
+    ids = np.empty(n, dtype=np.int64)
+    for fold, (_, held_out) in enumerate(splitter.split(np.zeros(n), labels)):
+        ids[held_out] = fold
+    return ids
+
+
+def cross_fit(
+    make: Callable[[], Ensembler], logits: np.ndarray, labels: np.ndarray, plan: FitPlan
+) -> tuple[np.ndarray, np.ndarray]:
+    """Out-of-fold targets at T = 1: each fold scored by an ensembler fitted on the others.
+
+    Returns the targets and each example's fold id.
+    """
+    task = make().task
+    ids = fold_ids(labels, task, plan.folds, plan.seed)
+    targets = np.empty((len(labels), task.num_labels))
+    for fold in range(plan.folds):
+        held_out = ids == fold
+        ensembler = make().fit(logits[:, ~held_out], labels[~held_out])
+        targets[held_out] = ensembler.combine(logits[:, held_out], 1.0)
+    return targets, ids
+
+
+def assess(
+    make: Callable[[], Ensembler],
+    logits: dict[str, np.ndarray],
+    labels: dict[str, np.ndarray],
+    eval_splits: list[str],
+    plan: FitPlan,
+) -> tuple[Ensembler, dict]:
+    """Fit on the fit split; score every eval split, cross-fitted where it is the fit split.
+
+    `logits[split]` is stacked `[n_teachers, n_examples, n_labels]`. Returns the
+    ensembler fitted on the whole fit split (for the student's targets) and its scores.
+    """
+    fitted = make().fit(logits[plan.split], labels[plan.split])
+    targets = {}
+    for split in eval_splits:
+        if split == plan.split:
+            targets[split], _ = cross_fit(make, logits[split], labels[split], plan)
+        else:
+            targets[split] = fitted.combine(logits[split], 1.0)
+    scores = split_scores(fitted.task, targets, labels)
+    scores["cross_fitted"] = {split: split == plan.split for split in eval_splits}
+    return fitted, scores
+
+
+def baselines(
+    task: TaskSpec,
+    teacher_names: list[str],
+    logits: dict[str, np.ndarray],
+    labels: dict[str, np.ndarray],
+    eval_splits: list[str],
+) -> dict[str, dict]:
+    """Each teacher alone and the plain `mean_logits` average, on the same splits."""
+    candidates = {
+        f"teacher {name}": (MeanLogits(task, [name]), slice(i, i + 1))
+        for i, name in enumerate(teacher_names)
+    }
+    candidates["mean_logits"] = (MeanLogits(task, teacher_names), slice(None))
+    return {
+        label: split_scores(
+            task, {split: plain.combine(logits[split][rows], 1.0) for split in eval_splits}, labels
+        )
+        for label, (plain, rows) in candidates.items()
+    }
+
+
+def split_scores(task: TaskSpec, targets: dict[str, np.ndarray], labels: dict) -> dict:
+    """`{"metrics": {split: ...}, "nll" (or "mse"): {split: ...}}` for targets per split."""
+    out = {"metrics": {}, loss_name(task): {}}
+    for split, split_targets in targets.items():
+        out["metrics"][split], out[loss_name(task)][split] = score(
+            task, split_targets, labels[split]
+        )
+    return out
+
+
+def stage_record(cfg, ensembler: Ensembler, plan: FitPlan, scores: dict, comparison: dict) -> dict:
+    """The `ensemble` block of results.json."""
+    _, options = _name_and_options(cfg)
+    return {
+        **ensembler.describe(),
+        "options": options,
+        "fit_split": plan.split,
+        "folds": plan.folds,
+        "fold_seed": plan.seed,
+        **scores,
+        "comparison": comparison,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# `python -m sead.ensemble`: every strategy against each teacher alone, from cached logits.
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def strategy_configs(cfg_ensemble, task: TaskSpec) -> dict:
+    """Every registered strategy that applies to the task, with its options.
+
+    The chosen `ensemble=<name>` keeps its command-line options; the others use
+    their `conf/ensemble/<name>.yaml`.
+    """
+    chosen, _ = _name_and_options(cfg_ensemble)
+    configs = {}
+    for name, cls in ENSEMBLERS.items():
+        if task.is_regression and not cls.supports_regression:
+            continue
+        path = CONF_DIR / "ensemble" / f"{name}.yaml"
+        if name == chosen:
+            configs[name] = cfg_ensemble
+        else:
+            configs[name] = OmegaConf.load(path) if path.is_file() else {"name": name}
+    return configs
+
+
+def compare(cfg) -> tuple[str, dict]:
+    """The comparison table and its data, from the teachers' (cached) logits."""
+    from sead import pipeline  # lazy: sead.pipeline imports this module
+
+    inputs = pipeline.check_inputs(cfg)
+    task, names, plan = inputs.task, inputs.names, inputs.plan
+    needed = list(dict.fromkeys([*task.eval_splits, plan.split]))
+    cache = SoftLabelCache(cfg.paths.logits_dir)
+    per_teacher, records = pipeline.teacher_logits(cfg, inputs, cache, logit_splits=needed)
+    logits = {split: np.stack([per_teacher[n][split] for n in names]) for split in needed}
+    labels = {split: inputs.gold[split] for split in needed}
+    rows = baselines(task, names, logits, labels, list(task.eval_splits))
+    notes = []
+    for name, strategy_cfg in strategy_configs(cfg.ensemble, task).items():
+        try:
+            fitted, scores = assess(
+                lambda c=strategy_cfg: build(c, task, names),
+                logits,
+                labels,
+                list(task.eval_splits),
+                plan,
+            )
+        except ValueError as err:
+            notes.append(f"{name}: skipped ({err})")
+            continue
+        rows[name] = {**fitted.describe(), **scores}
+    table = comparison_table(task, rows, plan, notes)
+    data = {"task": task.name, "fit_split": plan.split, "folds": plan.folds, "fold_seed": plan.seed}
+    return table, {**data, "rows": rows, "teachers": records}
+
+
+def comparison_table(task: TaskSpec, rows: dict[str, dict], plan: FitPlan, notes=()) -> str:
+    """One line per teacher or strategy: main metric and NLL per eval split, and weights."""
+    loss, metric = loss_name(task), task.main_metric
+    header = ["model"]
+    for split in task.eval_splits:
+        mark = "*" if split == plan.split else ""
+        header += [f"{split}{mark} {metric}", f"{split}{mark} {loss}"]
+    header.append("weights / temperatures")
+    lines = [header]
+    for label, row in rows.items():
+        cells = [label]
+        for split in task.eval_splits:
+            cells += [f"{row['metrics'][split][metric]:.4f}", f"{row[loss][split]:.4f}"]
+        cells.append(_describe_short(row))
+        lines.append(cells)
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    text = "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    )
+    footer = [
+        f"* {plan.split} is the fit split: fitted strategies are scored by {plan.folds}-fold "
+        f"cross-fitting (fold_seed={plan.seed}); weights shown are fitted on all of it."
+    ]
+    return "\n".join([text, "", *footer, *notes])
+
+
+def _describe_short(row: dict) -> str:
+    parts = []
+    weights = row.get("mean_weights") or row.get("weights")
+    if isinstance(weights, dict):
+        parts.append("w " + " ".join(f"{k}={v:.2f}" for k, v in weights.items()))
+    temperatures = row.get("temperatures", {})
+    if any(t != 1.0 for t in temperatures.values()):
+        parts.append("T " + " ".join(f"{k}={v:.2f}" for k, v in temperatures.items()))
+    if row.get("temperature", 1.0) != 1.0:
+        parts.append(f"T={row['temperature']:.2f}")
+    return "; ".join(parts)
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    # `python -m sead.ensemble` runs this file as __main__: work through the package
+    # module, whose registry is the one sead.pipeline builds from.
+    from sead import ensemble
+
+    table, data = ensemble.compare(cfg)
+    out = Path(cfg.paths.output_dir) / "ensemble_comparison.json"
+    report.write_atomic(out, json.dumps(data, indent=2) + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    import sys
+
+    from sead.run import exit_if_unknown_teachers
+
+    exit_if_unknown_teachers(sys.argv[1:])
+    main()

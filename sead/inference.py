@@ -1,10 +1,23 @@
 """Fast batched inference, shared by teachers (filling the cache) and the student.
 
 Examples are sorted by length so each batch pads only to its own longest
-example, run under `torch.inference_mode()`, and put back in dataset order.
+example (SST-2 sentences average ~13 tokens: padding them all to 128 would do
+~10x the work), and batches of short examples hold more of them, so that every
+batch has about as many tokens as the first; they run under
+`torch.inference_mode()` (with bf16/fp16 autocast on a GPU when asked), and the
+logits are put back in dataset order.
+
+Batches are grouped into chunks with fixed boundaries in that sorted order;
+given a `PartialEntry`, each chunk is saved as it completes and reused on a
+restart, so a killed run resumes with exactly the batches it would have run.
 """
 
 from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -12,32 +25,125 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding
 
+from sead.cache import PartialEntry
+
+log = logging.getLogger(__name__)
+
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def precision(device: torch.device, autocast: str | None) -> str:
+    """The dtype the forward pass really runs in (autocast is used on GPUs only)."""
+    if autocast is None or device.type != "cuda":
+        return "float32"
+    return str(AUTOCAST_DTYPES[autocast]).removeprefix("torch.")
+
+
+def length_sorted_batches(input_ids: list, batch_size: int) -> list[np.ndarray]:
+    """Row numbers, longest first, in batches of equal padded size.
+
+    The first batch holds `batch_size` of the longest examples; each later one
+    holds as many shorter examples as fit in the same number of padded tokens.
+    Peak memory is that of the first batch, and the many short sentences run
+    in large batches (on a CPU, a 128 x 8 token batch wastes much of a matmul).
+    """
+    lengths = np.fromiter(map(len, input_ids), dtype=np.int64, count=len(input_ids))
+    order = np.argsort(-lengths, kind="stable")
+    if not len(order):
+        return []
+    tokens_per_batch = batch_size * max(int(lengths[order[0]]), 1)
+    batches, start = [], 0
+    while start < len(order):
+        size = max(tokens_per_batch // max(int(lengths[order[start]]), 1), 1)
+        batches.append(order[start : start + size])
+        start += size
+    return batches
+
+
+def _group(batches: list[np.ndarray], min_examples: int) -> list[list[np.ndarray]]:
+    """Consecutive batches, grouped into chunks of at least `min_examples` (the last: fewer)."""
+    chunks: list[list[np.ndarray]] = []
+    size = 0
+    for batch in batches:
+        if not chunks or size >= min_examples:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(batch)
+        size += len(batch)
+    return chunks
 
 
 def predict_logits(
-    model, tokenizer, encoded: Dataset, batch_size: int = 128, desc: str = "Predicting"
+    model,
+    tokenizer,
+    encoded: Dataset,
+    batch_size: int = 128,
+    desc: str = "Predicting",
+    *,
+    autocast: str | None = None,
+    partial: PartialEntry | None = None,
 ) -> np.ndarray:
-    """Logits `[len(encoded), num_labels]` in the dataset's order."""
+    """Logits `[len(encoded), num_labels]` in the dataset's order.
+
+    With `partial`, batches are grouped into chunks of at least `partial.chunk_size`
+    examples that are saved as they complete and reused when already there.
+    """
     model.eval()
     device = next(model.parameters()).device
     columns = [c for c in MODEL_INPUTS if c in encoded.column_names]
     features = {c: encoded[c][:] for c in columns}  # plain lists: fast row access
-    lengths = np.fromiter(map(len, features["input_ids"]), dtype=np.int64)
-    order = np.argsort(-lengths, kind="stable")  # longest first: memory peaks early
+    batches = length_sorted_batches(features["input_ids"], batch_size)
+    chunks = _group(batches, partial.chunk_size if partial else len(encoded))
+    if partial is not None:
+        layout = [np.asarray([len(b) for b in batches], np.int64), *batches]
+        partial.start(
+            {
+                "n_examples": len(encoded),
+                "batch_size": batch_size,
+                "chunk_size": partial.chunk_size,
+                "batches_sha256": hashlib.sha256(b"".join(a.tobytes() for a in layout)).hexdigest(),
+            }
+        )
     collate = DataCollatorWithPadding(tokenizer, return_tensors="pt")
-    out = None
-    with torch.inference_mode(), tqdm(total=len(order), desc=desc, unit="ex") as bar:
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            batch = collate([{c: features[c][i] for c in columns} for i in rows])
-            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
-            logits = logits.float().cpu().numpy()
-            if out is None:
-                out = np.empty((len(order), logits.shape[-1]), dtype=np.float32)
+    out = np.empty((len(encoded), model.config.num_labels), dtype=np.float32)
+    started = time.perf_counter()
+    with (
+        torch.inference_mode(),
+        _autocast(device, autocast),
+        tqdm(total=len(encoded), desc=desc, unit="ex", unit_scale=True) as bar,
+    ):
+        for index, chunk in enumerate(chunks):
+            rows = np.concatenate(chunk)
+            logits = partial.load(index, rows) if partial else None
+            if logits is not None:
+                bar.update(len(rows))
+            else:
+                parts = []
+                for batch_rows in chunk:
+                    batch = collate([{c: features[c][i] for c in columns} for i in batch_rows])
+                    batch_logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
+                    parts.append(batch_logits.float().cpu().numpy())
+                    bar.update(len(batch_rows))
+                logits = np.concatenate(parts)
+                if partial is not None:
+                    partial.save(index, rows, logits)
             out[rows] = logits
-            bar.update(len(rows))
-    return out if out is not None else np.empty((0, model.config.num_labels), np.float32)
+    seconds = time.perf_counter() - started
+    log.info(
+        "%s: %d examples in %.1fs (%.0f ex/s)",
+        desc,
+        len(out),
+        seconds,
+        len(out) / max(seconds, 1e-9),
+    )
+    return out
+
+
+def _autocast(device: torch.device, autocast: str | None):
+    if precision(device, autocast) == "float32":
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=AUTOCAST_DTYPES[autocast])
 
 
 def count_parameters(model) -> int:

@@ -18,10 +18,11 @@ from datasets import DatasetDict
 from omegaconf import DictConfig, OmegaConf
 from transformers import set_seed
 
-from sead import data, distill, ensemble, metrics, report, teachers
+from sead import card, data, distill, distributed, ensemble, metrics, report, speed, teachers
 from sead.cache import SoftLabelCache
 from sead.inference import count_parameters, predict_logits
 from sead.tasks import TaskSpec, get_task
+from sead.tracking import MetricsLog
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,8 @@ class Inputs:
     specs: list[teachers.TeacherSpec]
     ensembler: ensemble.Ensembler
     splits: DatasetDict
-    gold: dict[str, np.ndarray]  # labels of each eval split
+    gold: dict[str, np.ndarray]  # labels of each eval split and of the ensemble's fit split
+    plan: ensemble.FitPlan  # where fitted ensemblers learn, and how that split is scored
 
     @property
     def names(self) -> list[str]:
@@ -46,35 +48,47 @@ def check_inputs(cfg: DictConfig) -> Inputs:
     task = get_task(cfg.task.name)
     specs = teachers.teacher_specs(cfg.teachers, task)
     ensembler = ensemble.build(cfg.ensemble, task, [spec.name for spec in specs])
-    splits = data.load_splits(task, cfg.data, [task.train_split, *task.eval_splits])
+    plan = ensemble.fit_plan(cfg.ensemble, task)
+    if plan.split == task.train_split:
+        log.warning(
+            "ensemble.fit_split=%s: fitted ensemblers will learn on the teachers' own training "
+            "data and favour the teachers that overfit it most.",
+            plan.split,
+        )
+    splits = data.load_splits(task, cfg.data, [task.train_split, *task.eval_splits, plan.split])
     for spec in specs:
         teachers.check_labels(spec, task)  # label count and order, from the config alone
-    gold = {split: np.asarray(splits[split]["label"]) for split in task.eval_splits}
-    return Inputs(task, specs, ensembler, splits, gold)
+    gold = {split: np.asarray(splits[split]["label"]) for split in [*task.eval_splits, plan.split]}
+    return Inputs(task, specs, ensembler, splits, gold, plan)
 
 
-def teacher_logits(cfg: DictConfig, inputs: Inputs, cache: SoftLabelCache):
+def teacher_logits(cfg: DictConfig, inputs: Inputs, cache: SoftLabelCache, logit_splits=None):
     """Each teacher's logits for every split (fine-tuning or reading the cache as needed).
 
     Eval splits come first: a teacher must pass the sanity gate on them
-    (`teachers.gate`) before its train-split pass, so a wrong checkpoint or label
-    order stops the run before more time goes into it or into a student.
-    Returns `{teacher: {split: logits}}` and a per-teacher results record.
+    (`teachers.gate`) before its other splits are labelled, so a wrong checkpoint
+    or label order stops the run before more time goes into it or into a student.
+    `logit_splits` limits which other splits get logits (all loaded splits by
+    default; teachers are still fine-tuned on the train split). Returns
+    `{teacher: {split: logits}}` and a per-teacher results record.
     """
     task, splits = inputs.task, inputs.splits
     eval_splits = DatasetDict({split: splits[split] for split in task.eval_splits})
-    train_split = DatasetDict({task.train_split: splits[task.train_split]})
+    others = [split for split in logit_splits or splits if split not in eval_splits]
+    other_splits = DatasetDict({split: splits[split] for split in others})
     gate_every_teacher = bool(cfg.get("teacher_gate", True))
     logits: dict[str, dict[str, np.ndarray]] = {}
     records = {}
     seen: dict[tuple, str] = {}
     for spec in inputs.specs:
-        teacher = teachers.prepare(spec, task, splits, cfg.paths.teachers_dir, cache)
+        teacher = teachers.prepare(
+            spec, task, splits, cfg.paths.teachers_dir, cache.file_hashes, cache
+        )
         entries = teachers.cached_logits(teacher, task, eval_splits, cache)
         scores = teachers.evaluate(task, {s: e.logits for s, e in entries.items()}, splits)
         gate = teachers.gate(spec, task, scores, splits, gate_every_teacher and spec.gate)
-        entries |= teachers.cached_logits(teacher, task, train_split, cache)
-        logits[spec.name] = {split: entries[split].logits for split in splits}
+        entries |= teachers.cached_logits(teacher, task, other_splits, cache)
+        logits[spec.name] = {split: entry.logits for split, entry in entries.items()}
         records[spec.name] = _teacher_record(teacher, entries, scores, gate)
         same = (teacher.model_id, tuple(teacher.label_alignment or ()), spec.max_length)
         if same in seen:
@@ -122,37 +136,38 @@ def teacher_results(inputs: Inputs, teacher_records: dict, cache: SoftLabelCache
     }
 
 
-def run(cfg: DictConfig) -> dict:
+def run(cfg: DictConfig) -> dict | None:
+    """Run the pipeline; returns the results (None on the ranks > 0 of a multi-process run)."""
     timings: dict[str, float] = {}
     stage = _stage_timer(timings)
     set_seed(int(cfg.seed))
     out_dir = Path(cfg.paths.output_dir)
+    distributed.init(cfg.train.get("ddp_timeout"))
+    main_process = distributed.is_main_process()  # the only one that writes
+    metrics_log = MetricsLog(out_dir, enabled=main_process)
+    metrics_log.config(cfg)
 
     # 1. Check every input that is cheap to check, before any expensive work.
     with stage("check"):
         inputs = check_inputs(cfg)
+        card.check_settings(cfg.get("report"))
+        distill.report_to(cfg.train)  # the trackers asked for are installed
+        _check_distributed(inputs)
     task, splits, gold, names = inputs.task, inputs.splits, inputs.gold, inputs.names
-    ensembler = inputs.ensembler
 
     # 2. Teachers: fine-tune the ones that need it, then logits for every split (cached).
-    cache = SoftLabelCache(cfg.paths.logits_dir)
-    with stage("teachers"):
+    # Multi-process: rank 0 computes and caches them while the others wait, then reads them.
+    cache = SoftLabelCache(cfg.paths.logits_dir, **OmegaConf.to_container(cfg.cache))
+    with stage("teachers"), distributed.main_process_first():
         logits, teacher_records = teacher_logits(cfg, inputs, cache)
 
-    # 3. Ensemble: soft targets for the train split, and the ensemble's own scores.
-    def stacked(split):
-        return np.stack([logits[name][split] for name in names])
-
+    # 3. Ensemble: fitted on ensemble.fit_split (cross-fitted where that split is reported),
+    #    then soft targets for the train split, with each teacher alone and mean_logits beside.
     with stage("ensemble"):
-        temperature = float(cfg.train.temperature)
-        soft_targets = ensembler.combine(stacked(task.train_split), temperature)
-        ensemble_results = {
-            **ensembler.describe(),
-            "metrics": {
-                split: _score(task, ensembler.predict(stacked(split)), gold[split])
-                for split in task.eval_splits
-            },
-        }
+        ensembler, ensemble_results = _ensemble(cfg, inputs, logits)
+        soft_targets = ensembler.combine(
+            _stacked(logits, names, task.train_split), float(cfg.train.temperature)
+        )
 
     # 4. Student: distil on the soft targets with its own tokenizer.
     with stage("distill"):
@@ -167,13 +182,17 @@ def run(cfg: DictConfig) -> dict:
             int(cfg.student.max_length),
             out_dir / "trainer",
             int(cfg.seed),
+            callbacks=[metrics_log.callback()],
         )
-        trainer.save_model(str(out_dir / "student"))
+        trainer.save_model(str(out_dir / "student"))  # the Trainer saves on rank 0 only
+    if not main_process:
+        return None
 
     # 5. Evaluate the student on every eval split with the task's official metrics.
     student_results = {"model": cfg.student.model, "params": count_parameters(model)}
     with stage("evaluate"):
         student_results["metrics"], student_results["examples_per_second"] = {}, {}
+        student_results["eval_runtime_s"] = {}
         for split in task.eval_splits:
             encoded = data.tokenize(splits[split], tokenizer, task, int(cfg.student.max_length))
             started = time.perf_counter()
@@ -181,11 +200,26 @@ def run(cfg: DictConfig) -> dict:
             student_logits = predict_logits(
                 model, tokenizer, encoded, batch_size, f"Student on {split}"
             )
-            speed = len(encoded) / (time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
             student_results["metrics"][split] = _score(
                 task, _hard(task, student_logits), gold[split]
             )
-            student_results["examples_per_second"][split] = round(speed, 1)
+            student_results["examples_per_second"][split] = round(len(encoded) / elapsed, 1)
+            student_results["eval_runtime_s"][split] = round(elapsed, 3)
+
+    # 6. Inference speedup: student and teachers timed on the same examples.
+    speed_results = None
+    if int(cfg.get("report", {}).get("speed_samples", 0)) > 0:
+        with stage("speed"):
+            speed_results = speed.compare(
+                model,
+                tokenizer,
+                int(cfg.student.max_length),
+                inputs,
+                cfg.paths.teachers_dir,
+                int(cfg.report.speed_samples),
+                int(cfg.train.eval_batch_size),
+            )
 
     results = {
         **teacher_results(inputs, teacher_records, cache),
@@ -194,10 +228,51 @@ def run(cfg: DictConfig) -> dict:
         "student": student_results,
         "train": OmegaConf.to_container(cfg.train, resolve=True),
         "timings_s": timings,
+        "speed": speed_results,
+        "distributed": distributed.describe(),
     }
     report.save_run(results, cfg, out_dir)
+    metrics_log.write("results", results=results)
     log.info("\n%s\n\n%s", report.teacher_table(results), report.summary_table(results))
+    if cfg.get("report", {}).get("push_to_hub"):
+        results["hub_model_id"] = card.push_to_hub(out_dir / "student", cfg.report)
     return results
+
+
+def _ensemble(cfg: DictConfig, inputs: Inputs, logits: dict) -> tuple[ensemble.Ensembler, dict]:
+    """The ensembler fitted on the fit split, and its results.json record."""
+    task, names, plan = inputs.task, inputs.names, inputs.plan
+    splits = list(dict.fromkeys([*task.eval_splits, plan.split]))
+    stacked = {split: _stacked(logits, names, split) for split in splits}
+    eval_splits = list(task.eval_splits)
+
+    def make():
+        return ensemble.build(cfg.ensemble, task, names)
+
+    fitted, scores = ensemble.assess(make, stacked, inputs.gold, eval_splits, inputs.plan)
+    comparison = ensemble.baselines(task, names, stacked, inputs.gold, eval_splits)
+    return fitted, ensemble.stage_record(cfg.ensemble, fitted, plan, scores, comparison)
+
+
+def _stacked(logits: dict, names: list[str], split: str) -> np.ndarray:
+    return np.stack([logits[name][split] for name in names])
+
+
+def _check_distributed(inputs: Inputs) -> None:
+    """Teachers are fine-tuned by one process; under a multi-process launcher, do it first.
+
+    Rank 0 computes the teachers' logits while the other ranks wait, but a Trainer started
+    there would wait for those ranks too (DDP), and never start.
+    """
+    to_finetune = [spec.name for spec in inputs.specs if spec.finetune]
+    if distributed.is_distributed() and to_finetune:
+        raise ValueError(
+            f"Teacher(s) {to_finetune} have finetune: true, which a multi-process run "
+            f"(world size {distributed.world_size()}) cannot do. Fine-tune them first with a "
+            "single-process run of the same task and data (python -m sead.run ...), then point "
+            "teachers.<name>.checkpoints.<task> at the fine-tuned checkpoint it stored under "
+            "paths.teachers_dir and set teachers.<name>.finetune=false."
+        )
 
 
 def _hard(task, logits: np.ndarray) -> np.ndarray:

@@ -2,27 +2,69 @@
 
 Thin on purpose: all the work is in `sead.pipeline.run`, which tests call directly.
 Returns the student's main metric so that Hydra sweepers (e.g. Optuna) can optimise it.
+A job that raises is recorded as failed (results.json) and, in a sweep, lets the sweep go on.
 """
 
 from __future__ import annotations
 
+import gc
+import logging
 import sys
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from sead import pipeline
+from sead import distributed, pipeline, report
+
+log = logging.getLogger(__name__)
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> float:
-    results = pipeline.run(cfg)
+def main(cfg: DictConfig) -> float | None:
+    """The student's main metric on the first eval split; None when the job failed.
+
+    None (not NaN) because the Optuna sweeper marks a trial whose value is not a float as
+    failed and goes on, while a NaN makes it raise.
+    """
+    try:
+        results = pipeline.run(cfg)
+    except Exception as error:
+        _record_failure(cfg, error)  # re-raises unless a sweep should go on
+        results = None
+    if results is None:  # failed, or a rank > 0 of a multi-process run (rank 0 reports)
+        # Out of the except block, the failed job's traceback and the tensors it kept alive
+        # are gone: free them now, so that the next job of the sweep has the memory.
+        gc.collect()
+        _empty_cuda_cache()
+        return None
     first_split = results["eval_splits"][0]
     return results["student"]["metrics"][first_split][results["main_metric"]]
+
+
+def _record_failure(cfg: DictConfig, error: Exception) -> None:
+    """Write results.json with status failed, then re-raise unless a sweep should go on."""
+    try:
+        out_dir = Path(cfg.paths.output_dir)
+    except Exception:  # the config itself may be what is wrong
+        out_dir = Path(HydraConfig.get().runtime.output_dir)
+    if distributed.is_main_process():
+        report.save_failure(cfg, error, out_dir)
+    log.error("Job failed (%s: %s); recorded in %s", type(error).__name__, error, out_dir)
+    if HydraConfig.get().mode != RunMode.MULTIRUN or cfg.get("fail_fast", False):
+        raise error
+
+
+def _empty_cuda_cache() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def unknown_teachers(args: list[str], conf_dir: Path = CONF_DIR) -> list[str]:
@@ -44,8 +86,8 @@ def unknown_teachers(args: list[str], conf_dir: Path = CONF_DIR) -> list[str]:
     return sorted({str(n) for n in names} - known)
 
 
-def exit_on_unknown_teachers(args: list[str]) -> None:
-    """Stop a CLI (`sead.run`, `sead.teachers`) with the list of teachers it could use."""
+def exit_if_unknown_teachers(args: list[str]) -> None:
+    """Stop a command line that names a teacher with no config, listing the ones there are."""
     missing = unknown_teachers(args)
     if missing:
         available = sorted(p.stem for p in (CONF_DIR / "teachers").glob("*.yaml"))
@@ -56,5 +98,5 @@ def exit_on_unknown_teachers(args: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    exit_on_unknown_teachers(sys.argv[1:])
+    exit_if_unknown_teachers(sys.argv[1:])
     main()

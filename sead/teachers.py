@@ -47,8 +47,8 @@ from transformers import (
 from transformers.trainer_utils import get_last_checkpoint
 
 from sead import data, metrics
-from sead.cache import CacheEntry, SoftLabelCache, fingerprint, hash_files
-from sead.inference import count_parameters, predict_logits
+from sead.cache import CacheEntry, FileHashes, SoftLabelCache, fingerprint, hash_files
+from sead.inference import count_parameters, precision, predict_logits
 from sead.tasks import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,10 @@ class FinetuneArgs:
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     seed: int = 42
+    # A fixed random slice of the (already subsampled) train split, for a deliberately weak
+    # teacher or data-slice ensembles; null: all of it. `train_subsample_seed` picks the slice.
+    max_train_samples: int | None = None
+    train_subsample_seed: int = 0
     # How often a resumable Trainer checkpoint is written. It does not change the model, so it
     # is left out of the store key: changing it never retrains a stored teacher.
     save_steps: int = 500
@@ -96,15 +100,23 @@ class FinetuneArgs:
                 f"teachers.{teacher}.finetune_args has unknown key(s) {unknown}: "
                 f"expected some of {', '.join(known)}."
             )
-        kinds = {f.name: type(getattr(cls(), f.name)) for f in fields(cls)}
+        kinds = {f.name: type(f.default) for f in fields(cls) if f.default is not None}
+        kinds["max_train_samples"] = int
         try:
-            return cls(**{name: kinds[name](value) for name, value in raw.items()})
+            return cls(
+                **{
+                    name: None if value is None else kinds[name](value)
+                    for name, value in raw.items()
+                }
+            )
         except (TypeError, ValueError) as err:
             raise ValueError(f"teachers.{teacher}.finetune_args: {err}") from err
 
     def store_key(self) -> dict:
-        """The settings that shape the fine-tuned model (everything but `save_steps`)."""
-        return {k: v for k, v in asdict(self).items() if k != "save_steps"}
+        """The settings that shape the fine-tuned model. Not `save_steps`, nor the slice
+        settings: the store key holds the training data the slice selects, by content."""
+        left_out = {"save_steps", "max_train_samples", "train_subsample_seed"}
+        return {k: v for k, v in asdict(self).items() if k not in left_out}
 
 
 TEACHER_KEYS = {
@@ -225,7 +237,12 @@ def _seed_variants(spec: TeacherSpec, seeds) -> list[TeacherSpec]:
 
 
 def resolve(name_or_path: str, revision: str | None, patterns=WEIGHT_PATTERNS) -> Path:
-    """A local directory holding the model's files (a Hub id is snapshot-downloaded)."""
+    """A local directory holding the model's files (a Hub id is snapshot-downloaded).
+
+    `snapshot_download` resolves a branch or tag `revision` (null: main) to the
+    commit it points to now and returns `snapshots/<commit>/`, so `identity`
+    names the exact weights even when the branch moves.
+    """
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return path
@@ -237,14 +254,32 @@ def resolve(name_or_path: str, revision: str | None, patterns=WEIGHT_PATTERNS) -
     return Path(snapshot_download(name_or_path, revision=revision, allow_patterns=allow))
 
 
-def identity(name_or_path: str, local_dir: Path, patterns=WEIGHT_PATTERNS) -> str:
+def identity(
+    name_or_path: str,
+    local_dir: Path,
+    patterns=WEIGHT_PATTERNS,
+    file_hashes: FileHashes | None = None,
+) -> str:
     """What a checkpoint is: Hub id + resolved commit, or a content hash of local files."""
-    if Path(name_or_path).expanduser().is_dir():
+    commit = local_dir.name
+    is_snapshot = len(commit) == 40 and all(c in "0123456789abcdef" for c in commit)
+    if Path(name_or_path).expanduser().is_dir() or not is_snapshot:
         files = [p for pattern in patterns for p in local_dir.glob(pattern) if p.is_file()]
         if not files:
             raise FileNotFoundError(f"No {'/'.join(patterns)} files in {local_dir}.")
-        return "sha256:" + hash_files(files)
-    return f"{name_or_path}@{local_dir.name}"  # snapshot folders are named by commit
+        return "sha256:" + hash_files(files, file_hashes)
+    return f"{name_or_path}@{commit}"  # snapshot folders are named by commit
+
+
+def tokenizer_identity(tok_dir: Path, file_hashes: FileHashes | None = None) -> str:
+    """Content hash of a tokenizer's files (vocabulary, merges, special tokens, settings)."""
+    files = [p for pattern in TOKENIZER_PATTERNS for p in tok_dir.glob(pattern) if p.is_file()]
+    if not files:
+        raise FileNotFoundError(
+            f"No tokenizer files ({', '.join(TOKENIZER_PATTERNS)}) in {tok_dir}: set "
+            f"the teacher's 'tokenizer' to a Hub id or folder that has them."
+        )
+    return "sha256:" + hash_files(files, file_hashes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -421,12 +456,14 @@ class Teacher:
         model = AutoModelForSequenceClassification.from_pretrained(
             self.model_dir, trust_remote_code=self.spec.trust_remote_code
         )
-        tokenizer = AutoTokenizer.from_pretrained(
-            self.tokenizer_dir, trust_remote_code=self.spec.trust_remote_code
-        )
         self.params = count_parameters(model)
         self._time_forward_passes(model)
-        return model.to(_device()), tokenizer
+        return model.to(_device()), self.load_tokenizer()
+
+    def load_tokenizer(self):
+        return AutoTokenizer.from_pretrained(
+            self.tokenizer_dir, trust_remote_code=self.spec.trust_remote_code
+        )
 
     def _time_forward_passes(self, model) -> None:
         """Measure inference speed where it happens, whoever drives the batches."""
@@ -446,19 +483,29 @@ class Teacher:
 
 
 def prepare(
-    spec: TeacherSpec, task: TaskSpec, splits: DatasetDict, store_dir, cache: SoftLabelCache
+    spec: TeacherSpec,
+    task: TaskSpec,
+    splits: DatasetDict,
+    store_dir,
+    file_hashes: FileHashes | None = None,
+    cache: SoftLabelCache | None = None,
 ) -> Teacher:
-    """Resolve a teacher's checkpoint and label order, fine-tuning (or reusing) it when asked."""
+    """Resolve a teacher's checkpoint and label order, fine-tuning (or reusing) it when asked.
+
+    `file_hashes` memoizes the content hashes that identify local checkpoints;
+    `cache` receives a newly fine-tuned teacher's eval-split logits.
+    """
     local = resolve(spec.source, spec.revision)
     tok_name = spec.tokenizer or spec.source
     tok_dir = resolve(tok_name, spec.revision, patterns=()) if spec.tokenizer else local
-    tok_id = "sha256:" + hash_files(
-        [p for pattern in TOKENIZER_PATTERNS for p in tok_dir.glob(pattern) if p.is_file()]
-    )
+    tok_id = tokenizer_identity(tok_dir, file_hashes)
     if spec.finetune:
-        base_id = identity(spec.source, local)
-        return finetune(spec, task, splits, local, tok_dir, base_id, tok_id, store_dir, cache)
-    teacher = Teacher(spec, local, tok_dir, identity(spec.source, local), tok_id)
+        base_id = identity(spec.source, local, file_hashes=file_hashes)
+        return finetune(
+            spec, task, splits, local, tok_dir, base_id, tok_id, store_dir, cache, file_hashes
+        )
+    model_id = identity(spec.source, local, file_hashes=file_hashes)
+    teacher = Teacher(spec, local, tok_dir, model_id, tok_id)
     teacher.label_alignment = check_labels(spec, task, explain=True)
     return teacher
 
@@ -466,6 +513,13 @@ def prepare(
 # --------------------------------------------------------------------------------------------
 # The teacher store: fine-tune once, evaluate, keep; every later run and sweep job reuses it.
 # --------------------------------------------------------------------------------------------
+
+
+def teacher_train_split(spec: TeacherSpec, task: TaskSpec, splits: DatasetDict):
+    """The examples a teacher is fine-tuned on: the train split, or its own slice of it."""
+    args = spec.finetune_args
+    train = splits[task.train_split]
+    return data.subsample(train, args.max_train_samples, seed=args.train_subsample_seed)
 
 
 def store_key(spec: TeacherSpec, task: TaskSpec, train, base_id: str, tok_id: str) -> dict:
@@ -489,7 +543,8 @@ def finetune(
     base_id: str,
     tok_id: str,
     store_dir,
-    cache: SoftLabelCache,
+    cache: SoftLabelCache | None = None,
+    file_hashes: FileHashes | None = None,
 ) -> Teacher:
     """Fine-tune `base_dir` on the task's train split once, evaluate it, and store it.
 
@@ -498,7 +553,7 @@ def finetune(
     teacher's metrics on the eval splits. An interrupted run resumes from its
     last Trainer checkpoint (in `<entry>.work/`); parallel jobs wait on a lock.
     """
-    train = splits[task.train_split]
+    train = teacher_train_split(spec, task, splits)
     key = store_key(spec, task, train, base_id, tok_id)
     store = Path(store_dir)
     store.mkdir(parents=True, exist_ok=True)
@@ -507,9 +562,8 @@ def finetune(
         if (final / STORE_MARKER).is_file():
             record = json.loads((final / STORE_MARKER).read_text())
             log.info("Teacher %s: reusing fine-tuned %s (%s)", spec.name, final, _scores(record))
-            return Teacher(
-                spec, final, final, identity(str(final), final), tok_id, STORE, store_record=record
-            )
+            model_id = identity(str(final), final, file_hashes=file_hashes)
+            return Teacher(spec, final, final, model_id, tok_id, STORE, store_record=record)
         work = Path(str(final) + ".work")
         last = get_last_checkpoint(work) if work.is_dir() else None
         resumed_from_step = _global_step(last)  # read now: training rotates checkpoints out
@@ -532,6 +586,8 @@ def finetune(
             trainer.model.save_pretrained(tmp)
             trainer.processing_class.save_pretrained(tmp)
             teacher = Teacher(spec, tmp, tmp, identity(str(tmp), tmp), tok_id, FINETUNED)
+            # Without the run's cache (a caller that only wants the checkpoint), a throwaway one.
+            cache = cache or SoftLabelCache(work / "eval-logits")
             evaluation = _evaluate_into_cache(teacher, task, splits, cache)
             teacher.store_record = {
                 "teacher": spec.name,  # the first to ask for it; equal settings share the entry
@@ -661,36 +717,61 @@ def head_config(task: TaskSpec) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
-def cached_logits(
-    teacher: Teacher, task: TaskSpec, splits: DatasetDict, cache: SoftLabelCache
-) -> dict[str, CacheEntry]:
-    """The teacher's logits for every split, computed only on a cache miss."""
-    loaded = None
-    entries = {}
-    for split, ds in splits.items():
-        key = {
-            "teacher": teacher.spec.name,
+def cache_keys(
+    teacher: Teacher, task: TaskSpec, splits: DatasetDict, tokenizer, cache: SoftLabelCache
+) -> dict[str, dict]:
+    """Per split, everything that determines the teacher's logits, and nothing else.
+
+    The student, ensembler, temperature, seed and output dir are absent on
+    purpose: every run and sweep job that changes only those reads these entries.
+    The teacher's name is absent too (two names for one checkpoint share logits).
+    """
+    return {
+        split: {
             "model": teacher.model_id,
             "tokenizer": teacher.tokenizer_id,
             "max_length": teacher.spec.max_length,
             "truncation": "longest_first",
-            "label_alignment": teacher.label_alignment,
+            "truncation_side": tokenizer.truncation_side,
             "task": task.name,
             "split": split,
+            "label_alignment": teacher.label_alignment,
+            "precision": precision(_device(), cache.autocast),
             "data": data.content_fingerprint(ds, task.text_fields),
         }
+        for split, ds in splits.items()
+    }
 
-        def compute(ds=ds, split=split):
-            nonlocal loaded
-            loaded = loaded or teacher.load()
-            model, tokenizer = loaded
+
+def cached_logits(
+    teacher: Teacher, task: TaskSpec, splits: DatasetDict, cache: SoftLabelCache
+) -> dict[str, CacheEntry]:
+    """The teacher's logits for every split, computed only on a cache miss."""
+    tokenizer = teacher.load_tokenizer()
+    keys = cache_keys(teacher, task, splits, tokenizer, cache)
+    model = None
+    entries = {}
+    for split, ds in splits.items():
+
+        def compute(partial, ds=ds, split=split):
+            nonlocal model
+            if model is None:
+                model, _ = teacher.load()
             encoded = data.tokenize(ds, tokenizer, task, teacher.spec.max_length)
-            desc = f"Teacher {teacher.spec.name} on {split}"
             return teacher.align(
-                predict_logits(model, tokenizer, encoded, teacher.spec.batch_size, desc)
+                predict_logits(
+                    model,
+                    tokenizer,
+                    encoded,
+                    teacher.spec.batch_size,
+                    f"Teacher {teacher.spec.name} on {split}",
+                    autocast=cache.autocast,
+                    partial=partial,
+                )
             )
 
-        entries[split] = cache.get_or_compute(key, np.asarray(ds["idx"]), compute)
+        about = {"teacher": teacher.spec.name, "source": teacher.spec.source}
+        entries[split] = cache.get_or_compute(keys[split], np.asarray(ds["idx"]), compute, about)
     if teacher.params is None:
         teacher.params = _count_params_from_disk(teacher)
     return entries
@@ -826,7 +907,7 @@ if __name__ == "__main__":
         report.save_run(results, cfg, Path(cfg.paths.output_dir), name="teachers.json")
         print(report.teacher_table(results))
 
-    from sead.run import exit_on_unknown_teachers
+    from sead.run import exit_if_unknown_teachers
 
-    exit_on_unknown_teachers(sys.argv[1:])
+    exit_if_unknown_teachers(sys.argv[1:])
     main()

@@ -6,8 +6,9 @@ offline demo and the test suite cannot reach. This module generates stand-ins in
 
 * `make_toy_task` writes an sst2-shaped dataset of short templated reviews. Negation ("not
   good") and contrast ("good, but the ending was dull") make the label depend on word order,
-  and a few labels are flipped, so a tiny model learns it well but not perfectly, and two
-  different models make different mistakes for an ensemble to fix.
+  rare words are learned unevenly, and some labels are flipped or undecidable, so a tiny model
+  learns it well but not perfectly, and two different models make different mistakes for an
+  ensemble to fix.
 * `build_tokenizer` and `build_tiny_model` make a WordPiece/BERT or byte-level BPE/RoBERTa
   tokenizer and a randomly initialised encoder that `Auto*.from_pretrained` loads like any
   Hub checkpoint.
@@ -16,6 +17,7 @@ offline demo and the test suite cannot reach. This module generates stand-ins in
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
@@ -50,18 +52,21 @@ NOUNS = (
     "soundtrack", "direction", "pacing", "humor", "villain", "hero", "camera work",
 )  # fmt: skip
 NEUTRAL_ADJECTIVES = ("new", "long", "french", "animated", "recent", "whole", "second", "old")
-# Sentiment words are drawn Zipf-style (see `_zipf`), so the tail ones are seen only a few
-# dozen times in training: models learn them unevenly and so disagree on them.
+# Sentiment adjectives come in three tiers of frequency (`_ADJECTIVE_WEIGHTS`): the rare ones are
+# seen only a few dozen times in training, so models learn them unevenly and disagree on them.
 POSITIVE_ADJECTIVES = (
-    "good", "great", "funny", "charming", "wonderful", "brilliant", "moving", "clever",
-    "delightful", "superb", "gripping", "beautiful", "fresh", "solid", "witty", "stunning",
-    "heartfelt", "inventive", "elegant", "touching",
+    "good", "great", "funny", "charming", "wonderful",
+    "brilliant", "moving", "clever", "delightful", "superb",
+    "gripping", "beautiful", "fresh", "solid", "witty",
+    "stunning", "heartfelt", "inventive", "elegant", "touching",
 )  # fmt: skip
 NEGATIVE_ADJECTIVES = (
-    "bad", "boring", "dull", "awful", "terrible", "weak", "messy", "bland", "tedious",
-    "clumsy", "lazy", "forgettable", "silly", "flat", "shallow", "predictable", "overlong",
-    "sloppy", "tiresome", "hollow",
+    "bad", "boring", "dull", "awful", "terrible",
+    "weak", "messy", "bland", "tedious", "clumsy",
+    "lazy", "forgettable", "silly", "flat", "shallow",
+    "predictable", "overlong", "sloppy", "tiresome", "hollow",
 )  # fmt: skip
+_ADJECTIVE_WEIGHTS = (3,) * 5 + (2,) * 5 + (1,) * 10
 # (past tense, base form) so that "i loved" can be negated as "i did not love".
 POSITIVE_VERBS = (("loved", "love"), ("enjoyed", "enjoy"), ("liked", "like"), ("admired", "admire"))
 NEGATIVE_VERBS = (("hated", "hate"), ("disliked", "dislike"), ("regretted", "regret"))
@@ -88,8 +93,8 @@ TOY_WORDS: tuple[str, ...] = tuple(
                 NEGATORS,
                 FILLERS,
                 CONTRASTS,
-                ("the", "a", "this", "that", "was", "is", "i", "did", "and", "far", "from"),
-                ("it", "of", "too", ",", ".", "!"),
+                ("the", "a", "what", "this", "that", "it", "was", "is", "i", "did", "and"),
+                ("far", "from", ",", ".", "!"),
             )
             for phrase in group
             for word in phrase.split()
@@ -98,11 +103,13 @@ TOY_WORDS: tuple[str, ...] = tuple(
 )
 
 LABEL_NOISE = 0.05  # labels flipped at random, as in any crowd-labelled set
-MIXED = 0.12  # share of reviews praising one thing and panning another: their label is a coin flip
-
-
-def _zipf(rng: random.Random, words: Sequence[str]) -> str:
-    return rng.choices(words, weights=[1 / (rank + 1) for rank in range(len(words))])[0]
+# Shares of review shapes (the rest are single clauses), and of negated clauses. Negation and
+# contrast are what a bag of words gets wrong; they are kept a minority so that a tiny model
+# reliably lands well above the majority baseline before it has learned them fully.
+MIXED = 0.04  # one thing praised, another panned, nothing to settle it: the label is a coin flip
+CONTRAST = 0.25  # two opposed clauses joined by "but" and the like: the last one wins
+AGREE = 0.25  # two clauses of the same polarity
+NEGATION = 0.15  # "not good" for a negative clause, "did not hate" for a positive one
 
 
 def _noun_phrase(rng: random.Random) -> str:
@@ -114,9 +121,10 @@ def _noun_phrase(rng: random.Random) -> str:
 
 def _clause(rng: random.Random, polarity: int) -> str:
     """One clause whose sentiment is `polarity` (+1 or -1), possibly by negating its opposite."""
-    negate = rng.random() < 0.3
+    negate = rng.random() < NEGATION
     word_polarity = -polarity if negate else polarity
-    adjective = _zipf(rng, POSITIVE_ADJECTIVES if word_polarity > 0 else NEGATIVE_ADJECTIVES)
+    adjectives = POSITIVE_ADJECTIVES if word_polarity > 0 else NEGATIVE_ADJECTIVES
+    adjective = rng.choices(adjectives, weights=_ADJECTIVE_WEIGHTS)[0]
     intensifier = f"{rng.choice(INTENSIFIERS)} " if rng.random() < 0.4 else ""
     form = rng.randrange(4)
     if form == 0:
@@ -144,12 +152,12 @@ def _sentence(rng: random.Random, label: int) -> str:
     if shape < MIXED:
         first = rng.choice((1, -1))
         body = f"{_clause(rng, first)} and {_clause(rng, -first)}"
-    elif shape < 0.45:
-        body = _clause(rng, polarity)
-    elif shape < 0.65:
+    elif shape < MIXED + CONTRAST:
+        body = f"{_clause(rng, -polarity)} , {rng.choice(CONTRASTS)} {_clause(rng, polarity)}"
+    elif shape < MIXED + CONTRAST + AGREE:
         body = f"{_clause(rng, polarity)} and {_clause(rng, polarity)}"
     else:
-        body = f"{_clause(rng, -polarity)} , {rng.choice(CONTRASTS)} {_clause(rng, polarity)}"
+        body = _clause(rng, polarity)
     if rng.random() < 0.3:
         body = f"{rng.choice(FILLERS)} , {body}"
     return f"{body} {rng.choice(('.', '.', '!'))}"
@@ -252,8 +260,11 @@ def build_tiny_model(
     `out_dir` may equal `tokenizer_dir`.
     """
     out_dir = Path(out_dir)
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    tokenizer.model_max_length = max_position
+    tokenizer_args = {"model_max_length": max_position}
+    if arch == "distilbert":
+        # DistilBERT has no segment embeddings, so its tokenizer must not emit them.
+        tokenizer_args["model_input_names"] = ["input_ids", "attention_mask"]
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, **tokenizer_args)
     shared = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id}
     if arch == "bert":
         config = BertConfig(
@@ -286,8 +297,6 @@ def build_tiny_model(
             max_position_embeddings=max_position,
             **shared,
         )
-        # DistilBERT has no segment embeddings, so its tokenizer must not emit them.
-        tokenizer.model_input_names = ["input_ids", "attention_mask"]
     else:
         raise ValueError(f"Unknown arch {arch!r}: expected 'bert', 'roberta' or 'distilbert'.")
 
@@ -317,24 +326,36 @@ def build_tiny_model(
 # The demo's assets.
 # --------------------------------------------------------------------------------------------
 
-# name -> (tokenizer kind, arch, model size). The teachers differ in tokenizer, architecture and
-# shape so that they err differently; the student is smaller than both.
-DEMO_MODELS: dict[str, tuple[str, str, dict[str, int]]] = {
-    "teacher_bert": (
-        "wordpiece",
-        "bert",
-        {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "intermediate_size": 128},
-    ),
-    "teacher_roberta": (
-        "bpe",
-        "roberta",
-        {"hidden_size": 48, "num_layers": 3, "num_heads": 2, "intermediate_size": 96},
-    ),
-    "student": (
-        "wordpiece",
-        "bert",
-        {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "intermediate_size": 64},
-    ),
+# name -> how to build it. The teachers differ in tokenizer, architecture and shape so that they
+# err differently; the student is smaller than both.
+DEMO_MODELS: dict[str, dict] = {
+    "teacher_bert": {
+        "kind": "wordpiece",
+        "arch": "bert",
+        "hidden_size": 64,
+        "num_layers": 2,
+        "num_heads": 2,
+        "intermediate_size": 128,
+        "seed": 1,
+    },
+    "teacher_roberta": {
+        "kind": "bpe",
+        "arch": "roberta",
+        "hidden_size": 48,
+        "num_layers": 3,
+        "num_heads": 2,
+        "intermediate_size": 96,
+        "seed": 2,
+    },
+    "student": {
+        "kind": "wordpiece",
+        "arch": "bert",
+        "hidden_size": 32,
+        "num_layers": 2,
+        "num_heads": 2,
+        "intermediate_size": 64,
+        "seed": 3,
+    },
 }
 _DATA_FILES = ("train.jsonl", "validation.jsonl")
 _MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
@@ -371,6 +392,11 @@ def _build_atomically(target: Path, files: Sequence[str], build, force: bool) ->
     return True
 
 
+def _build_model_dir(out_dir: Path, kind: str, arch: str, **model_args) -> None:
+    build_tokenizer(kind, out_dir)
+    build_tiny_model(arch, out_dir, out_dir, **model_args)
+
+
 def build_demo_assets(root: str | Path, force: bool = False) -> dict[str, Path]:
     """Build the demo's dataset and base models under `root`, skipping those already complete.
 
@@ -381,17 +407,11 @@ def build_demo_assets(root: str | Path, force: bool = False) -> dict[str, Path]:
     if _build_atomically(paths["data"], _DATA_FILES, make_toy_task, force):
         logger.info("Built the toy sst2 task in %s", paths["data"])
 
-    for seed, (name, (kind, arch, size)) in enumerate(DEMO_MODELS.items()):
+    for name, spec in DEMO_MODELS.items():
         paths[name] = root / "models" / name
-
-        def build(tmp: Path, kind=kind, arch=arch, size=size, seed=seed) -> None:
-            build_tokenizer(kind, tmp)
-            build_tiny_model(arch, tmp, tmp, seed=seed, **size)
-
+        build = functools.partial(_build_model_dir, **spec)
         if _build_atomically(paths[name], _MODEL_FILES, build, force):
-            logger.info(
-                "Built %s (%s, %s tokenizer, %s) in %s", name, arch, kind, size, paths[name]
-            )
+            logger.info("Built %s in %s", name, paths[name])
     return paths
 
 

@@ -4,6 +4,9 @@ import os
 
 for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
     os.environ.setdefault(_var, "1")
+# Tiny models gain nothing from threads, and on a busy 2-core machine (or with two DDP
+# ranks) a second thread per process makes torch many times slower.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
 

@@ -1,11 +1,29 @@
 """Each ensembler on fixed logits whose right answer is known by hand."""
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from sead.ensemble import build, nll
+import sead.distill
+import sead.ensemble
+from sead import pipeline, report
+from sead.ensemble import (
+    Ensembler,
+    FitPlan,
+    assess,
+    build,
+    cross_fit,
+    fit_plan,
+    fold_ids,
+    nll,
+)
 from sead.tasks import get_task
+from tests.helpers import compose
 
 SST2, STSB = get_task("sst2"), get_task("stsb")
 NAMES = ["a", "b"]
@@ -101,3 +119,326 @@ def test_logits_that_disagree_with_task_or_each_other_fail_clearly():
 def test_nll_of_known_probabilities():
     targets = np.array([[0.5, 0.5], [0.25, 0.75]])
     assert nll(targets, np.array([0, 1])) == pytest.approx(-(np.log(0.5) + np.log(0.75)) / 2)
+
+
+# --- Fitted strategies, cross-fitting and the ensemble stage ---------------------------------
+
+NAMES3 = ["good", "useless", "copy"]
+
+
+def _binary_logits(margin):
+    """Two-class logits whose log-odds of label 1 is `margin`."""
+    return np.stack([-margin / 2, margin / 2], axis=-1)
+
+
+def _sampled_task(n=3000, seed=0):
+    """A teacher whose probabilities are exactly right (labels are drawn from them)."""
+    rng = np.random.default_rng(seed)
+    margin = rng.normal(0, 3, n)
+    labels = (rng.random(n) < 1 / (1 + np.exp(-margin))).astype(np.int64)
+    return _binary_logits(margin), labels, rng
+
+
+def _build(name, task=SST2, names=NAMES3, **options):
+    return build(OmegaConf.create({"name": name, **options}), task, names)
+
+
+@pytest.mark.parametrize(
+    "name, options",
+    [
+        ("learned", {}),
+        ("metric_weighted", {"mode": "proportional"}),
+        ("metric_weighted", {"mode": "softmax"}),
+    ],
+)
+def test_a_useless_teacher_gets_near_zero_weight(name, options):
+    good, labels, rng = _sampled_task()
+    useless = rng.normal(0, 3, good.shape)  # random logits, unrelated to the labels
+    noisy_copy = good + rng.normal(0, 1, good.shape)
+    ensembler = _build(name, **options).fit(np.stack([good, useless, noisy_copy]), labels)
+    weights = ensembler.describe()["weights"]
+    assert weights["useless"] < 0.02, weights
+    assert weights["good"] > weights["copy"] > 0.02, weights
+    assert sum(weights.values()) == pytest.approx(1.0)
+
+
+def test_learned_recovers_a_known_temperature():
+    good, labels, _ = _sampled_task()
+    # Only one teacher, three times too confident: the right ensemble temperature is 3.
+    ensembler = build(OmegaConf.create({"name": "learned"}), SST2, ["hot"])
+    ensembler.fit((3 * good)[None], labels)
+    assert ensembler.describe()["temperature"] == pytest.approx(3.0, rel=0.1)
+
+
+def test_calibrated_tames_an_over_confident_copy():
+    good, labels, _ = _sampled_task()
+    logits = np.stack([good, 5 * good])  # same predictions, five times the confidence
+    names = ["calm", "over"]
+    calibrated = build(OmegaConf.create({"name": "calibrated"}), SST2, names).fit(logits, labels)
+    temperatures = calibrated.describe()["temperatures"]
+    assert temperatures["calm"] == pytest.approx(1.0, rel=0.1)  # already calibrated
+    assert temperatures["over"] / temperatures["calm"] == pytest.approx(5.0, rel=1e-3)
+    # Once each is rescaled the two teachers agree, so the ensemble is the calm teacher alone.
+    np.testing.assert_allclose(
+        calibrated.combine(logits), _softmax_rows(good / temperatures["calm"]), atol=1e-4
+    )
+    plain = build(OmegaConf.create({"name": "mean_logits"}), SST2, names)
+    assert nll(calibrated.combine(logits), labels) < nll(plain.combine(logits), labels) - 0.1
+
+
+def _softmax_rows(z):
+    return np.stack([_softmax_row(row) for row in z])
+
+
+def test_confidence_weights_each_example_towards_the_surer_teacher():
+    # Teacher a is sure on example 0, unsure on 1; teacher b the other way round.
+    logits = np.array([[[5.0, -5.0], [0.1, 0.0]], [[0.0, 0.1], [-5.0, 5.0]]])
+    ensembler = _ensemble("confidence", calibrate=False, sharpness=4.0)
+    weights = ensembler.example_weights(logits)
+    assert weights[0, 0] > 0.9 and weights[1, 1] > 0.9
+    np.testing.assert_allclose(weights.sum(axis=0), 1.0)
+    np.testing.assert_array_equal(ensembler.predict(logits), [0, 1])
+    plain = _ensemble("confidence", calibrate=False, sharpness=0.0).combine(logits)
+    np.testing.assert_allclose(plain, _ensemble("mean_logits").combine(logits))
+
+
+def test_confidence_with_calibration_is_not_taken_over_by_an_over_confident_teacher():
+    good, labels, rng = _sampled_task()
+    flipped = -4 * (good + rng.normal(0, 2, good.shape))  # loud, and mostly wrong
+    logits = np.stack([good, flipped])
+    names = ["good", "loud"]
+    raw = build(OmegaConf.create({"name": "confidence", "calibrate": False}), SST2, names)
+    calibrated = build(OmegaConf.create({"name": "confidence"}), SST2, names).fit(logits, labels)
+    accuracy = {
+        "raw": (raw.predict(logits) == labels).mean(),
+        "calibrated": (calibrated.predict(logits) == labels).mean(),
+        "good alone": (good.argmax(-1) == labels).mean(),
+    }
+    assert accuracy["raw"] < 0.5 < accuracy["calibrated"], accuracy
+    assert accuracy["calibrated"] == pytest.approx(accuracy["good alone"], abs=0.02), accuracy
+
+
+def test_vote_majority_smoothing_and_deterministic_ties():
+    names = ["a", "b", "c"]
+    vote = build(OmegaConf.create({"name": "vote", "smoothing": 0.2}), SST2, names)
+    # Example 0: two of three say 1, although the dissenter is far more confident.
+    logits = np.array([[[0.0, 0.1]], [[0.0, 0.1]], [[9.0, 0.0]]])
+    np.testing.assert_allclose(vote.combine(logits, temperature=4.0), [[0.1, 0.9]])
+    two = build(OmegaConf.create({"name": "vote", "smoothing": 0.0}), SST2, NAMES)
+    # A 1-1 tie goes to the label with the higher mean probability...
+    np.testing.assert_array_equal(two.predict(np.array([[[1.0, 0.0]], [[0.0, 3.0]]])), [1])
+    np.testing.assert_array_equal(two.predict(np.array([[[3.0, 0.0]], [[0.0, 1.0]]])), [0])
+    # ...and an exact tie in probabilities too goes to the lowest label id, every time.
+    mirror = np.array([[[2.0, 0.0]], [[0.0, 2.0]]])
+    np.testing.assert_array_equal(two.predict(mirror), [0])
+    np.testing.assert_array_equal(two.predict(mirror[::-1]), [0])
+
+
+def test_vote_rejects_bad_smoothing():
+    with pytest.raises(ValueError, match=r"smoothing must be in \[0, 1\)"):
+        _ensemble("vote", smoothing=1.0)
+
+
+def test_regression_learned_is_non_negative_least_squares():
+    rng = np.random.default_rng(0)
+    gold = rng.uniform(0, 5, 500)
+    scores = np.stack([gold + rng.normal(0, 0.3, 500), rng.uniform(0, 5, 500)])[..., None]
+    learned = build(OmegaConf.create({"name": "learned"}), STSB, NAMES).fit(scores, gold)
+    weights = learned.describe()["weights"]
+    assert weights["a"] == pytest.approx(1.0, abs=0.05) and weights["b"] < 0.02
+    np.testing.assert_allclose(
+        learned.predict(scores), 0 * gold + (np.array(list(weights.values())) @ scores[..., 0])
+    )
+    metric_weighted = build(OmegaConf.create({"name": "metric_weighted"}), STSB, NAMES)
+    assert metric_weighted.fit(scores, gold).describe()["weights"]["b"] < 0.05
+
+
+@pytest.mark.parametrize("name", ["calibrated", "confidence", "vote", "mean_probs"])
+def test_strategies_that_need_probabilities_refuse_regression(name):
+    with pytest.raises(ValueError, match=rf"'{name}'.*'stsb' is a regression task.*learned"):
+        build(OmegaConf.create({"name": name}), STSB, NAMES)
+
+
+@pytest.mark.parametrize("name", ["metric_weighted", "calibrated", "learned"])
+def test_fitted_strategies_refuse_to_combine_before_fit(name):
+    with pytest.raises(RuntimeError, match="call fit"):
+        _build(name, names=NAMES).combine(LOGITS)
+
+
+def test_fit_rejects_labels_that_do_not_match():
+    ensembler = _build("learned", names=NAMES)
+    with pytest.raises(ValueError, match=r"labels of shape \(3,\).*2 examples"):
+        ensembler.fit(LOGITS, np.array([0, 1, 1]))
+    with pytest.raises(ValueError, match=r"label ids in 0..1, got \[0, 2\]"):
+        ensembler.fit(LOGITS, np.array([0, 2]))
+
+
+def test_teachers_with_different_label_counts_or_nan_fail_clearly():
+    ensembler = _build("calibrated", names=NAMES)
+    two_way, three_way = np.zeros((4, 2)), np.zeros((4, 3))
+    with pytest.raises(ValueError, match=r"differ in shape.*'b': \(4, 3\).*2 column"):
+        ensembler.fit([two_way, three_way], np.zeros(4, dtype=int))
+    with pytest.raises(ValueError, match=r"teacher\(s\) \['b'\].*NaN"):
+        ensembler.fit([two_way, np.full((4, 2), np.nan)], np.zeros(4, dtype=int))
+
+
+class _Spy(Ensembler):
+    """Records the example ids (kept in logit column 0) it is fitted on and asked to combine."""
+
+    def __init__(self, log):
+        super().__init__(SST2, NAMES)
+        self.log = log
+
+    def _fit(self, logits, labels):
+        self.log.append(("fit", set(logits[0, :, 0].astype(int))))
+
+    def combine(self, logits, temperature=1.0):
+        self.log.append(("combine", set(np.asarray(logits)[0, :, 0].astype(int))))
+        return super().combine(logits, temperature)
+
+
+def test_cross_fitting_never_scores_an_example_with_weights_fitted_on_it():
+    n = 53
+    ids = np.arange(n, dtype=np.float64)
+    logits = np.stack([np.stack([ids, np.zeros(n)], axis=-1)] * 2)
+    labels = np.arange(n) % 2
+    events = []
+    plan = FitPlan("validation", folds=5, seed=3)
+    _, fold_of = cross_fit(lambda: _Spy(events), logits, labels, plan)
+    fits = [rows for kind, rows in events if kind == "fit"]
+    scored = [rows for kind, rows in events if kind == "combine"]
+    assert len(fits) == len(scored) == plan.folds
+    for fitted_on, held_out in zip(fits, scored, strict=True):
+        assert not fitted_on & held_out
+        assert fitted_on | held_out == set(range(n))
+        assert len({int(f) for f in fold_of[sorted(held_out)]}) == 1  # one fold at a time
+    assert sorted(i for rows in scored for i in rows) == list(range(n))  # each scored once
+    # Stratified: every fold holds both labels in about the same proportion.
+    for fold in range(plan.folds):
+        assert abs(labels[fold_of == fold].mean() - 0.5) < 0.2
+    np.testing.assert_array_equal(fold_of, fold_ids(labels, SST2, 5, 3))  # deterministic
+
+
+def test_assess_cross_fits_the_fit_split_only():
+    good, labels, rng = _sampled_task(n=600)
+    logits = np.stack([good, rng.normal(0, 3, good.shape), good])
+    other = np.stack([good[:100], good[:100], good[:100]])
+    splits = {"validation": logits, "test": other}
+    gold = {"validation": labels, "test": labels[:100]}
+    plan = FitPlan(split="validation", folds=4)
+    fitted, scores = assess(lambda: _build("learned"), splits, gold, ["validation", "test"], plan)
+    assert scores["cross_fitted"] == {"validation": True, "test": False}
+    crossed, _ = cross_fit(lambda: _build("learned"), logits, labels, plan)
+    assert scores["nll"]["validation"] == pytest.approx(nll(crossed, labels))
+    assert scores["nll"]["test"] == pytest.approx(nll(fitted.combine(other), labels[:100]))
+    # In-sample would be optimistic: the cross-fitted NLL is not below the in-sample one.
+    assert scores["nll"]["validation"] >= nll(fitted.combine(logits), labels) - 1e-9
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [({"folds": 1}, "folds must be an integer >= 2"), ({"fold_seed": "x"}, "fold_seed")],
+)
+def test_fit_plan_rejects_bad_settings(settings, message):
+    with pytest.raises(ValueError, match=message):
+        fit_plan(OmegaConf.create({"name": "learned", **settings}), SST2)
+
+
+def test_fit_split_defaults_to_the_tasks_first_eval_split():
+    assert fit_plan(OmegaConf.create({"fit_split": None}), SST2).split == "validation"
+    assert fit_plan(OmegaConf.create({}), get_task("mnli")).split == "validation_matched"
+    assert fit_plan(OmegaConf.create({"fit_split": "train"}), SST2).split == "train"
+
+
+def test_too_few_examples_for_the_folds():
+    with pytest.raises(ValueError, match="folds=5 needs at least 5 examples"):
+        fold_ids(np.array([0, 1, 0]), SST2, 5, 0)
+
+
+def test_stage_keys_are_not_strategy_options():
+    cfg = OmegaConf.create({"name": "learned", "fit_split": "validation", "folds": 3})
+    assert build(cfg, SST2, NAMES).name == "learned"
+
+
+# --- The ensemble stage of the pipeline, and `python -m sead.ensemble` -----------------------
+
+
+def _forbid_student_training(monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("the ensemble comparison must not train a student")
+
+    monkeypatch.setattr(sead.distill, "distill", fail)
+
+
+@pytest.mark.slow
+def test_pipeline_records_the_fitted_ensemble_beside_each_teacher(tiny_cfg):
+    cfg = tiny_cfg("ensemble=learned", "ensemble.folds=3", "data.max_train_samples=80")
+    results = pipeline.run(cfg)
+    block = results["ensemble"]
+    assert block["name"] == "learned" and block["options"] == {}
+    assert (block["fit_split"], block["folds"], block["fold_seed"]) == ("validation", 3, 0)
+    assert set(block["weights"]) == {"toy_bert", "toy_roberta"} and block["temperature"] > 0
+    assert block["cross_fitted"] == {"validation": True}
+    assert 0 <= block["metrics"]["validation"]["accuracy"] <= 1 and block["nll"]["validation"] > 0
+    assert list(block["comparison"]) == ["teacher toy_bert", "teacher toy_roberta", "mean_logits"]
+    for name, teacher in results["teachers"].items():
+        assert block["comparison"][f"teacher {name}"]["metrics"] == teacher["metrics"]
+    saved = json.loads((Path(cfg.paths.output_dir) / "results.json").read_text())
+    assert saved["ensemble"] == json.loads(json.dumps(block))
+    assert "ensemble learned" in report.summary_table(results)
+
+
+@pytest.mark.slow
+def test_cli_compares_every_strategy_from_cached_logits(tiny_assets, tmp_path, monkeypatch):
+    _forbid_student_training(monkeypatch)
+    overrides = [
+        "experiment=demo",
+        f"paths.demo_dir={tiny_assets}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        "teachers.toy_bert.finetune_args.epochs=1",
+        "teachers.toy_roberta.finetune_args.epochs=1",
+        "teacher_gate=false",  # one-epoch teachers are near chance
+        "ensemble=metric_weighted",
+        "ensemble.mode=softmax",
+        "ensemble.folds=4",
+    ]
+    table, data = sead.ensemble.compare(compose(overrides, output_dir=str(tmp_path / "out")))
+    fitted = ["metric_weighted", "calibrated", "learned", "confidence", "vote"]
+    assert set(data["rows"]) >= {"teacher toy_bert", "mean_logits", "mean_probs", *fitted}
+    assert data["rows"]["metric_weighted"]["cross_fitted"] == {"validation": True}
+    assert "weighted: skipped (ensemble=weighted needs ensemble.weights" in table
+    # Teachers were fine-tuned on train, but only validation logits were computed.
+    assert len(list((tmp_path / "cache" / "logits").glob("*/manifest.json"))) == 2
+
+    # The literal command line reads the same cache and prints the same table.
+    run_dir = tmp_path / "cli"
+    proc = subprocess.run(
+        [sys.executable, "-m", "sead.ensemble", *overrides, f"hydra.run.dir={run_dir}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert table in proc.stdout
+    assert json.loads((run_dir / "ensemble_comparison.json").read_text())["folds"] == 4
+    assert "Cache hit" in proc.stdout and "Cache miss" not in proc.stdout  # Hydra logs to stdout
+
+
+def test_regression_is_cross_fitted_and_scored_by_mse():
+    rng = np.random.default_rng(1)
+    gold = rng.uniform(0, 5, 200)
+    scores = np.stack([gold + rng.normal(0, 0.5, 200), 0.5 * gold])[..., None]
+    plan = FitPlan("validation", folds=5)
+
+    def make():
+        return build(OmegaConf.create({"name": "learned"}), STSB, NAMES)
+
+    fitted, result = assess(
+        make, {"validation": scores}, {"validation": gold}, ["validation"], plan
+    )
+    assert set(result) == {"metrics", "mse", "cross_fitted"}
+    assert result["metrics"]["validation"]["pearson"] > 0.9
+    crossed, _ = cross_fit(make, scores, gold, plan)
+    assert result["mse"]["validation"] == pytest.approx(np.mean((crossed[:, 0] - gold) ** 2))
+    # The second teacher is right up to a factor of 2: NNLS finds it (and ~ignores the noisy one).
+    assert fitted.describe()["weights"]["b"] == pytest.approx(2.0, abs=0.1)

@@ -271,7 +271,8 @@ def _prepare(cfg):
     inputs = pipeline.check_inputs(cfg)
     cache = SoftLabelCache(cfg.paths.logits_dir)
     (spec,) = inputs.specs
-    return teachers.prepare(spec, inputs.task, inputs.splits, cfg.paths.teachers_dir, cache)
+    store = cfg.paths.teachers_dir
+    return teachers.prepare(spec, inputs.task, inputs.splits, store, cache.file_hashes, cache)
 
 
 def test_a_fine_tuned_teacher_beats_the_majority_baseline_is_stored_and_reused(
@@ -364,7 +365,7 @@ def test_a_permuted_head_gives_the_same_cached_logits_after_alignment(
     logits = {}
     for name, folder in [("original", original), ("permuted", permuted)]:
         spec = _spec(name=name, source=str(folder))
-        teacher = teachers.prepare(spec, SST2, splits, tmp_path / "store", cache)
+        teacher = teachers.prepare(spec, SST2, splits, tmp_path / "store", cache=cache)
         entry = teachers.cached_logits(teacher, SST2, splits, cache)["validation"]
         assert not entry.hit
         logits[name] = (teacher, entry.logits)

@@ -1,0 +1,196 @@
+"""The student's model card (`student/README.md`) and the optional upload to the Hub.
+
+The card is in the Hugging Face format, so the Hub renders it and indexes its results: YAML
+metadata (language, license, tags, datasets, metrics, base model, `model-index`) written by
+`huggingface_hub.ModelCardData`, then the results (metric, eval runtime, samples per second, as
+the XtremeDistil and SEAD cards report them), the teachers it learned from with their scores,
+the ensembler and training settings, and how to load it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from sead.report import write_atomic
+from sead.tasks import get_task
+
+log = logging.getLogger(__name__)
+
+CARD_FILE = "README.md"
+HUB_DATASETS = {"glue": "nyu-mll/glue", "super_glue": "aps/super_glue"}
+
+
+def check_settings(report_cfg) -> None:
+    """Fail before any training when the upload asked for cannot happen."""
+    if report_cfg is None or not report_cfg.get("push_to_hub"):
+        return
+    if not report_cfg.get("hub_model_id"):
+        raise ValueError(
+            "report.push_to_hub=true needs report.hub_model_id=<user or org>/<model name> "
+            "(the Hub repository to create or update); none is set."
+        )
+
+
+def write_model_card(results: dict, cfg, student_dir: Path) -> Path:
+    """Write `README.md` beside the student's weights; returns its path."""
+    report_cfg = cfg.get("report") or {}
+    name = (
+        report_cfg.get("hub_model_id")
+        or f"{Path(str(cfg.student.model)).name}-sead-{results['task']}"
+    )
+    card = ModelCard(
+        f"---\n{_metadata(results, cfg, name).to_yaml()}\n---\n{_body(results, cfg, name)}"
+    )
+    path = Path(student_dir) / CARD_FILE
+    write_atomic(path, str(card))
+    return path
+
+
+def _metadata(results: dict, cfg, name: str) -> ModelCardData:
+    task = get_task(results["task"])
+    dataset = HUB_DATASETS.get(task.benchmark, task.benchmark)
+    student = results["student"]
+    eval_results = [
+        EvalResult(
+            task_type="text-classification",
+            task_name="Text Classification" if not task.is_regression else "Text Regression",
+            dataset_type=dataset,
+            dataset_name=f"{task.benchmark.upper()} {task.name.upper()}",
+            dataset_config=task.name,
+            dataset_split=split,
+            metric_type=metric,
+            metric_name=metric.replace("_", " ").title(),
+            metric_value=round(float(value), 4),
+        )
+        for split in results["eval_splits"]
+        for metric, value in student["metrics"][split].items()
+    ]
+    base_model = str(cfg.student.model)
+    report_cfg = cfg.get("report") or {}
+    return ModelCardData(
+        model_name=name,
+        language=report_cfg.get("language", "en"),
+        license=report_cfg.get("license", "apache-2.0"),
+        library_name="transformers",
+        pipeline_tag="text-classification",
+        tags=["knowledge-distillation", "sead", "ensemble-distillation", task.benchmark, task.name],
+        datasets=[dataset],
+        metrics=list(task.metrics),
+        # The Hub only links a base model given by its repository id, not a local path.
+        base_model=None if Path(base_model).expanduser().exists() else base_model,
+        eval_results=eval_results,
+    )
+
+
+def _body(results: dict, cfg, name: str) -> str:
+    task, splits = get_task(results["task"]), results["eval_splits"]
+    student, ensemble, teachers = results["student"], results["ensemble"], results["teachers"]
+    train = results.get("train", {})
+    metrics = list(task.metrics)
+    speed = results.get("speed") or {}
+    lines = [
+        f"# {name}",
+        "",
+        f"A student distilled from an ensemble of {len(teachers)} teacher(s) "
+        f"({', '.join(teachers)}) on {task.benchmark.upper()} {task.name.upper()} with "
+        "sead (SEAD-style multi-teacher ensemble knowledge distillation). "
+        f"Initialised from `{student['model']}`: {student['params']:,} parameters.",
+        "",
+        "## Results",
+        "",
+        "| Split | Examples | " + " | ".join(metrics) + " | Eval runtime (s) | Samples/s |",
+        "|" + "---|" * (len(metrics) + 4),
+    ]
+    for split in splits:
+        scores = " | ".join(f"{100 * student['metrics'][split][m]:.2f}" for m in metrics)
+        runtime = (student.get("eval_runtime_s") or {}).get(split, "")
+        per_second = (student.get("examples_per_second") or {}).get(split, "")
+        n = results.get("n_examples", {}).get(split, "")
+        lines.append(f"| {split} | {n} | {scores} | {runtime} | {per_second} |")
+    split, main = splits[0], task.main_metric
+    lines += [
+        "",
+        f"Compared with its teachers ({main} on {split}, x100; speed measured on the same "
+        f"{speed.get('examples', '')} examples, batch size {speed.get('batch_size', '')}, "
+        f"device {speed.get('device', '')}):"
+        if speed
+        else f"Compared with its teachers ({main} on {split}, x100):",
+        "",
+        "| Model | Checkpoint | #params | Samples/s | " + main + " |",
+        "|---|---|---|---|---|",
+    ]
+    per_second = speed.get("examples_per_second") or {}
+    for teacher_name, teacher in teachers.items():
+        source = teacher.get("source", teacher.get("model_id"))
+        source += " (fine-tuned by sead)" if teacher.get("finetuned") else ""
+        lines.append(
+            f"| teacher {teacher_name} | `{source}` | {_params(teacher['params'])} "
+            f"| {per_second.get(teacher_name, '')} | {100 * teacher['metrics'][split][main]:.2f} |"
+        )
+    lines.append(
+        f"| ensemble ({ensemble['name']}) | | | | {100 * ensemble['metrics'][split][main]:.2f} |"
+    )
+    speedups = ", ".join(f"{v:.1f}x {k}" for k, v in (speed.get("speedup") or {}).items())
+    lines.append(
+        f"| **student** | `{student['model']}` | {_params(student['params'])} "
+        f"| {per_second.get('student', '')}{f' ({speedups})' if speedups else ''} "
+        f"| **{100 * student['metrics'][split][main]:.2f}** |"
+    )
+    weights = ensemble.get("weights") or {}
+    lines += [
+        "",
+        "## Training",
+        "",
+        f"- Ensembler: `{ensemble['name']}`"
+        + (f", weights {', '.join(f'{k}={v:.3f}' for k, v in weights.items())}" if weights else ""),
+        f"- Loss: alpha * T^2 * KL(ensemble_T || student_T) + (1 - alpha) * CE(student, gold), "
+        f"T = {train.get('temperature')}, alpha = {train.get('alpha')}",
+        f"- Optimiser: lr {train.get('lr')}, {train.get('epochs')} epoch(s), batch size "
+        f"{train.get('batch_size')}, weight decay {train.get('weight_decay')}, warmup ratio "
+        f"{train.get('warmup_ratio')}, seed {results.get('seed')}",
+        f"- Max sequence length {cfg.student.max_length}; "
+        f"{results.get('n_examples', {}).get(task.train_split, '?')} training examples",
+        "",
+        "## How to use",
+        "",
+        "```python",
+        "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
+        "",
+        f'tokenizer = AutoTokenizer.from_pretrained("{name}")',
+        f'model = AutoModelForSequenceClassification.from_pretrained("{name}")',
+        f"inputs = tokenizer({_example(task)}, return_tensors='pt')",
+        "prediction = model(**inputs).logits"
+        + ("[0, 0].item()  # the predicted score" if task.is_regression else ".argmax(-1).item()"),
+    ]
+    if not task.is_regression:
+        lines.append("print(model.config.id2label[prediction])")
+    lines += ["```", ""]
+    return "\n".join(lines)
+
+
+def _params(n) -> str:
+    return f"{n / 1e6:.1f}M" if n and n >= 1e5 else f"{n:,}" if n else "?"
+
+
+def _example(task) -> str:
+    if len(task.text_fields) == 1:
+        return '"A gripping, beautifully acted film."'
+    return '"The cat sat on the mat.", "A cat is sitting on a mat."'
+
+
+def push_to_hub(student_dir: Path, report_cfg) -> str:
+    """Upload the student folder (weights, tokenizer, card) to `report.hub_model_id`."""
+    from huggingface_hub import create_repo, upload_folder
+
+    repo_id = report_cfg.hub_model_id
+    create_repo(repo_id, private=bool(report_cfg.get("hub_private", True)), exist_ok=True)
+    upload_folder(
+        repo_id=repo_id,
+        folder_path=str(student_dir),
+        commit_message="Upload student distilled with sead",
+    )
+    log.info("Pushed %s to the Hub as %s", student_dir, repo_id)
+    return repo_id

@@ -1,0 +1,191 @@
+"""Sweeps as users run them: parallel jobs, a failing job, Optuna, and DDP with torchrun."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from sead import toy
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+TORCHRUN_2_PROCESSES = (sys.executable, "-m", "torch.distributed.run", "--standalone",
+                        "--nproc_per_node=2")  # fmt: skip
+
+
+def _sead_run(*args, timeout=600, launcher=(sys.executable,)):
+    proc = subprocess.run(
+        [*launcher, "-m", "sead.run", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+    return proc
+
+
+def _demo(tiny_assets, cache, *overrides):
+    return [
+        "experiment=demo",
+        f"paths.demo_dir={tiny_assets}",
+        f"paths.cache_dir={cache}",
+        "train.epochs=1",
+        "teachers.toy_bert.finetune_args.epochs=1",
+        "teachers.toy_roberta.finetune_args.epochs=1",
+        "data.max_train_samples=120",
+        "data.max_eval_samples=60",
+        "teacher_gate=false",  # one-epoch teachers on 120 examples are near chance
+        *overrides,
+    ]
+
+
+def _logit_entries(cache: Path) -> list[str]:
+    """Entries in the logit cache, temporary ones (dot-prefixed) included; not its bookkeeping."""
+    bookkeeping = {".locks", "file_hashes.json", ".file_hashes.json.lock"}
+    return sorted(p.name for p in (cache / "logits").iterdir() if p.name not in bookkeeping)
+
+
+def test_parallel_sweep_records_the_failed_job_and_goes_on(tiny_assets, tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    sweep, cache = tmp_path / "multirun", tmp_path / "cache"
+    good, bad = tiny_assets / "models" / "student", tmp_path / "no_such_student"
+    proc = _sead_run(
+        "-m",
+        *_demo(tiny_assets, cache, f"student.model={good},{bad}"),
+        "hydra/launcher=local_parallel",
+        "hydra.launcher.n_jobs=2",
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]  # the sweep went on past the failure
+    ok, failed = (json.loads((sweep / str(i) / "results.json").read_text()) for i in (0, 1))
+    assert ok["status"] == "ok" and failed["status"] == "failed"
+    assert f"student.model={bad}" in failed["overrides"]
+    assert failed["error"]["type"] in {"OSError", "FileNotFoundError"}
+    assert str(bad) in failed["error"]["message"]
+    assert failed["error"]["traceback"][-1].startswith(failed["error"]["type"])
+    # Both jobs ran their teachers at the same time: each logit entry was computed once.
+    assert _logit_entries(cache) == sorted(ok["teachers"][t]["cache"][s] for t in ok["teachers"]
+                                           for s in ("train", "validation"))  # fmt: skip
+    assert (sweep / "0" / "student" / "README.md").is_file()
+    assert set(ok["speed"]["speedup"]) == {"toy_bert", "toy_roberta"}
+    assert all(speedup > 0 for speedup in ok["speed"]["speedup"].values())
+    events = [json.loads(x)["event"] for x in (sweep / "0" / "metrics.jsonl").open()]
+    assert events[0] == "config" and events[-1] == "results" and "train" in events
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "sead.report", str(sweep)], capture_output=True, text=True, cwd=ROOT
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = pd.read_csv(sweep / "report.csv")
+    assert table["status"].tolist() == ["ok", "failed"]
+    assert table["student"].iloc[0] == pytest.approx(
+        ok["student"]["metrics"]["validation"]["accuracy"]
+    )
+    assert (sweep / "models_sst2.png").is_file() and (
+        sweep / "student_vs_student_model.png"
+    ).is_file()
+
+
+def test_single_run_failure_is_recorded_then_raised(tiny_assets, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = _sead_run(
+        *_demo(tiny_assets, tmp_path / "cache", f"data.dir={tmp_path / 'nowhere'}"),
+        f"hydra.run.dir={run_dir}",
+    )
+    assert proc.returncode != 0
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "failed"
+    assert results["error"]["type"] == "FileNotFoundError"
+    assert "nowhere" in results["error"]["message"]
+    assert results["settings"]["task"] == "sst2"
+
+
+def test_fail_fast_ends_the_sweep_with_the_error(tiny_assets, tmp_path):
+    sweep = tmp_path / "multirun"
+    proc = _sead_run(
+        "-m",
+        *_demo(tiny_assets, tmp_path / "cache", f"data.dir={tmp_path / 'nowhere'}"),
+        "seed=1,2",
+        "fail_fast=true",
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert proc.returncode != 0
+    assert "FileNotFoundError" in proc.stderr and "nowhere" in proc.stderr
+    assert json.loads((sweep / "0" / "results.json").read_text())["status"] == "failed"
+
+
+def test_optuna_sweep_counts_a_failed_trial_and_finds_the_best(tiny_assets, tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    sweep = tmp_path / "optuna"
+    good, bad = tiny_assets / "models" / "student", tmp_path / "no_such_student"
+    proc = _sead_run(
+        "-m",
+        *_demo(tiny_assets, tmp_path / "cache"),
+        "hydra/sweeper=optuna",
+        "hydra/sweeper/sampler=grid",  # visits both choices, in some order
+        "hydra.sweeper.direction=maximize",
+        f"student.model=choice({good},{bad})",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.max_failure_rate=0.5",
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/results.json"))]
+    assert sorted(r["status"] for r in results) == ["failed", "ok"]
+    (ok,) = [r for r in results if r["status"] == "ok"]
+    best = (sweep / "optimization_results.yaml").read_text()
+    assert f"best_value: {ok['student']['metrics']['validation']['accuracy']}" in best
+
+
+def test_ddp_with_torchrun_writes_the_cache_and_results_once(tiny_assets, tmp_path):
+    """Two CPU processes (gloo): rank 0 computes the teachers' logits, rank 1 reads them."""
+    teachers = {}
+    for name, kind, arch in (("bert", "wordpiece", "bert"), ("roberta", "bpe", "roberta")):
+        path = tmp_path / f"finetuned_{name}"
+        toy.build_tokenizer(kind, path)
+        toy.build_tiny_model(arch, path, path, labels=["negative", "positive"], hidden_size=32,
+                             num_layers=2, num_heads=2, intermediate_size=64)  # fmt: skip
+        teachers[f"toy_{name}"] = path
+    cache, run_dir = tmp_path / "cache", tmp_path / "run"
+    checkpoints = []
+    for name, path in teachers.items():
+        checkpoints += [
+            f"teachers.{name}.finetune=false",
+            f"+teachers.{name}.checkpoints.sst2={path}",
+        ]
+    proc = _sead_run(
+        *_demo(tiny_assets, cache, *checkpoints),
+        "train.batch_size=16",
+        f"hydra.run.dir={run_dir}",
+        launcher=TORCHRUN_2_PROCESSES,
+        timeout=300,
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "ok"
+    assert results["distributed"] == {"world_size": 2, "backend": "gloo"}
+    assert results["cache"]["misses"] == 4  # rank 0 computed every entry
+    assert len(_logit_entries(cache)) == 4  # one per teacher and split, no temporary leftovers
+    output = proc.stdout + proc.stderr
+    assert output.count("Cache miss") == 4 and output.count("Cache hit") == 4  # rank 1 read them
+    events = [json.loads(x)["event"] for x in (run_dir / "metrics.jsonl").open()]
+    assert events.count("config") == 1 and events.count("results") == 1  # rank 0 only
+    assert (run_dir / "student" / "model.safetensors").is_file()
+    assert (run_dir / "student" / "README.md").is_file()
+
+
+def test_ddp_refuses_teachers_it_would_have_to_fine_tune(tiny_assets, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = _sead_run(
+        *_demo(tiny_assets, tmp_path / "cache"),
+        f"hydra.run.dir={run_dir}",
+        launcher=TORCHRUN_2_PROCESSES,
+        timeout=300,
+    )
+    assert proc.returncode != 0
+    results = json.loads((run_dir / "results.json").read_text())
+    assert "cannot do. Fine-tune them first" in results["error"]["message"]
+    assert "toy_bert" in results["error"]["message"]

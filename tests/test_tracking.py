@@ -1,0 +1,73 @@
+"""metrics.jsonl and `train.report_to`: tracking that needs no service."""
+
+import json
+
+import pytest
+from transformers import TrainerControl, TrainerState, TrainingArguments
+
+import sead.teachers
+from sead import pipeline
+from sead.distill import report_to
+from sead.tracking import MetricsLog
+from tests.helpers import compose
+
+
+def test_metrics_log_writes_config_trainer_logs_and_results(tmp_path):
+    log = MetricsLog(tmp_path)
+    log.config(compose(["train.lr=0.001"]))
+    callback = log.callback()
+    state = TrainerState(global_step=5)
+    args = TrainingArguments(output_dir=str(tmp_path / "t"), report_to="none")
+    callback.on_log(args, state, TrainerControl(), logs={"loss": 0.5, "learning_rate": 1e-3})
+    log.write("results", student={"accuracy": float("nan")})
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [line["event"] for line in lines] == ["config", "train", "results"]
+    assert lines[0]["config"]["train"]["lr"] == 0.001
+    assert lines[1]["step"] == 5 and lines[1]["loss"] == 0.5
+    assert lines[2]["student"] == {"accuracy": None}  # NaN is not JSON: written as null
+    log.config(compose())  # a rerun in the same folder starts the file afresh
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_metrics_log_of_a_non_main_rank_writes_nothing(tmp_path):
+    log = MetricsLog(tmp_path, enabled=False)
+    log.config(compose())
+    assert not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_report_to_passes_through_to_the_trainer(monkeypatch):
+    import transformers.integrations
+
+    installed = ["tensorboard", "wandb", "mlflow"]
+    monkeypatch.setattr(
+        transformers.integrations, "get_available_reporting_integrations", lambda: installed
+    )
+    assert compose().train.report_to == "none"
+    assert report_to(compose().train) == []
+    assert report_to(compose(["train.report_to=tensorboard"]).train) == ["tensorboard"]
+    assert report_to(compose(["train.report_to=[wandb,mlflow]"]).train) == ["wandb", "mlflow"]
+
+
+def test_report_to_a_tracker_that_is_not_installed_fails_early(monkeypatch):
+    import transformers.integrations
+
+    monkeypatch.setattr(
+        transformers.integrations, "get_available_reporting_integrations", lambda: []
+    )
+    with pytest.raises(ValueError, match=r"\['wandb'\] is not installed \(pip install wandb\)"):
+        report_to(compose(["train.report_to=wandb"]).train)
+
+
+def test_pipeline_checks_report_to_before_any_work(tiny_cfg, monkeypatch):
+    import transformers.integrations
+
+    monkeypatch.setattr(
+        transformers.integrations, "get_available_reporting_integrations", lambda: []
+    )
+    monkeypatch.setattr(sead.teachers, "prepare", _never)
+    with pytest.raises(ValueError, match="train.report_to"):
+        pipeline.run(tiny_cfg("train.report_to=mlflow"))
+
+
+def _never(*args, **kwargs):
+    raise AssertionError("work started before the bad setting was caught")
