@@ -57,7 +57,7 @@ def check_inputs(cfg: DictConfig) -> Inputs:
         )
     splits = data.load_splits(task, cfg.data, [task.train_split, *task.eval_splits, plan.split])
     for spec in specs:
-        teachers.check_label_count(spec, task)
+        teachers.check_labels(spec, task)  # label count and order, from the config alone
     gold = {split: np.asarray(splits[split]["label"]) for split in [*task.eval_splits, plan.split]}
     return Inputs(task, specs, ensembler, splits, gold, plan)
 
@@ -65,32 +65,75 @@ def check_inputs(cfg: DictConfig) -> Inputs:
 def teacher_logits(cfg: DictConfig, inputs: Inputs, cache: SoftLabelCache, logit_splits=None):
     """Each teacher's logits for every split (fine-tuning or reading the cache as needed).
 
-    `logit_splits` limits which splits get logits (all loaded splits by default; teachers
-    are still fine-tuned on the train split). Returns `{teacher: {split: logits}}` and a
-    per-teacher results record.
+    Eval splits come first: a teacher must pass the sanity gate on them
+    (`teachers.gate`) before its other splits are labelled, so a wrong checkpoint
+    or label order stops the run before more time goes into it or into a student.
+    `logit_splits` limits which other splits get logits (all loaded splits by
+    default; teachers are still fine-tuned on the train split). Returns
+    `{teacher: {split: logits}}` and a per-teacher results record.
     """
-    task, splits, gold = inputs.task, inputs.splits, inputs.gold
-    wanted = DatasetDict({split: splits[split] for split in logit_splits or splits})
+    task, splits = inputs.task, inputs.splits
+    eval_splits = DatasetDict({split: splits[split] for split in task.eval_splits})
+    others = [split for split in logit_splits or splits if split not in eval_splits]
+    other_splits = DatasetDict({split: splits[split] for split in others})
+    gate_every_teacher = bool(cfg.get("teacher_gate", True))
     logits: dict[str, dict[str, np.ndarray]] = {}
     records = {}
+    seen: dict[tuple, str] = {}
     for spec in inputs.specs:
-        teacher = teachers.prepare(spec, task, splits, cfg.paths.teachers_dir, cache.file_hashes)
-        entries = teachers.cached_logits(teacher, task, wanted, cache)
+        teacher = teachers.prepare(
+            spec, task, splits, cfg.paths.teachers_dir, cache.file_hashes, cache
+        )
+        entries = teachers.cached_logits(teacher, task, eval_splits, cache)
+        scores = teachers.evaluate(task, {s: e.logits for s, e in entries.items()}, splits)
+        gate = teachers.gate(spec, task, scores, splits, gate_every_teacher and spec.gate)
+        entries |= teachers.cached_logits(teacher, task, other_splits, cache)
         logits[spec.name] = {split: entry.logits for split, entry in entries.items()}
-        records[spec.name] = {
-            "source": spec.source,
-            "model_id": teacher.model_id,
-            "finetuned": spec.finetune,
-            "finetuned_now": teacher.finetuned_now,
-            "params": teacher.params,
-            "cache": {split: entry.fingerprint for split, entry in entries.items()},
-            "cache_hit": {split: entry.hit for split, entry in entries.items()},
-            "metrics": {
-                split: _score(task, _hard(task, logits[spec.name][split]), gold[split])
-                for split in task.eval_splits
-            },
-        }
+        records[spec.name] = _teacher_record(teacher, entries, scores, gate)
+        same = (teacher.model_id, tuple(teacher.label_alignment or ()), spec.max_length)
+        if same in seen:
+            log.warning(
+                "Teachers %s and %s are the same model: the ensemble counts it twice.",
+                seen[same],
+                spec.name,
+            )
+        seen.setdefault(same, spec.name)
     return logits, records
+
+
+def _teacher_record(teacher: teachers.Teacher, entries, scores, gate) -> dict:
+    speed = teacher.examples_per_second
+    store = teacher.store_record
+    return {
+        "source": teacher.spec.source,
+        "model_id": teacher.model_id,
+        "origin": teacher.origin,  # checkpoint | finetuned (in this run) | store (reused)
+        "finetuned": teacher.spec.finetune,
+        "finetuned_now": teacher.finetuned_now,
+        "finetune": {"store_dir": str(teacher.model_dir), **store} if store else None,
+        "params": teacher.params,
+        "label_alignment": teacher.label_alignment,
+        # forward passes in this run; None when every logit came from the cache
+        "examples_per_second": None if speed is None else round(speed, 1),
+        "cache": {split: entry.fingerprint for split, entry in entries.items()},
+        "cache_hit": {split: entry.hit for split, entry in entries.items()},
+        "metrics": scores,
+        "gate": gate,
+    }
+
+
+def teacher_results(inputs: Inputs, teacher_records: dict, cache: SoftLabelCache) -> dict:
+    """What the teacher stage reports (the start of a full run's `results.json`)."""
+    task = inputs.task
+    return {
+        "task": task.name,
+        "benchmark": task.benchmark,
+        "main_metric": task.main_metric,
+        "eval_splits": list(task.eval_splits),
+        "n_examples": {split: len(ds) for split, ds in inputs.splits.items()},
+        "teachers": teacher_records,
+        "cache": {"dir": str(cache.root), "hits": cache.hits, "misses": cache.misses},
+    }
 
 
 def run(cfg: DictConfig) -> dict | None:
@@ -116,7 +159,7 @@ def run(cfg: DictConfig) -> dict | None:
     # Multi-process: rank 0 computes and caches them while the others wait, then reads them.
     cache = SoftLabelCache(cfg.paths.logits_dir, **OmegaConf.to_container(cfg.cache))
     with stage("teachers"), distributed.main_process_first():
-        logits, teacher_results = teacher_logits(cfg, inputs, cache)
+        logits, teacher_records = teacher_logits(cfg, inputs, cache)
 
     # 3. Ensemble: fitted on ensemble.fit_split (cross-fitted where that split is reported),
     #    then soft targets for the train split, with each teacher alone and mean_logits beside.
@@ -179,24 +222,18 @@ def run(cfg: DictConfig) -> dict | None:
             )
 
     results = {
-        "task": task.name,
-        "benchmark": task.benchmark,
-        "main_metric": task.main_metric,
-        "eval_splits": list(task.eval_splits),
-        "n_examples": {split: len(ds) for split, ds in splits.items()},
+        **teacher_results(inputs, teacher_records, cache),
         "seed": int(cfg.seed),
-        "teachers": teacher_results,
         "ensemble": ensemble_results,
         "student": student_results,
         "train": OmegaConf.to_container(cfg.train, resolve=True),
-        "cache": {"dir": str(cache.root), "hits": cache.hits, "misses": cache.misses},
         "timings_s": timings,
         "speed": speed_results,
         "distributed": distributed.describe(),
     }
     report.save_run(results, cfg, out_dir)
     metrics_log.write("results", results=results)
-    log.info("\n%s", report.summary_table(results))
+    log.info("\n%s\n\n%s", report.teacher_table(results), report.summary_table(results))
     if cfg.get("report", {}).get("push_to_hub"):
         results["hub_model_id"] = card.push_to_hub(out_dir / "student", cfg.report)
     return results

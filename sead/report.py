@@ -42,13 +42,17 @@ def write_atomic(path: Path, text: str) -> None:
             os.unlink(tmp)
 
 
-def save_run(results: dict, cfg, out_dir: Path) -> None:
-    """Write a successful run's results (adding its status, settings and overrides) and card."""
+def save_run(results: dict, cfg, out_dir: Path, name: str = RESULTS_FILE) -> None:
+    """Write a successful run's results (adding its status, settings and overrides) and card.
+
+    `name`: another file than `results.json` for a stage run on its own (`sead.teachers`
+    writes `teachers.json`), so that a sweep report does not take it for a full run.
+    """
     from sead import card  # card imports this module's helpers
 
     results.update({"status": "ok", **job_context(cfg)})
     write_atomic(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    write_atomic(out_dir / RESULTS_FILE, json.dumps(results, indent=2) + "\n")
+    write_atomic(out_dir / name, json.dumps(results, indent=2) + "\n")
     if (out_dir / "student").is_dir():
         card.write_model_card(results, cfg, out_dir / "student")
 
@@ -132,14 +136,68 @@ def summary_table(results: dict) -> str:
     header = ["model", *[f"{split}" for split in results["eval_splits"]], "params", "logits"]
     lines = [header]
     for label, split_metrics, params, note in rows:
-        cells = [
-            " ".join(f"{k}={v:.4f}" for k, v in split_metrics[split].items())
-            for split in results["eval_splits"]
-        ]
+        cells = [_metrics(split_metrics[split]) for split in results["eval_splits"]]
         lines.append([label, *cells, f"{params:,}" if params else "-", note])
-    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
+    return _format_table(lines)
+
+
+ORIGINS = {"checkpoint": "loaded checkpoint", "finetuned": "fine-tuned now", "store": "from store"}
+
+
+def teacher_table(results: dict) -> str:
+    """One row per teacher: where it came from, its size, scores, speed and fine-tuning."""
+    splits = results["eval_splits"]
+    header = ["teacher", "source", "params", *splits, "gate", "ex/s", "fine-tune", "origin"]
+    lines = [header]
+    for name, teacher in results["teachers"].items():
+        finetune = teacher.get("finetune")
+        speed = teacher.get("examples_per_second")
+        lines.append(
+            [
+                name,
+                _shorten(teacher["source"], 40),
+                _millions(teacher["params"]),
+                *[_metrics(teacher["metrics"][split]) for split in splits],
+                _gate(teacher.get("gate")),
+                f"{speed:,.1f}" if speed else "cached",
+                _finetune(finetune) if finetune else "-",
+                ORIGINS.get(teacher.get("origin"), teacher.get("origin", "-")),
+            ]
+        )
+    return _format_table(lines)
+
+
+def _metrics(split_metrics: dict) -> str:
+    return " ".join(f"{k}={v:.4f}" for k, v in split_metrics.items())
+
+
+def _gate(gate: dict | None) -> str:
+    if not gate:
+        return "-"
+    passed = all(split["passed"] for split in gate["splits"].values())
+    return ("pass" if passed else "FAIL") + ("" if gate["enabled"] else " (off)")
+
+
+def _finetune(record: dict) -> str:
+    args = record["finetune_args"]
+    return (
+        f"{record['train_seconds']:.0f}s, {record['train_examples']:,} ex x {args['epochs']:g} ep, "
+        f"seed {args['seed']}"
+    )
+
+
+def _millions(params: int | None) -> str:
+    return f"{params / 1e6:.1f}M" if params else "-"
+
+
+def _shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else "..." + text[-(width - 3) :]
+
+
+def _format_table(lines: list[list]) -> str:
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(lines[0]))]
     return "\n".join(
-        "  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True))
+        "  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
         for line in lines
     )
 

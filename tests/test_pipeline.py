@@ -115,6 +115,7 @@ def test_two_job_multirun_shares_the_cache(tiny_assets, tmp_path):
         "train.epochs=1",
         "data.max_train_samples=60",
         "data.max_eval_samples=40",
+        "teacher_gate=false",  # teachers trained on 60 examples are near chance
         f"hydra.sweep.dir={sweep_dir}",
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
