@@ -19,6 +19,8 @@ from sead.tasks import TaskSpec
 
 log = logging.getLogger(__name__)
 
+UNLABELED = -100  # the label of an example without a gold label (a transfer set's rows)
+
 
 def load_splits(task: TaskSpec, data_cfg, splits: Iterable[str]) -> DatasetDict:
     """Load, validate and subsample the requested splits of `task`.
@@ -116,9 +118,13 @@ def subsample(ds: Dataset, limit: int | None, seed: int = 0) -> Dataset:
     """
     if not limit or limit >= len(ds):
         return ds
+    return ds.select(subsample_rows(len(ds), limit, seed).tolist())
+
+
+def subsample_rows(n_rows: int, limit: int, seed: int = 0) -> np.ndarray:
+    """The sorted row numbers `subsample` keeps (its complement is what it leaves out)."""
     rng = np.random.default_rng(seed)
-    keep = np.sort(rng.choice(len(ds), size=int(limit), replace=False))
-    return ds.select(keep.tolist())
+    return np.sort(rng.choice(n_rows, size=int(limit), replace=False))
 
 
 def content_fingerprint(ds: Dataset, fields: Iterable[str]) -> str:

@@ -5,6 +5,11 @@ loss = alpha * T^2 * KL(ensemble_T || student_T) + (1 - alpha) * CE(student, gol
 (regression: alpha * MSE(student, ensemble score) + (1 - alpha) * MSE(student, gold)).
 The T^2 factor keeps the soft term's gradients on the same scale as the hard
 term's when T changes (Hinton et al., 2015).
+
+Transfer-set rows (`sead.transfer`) have no gold label (label -100): their loss is the
+soft term alone (alpha = 1). A batch's loss is the mean over its examples of each
+example's own loss, so an unlabelled example weighs as much as a labelled one, and a
+batch of labelled examples gets exactly the formula above.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from transformers import (
 )
 
 from sead import data
+from sead.data import UNLABELED
 from sead.tasks import TaskSpec
 from sead.teachers import head_config
 
@@ -40,15 +46,21 @@ def kd_loss(
     regression: bool = False,
 ) -> torch.Tensor:
     """The distillation loss for one batch (see the module docstring)."""
+    labelled = labels != UNLABELED
     if regression:
         prediction = student_logits.squeeze(-1).float()
-        soft = F.mse_loss(prediction, soft_targets.squeeze(-1).float())
-        hard = F.mse_loss(prediction, labels.float())
-        return alpha * soft + (1 - alpha) * hard
-    log_student = F.log_softmax(student_logits.float() / temperature, dim=-1)
-    soft = F.kl_div(log_student, soft_targets.float(), reduction="batchmean") * temperature**2
-    hard = F.cross_entropy(student_logits.float(), labels.long())
-    return alpha * soft + (1 - alpha) * hard
+        soft = (prediction - soft_targets.squeeze(-1).float()) ** 2
+        hard = torch.where(labelled, prediction - labels.float(), 0.0) ** 2
+    else:
+        log_student = F.log_softmax(student_logits.float() / temperature, dim=-1)
+        kl = F.kl_div(log_student, soft_targets.float(), reduction="none").sum(-1)
+        soft = kl * temperature**2
+        hard = F.cross_entropy(
+            student_logits.float(), labels.long(), ignore_index=UNLABELED, reduction="none"
+        )
+    # Per example: alpha * soft + (1 - alpha) * hard, or soft alone without a gold label.
+    soft_weight = torch.where(labelled, alpha, 1.0)
+    return (soft_weight * soft + (1 - soft_weight) * hard).mean()
 
 
 class DistillationTrainer(Trainer):

@@ -18,7 +18,18 @@ from datasets import DatasetDict
 from omegaconf import DictConfig, OmegaConf
 from transformers import set_seed
 
-from sead import card, data, distill, distributed, ensemble, metrics, report, speed, teachers
+from sead import (
+    card,
+    data,
+    distill,
+    distributed,
+    ensemble,
+    metrics,
+    report,
+    speed,
+    teachers,
+    transfer,
+)
 from sead.cache import SoftLabelCache
 from sead.inference import count_parameters, predict_logits
 from sead.tasks import TaskSpec, get_task
@@ -37,6 +48,7 @@ class Inputs:
     splits: DatasetDict
     gold: dict[str, np.ndarray]  # labels of each eval split and of the ensemble's fit split
     plan: ensemble.FitPlan  # where fitted ensemblers learn, and how that split is scored
+    transfer: transfer.TransferSet | None = None  # extra text for the student (cfg.transfer)
 
     @property
     def names(self) -> list[str]:
@@ -56,10 +68,20 @@ def check_inputs(cfg: DictConfig) -> Inputs:
             plan.split,
         )
     splits = data.load_splits(task, cfg.data, [task.train_split, *task.eval_splits, plan.split])
+    # The transfer set; with transfer.labeled, the train split becomes the labelled slice.
+    transfer_set = transfer.build(cfg.get("transfer"), task, splits)
+    splits = transfer.apply(transfer_set, task, splits)
     for spec in specs:
         teachers.check_labels(spec, task)  # label count and order, from the config alone
+        if transfer_set.held_out and not spec.finetune:
+            log.warning(
+                "Teacher %s is a loaded checkpoint: sead cannot tell whether it was trained on "
+                "the %d train labels that transfer.labeled hides; if it was, they are not hidden.",
+                spec.name,
+                transfer_set.held_out,
+            )
     gold = {split: np.asarray(splits[split]["label"]) for split in [*task.eval_splits, plan.split]}
-    return Inputs(task, specs, ensembler, splits, gold, plan)
+    return Inputs(task, specs, ensembler, splits, gold, plan, transfer_set)
 
 
 def teacher_logits(cfg: DictConfig, inputs: Inputs, cache: SoftLabelCache, logit_splits=None):
@@ -153,7 +175,7 @@ def run(cfg: DictConfig) -> dict | None:
         card.check_settings(cfg.get("report"))
         distill.report_to(cfg.train)  # the trackers asked for are installed
         _check_distributed(inputs)
-    task, splits, gold, names = inputs.task, inputs.splits, inputs.gold, inputs.names
+    task, splits, gold = inputs.task, inputs.splits, inputs.gold
 
     # 2. Teachers: fine-tune the ones that need it, then logits for every split (cached).
     # Multi-process: rank 0 computes and caches them while the others wait, then reads them.
@@ -165,8 +187,8 @@ def run(cfg: DictConfig) -> dict | None:
     #    then soft targets for the train split, with each teacher alone and mean_logits beside.
     with stage("ensemble"):
         ensembler, ensemble_results = _ensemble(cfg, inputs, logits)
-        soft_targets = ensembler.combine(
-            _stacked(logits, names, task.train_split), float(cfg.train.temperature)
+        student_train, soft_targets, transfer_predictions = _student_data(
+            inputs, logits, ensembler, float(cfg.train.temperature)
         )
 
     # 4. Student: distil on the soft targets with its own tokenizer.
@@ -175,7 +197,7 @@ def run(cfg: DictConfig) -> dict | None:
         trainer = distill.distill(
             model,
             tokenizer,
-            splits[task.train_split],
+            student_train,
             soft_targets,
             task,
             cfg.train,
@@ -225,6 +247,7 @@ def run(cfg: DictConfig) -> dict | None:
         **teacher_results(inputs, teacher_records, cache),
         "seed": int(cfg.seed),
         "ensemble": ensemble_results,
+        "transfer": transfer.record(inputs.transfer, task, transfer_predictions, teacher_records),
         "student": student_results,
         "train": OmegaConf.to_container(cfg.train, resolve=True),
         "timings_s": timings,
@@ -252,6 +275,20 @@ def _ensemble(cfg: DictConfig, inputs: Inputs, logits: dict) -> tuple[ensemble.E
     fitted, scores = ensemble.assess(make, stacked, inputs.gold, eval_splits, inputs.plan)
     comparison = ensemble.baselines(task, names, stacked, inputs.gold, eval_splits)
     return fitted, ensemble.stage_record(cfg.ensemble, fitted, plan, scores, comparison)
+
+
+def _student_data(inputs: Inputs, logits: dict, ensembler, temperature: float):
+    """The student's training set (the train split, then any transfer set), its soft targets,
+    and the ensemble's hard predictions on the transfer set (None without one)."""
+    task, names = inputs.task, inputs.names
+    train = inputs.splits[task.train_split]
+    soft_targets = ensembler.combine(_stacked(logits, names, task.train_split), temperature)
+    if transfer.SPLIT not in inputs.splits:
+        return train, soft_targets, None
+    stacked = _stacked(logits, names, transfer.SPLIT)
+    train = transfer.with_transfer(train, inputs.splits[transfer.SPLIT], task)
+    soft_targets = np.concatenate([soft_targets, ensembler.combine(stacked, temperature)])
+    return train, soft_targets, ensembler.predict(stacked)
 
 
 def _stacked(logits: dict, names: list[str], split: str) -> np.ndarray:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 CLASSIFICATION = "classification"
 REGRESSION = "regression"
+MULTIPLE_CHOICE = "multiple_choice"
 
 
 @dataclass(frozen=True)
