@@ -1,0 +1,222 @@
+"""Does an unlabelled transfer set help? Real SST-2, MiniLM teachers, a 2-layer student, CPU.
+
+Four conditions, each over three student seeds, all with the same labelled slice of the
+train split (`transfer.labeled`, slice seed 0) and the same two teachers (all-MiniLM-L6-v2
+fine-tuned by sead on that slice alone, seeds 1 and 2):
+
+  a_hard_labels   the slice alone, hard labels only (train.alpha=0)
+  b_distil        the slice alone, distilled (alpha 0.5, T 2)
+  c_transfer      the slice + the rest of the train split as an unlabelled transfer set
+                  (labels hidden, a fixed random subset of `--unlabeled` examples)
+  d_augment       c + augmented copies of the slice (word dropout + random swap)
+
+Each job's summary is saved to `runs/<condition>_s<seed>.json` as it finishes; a rerun skips
+the jobs already there, so the study resumes after a kill. Then `results.json` and
+`RESULTS.md` are rebuilt from every saved job.
+
+Run from the repository root, under the CPU lock:
+    flock /tmp/sead-cpu.lock python experiments/transfer_sst2_cpu/run.py
+`--quick` runs a tiny version (a few minutes) into work-quick/, to check the plumbing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's sead, whatever is installed
+
+from sead import pipeline  # noqa: E402
+from sead.report import write_atomic  # noqa: E402
+
+log = logging.getLogger("transfer_sst2_cpu")
+SST2 = ROOT.parent / "shared" / "data" / "glue" / "sst2"
+SEEDS = (1, 2, 3)
+CONDITIONS = {
+    "a_hard_labels": ["transfer=none", "train.alpha=0"],
+    "b_distil": ["transfer=none"],
+    "c_transfer": ["transfer=unlabeled_split"],
+    "d_augment": [
+        "transfer=augment",
+        "transfer.multiplier=1",
+        "transfer.word_dropout=0.1",
+        "transfer.swap=0.1",
+    ],
+}
+DESCRIPTIONS = {
+    "a_hard_labels": "labelled slice, hard labels only",
+    "b_distil": "labelled slice, distilled",
+    "c_transfer": "+ rest of train as unlabelled transfer set",
+    "d_augment": "+ transfer set + augmented slice (x1)",
+}
+
+
+def overrides(args, condition: str, seed: int, work: Path) -> list[str]:
+    common = [
+        "task=sst2",
+        f"data.dir={SST2}",
+        "teachers=[minilm]",
+        "teachers.minilm.seeds=[1,2]",
+        f"teachers.minilm.finetune_args.epochs={args.teacher_epochs}",
+        "student=minilm_l2",
+        "student.max_length=64",
+        f"train.epochs={args.epochs}",
+        f"train.lr={args.lr}",
+        "train.logging_steps=100",
+        "report.speed_samples=0",  # inference speed is not what this study measures
+        f"transfer.labeled={args.labeled}",
+        f"seed={seed}",
+        f"paths.cache_dir={work / 'cache'}",
+        f"paths.output_dir={work / 'outputs' / f'{condition}_s{seed}'}",
+    ]
+    if condition in ("c_transfer", "d_augment"):
+        common.append(f"transfer.max_unlabeled={args.unlabeled}")
+    if args.quick:
+        common.append("data.max_eval_samples=200")
+    return common + CONDITIONS[condition]
+
+
+def run_job(args, condition: str, seed: int, work: Path) -> dict:
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=overrides(args, condition, seed, work))
+    started = time.perf_counter()
+    results = pipeline.run(cfg)
+    wall = time.perf_counter() - started
+    transfer = results["transfer"]
+    return {
+        "condition": condition,
+        "seed": seed,
+        "accuracy": results["student"]["metrics"]["validation"]["accuracy"],
+        "wall_s": round(wall, 1),
+        "timings_s": results["timings_s"],
+        "student_train_examples": transfer["labeled"] + transfer["unlabeled"],
+        "transfer": {
+            k: transfer[k] for k in ("source", "size", "parts", "labeled", "labels_hidden")
+        }
+        | {"ensemble_agreement": transfer["ensemble_agreement"]},
+        "teachers": {
+            name: {
+                "accuracy": t["metrics"]["validation"]["accuracy"],
+                "train_examples": t["finetune"]["train_examples"],
+                "train_seconds": t["finetune"]["train_seconds"],
+                "finetuned_now": t["finetuned_now"],
+            }
+            for name, t in results["teachers"].items()
+        },
+        "ensemble_accuracy": results["ensemble"]["metrics"]["validation"]["accuracy"],
+        "overrides": overrides(args, condition, seed, work),
+    }
+
+
+def summarise(jobs: list[dict], args) -> dict:
+    rows = {}
+    for condition in CONDITIONS:
+        done = [j for j in jobs if j["condition"] == condition]
+        if not done:
+            continue
+        accuracy = [j["accuracy"] for j in done]
+        rows[condition] = {
+            "what": DESCRIPTIONS[condition],
+            "seeds": [j["seed"] for j in done],
+            "accuracy": accuracy,
+            "mean": statistics.mean(accuracy),
+            "std": statistics.stdev(accuracy) if len(accuracy) > 1 else 0.0,
+            "train_examples": done[0]["student_train_examples"],
+            "distill_s": [j["timings_s"]["distill"] for j in done],
+            "wall_s": [j["wall_s"] for j in done],
+        }
+    first = jobs[0] if jobs else {}
+    return {
+        "settings": vars(args),
+        "machine": {
+            "cpu_threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+        },
+        "commit": _commit(),
+        "teachers": first.get("teachers"),
+        "ensemble_accuracy": first.get("ensemble_accuracy"),
+        "conditions": rows,
+        "jobs": jobs,
+    }
+
+
+def markdown(summary: dict) -> str:
+    lines = [
+        "| condition | student trains on | val. accuracy (mean ± std, 3 seeds) | per seed "
+        "| student training s (per seed) | job wall s (per seed) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, row in summary["conditions"].items():
+        lines.append(
+            f"| {name}: {row['what']} | {row['train_examples']:,} | "
+            f"{row['mean']:.4f} ± {row['std']:.4f} | "
+            + ", ".join(f"{a:.4f}" for a in row["accuracy"])
+            + " | "
+            + ", ".join(f"{s:.0f}" for s in row["distill_s"])
+            + " | "
+            + ", ".join(f"{s:.0f}" for s in row["wall_s"])
+            + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "sead", "conf"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        return out.stdout.decode().strip() + (" (uncommitted changes)" if dirty else "")
+    except OSError:
+        return "unknown"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--labeled", type=int, default=2000)
+    parser.add_argument("--unlabeled", type=int, default=6000)
+    parser.add_argument("--epochs", type=float, default=2)
+    parser.add_argument("--teacher-epochs", type=float, default=3)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--quick", action="store_true", help="a tiny run into work-quick/")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.labeled, args.unlabeled, args.epochs, args.teacher_epochs = 200, 300, 1, 1
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    work = HERE / ("work-quick" if args.quick else "work")
+    runs = work / "runs" if args.quick else HERE / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    for condition in CONDITIONS:
+        for seed in SEEDS:
+            path = runs / f"{condition}_s{seed}.json"
+            if path.is_file():
+                log.info("%s seed %d: done already (%s)", condition, seed, path)
+                continue
+            log.info("=== %s seed %d ===", condition, seed)
+            write_atomic(path, json.dumps(run_job(args, condition, seed, work), indent=2) + "\n")
+    jobs = [json.loads(p.read_text()) for p in sorted(runs.glob("*.json"))]
+    summary = summarise(jobs, args)
+    out = work if args.quick else HERE
+    write_atomic(out / "results.json", json.dumps(summary, indent=2) + "\n")
+    write_atomic(out / "table.md", markdown(summary))
+    print(markdown(summary))
+
+
+if __name__ == "__main__":
+    main()
