@@ -258,6 +258,8 @@ def run(cfg: DictConfig) -> dict | None:
     report.save_run(results, cfg, out_dir)
     metrics_log.write("results", results=results)
     log.info("\n%s\n\n%s", report.teacher_table(results), report.summary_table(results))
+    if report.transfer_summary(results):
+        log.info(report.transfer_summary(results))
     if cfg.get("report", {}).get("push_to_hub"):
         results["hub_model_id"] = card.push_to_hub(out_dir / "student", cfg.report)
     return results

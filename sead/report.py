@@ -104,6 +104,8 @@ SETTINGS = {  # report column -> config key
     "alpha": "train.alpha",
     "lr": "train.lr",
     "epochs": "train.epochs",
+    "transfer": "transfer.source",
+    "labeled": "transfer.labeled",
     "seed": "seed",
 }
 
@@ -139,6 +141,24 @@ def summary_table(results: dict) -> str:
         cells = [_metrics(split_metrics[split]) for split in results["eval_splits"]]
         lines.append([label, *cells, f"{params:,}" if params else "-", note])
     return _format_table(lines)
+
+
+def transfer_summary(results: dict) -> str:
+    """One line on the transfer set (empty without one): where from, how big, how right."""
+    record = results.get("transfer")
+    if not record or (record["source"] == "none" and not record["labels_hidden"]):
+        return ""
+    agreement = "; ".join(
+        f"{part} ({scores['labels']}, {scores['n_examples']:,}): "
+        + " ".join(f"{k}={v:.4f}" for k, v in scores.items() if isinstance(v, float))
+        for part, scores in record["ensemble_agreement"].items()
+    )
+    return (
+        f"transfer set: {record['source']}, {record['size']:,} unlabelled examples "
+        f"{record['parts']}; student's gold labels: {record['labeled']:,} "
+        f"({record['labels_hidden']:,} hidden)"
+        + (f"; ensemble agreement with known labels: {agreement}" if agreement else "")
+    )
 
 
 ORIGINS = {"checkpoint": "loaded checkpoint", "finetuned": "fine-tuned now", "store": "from store"}

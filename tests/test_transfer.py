@@ -14,7 +14,7 @@ from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
 import sead.teachers
 import sead.transfer
-from sead import data, pipeline, toy
+from sead import data, pipeline, report, toy
 from sead.distill import kd_loss
 from sead.tasks import MULTIPLE_CHOICE, TaskSpec, get_task
 from sead.transfer import UNLABELED, TransferSettings, build, random_swap, word_dropout
@@ -331,6 +331,8 @@ def test_unlabeled_split_pipeline_is_honest_and_labels_once(tiny_cfg, forward_pa
         (Path(tiny_cfg(output="run2").paths.output_dir) / "results.json").read_text()
     )
     assert saved["transfer"]["unlabeled"] == 80
+    line = report.transfer_summary(saved)
+    assert "unlabeled_split, 80 unlabelled examples" in line and "gold (hidden), 80" in line
 
 
 @pytest.mark.slow

@@ -117,6 +117,7 @@ def run_job(args, condition: str, seed: int, work: Path) -> dict:
         },
         "ensemble_accuracy": results["ensemble"]["metrics"]["validation"]["accuracy"],
         "overrides": overrides(args, condition, seed, work),
+        "commit": args.commit,
     }
 
 
@@ -139,13 +140,13 @@ def summarise(jobs: list[dict], args) -> dict:
         }
     first = jobs[0] if jobs else {}
     return {
-        "settings": vars(args),
+        "settings": {k: v for k, v in vars(args).items() if k != "commit"},
         "machine": {
             "cpu_threads": torch.get_num_threads(),
             "platform": platform.platform(),
             "torch": torch.__version__,
         },
-        "commit": _commit(),
+        "commit": args.commit,  # of the code the jobs ran (taken at the start)
         "teachers": first.get("teachers"),
         "ensemble_accuracy": first.get("ensemble_accuracy"),
         "conditions": rows,
@@ -198,6 +199,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.quick:
         args.labeled, args.unlabeled, args.epochs, args.teacher_epochs = 200, 300, 1, 1
+    args.commit = _commit()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     work = HERE / ("work-quick" if args.quick else "work")
     runs = work / "runs" if args.quick else HERE / "runs"
