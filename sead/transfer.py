@@ -388,7 +388,8 @@ class FillMask:
                 f"transfer.fill_mask_model={settings.fill_mask_model!r}: its tokenizer has no "
                 "mask token."
             )
-        self.model = model.eval()
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = model.eval().to(self.device)
 
     def replace(self, items: list[tuple[list[str], random.Random]]) -> list[list[str]]:
         """Each word list with its masked words replaced."""
@@ -417,21 +418,23 @@ class FillMask:
     def _predict(self, examples: list[tuple[list[str], list[int]]]) -> list[list[list[str]]]:
         """Per example, per masked word: the top-k whole-word fills, most likely first."""
         mask = self.tokenizer.mask_token
-        texts = [
-            " ".join(mask if i in set(positions) else w for i, w in enumerate(words))
-            for words, positions in examples
-        ]
+        texts = []
+        for words, positions in examples:
+            masked = set(positions)
+            texts.append(" ".join(mask if i in masked else w for i, w in enumerate(words)))
         encoded = self.tokenizer(
             texts, padding=True, truncation=True, max_length=128, return_tensors="pt"
         )
-        logits = self.model(**encoded).logits
+        input_ids = encoded["input_ids"]
+        logits = self.model(**encoded.to(self.device)).logits.cpu()
         k = self.settings.mlm_top_k
+        candidates = min(4 * k, logits.shape[-1])  # some are subwords or punctuation
         out = []
         for row, (_, positions) in enumerate(examples):
-            at = (encoded["input_ids"][row] == self.tokenizer.mask_token_id).nonzero().flatten()
+            at = (input_ids[row] == self.tokenizer.mask_token_id).nonzero().flatten()
             fills = []
             for position in at.tolist():
-                top = logits[row, position].topk(k * 4).indices.tolist()
+                top = logits[row, position].topk(candidates).indices.tolist()
                 words = [
                     self.tokenizer.convert_tokens_to_string([t]).strip()
                     for t in self.tokenizer.convert_ids_to_tokens(top)

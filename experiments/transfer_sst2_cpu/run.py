@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import platform
 import statistics
 import subprocess
@@ -118,6 +119,7 @@ def run_job(args, condition: str, seed: int, work: Path) -> dict:
         "ensemble_accuracy": results["ensemble"]["metrics"]["validation"]["accuracy"],
         "overrides": overrides(args, condition, seed, work),
         "commit": args.commit,
+        "load_average_1_5_15min_after": os.getloadavg(),
     }
 
 
@@ -140,7 +142,7 @@ def summarise(jobs: list[dict], args) -> dict:
         }
     first = jobs[0] if jobs else {}
     return {
-        "settings": {k: v for k, v in vars(args).items() if k != "commit"},
+        "settings": {k: v for k, v in vars(args).items() if k not in ("commit", "quick")},
         "machine": {
             "cpu_threads": torch.get_num_threads(),
             "platform": platform.platform(),
@@ -200,12 +202,13 @@ def main(argv=None) -> None:
     if args.quick:
         args.labeled, args.unlabeled, args.epochs, args.teacher_epochs = 200, 300, 1, 1
     args.commit = _commit()
+    args.load_average_at_start = os.getloadavg()  # other processes distort the wall times
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     work = HERE / ("work-quick" if args.quick else "work")
     runs = work / "runs" if args.quick else HERE / "runs"
     runs.mkdir(parents=True, exist_ok=True)
-    for condition in CONDITIONS:
-        for seed in SEEDS:
+    for seed in SEEDS:  # seed by seed: a study cut short still has every condition
+        for condition in CONDITIONS:
             path = runs / f"{condition}_s{seed}.json"
             if path.is_file():
                 log.info("%s seed %d: done already (%s)", condition, seed, path)
