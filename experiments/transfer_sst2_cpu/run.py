@@ -193,9 +193,9 @@ def _commit() -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--labeled", type=int, default=2000)
-    parser.add_argument("--unlabeled", type=int, default=6000)
+    parser.add_argument("--unlabeled", type=int, default=4000)
     parser.add_argument("--epochs", type=float, default=2)
-    parser.add_argument("--teacher-epochs", type=float, default=3)
+    parser.add_argument("--teacher-epochs", type=float, default=2)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--quick", action="store_true", help="a tiny run into work-quick/")
     args = parser.parse_args(argv)
