@@ -89,10 +89,10 @@ class TransferSettings:
                 "candidate answers, which unlabelled text cannot be paired into, so transfer "
                 "sets are not supported for it. Use transfer=none."
             )
-        for name in ("labeled", "max_unlabeled"):
+        for name, least in (("labeled", 1), ("max_unlabeled", 0)):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 0):
-                raise ValueError(f"transfer.{name}={value!r}: expected a non-negative integer.")
+            if value is not None and (not isinstance(value, int) or value < least):
+                raise ValueError(f"transfer.{name}={value!r}: expected an integer >= {least}.")
         if self.source == "unlabeled_split" and not self.labeled:
             raise ValueError(
                 "transfer=unlabeled_split needs transfer.labeled=<number of gold labels to "
@@ -104,10 +104,10 @@ class TransferSettings:
             self._check_augment()
 
     def _check_files(self, task: TaskSpec) -> None:
-        if bool(self.paths) == bool(self.hub):
+        if bool(self.paths) == bool(self.hub_path):
             raise ValueError(
                 "transfer=files needs exactly one of transfer.paths=[<file>, ...] (jsonl, csv, "
-                "tsv or txt) and transfer.hub={path: <dataset>, name: null, split: train}."
+                "tsv or txt) and transfer.hub.path=<Hub dataset> (with hub.name, hub.split)."
             )
         for path in map(Path, self.paths):
             if path.suffix not in FILE_FORMATS:
@@ -123,8 +123,10 @@ class TransferSettings:
                     f"{task.name!r} takes sentence pairs {list(task.text_fields)}: use a jsonl, "
                     "csv or tsv file with those columns (or map them with transfer.columns)."
                 )
-        if self.hub and not self.hub.get("path"):
-            raise ValueError("transfer.hub needs a dataset: transfer.hub.path=<Hub dataset>.")
+
+    @property
+    def hub_path(self) -> str | None:
+        return (self.hub or {}).get("path")
 
     def _check_augment(self) -> None:
         if not isinstance(self.multiplier, int) or self.multiplier < 1:
@@ -181,7 +183,7 @@ def build(cfg, task: TaskSpec, splits: DatasetDict) -> TransferSet:
         if settings.source == "none":  # the labelled slice alone, e.g. as a baseline
             rest = rest.select([])
         rest = data.subsample(rest, settings.max_unlabeled, seed=settings.seed)
-        parts.append(("unlabeled_split", rest, _labels(rest, task)))
+        parts.append(("unlabeled_split", rest, _labels(rest)))
         log.info(
             "Transfer: %d gold labels kept, %d hidden (%d of those examples used as transfer text)",
             len(train),
@@ -191,10 +193,10 @@ def build(cfg, task: TaskSpec, splits: DatasetDict) -> TransferSet:
     if settings.source == "files":
         ds = read_files(settings, task)
         ds = data.subsample(ds, settings.max_unlabeled, seed=settings.seed)
-        parts.append(("files", ds, _labels(ds, task) if "label" in ds.column_names else None))
+        parts.append(("files", ds, _labels(ds) if "label" in ds.column_names else None))
     if settings.source == "augment":
         ds = augment(train, task, settings)
-        parts.append(("augment", ds, _labels(ds, task)))
+        parts.append(("augment", ds, _labels(ds)))
     transfer = TransferSet(settings, train, None, held_out=held_out)
     if parts and sum(len(ds) for _, ds, _ in parts):
         transfer.dataset, transfer.gold, transfer.parts = _concatenate(parts, task, first_new_idx)
@@ -217,7 +219,7 @@ def with_transfer(train: Dataset, transfer_ds: Dataset, task: TaskSpec) -> Datas
     return concatenate_datasets([train, transfer_ds.select_columns(columns)])
 
 
-def _labels(ds: Dataset, task: TaskSpec) -> np.ndarray:
+def _labels(ds: Dataset) -> np.ndarray:
     return np.asarray(ds["label"][:], dtype=np.float64)
 
 
@@ -250,7 +252,7 @@ def _concatenate(parts, task: TaskSpec, first_new_idx: int):
 
 def read_files(settings: TransferSettings, task: TaskSpec) -> Dataset:
     """The text of `transfer.paths` (or `transfer.hub`), checked field by field."""
-    if settings.hub:
+    if settings.hub_path:
         hub = settings.hub
         source = f"Hub dataset {hub['path']!r}"
         ds = load_dataset(hub["path"], hub.get("name"), split=hub.get("split") or "train")

@@ -12,12 +12,14 @@ from datasets import Dataset, DatasetDict
 from omegaconf import OmegaConf
 from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
+import sead.distill
 import sead.teachers
 import sead.transfer
 from sead import data, pipeline, report, toy
 from sead.distill import kd_loss
 from sead.tasks import MULTIPLE_CHOICE, TaskSpec, get_task
 from sead.transfer import UNLABELED, TransferSettings, build, random_swap, word_dropout
+from tests.helpers import compose
 
 SST2, STSB, MRPC = get_task("sst2"), get_task("stsb"), get_task("mrpc")
 
@@ -87,7 +89,7 @@ def test_regression_drops_the_gold_term_for_unlabelled_rows():
         ({"source": "web"}, SST2, r"transfer.source='web': expected one of"),
         ({"source": "none", "shots": 3}, SST2, r"unknown key\(s\) \['shots'\]"),
         ({"source": "unlabeled_split"}, SST2, "needs transfer.labeled"),
-        ({"source": "unlabeled_split", "labeled": -1}, SST2, "labeled=-1: expected a non-neg"),
+        ({"source": "unlabeled_split", "labeled": 0}, SST2, "labeled=0: expected an integer >= 1"),
         ({"source": "files"}, SST2, "exactly one of transfer.paths"),
         ({"source": "files", "paths": ["x.parquet"]}, SST2, "unknown extension"),
         ({"source": "files", "paths": ["/nonexistent.jsonl"]}, SST2, "/nonexistent.jsonl does"),
@@ -100,6 +102,22 @@ def test_regression_drops_the_gold_term_for_unlabelled_rows():
 def test_bad_settings_are_named(settings, task, message):
     with pytest.raises((ValueError, FileNotFoundError), match=message):
         TransferSettings.from_config(_cfg(**settings), task)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["transfer=unlabeled_split", "transfer.labeled=2000", "transfer.max_unlabeled=20000"],
+        ["transfer=none", "transfer.labeled=2000"],
+        ["transfer=files", "transfer.hub.path=imdb", "transfer.columns={sentence: text}"],
+        ["transfer=augment", "transfer.mlm=0.15", "transfer.fill_mask_model=bert-base-uncased"],
+    ],
+)
+def test_the_documented_command_lines_compose_and_validate(overrides):
+    cfg = compose(overrides)
+    settings = TransferSettings.from_config(cfg.transfer, SST2)
+    assert settings.source == overrides[0].split("=")[1]
+    assert TransferSettings.from_config(compose().transfer, SST2).source == "none"  # default
 
 
 def test_plain_text_is_refused_for_sentence_pairs(tmp_path):
@@ -353,3 +371,16 @@ def test_augmented_transfer_is_cached_by_its_content(tiny_cfg, forward_passes):
     assert forward_passes == ["Teacher toy_bert on transfer", "Teacher toy_roberta on transfer"]
     for name, entry in other["transfer"]["cache"].items():
         assert entry["fingerprint"] != fingerprints[name]
+
+
+def test_bad_transfer_file_stops_the_run_before_any_training(tiny_cfg, tmp_path, monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("training started before the bad transfer file was caught")
+
+    monkeypatch.setattr(sead.teachers, "finetune", fail)
+    monkeypatch.setattr(sead.distill, "distill", fail)
+    path = tmp_path / "extra.jsonl"
+    path.write_text('{"review": "no sentence field here"}\n')
+    cfg = tiny_cfg("transfer=files", f"transfer.paths=[{path}]")
+    with pytest.raises(ValueError, match=r"extra.jsonl has no column\(s\) \['sentence'\]"):
+        pipeline.run(cfg)
