@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from datasets import Dataset, DatasetDict
+from datasets import ClassLabel, Dataset, DatasetDict
 from omegaconf import OmegaConf
 from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
@@ -384,3 +384,16 @@ def test_bad_transfer_file_stops_the_run_before_any_training(tiny_cfg, tmp_path,
     cfg = tiny_cfg("transfer=files", f"transfer.paths=[{path}]")
     with pytest.raises(ValueError, match=r"extra.jsonl has no column\(s\) \['sentence'\]"):
         pipeline.run(cfg)
+
+
+@pytest.mark.parametrize("task", [SST2, STSB])
+def test_student_training_set_is_the_slice_then_the_transfer_rows(task):
+    splits = _splits(task, 20)
+    if not task.is_regression:  # as loaded from the Hub: a ClassLabel column
+        splits["train"] = splits["train"].cast_column("label", ClassLabel(names=list(task.labels)))
+    transfer = build(_cfg(source="unlabeled_split", labeled=5), task, splits)
+    student = sead.transfer.with_transfer(transfer.train, transfer.dataset, task)
+    assert len(student) == 20
+    assert np.allclose(student["label"][:5], transfer.train["label"][:])  # float32 for stsb
+    assert set(student["label"][5:]) == {UNLABELED}
+    assert student["idx"][:] == transfer.train["idx"][:] + transfer.dataset["idx"][:]
