@@ -286,12 +286,14 @@ def _student_data(inputs: Inputs, logits: dict, ensembler, temperature: float):
     task, names = inputs.task, inputs.names
     train = inputs.splits[task.train_split]
     soft_targets = ensembler.combine(_stacked(logits, names, task.train_split), temperature)
-    if transfer.SPLIT not in inputs.splits:
+    parts = [_stacked(logits, names, split) for split in inputs.transfer.splits()]
+    if not parts:
         return train, soft_targets, None
-    stacked = _stacked(logits, names, transfer.SPLIT)
-    train = transfer.with_transfer(train, inputs.splits[transfer.SPLIT], task)
-    soft_targets = np.concatenate([soft_targets, ensembler.combine(stacked, temperature)])
-    return train, soft_targets, ensembler.predict(stacked)
+    train = transfer.with_transfer(train, inputs.transfer.dataset, task)  # the parts, in order
+    soft_targets = np.concatenate(
+        [soft_targets, *(ensembler.combine(p, temperature) for p in parts)]
+    )
+    return train, soft_targets, np.concatenate([ensembler.predict(p) for p in parts])
 
 
 def _stacked(logits: dict, names: list[str], split: str) -> np.ndarray:

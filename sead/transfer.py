@@ -15,9 +15,10 @@ from their soft labels. `conf/transfer/<name>.yaml` picks where that text comes 
   masked-LM replacement by a fill-mask model.
 
 `labeled` works with every source. The transfer set is one more split, `transfer`, in the
-task's schema with `label = UNLABELED`: teachers label it through the soft-label cache like
-any split (the key holds its content, so the same text is labelled once per teacher), and
-`sead.distill.kd_loss` drops the hard-label term for its rows.
+task's schema with `label = UNLABELED`, one split per part (`transfer_unlabeled_split`,
+`transfer_files`, `transfer_augment`): teachers label each through the soft-label cache like
+any split (the key holds its content, so the same text is labelled once per teacher, whatever
+the run's other settings), and `sead.distill.kd_loss` drops the hard-label term for its rows.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from sead.tasks import MULTIPLE_CHOICE, TaskSpec
 
 log = logging.getLogger(__name__)
 
-SPLIT = "transfer"  # the transfer set's split name, in the cache and in results.json
+SPLIT = "transfer"  # each part of the transfer set is a split `transfer_<source>`
 SOURCES = ("none", "unlabeled_split", "files", "augment")
 FILE_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "tsv", ".txt": "text"}
 
@@ -162,6 +163,16 @@ class TransferSet:
     def size(self) -> int:
         return 0 if self.dataset is None else len(self.dataset)
 
+    def splits(self) -> dict[str, Dataset]:
+        """Each part as a split of its own (`transfer_unlabeled_split`, `transfer_augment`...),
+        so a part that two settings share (the unlabelled rest, with or without augmented
+        copies) is one cache entry per teacher, labelled once."""
+        return {
+            f"{SPLIT}_{name}": self.dataset.select(range(start, stop))
+            for name, (start, stop) in self.parts.items()
+            if stop > start
+        }
+
 
 def build(cfg, task: TaskSpec, splits: DatasetDict) -> TransferSet:
     """The transfer set of `cfg.transfer` (None or `source: none`: no transfer set)."""
@@ -206,10 +217,7 @@ def build(cfg, task: TaskSpec, splits: DatasetDict) -> TransferSet:
 
 def apply(transfer: TransferSet, task: TaskSpec, splits: DatasetDict) -> DatasetDict:
     """`splits` with the train split reduced to the labelled slice and the transfer split added."""
-    out = DatasetDict({**splits, task.train_split: transfer.train})
-    if transfer.dataset is not None:
-        out[SPLIT] = transfer.dataset
-    return out
+    return DatasetDict({**splits, task.train_split: transfer.train, **transfer.splits()})
 
 
 def with_transfer(train: Dataset, transfer_ds: Dataset, task: TaskSpec) -> Dataset:
@@ -487,11 +495,11 @@ def record(
         "ensemble_agreement": agreement,
         "cache": {
             name: {
-                "fingerprint": teacher["cache"].get(SPLIT),
-                "hit": teacher["cache_hit"].get(SPLIT),
+                split: {"fingerprint": teacher["cache"][split], "hit": teacher["cache_hit"][split]}
+                for split in transfer.splits()
+                if split in teacher["cache"]
             }
             for name, teacher in teachers.items()
-            if SPLIT in teacher["cache"]
         },
     }
 

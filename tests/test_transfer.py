@@ -334,23 +334,43 @@ def test_unlabeled_split_pipeline_is_honest_and_labels_once(tiny_cfg, forward_pa
             "train_examples": 100,
             "train_data": record["labeled_data"],
         }
-    assert results["n_examples"]["train"] == 100 and results["n_examples"]["transfer"] == 80
+    assert results["n_examples"]["train"] == 100
+    assert results["n_examples"]["transfer_unlabeled_split"] == 80
     agreement = record["ensemble_agreement"]["unlabeled_split"]
     assert agreement["n_examples"] == 80 and 0 <= agreement["accuracy"] <= 1
     assert set(record["cache"]) == {"toy_bert", "toy_roberta"}
-    assert not any(entry["hit"] for entry in record["cache"].values())
+    assert [list(entries) for entries in record["cache"].values()] == [SPLIT_PART] * 2
+    assert not any(_hits(record))
     assert sum("on transfer" in call for call in forward_passes) == 2
 
     forward_passes.clear()
     again = pipeline.run(tiny_cfg(*overrides, output="run2"))
     assert forward_passes == []  # teachers, their train/validation and transfer logits: cached
-    assert all(entry["hit"] for entry in again["transfer"]["cache"].values())
+    assert all(_hits(again["transfer"]))
     saved = json.loads(
         (Path(tiny_cfg(output="run2").paths.output_dir) / "results.json").read_text()
     )
     assert saved["transfer"]["unlabeled"] == 80
     line = report.transfer_summary(saved)
     assert "unlabeled_split, 80 unlabelled examples" in line and "gold (hidden), 80" in line
+
+    # The same unlabelled rest plus augmented copies of the slice: only the new part is labelled.
+    augment = ["transfer=augment", "transfer.labeled=100", "transfer.max_unlabeled=80"]
+    mixed = pipeline.run(tiny_cfg(*augment, output="run3"))
+    assert mixed["transfer"]["parts"] == {"unlabeled_split": 80, "augment": 100}
+    assert forward_passes == [
+        "Teacher toy_bert on transfer_augment",
+        "Teacher toy_roberta on transfer_augment",
+    ]
+    shared = mixed["transfer"]["cache"]["toy_bert"]["transfer_unlabeled_split"]
+    assert shared == {**record["cache"]["toy_bert"]["transfer_unlabeled_split"], "hit": True}
+
+
+SPLIT_PART = ["transfer_unlabeled_split"]
+
+
+def _hits(record: dict) -> list[bool]:
+    return [entry["hit"] for teacher in record["cache"].values() for entry in teacher.values()]
 
 
 @pytest.mark.slow
@@ -360,17 +380,21 @@ def test_augmented_transfer_is_cached_by_its_content(tiny_cfg, forward_passes):
     assert first["transfer"]["parts"] == {"augment": 240}
     assert "augment" in first["transfer"]["ensemble_agreement"]
     fingerprints = {
-        name: entry["fingerprint"] for name, entry in first["transfer"]["cache"].items()
+        name: entries["transfer_augment"]["fingerprint"]
+        for name, entries in first["transfer"]["cache"].items()
     }
     forward_passes.clear()
     same = pipeline.run(tiny_cfg(*overrides, "seed=7", output="b"))  # another student seed
     assert forward_passes == []
-    assert all(entry["hit"] for entry in same["transfer"]["cache"].values())
+    assert all(_hits(same["transfer"]))
     other = pipeline.run(tiny_cfg(*overrides, "transfer.seed=1", output="c"))
     # other augmented text: labelled anew, under other fingerprints; nothing else recomputed
-    assert forward_passes == ["Teacher toy_bert on transfer", "Teacher toy_roberta on transfer"]
-    for name, entry in other["transfer"]["cache"].items():
-        assert entry["fingerprint"] != fingerprints[name]
+    assert forward_passes == [
+        "Teacher toy_bert on transfer_augment",
+        "Teacher toy_roberta on transfer_augment",
+    ]
+    for name, entries in other["transfer"]["cache"].items():
+        assert entries["transfer_augment"]["fingerprint"] != fingerprints[name]
 
 
 def test_bad_transfer_file_stops_the_run_before_any_training(tiny_cfg, tmp_path, monkeypatch):
