@@ -14,8 +14,8 @@ from their soft labels. `conf/transfer/<name>.yaml` picks where that text comes 
 * `augment`: deterministic copies of the train text with word dropout, random swaps and
   masked-LM replacement by a fill-mask model.
 
-`labeled` works with every source. The transfer set is one more split, `transfer`, in the
-task's schema with `label = UNLABELED`, one split per part (`transfer_unlabeled_split`,
+`labeled` works with every source. The transfer set is in the task's schema with
+`label = UNLABELED`, one split per part (`transfer_unlabeled_split`,
 `transfer_files`, `transfer_augment`): teachers label each through the soft-label cache like
 any split (the key holds its content, so the same text is labelled once per teacher, whatever
 the run's other settings), and `sead.distill.kd_loss` drops the hard-label term for its rows.
@@ -465,8 +465,8 @@ def record(
 ) -> dict:
     """Source, settings, sizes, the ensemble's agreement with known labels, cache entries.
 
-    `predictions`: the ensemble's hard predictions on the transfer split; `teachers`: the
-    teacher records of results.json (their cache entries for the transfer split are listed).
+    `predictions`: the ensemble's hard predictions on the transfer set (its parts in order);
+    `teachers`: the teacher records of results.json (their entries for each part are listed).
     """
     settings = transfer.settings
     agreement = {}
