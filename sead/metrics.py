@@ -148,8 +148,13 @@ def _axg_pairs(split) -> list:
     return pairs
 
 
-# Tasks whose split-level metrics need a group per row, read from the split by these.
+# Tasks whose split-level metrics need a group per row, read from the split by these...
 GROUP_KEYS: dict[str, Callable] = {"multirc": _multirc_questions, "axg": _axg_pairs}
+# ...and those metrics, absent from a `compute` without groups.
+GROUPED_METRICS: dict[str, tuple[str, ...]] = {
+    "multirc": ("exact_match", "f1_m"),
+    "axg": ("gender_parity",),
+}
 
 
 class SeadMetric(evaluate.Metric):

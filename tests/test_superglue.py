@@ -344,3 +344,30 @@ def test_superglue_rte_end_to_end_with_diagnostics(tiny_cfg):
     encoded = data.tokenize(axg, tokenizer, get_task("axg"), 96)
     predictions = predict_logits(model, tokenizer, encoded).argmax(-1)
     assert metrics.score_split("axg", axg, predictions) == pytest.approx(diagnostics["axg"])
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_every_task_reports_exactly_its_registered_metrics(name):
+    task = get_task(name)
+    if name not in metrics.CONFIGS:
+        pytest.skip(f"{name}: metric added with its own task kind")
+    groups = [0, 0, 1, 1] if name in metrics.GROUP_KEYS else None
+    gold = [0.5, 1.0, 2.0, 4.0] if task.is_regression else [0, 1, 1, 0]
+    result = metrics.compute(name, [0.1, 1.2, 2.5, 3.0] if task.is_regression else [0, 1, 0, 0],
+                             gold, groups=groups)  # fmt: skip
+    assert set(result) == set(task.metrics)
+    assert task.main_metric in metrics.compute(name, gold, gold)  # no groups: still the main one
+
+
+def test_multirc_ensembler_scores_f1_a_and_refuses_grouped_metrics():
+    from sead import ensemble
+
+    multirc = get_task("multirc")
+    with pytest.raises(ValueError, match="'exact_match' scores groups.*'f1_a'"):
+        ensemble.build({"name": "metric_weighted", "metric": "exact_match"}, multirc, ["a", "b"])
+    logits = np.log(np.array([[[0.9, 0.1], [0.2, 0.8]], [[0.6, 0.4], [0.4, 0.6]]]))
+    fitted = ensemble.build({"name": "metric_weighted"}, multirc, ["a", "b"]).fit(
+        logits, np.array([0, 1])
+    )
+    scores, _ = ensemble.score(multirc, fitted.combine(logits), np.array([0, 1]))
+    assert scores == {"f1_a": 1.0}
