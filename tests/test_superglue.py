@@ -12,7 +12,7 @@ import pytest
 from datasets import Dataset
 from omegaconf import OmegaConf
 
-from sead import data, metrics, pipeline, teachers, toy
+from sead import data, metrics, pipeline, report, teachers, toy
 from sead.tasks import TASKS, check_trainable, get_task
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "super_glue"
@@ -332,12 +332,16 @@ def test_superglue_rte_end_to_end_with_diagnostics(tiny_cfg):
     assert set(diagnostics) == {"axb", "axg"}
     assert set(diagnostics["axb"]) == {"matthews_correlation"}
     assert set(diagnostics["axg"]) == {"accuracy", "gender_parity"}
+    run_dir = Path(tiny_cfg(output="run").paths.output_dir)
+    assert "student on diagnostic axb: matthews_correlation=" in report.summary_table(results)
+    (row,) = report.job_rows([run_dir / "results.json"])
+    assert row["student axg"] == diagnostics["axg"]["accuracy"]
     # The same student, scored again from its saved weights: the diagnostics are its own.
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from sead.inference import predict_logits
 
-    student_dir = Path(tiny_cfg(output="run").paths.output_dir) / "student"
+    student_dir = run_dir / "student"
     model = AutoModelForSequenceClassification.from_pretrained(student_dir)
     tokenizer = AutoTokenizer.from_pretrained(student_dir)
     axg = Dataset.from_json(str(FIXTURES / "axg" / "test.jsonl"))
