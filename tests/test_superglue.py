@@ -12,7 +12,7 @@ import pytest
 from datasets import Dataset
 from omegaconf import OmegaConf
 
-from sead import data, metrics, pipeline, report, teachers, toy
+from sead import card, data, metrics, pipeline, report, teachers, toy
 from sead.tasks import TASKS, check_trainable, get_task
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "super_glue"
@@ -308,6 +308,10 @@ def _e2e(tiny_cfg, task, data_dir, *overrides, output="run"):
 def test_fixture_tasks_end_to_end(tiny_cfg, tiny_assets, task, student):
     """Teachers with WordPiece (BERT) and BPE (RoBERTa) tokenizers, and either kind of student."""
     _e2e(tiny_cfg, task, FIXTURES / task, f"student.model={tiny_assets}/models/{student}")
+    model_card = (
+        Path(tiny_cfg(output="run").paths.output_dir) / "student" / "README.md"
+    ).read_text()
+    assert card._example(get_task(task)) in model_card  # how to format its input, shown
 
 
 @pytest.mark.slow
