@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from datasets import Dataset, DatasetDict, load_dataset
 
+from sead import metrics
 from sead.tasks import TASKS, TaskSpec, get_task
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,8 @@ def load_splits(task: TaskSpec, data_cfg, splits: Iterable[str]) -> DatasetDict:
             ds = ds.add_column("idx", list(range(len(ds))))
         is_train = split == task.train_split
         limit = data_cfg.get("max_train_samples" if is_train else "max_eval_samples")
-        out[split] = subsample(ds, limit, seed=data_cfg.get("subsample_seed", 0))
+        groups = metrics.GROUP_KEYS[task.name](ds) if task.name in metrics.GROUP_KEYS else None
+        out[split] = subsample(ds, limit, seed=data_cfg.get("subsample_seed", 0), groups=groups)
     log.info("Task %s: %s", task.name, ", ".join(f"{s}={len(d):,}" for s, d in out.items()))
     return out
 
@@ -173,17 +175,25 @@ def example_ids(ds: Dataset, task: TaskSpec) -> np.ndarray:
     return ids
 
 
-def subsample(ds: Dataset, limit: int | None, seed: int = 0) -> Dataset:
+def subsample(ds: Dataset, limit: int | None, seed: int = 0, groups=None) -> Dataset:
     """A fixed random subset, kept in the original order.
 
     The seed is `data.subsample_seed`, not the run seed, so that sweeping the run
     seed keeps the same examples and therefore hits the teacher logit cache.
+    With `groups` (one key per row: multirc's questions), whole groups are kept, as
+    many as fit in `limit` rows (at least one), so grouped metrics stay meaningful.
     """
     if not limit or limit >= len(ds):
         return ds
     rng = np.random.default_rng(seed)
-    keep = np.sort(rng.choice(len(ds), size=int(limit), replace=False))
-    return ds.select(keep.tolist())
+    if groups is None:
+        keep = rng.choice(len(ds), size=int(limit), replace=False)
+        return ds.select(np.sort(keep).tolist())
+    keys, group_of_row, sizes = np.unique(groups, return_inverse=True, return_counts=True)
+    order = rng.permutation(len(keys))
+    fits = np.cumsum(sizes[order]) <= int(limit)
+    chosen = order[: max(int(fits.sum()), 1)]
+    return ds.select(np.flatnonzero(np.isin(group_of_row, chosen)).tolist())
 
 
 def content_fingerprint(ds: Dataset, fields: Iterable[str]) -> str:

@@ -75,6 +75,20 @@ def test_multirc_dict_idx_identifies_rows_by_answer():
     assert ids.dtype == np.int64 and ids.tolist() == list(range(len(validation)))
 
 
+def test_subsampling_keeps_whole_multirc_questions_and_axg_pairs():
+    validation = _load("multirc", ["validation"], max_eval_samples=8)["validation"]
+    questions = [i["question"] for i in validation["idx"][:]]
+    full = _load("multirc", ["validation"])["validation"]
+    sizes = {q: [i["question"] for i in full["idx"][:]].count(q) for q in set(questions)}
+    assert 0 < len(validation) <= 8
+    assert all(questions.count(q) == n for q, n in sizes.items())  # every answer of each
+    again = _load("multirc", ["validation"], max_eval_samples=8)["validation"]
+    assert again["idx"][:] == validation["idx"][:]  # the same subset every time
+    pairs = _load("axg", ["test"], max_eval_samples=7)["test"]["idx"][:]
+    assert len(pairs) == 6
+    assert all(i // 2 == j // 2 for i, j in zip(pairs[::2], pairs[1::2], strict=True))
+
+
 def test_bad_idx_is_named_with_task_split_and_file(tmp_path):
     rows = [json.loads(line) for line in (FIXTURES / "multirc" / "validation.jsonl").open()]
     rows[3]["idx"]["answer"] = 0
