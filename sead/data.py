@@ -142,10 +142,19 @@ def _validate(task: TaskSpec, ds: Dataset, split: str, source: str) -> None:
         except ValueError as err:
             raise ValueError(f"{where}: {err}") from None
     if task.formatter is not None:
-        try:
-            FORMATTERS[task.formatter](ds[:])  # spans that miss their words fail here, not later
+        issues: list[str] = []
+        try:  # spans outside their text fail here, not mid-training
+            FORMATTERS[task.formatter](ds[:], issues)
         except ValueError as err:
             raise ValueError(f"{where}: {err}") from None
+        if issues:
+            shown = issues[:10] + ([f"... and {len(issues) - 10} more"] if len(issues) > 10 else [])
+            log.warning(
+                "%s: %d span(s) are not where their index says:\n  %s",
+                where,
+                len(issues),
+                "\n  ".join(shown),
+            )
 
 
 def example_ids(ds: Dataset, task: TaskSpec) -> np.ndarray:
@@ -247,7 +256,7 @@ def _rows(batch: dict[str, list], *fields: str):
     return zip(batch.get("idx", range(n)), *(batch[f] for f in fields), strict=True)
 
 
-def _format_wic(batch: dict[str, list]) -> Texts:
+def _format_wic(batch: dict[str, list], issues: list[str] | None = None) -> Texts:
     """`word: sentence1` / `sentence2`, the target word's occurrence `*marked*` in each.
 
     The marks point at the occurrence (a sentence may use the word twice, inflected); the
@@ -270,18 +279,20 @@ def _mark_chars(text: str, start: int, end: int, idx, fields: str) -> str:
     return f"{text[:start]}{TARGET_MARK}{text[start:end]}{TARGET_MARK}{text[end:]}"
 
 
-def _format_wsc(batch: dict[str, list]) -> Texts:
+def _format_wsc(batch: dict[str, list], issues: list[str] | None = None) -> Texts:
     """The text with the candidate `*marked*` and the pronoun `#marked#`, one segment.
 
-    `span*_index` counts whitespace-separated words; each span's text must be the words at its
-    index (ignoring case and punctuation), else the example is mislabelled input and fails.
+    `span*_index` counts whitespace-separated words, and the span's text says how many words
+    it covers. The real data is not always consistent (even HF's `wsc.fixed` keeps a few
+    spans that are not at their index, or not in the text at all): such a span is marked
+    where its words are nearest its index, else at its index, and described in `issues`.
     """
     out = []
     fields = ("text", "span1_index", "span1_text", "span2_index", "span2_text")
     for idx, text, index1, text1, index2, text2 in _rows(batch, *fields):
         words = text.split()
-        span1 = _word_span(words, index1, text1, idx, "span1")
-        span2 = _word_span(words, index2, text2, idx, "span2")
+        span1 = _word_span(words, index1, text1, idx, "span1", issues)
+        span2 = _word_span(words, index2, text2, idx, "span2", issues)
         if span1.start < span2.stop and span2.start < span1.stop:
             raise ValueError(f"row idx {idx}: span1 {text1!r} and span2 {text2!r} overlap.")
         _wrap(words, span1, TARGET_MARK)
@@ -294,16 +305,28 @@ def _normal_words(text: str) -> list[str]:
     return [re.sub(r"\W", "", word.lower()) for word in text.split()]
 
 
-def _word_span(words: list[str], index: int, span_text: str, idx, name: str) -> range:
-    span = range(index, index + len(span_text.split()))
-    found = " ".join(words[span.start : span.stop])
-    if not span or span.stop > len(words) or _normal_words(found) != _normal_words(span_text):
+def _word_span(words: list[str], index: int, span_text: str, idx, name: str, issues) -> range:
+    """The words `span_text` covers: at `index` when they are there, else the nearest match."""
+    target = _normal_words(span_text)
+    if not target or not 0 <= index < len(words):
         raise ValueError(
-            f"row idx {idx}: {name}_text {span_text!r} is not the text at word {index} "
-            f"({found!r}) of {' '.join(words)!r}. (HF's original 'wsc' config has such "
-            f"misplaced indices; its 'wsc.fixed' config, which sead loads, corrects them.)"
+            f"row idx {idx}: {name}_index={index} with {name}_text={span_text!r} is not a "
+            f"span of the {len(words)}-word text {' '.join(words)!r}."
         )
-    return span
+    normal = _normal_words(" ".join(words))
+    n = len(target)
+    starts = [i for i in range(len(words) - n + 1) if normal[i : i + n] == target]
+    if index in starts:
+        return range(index, index + n)
+    if starts:
+        start = min(starts, key=lambda i: abs(i - index))
+        note = f"found at word {start}"
+    else:
+        start, n = index, min(n, len(words) - index)
+        note = f"not in the text; marked {' '.join(words[start : start + n])!r} at its index"
+    if issues is not None:
+        issues.append(f"idx {idx}: {name}_text {span_text!r} is not at word {index}, {note}")
+    return range(start, start + n)
 
 
 def _wrap(words: list[str], span: range, mark: str) -> None:
@@ -316,13 +339,14 @@ def _wrap(words: list[str], span: range, mark: str) -> None:
     words[last] = words[last][:trail] + mark + words[last][trail:]
 
 
-def _format_multirc(batch: dict[str, list]) -> Texts:
+def _format_multirc(batch: dict[str, list], issues: list[str] | None = None) -> Texts:
     """One row per candidate answer: `question answer` / paragraph (the part truncated)."""
     first = [f"{q} {a}" for q, a in zip(batch["question"], batch["answer"], strict=True)]
     return first, list(batch["paragraph"])
 
 
-FORMATTERS: dict[str, Callable[[dict[str, list]], Texts]] = {
+# name -> formatter(batch, issues=None): `issues` collects inconsistencies that were repaired.
+FORMATTERS: dict[str, Callable[..., Texts]] = {
     "wic": _format_wic,
     "wsc": _format_wsc,
     "multirc": _format_multirc,

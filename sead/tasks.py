@@ -134,8 +134,8 @@ TASKS: dict[str, TaskSpec] = {
             _BOOL,
             ["accuracy"],
             formatter="wsc",
-            # The original release has span indices that miss their words; HF's fixed config
-            # corrects them (same fields, same examples).
+            # The original release has span texts that are not in the text; HF's fixed config
+            # repairs most of them (same fields, same examples).
             hub_config="wsc.fixed",
         ),
         _super_glue(
