@@ -96,7 +96,8 @@ def load_diagnostics(task: TaskSpec, data_cfg) -> DatasetDict:
     that is set, else `load_dataset("super_glue", name, split="test")`. Never subsampled: they
     are small, and axg's gender parity needs every pair.
     """
-    names = list(data_cfg.get("diagnostics") or [])
+    names = data_cfg.get("diagnostics") or []
+    names = [names] if isinstance(names, str) else list(names)  # data.diagnostics=axb
     out = DatasetDict()
     for name in names:
         diagnostic = get_task(name)

@@ -279,6 +279,7 @@ def test_diagnostics_are_evaluation_only_and_belong_to_rte():
         data.load_diagnostics(get_task("superglue_rte"), {"diagnostics": ["boolq"]})
     loaded = data.load_diagnostics(get_task("rte"), {**cfg, "diagnostics": ["axb", "axg"]})
     assert {name: len(ds) for name, ds in loaded.items()} == {"axb": 24, "axg": 24}
+    assert list(data.load_diagnostics(get_task("rte"), {**cfg, "diagnostics": "axg"})) == ["axg"]
 
 
 def test_superglue_teacher_without_checkpoint_points_to_finetuning():
