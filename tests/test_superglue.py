@@ -222,7 +222,6 @@ def _tokenizer(kind, tmp_path, ds, task):
     as a real vocabulary would, and the markers' characters, as BERT's and RoBERTa's do."""
     from transformers import AutoTokenizer
 
-    first, second = data.format_inputs(task, ds[:])
     raw = [str(v) for field in task.text_fields for v in ds[field][:]]
     corpus = [*toy.toy_sentences(200), *raw, f"{data.TARGET_MARK} {data.PRONOUN_MARK} : ?"]
     return AutoTokenizer.from_pretrained(toy.build_tokenizer(kind, tmp_path / kind, corpus))
@@ -239,9 +238,10 @@ def test_span_markers_survive_wordpiece_and_bpe(task, kind, tmp_path):
     for i, ids in enumerate(encoded["input_ids"][:]):
         assert tokenizer.unk_token_id not in ids
         text = "".join(tokenizer.decode(ids, skip_special_tokens=True).split())
-        # The marked word, whole, with its markers: e.g. "*bank*" / "#it#".
-        marked = [m for m in _marked_words(first[i] + " " + (second[i] if second else ""))]
-        assert marked and all(m.lower() in text.lower() for m in marked), (text, marked)
+        # Both marked spans, whole, with their markers: e.g. "*bank*" twice, or "*the box*"
+        # and "#it#".
+        marked = _marked_words(first[i] + " " + (second[i] if second else ""))
+        assert len(marked) == 2 and all(m.lower() in text.lower() for m in marked), (text, marked)
 
 
 def _marked_words(text: str) -> list[str]:
