@@ -14,6 +14,7 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from sead import data
 from sead.report import write_atomic
 from sead.tasks import get_task
 
@@ -58,8 +59,8 @@ def _metadata(results: dict, cfg, name: str) -> ModelCardData:
             task_type="text-classification",
             task_name="Text Classification" if not task.is_regression else "Text Regression",
             dataset_type=dataset,
-            dataset_name=f"{task.benchmark.upper()} {task.name.upper()}",
-            dataset_config=task.name,
+            dataset_name=f"{task.benchmark.upper()} {task.hub_name.upper()}",
+            dataset_config=task.hub_name,  # superglue_rte: rte
             dataset_split=split,
             metric_type=metric,
             metric_name=metric.replace("_", " ").title(),
@@ -175,7 +176,23 @@ def _params(n) -> str:
     return f"{n / 1e6:.1f}M" if n and n >= 1e5 else f"{n:,}" if n else "?"
 
 
+# One row of each task whose input sead formats (marks spans, joins fields), to show the text
+# the student expects: formatted by the same function the student was trained with.
+FORMATTED_EXAMPLES = {
+    "wic": {"word": "bank", "sentence1": "We sat on the bank.", "start1": 14, "end1": 18,
+            "sentence2": "The bank is closed.", "start2": 4, "end2": 8},
+    "wsc": {"text": "Tom thanked Ann because she helped him.", "span1_index": 2,
+            "span1_text": "Ann", "span2_index": 4, "span2_text": "she"},
+    "multirc": {"paragraph": "Ann moved to Oslo in May.", "question": "Where did Ann move?",
+                "answer": "Oslo"},
+}  # fmt: skip
+
+
 def _example(task) -> str:
+    if task.formatter in FORMATTED_EXAMPLES:
+        row = {key: [value] for key, value in FORMATTED_EXAMPLES[task.formatter].items()}
+        first, second = data.format_inputs(task, row)
+        return ", ".join(repr(text[0]) for text in (first, second) if text)
     if len(task.text_fields) == 1:
         return '"A gripping, beautifully acted film."'
     return '"The cat sat on the mat.", "A cat is sitting on a mat."'

@@ -1,7 +1,11 @@
-"""Load a task's splits (Hub or local jsonl), check them, subsample, tokenize.
+"""Load a task's splits (Hub or local jsonl), check them, subsample, format, tokenize.
 
 Everything here runs before any model is touched, so bad data stops a run
 with a message that names the file and field, not a stack trace mid-training.
+
+Formatting (`format_inputs`) turns a task's rows into the text a model reads, in one place
+for teachers, their cache keys and the student: SuperGLUE's span tasks mark the words they
+ask about with plain-text markers that WordPiece and byte-level BPE vocabularies both have.
 """
 
 from __future__ import annotations
@@ -9,13 +13,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterable
+import re
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 from datasets import Dataset, DatasetDict, load_dataset
 
-from sead.tasks import TaskSpec
+from sead import metrics
+from sead.tasks import TASKS, TaskSpec, get_task
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +36,7 @@ def load_splits(task: TaskSpec, data_cfg, splits: Iterable[str]) -> DatasetDict:
     """
     splits = list(dict.fromkeys(splits))
     if data_cfg.get("dir"):
-        loaded = _load_local(task, Path(data_cfg.dir), splits)
+        loaded = _load_local(task, Path(data_cfg.get("dir")), splits)
     else:
         loaded = _load_hub(task, splits)
     out = DatasetDict()
@@ -41,14 +47,15 @@ def load_splits(task: TaskSpec, data_cfg, splits: Iterable[str]) -> DatasetDict:
             ds = ds.add_column("idx", list(range(len(ds))))
         is_train = split == task.train_split
         limit = data_cfg.get("max_train_samples" if is_train else "max_eval_samples")
-        out[split] = subsample(ds, limit, seed=data_cfg.get("subsample_seed", 0))
+        groups = metrics.GROUP_KEYS[task.name](ds) if task.name in metrics.GROUP_KEYS else None
+        out[split] = subsample(ds, limit, seed=data_cfg.get("subsample_seed", 0), groups=groups)
     log.info("Task %s: %s", task.name, ", ".join(f"{s}={len(d):,}" for s, d in out.items()))
     return out
 
 
 def _source_name(data_cfg, split: str) -> str:
     if data_cfg.get("dir"):
-        return str(Path(data_cfg.dir) / f"{split}.jsonl")
+        return str(Path(data_cfg.get("dir")) / f"{split}.jsonl")
     return f"the Hub dataset split {split!r}"
 
 
@@ -80,51 +87,129 @@ def _read_jsonl(path: Path) -> Dataset:
 
 def _load_hub(task: TaskSpec, splits: list[str]) -> DatasetDict:
     return DatasetDict(
-        {split: load_dataset(task.benchmark, task.name, split=split) for split in splits}
+        {split: load_dataset(task.benchmark, task.hub_name, split=split) for split in splits}
     )
 
 
+def load_diagnostics(task: TaskSpec, data_cfg) -> DatasetDict:
+    """The diagnostic sets in `data.diagnostics` (SuperGLUE axb/axg for an RTE model), checked.
+
+    Each is its task's labelled `test` split: `<data.diagnostics_dir>/<name>/test.jsonl` when
+    that is set, else `load_dataset("super_glue", name, split="test")`. Never subsampled: they
+    are small, and axg's gender parity needs every pair.
+    """
+    names = data_cfg.get("diagnostics") or []
+    names = [names] if isinstance(names, str) else list(names)  # data.diagnostics=axb
+    out = DatasetDict()
+    for name in names:
+        diagnostic = get_task(name)
+        if task.name not in diagnostic.diagnostic_for:
+            fits = sorted(n for n, t in TASKS.items() if task.name in t.diagnostic_for)
+            raise ValueError(
+                f"data.diagnostics lists {name!r}, which evaluates models of "
+                f"{list(diagnostic.diagnostic_for) or 'no task (it is not a diagnostic set)'}, "
+                f"not of task {task.name!r}. Diagnostic sets for {task.name!r}: {fits or 'none'}."
+            )
+        folder = data_cfg.get("diagnostics_dir")
+        source = {"dir": str(Path(folder) / name)} if folder else {}
+        (split,) = diagnostic.eval_splits
+        out[name] = load_splits(diagnostic, source, [split])[split]
+    return out
+
+
 def _validate(task: TaskSpec, ds: Dataset, split: str, source: str) -> None:
-    """Fail early on missing fields and labels outside the task's label set."""
+    """Fail early on missing fields, labels outside the task's label set, bad idx or spans."""
+    where = f"Task {task.name!r}, split {split!r} ({source})"
     for field in (*task.text_fields, "label"):
         if field not in ds.column_names:
             raise ValueError(
-                f"Task {task.name!r}, split {split!r} ({source}) has no field {field!r}: "
+                f"{where} has no field {field!r}: "
                 f"expected fields {[*task.text_fields, 'label']}, found {ds.column_names}."
             )
     labels = np.asarray(ds["label"])
     if task.is_regression:
         if not np.issubdtype(labels.dtype, np.number) or np.isnan(labels.astype(float)).any():
-            raise ValueError(
-                f"Task {task.name!r}, split {split!r} ({source}): field 'label' must be a number "
-                f"for a regression task."
-            )
+            raise ValueError(f"{where}: field 'label' must be a number for a regression task.")
         return
     valid = set(range(task.num_labels))
     bad = sorted(set(labels.tolist()) - valid)
     if bad:
         raise ValueError(
-            f"Task {task.name!r}, split {split!r} ({source}): label value(s) {bad[:5]} are "
+            f"{where}: label value(s) {bad[:5]} are "
             f"outside the task's label set {dict(enumerate(task.labels))}. Test splits with "
             f"hidden labels (-1) cannot be used for training or evaluation."
         )
+    if "idx" in ds.column_names:
+        try:
+            example_ids(ds, task)
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from None
+    if task.formatter is not None:
+        issues: list[str] = []
+        try:  # spans outside their text fail here, not mid-training
+            FORMATTERS[task.formatter](ds[:], issues)
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from None
+        if issues:
+            shown = issues[:10] + ([f"... and {len(issues) - 10} more"] if len(issues) > 10 else [])
+            log.warning(
+                "%s: %d span(s) are not where their index says:\n  %s",
+                where,
+                len(issues),
+                "\n  ".join(shown),
+            )
 
 
-def subsample(ds: Dataset, limit: int | None, seed: int = 0) -> Dataset:
+def example_ids(ds: Dataset, task: TaskSpec) -> np.ndarray:
+    """Each row's id within its split, as int64: `idx`, or `idx[task.example_id]` for dicts.
+
+    The logit cache aligns rows by these ids, so they must be unique integers.
+    """
+    idx = ds["idx"][:]
+    if task.example_id is not None:
+        if idx and not all(isinstance(i, dict) and task.example_id in i for i in idx):
+            raise ValueError(
+                f"field 'idx' must be a dict with key {task.example_id!r} in every row "
+                f"(as in HF's super_glue {task.hub_name!r}), got e.g. {idx[0]!r}."
+            )
+        idx = [i[task.example_id] for i in idx]
+    elif idx and isinstance(idx[0], dict):
+        raise ValueError(
+            f"field 'idx' holds dicts (e.g. {idx[0]!r}); task {task.name!r} expects an integer "
+            f"idx per row."
+        )
+    ids = np.asarray(idx, dtype=np.int64)
+    if len(np.unique(ids)) != len(ids):
+        values, counts = np.unique(ids, return_counts=True)
+        key = "idx" if task.example_id is None else f"idx.{task.example_id}"
+        repeated = values[counts > 1][:5].tolist()
+        raise ValueError(f"{key} repeats the value(s) {repeated}: each row needs its own id.")
+    return ids
+
+
+def subsample(ds: Dataset, limit: int | None, seed: int = 0, groups=None) -> Dataset:
     """A fixed random subset, kept in the original order.
 
     The seed is `data.subsample_seed`, not the run seed, so that sweeping the run
     seed keeps the same examples and therefore hits the teacher logit cache.
+    With `groups` (one key per row: multirc's questions), whole groups are kept, as
+    many as fit in `limit` rows (at least one), so grouped metrics stay meaningful.
     """
     if not limit or limit >= len(ds):
         return ds
-    return ds.select(subsample_rows(len(ds), limit, seed).tolist())
+    return ds.select(subsample_rows(len(ds), limit, seed, groups).tolist())
 
 
-def subsample_rows(n_rows: int, limit: int, seed: int = 0) -> np.ndarray:
+def subsample_rows(n_rows: int, limit: int, seed: int = 0, groups=None) -> np.ndarray:
     """The sorted row numbers `subsample` keeps (its complement is what it leaves out)."""
     rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(n_rows, size=int(limit), replace=False))
+    if groups is None:
+        return np.sort(rng.choice(n_rows, size=int(limit), replace=False))
+    keys, group_of_row, sizes = np.unique(groups, return_inverse=True, return_counts=True)
+    order = rng.permutation(len(keys))
+    fits = np.cumsum(sizes[order]) <= int(limit)
+    chosen = order[: max(int(fits.sum()), 1)]
+    return np.flatnonzero(np.isin(group_of_row, chosen))
 
 
 def content_fingerprint(ds: Dataset, fields: Iterable[str]) -> str:
@@ -136,12 +221,151 @@ def content_fingerprint(ds: Dataset, fields: Iterable[str]) -> str:
     return h.hexdigest()
 
 
+def input_fingerprint(ds: Dataset, task: TaskSpec, extra: Iterable[str] = ()) -> str:
+    """Hash of what a model reads from `ds` (plus the `extra` fields, e.g. the label).
+
+    For tasks with a formatter, the formatted text itself is hashed, so that a change to the
+    formatting invalidates cached logits and stored teachers; other tasks hash their text
+    fields as `content_fingerprint` always has, which keeps existing caches valid.
+    """
+    extra = list(extra)
+    if task.formatter is None:
+        return content_fingerprint(ds, [*task.text_fields, *extra])
+    first, second = format_inputs(task, ds[:])
+    h = hashlib.sha256(content_fingerprint(ds, extra).encode())
+    h.update(json.dumps([first, second], ensure_ascii=False).encode())
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# Formatting: rows -> (first texts, second texts or None), the text every model reads.
+# --------------------------------------------------------------------------------------------
+
+# Plain characters in both BERT's WordPiece and RoBERTa's byte-level vocabularies, so any
+# encoder keeps them, and no new token (and no resized embedding) is needed.
+TARGET_MARK = "*"  # wic's target word, wsc's candidate referent (span1)
+PRONOUN_MARK = "#"  # wsc's pronoun (span2)
+
+Texts = tuple[list[str], list[str] | None]
+
+
+def format_inputs(task: TaskSpec, batch: dict[str, list]) -> Texts:
+    """A batch of rows (column -> values) as (first texts, second texts or None)."""
+    if task.formatter is not None:
+        return FORMATTERS[task.formatter](batch)
+    texts = [batch[field] for field in task.text_fields]
+    return texts[0], (texts[1] if len(texts) > 1 else None)
+
+
+def _rows(batch: dict[str, list], *fields: str):
+    """(idx, *values) per row; idx is the row number when the batch has none."""
+    n = len(batch[fields[0]])
+    return zip(batch.get("idx", range(n)), *(batch[f] for f in fields), strict=True)
+
+
+def _format_wic(batch: dict[str, list], issues: list[str] | None = None) -> Texts:
+    """`word: sentence1` / `sentence2`, the target word's occurrence `*marked*` in each.
+
+    The marks point at the occurrence (a sentence may use the word twice, inflected); the
+    prefix names the lemma. Both are plain text, so any encoder sees them.
+    """
+    first, second = [], []
+    fields = ("word", "sentence1", "start1", "end1", "sentence2", "start2", "end2")
+    for idx, word, s1, start1, end1, s2, start2, end2 in _rows(batch, *fields):
+        first.append(f"{word}: {_mark_chars(s1, start1, end1, idx, 'start1/end1')}")
+        second.append(_mark_chars(s2, start2, end2, idx, "start2/end2"))
+    return first, second
+
+
+def _mark_chars(text: str, start: int, end: int, idx, fields: str) -> str:
+    if not 0 <= start < end <= len(text):
+        raise ValueError(
+            f"row idx {idx}: {fields}={start}/{end} is not a character span of the "
+            f"{len(text)}-character sentence {text!r}."
+        )
+    return f"{text[:start]}{TARGET_MARK}{text[start:end]}{TARGET_MARK}{text[end:]}"
+
+
+def _format_wsc(batch: dict[str, list], issues: list[str] | None = None) -> Texts:
+    """The text with the candidate `*marked*` and the pronoun `#marked#`, one segment.
+
+    `span*_index` counts whitespace-separated words, and the span's text says how many words
+    it covers. The real data is not always consistent (even HF's `wsc.fixed` keeps a few
+    spans that are not at their index, or not in the text at all): such a span is marked
+    where its words are nearest its index, else at its index, and described in `issues`.
+    """
+    out = []
+    fields = ("text", "span1_index", "span1_text", "span2_index", "span2_text")
+    for idx, text, index1, text1, index2, text2 in _rows(batch, *fields):
+        words = text.split()
+        span1 = _word_span(words, index1, text1, idx, "span1", issues)
+        span2 = _word_span(words, index2, text2, idx, "span2", issues)
+        if span1.start < span2.stop and span2.start < span1.stop:
+            raise ValueError(f"row idx {idx}: span1 {text1!r} and span2 {text2!r} overlap.")
+        _wrap(words, span1, TARGET_MARK)
+        _wrap(words, span2, PRONOUN_MARK)
+        out.append(" ".join(words))
+    return out, None
+
+
+def _normal_words(text: str) -> list[str]:
+    return [re.sub(r"\W", "", word.lower()) for word in text.split()]
+
+
+def _word_span(words: list[str], index: int, span_text: str, idx, name: str, issues) -> range:
+    """The words `span_text` covers: at `index` when they are there, else the nearest match."""
+    target = _normal_words(span_text)
+    if not target or not 0 <= index < len(words):
+        raise ValueError(
+            f"row idx {idx}: {name}_index={index} with {name}_text={span_text!r} is not a "
+            f"span of the {len(words)}-word text {' '.join(words)!r}."
+        )
+    normal = _normal_words(" ".join(words))
+    n = len(target)
+    starts = [i for i in range(len(words) - n + 1) if normal[i : i + n] == target]
+    if index in starts:
+        return range(index, index + n)
+    if starts:
+        start = min(starts, key=lambda i: abs(i - index))
+        note = f"found at word {start}"
+    else:
+        start, n = index, min(n, len(words) - index)
+        note = f"not in the text; marked {' '.join(words[start : start + n])!r} at its index"
+    if issues is not None:
+        issues.append(f"idx {idx}: {name}_text {span_text!r} is not at word {index}, {note}")
+    return range(start, start + n)
+
+
+def _wrap(words: list[str], span: range, mark: str) -> None:
+    """Put `mark` around the span's words, leaving leading/trailing punctuation outside."""
+    first, last = span.start, span.stop - 1
+    lead = re.match(r"\W*", words[first]).end()
+    words[first] = words[first][:lead] + mark + words[first][lead:]
+    trail = re.search(r"\W*$", words[last]).start()
+    trail = max(trail, lead + 1 if first == last else 0)  # a word of punctuation only
+    words[last] = words[last][:trail] + mark + words[last][trail:]
+
+
+def _format_multirc(batch: dict[str, list], issues: list[str] | None = None) -> Texts:
+    """One row per candidate answer: `question answer` / paragraph (the part truncated)."""
+    first = [f"{q} {a}" for q, a in zip(batch["question"], batch["answer"], strict=True)]
+    return first, list(batch["paragraph"])
+
+
+# name -> formatter(batch, issues=None): `issues` collects inconsistencies that were repaired.
+FORMATTERS: dict[str, Callable[..., Texts]] = {
+    "wic": _format_wic,
+    "wsc": _format_wsc,
+    "multirc": _format_multirc,
+}
+
+
 def tokenize(ds: Dataset, tokenizer, task: TaskSpec, max_length: int) -> Dataset:
     """Token ids for `ds` with the model's own tokenizer; padding is left to the collator."""
 
     def encode(batch):
-        texts = [batch[field] for field in task.text_fields]
-        return tokenizer(*texts, truncation=True, max_length=max_length)
+        first, second = format_inputs(task, batch)
+        return tokenizer(first, second, truncation=task.truncation, max_length=max_length)
 
     keep = {"label", "idx"}
     drop = [c for c in ds.column_names if c not in keep]

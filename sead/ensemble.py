@@ -213,6 +213,11 @@ class MetricWeighted(Ensembler):
                 f"ensemble.metric={self.metric!r} is not a metric of task {task.name!r}: "
                 f"expected one of {list(task.metrics)}."
             )
+        if self.metric in metrics.GROUPED_METRICS.get(task.name, ()):
+            raise ValueError(
+                f"ensemble.metric={self.metric!r} scores groups of rows (e.g. questions), which "
+                f"the ensembler does not see; use {task.main_metric!r}."
+            )
         if mode not in ("proportional", "softmax"):
             raise ValueError(f"ensemble.mode must be 'proportional' or 'softmax', got {mode!r}.")
         if not float(sharpness) > 0:

@@ -1,9 +1,16 @@
-"""GLUE metrics as a local `evaluate` module, loaded by path.
+"""GLUE and SuperGLUE metrics as a local `evaluate` module, loaded by path.
 
 The Hugging Face Hub is unreachable here, so `evaluate.load("glue")` cannot fetch the official
-script. This file reimplements it (same config names, keys and definitions) and is loaded with
+script. This file reimplements HF's `glue` and `super_glue` metrics (same config names, keys and
+definitions; the config name is sead's task name) and is loaded with
 `evaluate.load(METRIC_PATH, config_name=task)`, which never touches the network for a path to an
 existing `.py` file.
+
+Two SuperGLUE metrics score groups of rows, not rows: MultiRC's exact_match and f1_m group the
+candidate answers by question, and AX-g's gender_parity compares the two gender variants of each
+example. `score_split` reads those groups from the split itself; `compute` takes them as
+`groups=` and, without them, returns the metrics that need no grouping (multirc: f1_a; axg:
+accuracy), which is what the ensembler's numpy-only scoring uses.
 
 evaluate copies this file into its module cache and imports it standalone, so it must not import
 anything from `sead`. Its main class is found by scanning the module for the first concrete
@@ -34,6 +41,53 @@ def _accuracy_and_f1(preds: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     return {**_accuracy(preds, labels), "f1": float(f1_score(labels, preds))}
 
 
+def _accuracy_and_macro_f1(preds: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    # cb: 3 classes, neutral rare; SuperGLUE reports F1 averaged over the classes (macro).
+    return {**_accuracy(preds, labels), "f1": float(f1_score(labels, preds, average="macro"))}
+
+
+def _multirc(preds: np.ndarray, labels: np.ndarray, groups=None) -> dict[str, float]:
+    """f1_a: F1 of the True class over all answers; per question (groups): exact_match, f1_m.
+
+    As SuperGLUE's scorer: a question is exactly matched when all its answers are; f1_m is the
+    mean over questions of each question's macro F1.
+    """
+    out = {"f1_a": float(f1_score(labels, preds))}
+    if groups is None:
+        return out
+    exact, macro_f1 = [], []
+    for rows in _group_rows(groups).values():
+        exact.append(float((preds[rows] == labels[rows]).all()))
+        macro_f1.append(f1_score(labels[rows], preds[rows], average="macro", zero_division=0))
+    return {**out, "exact_match": float(np.mean(exact)), "f1_m": float(np.mean(macro_f1))}
+
+
+def _axg(preds: np.ndarray, labels: np.ndarray, groups=None) -> dict[str, float]:
+    """accuracy; with the pairs (groups): gender_parity, the share of the pairs (same example,
+    male and female pronoun) that get the same prediction (Rudinger et al., 2018)."""
+    out = _accuracy(preds, labels)
+    if groups is None:
+        return out
+    pairs = list(_group_rows(groups).items())
+    odd = [key for key, rows in pairs if len(rows) != 2]
+    if odd:
+        raise ValueError(
+            f"axg gender_parity needs both rows of every pair; pair(s) {odd[:5]} have "
+            f"{[len(rows) for key, rows in pairs if key in odd[:5]]} rows (was the split "
+            f"subsampled?)."
+        )
+    same = [preds[rows[0]] == preds[rows[1]] for _, rows in pairs]
+    return {**out, "gender_parity": float(np.mean(same))}
+
+
+def _group_rows(groups) -> dict:
+    """Group key -> row numbers, in order of first appearance."""
+    rows: dict = {}
+    for row, key in enumerate(groups):
+        rows.setdefault(key, []).append(row)
+    return rows
+
+
 def _matthews(preds: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     return {"matthews_correlation": float(matthews_corrcoef(labels, preds))}
 
@@ -45,8 +99,8 @@ def _pearson_and_spearman(preds: np.ndarray, labels: np.ndarray) -> dict[str, fl
     }
 
 
-# One entry per config name; SuperGLUE tasks are meant to be added here.
-CONFIGS: dict[str, Callable[[np.ndarray, np.ndarray], dict[str, float]]] = {
+# One entry per config name (sead's task name).
+CONFIGS: dict[str, Callable[..., dict[str, float]]] = {
     "cola": _matthews,
     "sst2": _accuracy,
     "mrpc": _accuracy_and_f1,
@@ -58,8 +112,49 @@ CONFIGS: dict[str, Callable[[np.ndarray, np.ndarray], dict[str, float]]] = {
     "qnli": _accuracy,
     "rte": _accuracy,
     "wnli": _accuracy,
+    # SuperGLUE (record: see its own entry).
+    "boolq": _accuracy,
+    "cb": _accuracy_and_macro_f1,
+    "copa": _accuracy,
+    "superglue_rte": _accuracy,
+    "wic": _accuracy,
+    "wsc": _accuracy,
+    "multirc": _multirc,
+    "axb": _matthews,
+    "axg": _axg,
 }
 _REGRESSION = {"stsb"}
+
+
+def _multirc_questions(split) -> list[str]:
+    """A MultiRC row's question: paragraph and question of its dict `idx`, as SuperGLUE's scorer."""
+    return [f"{i['paragraph']}-{i['question']}" for i in split["idx"][:]]
+
+
+def _axg_pairs(split) -> list:
+    """AX-g's pairs: `pair_id` when the file has it (the original jsonl), else rows idx 2k and
+    2k+1, the order of the official file and of HF's copy; a pair shares its hypothesis."""
+    if "pair_id" in split.column_names:
+        return split["pair_id"][:]
+    pairs = [i // 2 for i in split["idx"][:]]
+    hypotheses: dict = {}
+    for pair, idx, hypothesis in zip(pairs, split["idx"][:], split["hypothesis"][:], strict=True):
+        if hypotheses.setdefault(pair, hypothesis) != hypothesis:
+            raise ValueError(
+                f"axg row idx {idx} does not share its hypothesis with idx {2 * pair}: AX-g rows "
+                f"2k and 2k+1 must be the two gender variants of one example (or give the file "
+                f"a pair_id field)."
+            )
+    return pairs
+
+
+# Tasks whose split-level metrics need a group per row, read from the split by these...
+GROUP_KEYS: dict[str, Callable] = {"multirc": _multirc_questions, "axg": _axg_pairs}
+# ...and those metrics, absent from a `compute` without groups.
+GROUPED_METRICS: dict[str, tuple[str, ...]] = {
+    "multirc": ("exact_match", "f1_m"),
+    "axg": ("gender_parity",),
+}
 
 
 class SeadMetric(evaluate.Metric):
@@ -81,8 +176,14 @@ class SeadMetric(evaluate.Metric):
             format="numpy",
         )
 
-    def _compute(self, predictions, references) -> dict[str, float]:
-        return CONFIGS[self.config_name](predictions, references)
+    def _compute(self, predictions, references, groups=None) -> dict[str, float]:
+        if groups is None:
+            return CONFIGS[self.config_name](predictions, references)
+        if self.config_name not in GROUP_KEYS:
+            raise ValueError(f"Metric {self.config_name!r} takes no groups.")
+        if len(groups) != len(predictions):
+            raise ValueError(f"{len(groups)} groups for {len(predictions)} predictions.")
+        return CONFIGS[self.config_name](predictions, references, groups=list(groups))
 
 
 @functools.cache
@@ -96,6 +197,18 @@ def load_metric(task: str) -> evaluate.EvaluationModule:
     return evaluate.load(METRIC_PATH, config_name=task, keep_in_memory=True)
 
 
-def compute(task: str, predictions, references) -> dict[str, float]:
-    """The metrics of `task` (keys as in HF's `glue`), from arrays or lists of labels/scores."""
-    return load_metric(task).compute(predictions=predictions, references=references)
+def compute(task: str, predictions, references, groups=None) -> dict[str, float]:
+    """The metrics of `task` (keys as in HF's `glue` / `super_glue`), from arrays or lists of
+    labels/scores; `groups` (one key per row) adds multirc's and axg's grouped metrics."""
+    extra = {} if groups is None else {"groups": groups}
+    return load_metric(task).compute(predictions=predictions, references=references, **extra)
+
+
+def score_split(task, split, predictions) -> dict[str, float]:
+    """Every official metric of `task` (a TaskSpec or its name) for predictions on `split`.
+
+    The references, and the groups that multirc and axg score by, come from the split itself.
+    """
+    name = getattr(task, "name", task)
+    groups = GROUP_KEYS[name](split) if name in GROUP_KEYS else None
+    return compute(name, predictions, np.asarray(split["label"][:]), groups=groups)

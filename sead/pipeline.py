@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,7 @@ from sead import (
 )
 from sead.cache import SoftLabelCache
 from sead.inference import count_parameters, predict_logits
-from sead.tasks import TaskSpec, get_task
+from sead.tasks import TaskSpec, check_trainable, get_task
 from sead.tracking import MetricsLog
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,8 @@ class Inputs:
     gold: dict[str, np.ndarray]  # labels of each eval split and of the ensemble's fit split
     plan: ensemble.FitPlan  # where fitted ensemblers learn, and how that split is scored
     transfer: transfer.TransferSet | None = None  # extra text for the student (cfg.transfer)
+    # data.diagnostics: evaluation-only sets (SuperGLUE axb/axg for RTE), by name
+    diagnostics: DatasetDict = field(default_factory=DatasetDict)
 
     @property
     def names(self) -> list[str]:
@@ -58,6 +60,7 @@ class Inputs:
 def check_inputs(cfg: DictConfig) -> Inputs:
     """Task, teachers, ensembler and data, validated: bad input fails here, early."""
     task = get_task(cfg.task.name)
+    check_trainable(task)
     specs = teachers.teacher_specs(cfg.teachers, task)
     ensembler = ensemble.build(cfg.ensemble, task, [spec.name for spec in specs])
     plan = ensemble.fit_plan(cfg.ensemble, task)
@@ -81,7 +84,8 @@ def check_inputs(cfg: DictConfig) -> Inputs:
                 transfer_set.held_out,
             )
     gold = {split: np.asarray(splits[split]["label"]) for split in [*task.eval_splits, plan.split]}
-    return Inputs(task, specs, ensembler, splits, gold, plan, transfer_set)
+    diagnostics = data.load_diagnostics(task, cfg.data)
+    return Inputs(task, specs, ensembler, splits, gold, plan, transfer_set, diagnostics)
 
 
 def teacher_logits(cfg: DictConfig, inputs: Inputs, cache: SoftLabelCache, logit_splits=None):
@@ -176,7 +180,7 @@ def run(cfg: DictConfig) -> dict | None:
         distill.report_to(cfg.train)  # the trackers asked for are installed
         distill.check_student(cfg.student)  # student.keep_layers fits the checkpoint
         _check_distributed(inputs)
-    task, splits, gold = inputs.task, inputs.splits, inputs.gold
+    task, splits = inputs.task, inputs.splits
 
     # 2. Teachers: fine-tune the ones that need it, then logits for every split (cached).
     # Multi-process: rank 0 computes and caches them while the others wait, then reads them.
@@ -224,11 +228,13 @@ def run(cfg: DictConfig) -> dict | None:
                 model, tokenizer, encoded, batch_size, f"Student on {split}"
             )
             elapsed = time.perf_counter() - started
-            student_results["metrics"][split] = _score(
-                task, _hard(task, student_logits), gold[split]
+            student_results["metrics"][split] = metrics.score_split(
+                task, splits[split], _hard(task, student_logits)
             )
             student_results["examples_per_second"][split] = round(len(encoded) / elapsed, 1)
             student_results["eval_runtime_s"][split] = round(elapsed, 3)
+        if inputs.diagnostics:
+            student_results["diagnostics"] = _diagnostics(cfg, inputs, model, tokenizer)
 
     # 6. Inference speedup: student and teachers timed on the same examples.
     speed_results = None
@@ -322,8 +328,17 @@ def _hard(task, logits: np.ndarray) -> np.ndarray:
     return logits[:, 0] if task.is_regression else logits.argmax(-1)
 
 
-def _score(task, predictions, references) -> dict[str, float]:
-    return metrics.compute(task.name, predictions, references)
+def _diagnostics(cfg: DictConfig, inputs: Inputs, model, tokenizer) -> dict[str, dict]:
+    """The student's metrics on each diagnostic set (axb, axg: read as RTE, label for label)."""
+    scores = {}
+    for name, ds in inputs.diagnostics.items():
+        diagnostic = get_task(name)
+        encoded = data.tokenize(ds, tokenizer, diagnostic, int(cfg.student.max_length))
+        batch_size = int(cfg.train.eval_batch_size)
+        logits = predict_logits(model, tokenizer, encoded, batch_size, f"Student on {name}")
+        scores[name] = metrics.score_split(diagnostic, ds, _hard(diagnostic, logits))
+        log.info("Student on diagnostic %s: %s", name, scores[name])
+    return scores
 
 
 def _stage_timer(timings: dict):

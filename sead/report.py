@@ -140,7 +140,9 @@ def summary_table(results: dict) -> str:
     for label, split_metrics, params, note in rows:
         cells = [_metrics(split_metrics[split]) for split in results["eval_splits"]]
         lines.append([label, *cells, f"{params:,}" if params else "-", note])
-    return _format_table(lines)
+    diagnostics = student.get("diagnostics") or {}
+    notes = [f"student on diagnostic {name}: {_metrics(m)}" for name, m in diagnostics.items()]
+    return "\n".join([_format_table(lines), *notes])
 
 
 def transfer_summary(results: dict) -> str:
@@ -293,6 +295,8 @@ def _scores(results: dict) -> dict:
         row[f"teacher {name}"] = teacher["metrics"][split][metric]
     row["ensemble"] = results["ensemble"]["metrics"][split][metric]
     row["student"] = results["student"]["metrics"][split][metric]
+    for name, scores in (results["student"].get("diagnostics") or {}).items():
+        row[f"student {name}"] = next(iter(scores.values()))  # the diagnostic's main metric
     row["params student"] = results["student"].get("params")
     for name, teacher in results["teachers"].items():
         row[f"params {name}"] = teacher.get("params")

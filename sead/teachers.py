@@ -203,11 +203,19 @@ def _source(name: str, tcfg: dict, task: TaskSpec) -> str:
         return str(tcfg["model"])
     checkpoints = tcfg.get("checkpoints") or {}
     if not checkpoints.get(task.name):
+        # Public fine-tuned SuperGLUE checkpoints are rare; base models fine-tuned by sead are not.
+        hint = (
+            f" The configs list no public {task.benchmark} checkpoint fine-tuned on "
+            f"{task.name!r} that sead has checked; fine-tuning the base model is the usual route: "
+            f"teachers.{name}.finetune=true (model: {tcfg.get('model') or '<set one>'})."
+            if task.benchmark == "super_glue"
+            else ""
+        )
         raise ValueError(
             f"Teacher {name!r} has no checkpoint for task {task.name!r}: it lists "
             f"checkpoints for {sorted(checkpoints) or 'no task'}. Set "
             f"teachers.{name}.checkpoints.{task.name}=<Hub id or local path>, or "
-            f"teachers.{name}.finetune=true to fine-tune teachers.{name}.model."
+            f"teachers.{name}.finetune=true to fine-tune teachers.{name}.model.{hint}"
         )
     return str(checkpoints[task.name])
 
@@ -528,7 +536,7 @@ def store_key(spec: TeacherSpec, task: TaskSpec, train, base_id: str, tok_id: st
         "base": base_id,
         "tokenizer": tok_id,
         "task": task.name,
-        "data": data.content_fingerprint(train, [*task.text_fields, "label"]),
+        "data": data.input_fingerprint(train, task, ["label"]),
         "max_length": spec.max_length,
         "args": spec.finetune_args.store_key(),
     }
@@ -629,7 +637,7 @@ def _evaluate_into_cache(teacher: Teacher, task: TaskSpec, splits, cache) -> dic
     return {
         split: {
             "n_examples": len(ds),
-            "data": data.content_fingerprint(ds, [*task.text_fields, "label"]),
+            "data": data.input_fingerprint(ds, task, ["label"]),
             "metrics": scores[split],
         }
         for split, ds in eval_splits.items()
@@ -731,13 +739,13 @@ def cache_keys(
             "model": teacher.model_id,
             "tokenizer": teacher.tokenizer_id,
             "max_length": teacher.spec.max_length,
-            "truncation": "longest_first",
+            "truncation": task.truncation,
             "truncation_side": tokenizer.truncation_side,
             "task": task.name,
             "split": split,
             "label_alignment": teacher.label_alignment,
             "precision": precision(_device(), cache.autocast),
-            "data": data.content_fingerprint(ds, task.text_fields),
+            "data": data.input_fingerprint(ds, task),
         }
         for split, ds in splits.items()
     }
@@ -771,7 +779,8 @@ def cached_logits(
             )
 
         about = {"teacher": teacher.spec.name, "source": teacher.spec.source}
-        entries[split] = cache.get_or_compute(keys[split], np.asarray(ds["idx"]), compute, about)
+        ids = data.example_ids(ds, task)
+        entries[split] = cache.get_or_compute(keys[split], ids, compute, about)
     if teacher.params is None:
         teacher.params = _count_params_from_disk(teacher)
     return entries
@@ -797,7 +806,7 @@ def _count_params_from_disk(teacher: Teacher) -> int:
 def evaluate(task: TaskSpec, logits: dict[str, np.ndarray], splits) -> dict[str, dict]:
     """The task's official metrics for logits of each split in `logits`."""
     return {
-        split: metrics.compute(task.name, hard_predictions(task, scores), _gold(splits[split]))
+        split: metrics.score_split(task, splits[split], hard_predictions(task, scores))
         for split, scores in logits.items()
     }
 
