@@ -90,6 +90,13 @@ class TransferSettings:
                 "candidate answers, which unlabelled text cannot be paired into, so transfer "
                 "sets are not supported for it. Use transfer=none."
             )
+        if task.formatter is not None and self.source in ("files", "augment"):
+            raise ValueError(
+                f"transfer={self.source} is not supported for task {task.name!r}: its examples "
+                f"are more than free text (fields {list(task.text_fields)}, with spans or "
+                "per-answer ids that new or edited text would not match). Use "
+                "transfer=unlabeled_split, or transfer=none."
+            )
         for name, least in (("labeled", 1), ("max_unlabeled", 0)):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < least):
@@ -178,7 +185,7 @@ def build(cfg, task: TaskSpec, splits: DatasetDict) -> TransferSet:
     """The transfer set of `cfg.transfer` (None or `source: none`: no transfer set)."""
     settings = TransferSettings.from_config(cfg, task)
     train = splits[task.train_split]
-    first_new_idx = int(max(train["idx"][:], default=-1)) + 1  # never a train example's id
+    first_new_idx = int(data.example_ids(train, task).max(initial=-1)) + 1  # not a train id
     parts: list[tuple[str, Dataset, np.ndarray | None]] = []
     held_out = 0
     if settings.labeled is not None:

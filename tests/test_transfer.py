@@ -134,6 +134,25 @@ def test_multiple_choice_tasks_are_refused_with_a_reason():
     TransferSettings.from_config(_cfg(source="none"), copa)  # no transfer set: fine
 
 
+@pytest.mark.parametrize("task_name", ["wic", "wsc", "multirc"])
+def test_span_tasks_take_their_own_unlabelled_rows_but_no_new_text(task_name):
+    """New or edited text cannot carry wic/wsc spans or multirc's ids; the task's own rows can."""
+    task = get_task(task_name)
+    fixtures = Path(__file__).resolve().parent / "fixtures" / "super_glue" / task_name
+    for source in ("files", "augment"):
+        with pytest.raises(ValueError, match=f"transfer={source} is not supported.*{task_name}"):
+            TransferSettings.from_config(_cfg(source=source, paths=["x.jsonl"]), task)
+    splits = data.load_splits(task, {"dir": str(fixtures)}, ["train"])
+    n = len(splits["train"])
+    transfer = build(_cfg(source="unlabeled_split", labeled=n // 2), task, splits)
+    assert len(transfer.train) == n // 2 and transfer.size == n - n // 2
+    ids = data.example_ids(transfer.dataset, task)  # the cache's row ids stay unique
+    assert not set(ids.tolist()) & set(data.example_ids(transfer.train, task).tolist())
+    assert transfer.dataset.column_names == transfer.train.select_columns(
+        transfer.dataset.column_names
+    ).column_names
+
+
 # --------------------------------------------------------------------------------------------
 # unlabeled_split: the labelled slice is the only gold data; the rest is unlabelled.
 # --------------------------------------------------------------------------------------------
