@@ -148,9 +148,10 @@ def test_span_tasks_take_their_own_unlabelled_rows_but_no_new_text(task_name):
     assert len(transfer.train) == n // 2 and transfer.size == n - n // 2
     ids = data.example_ids(transfer.dataset, task)  # the cache's row ids stay unique
     assert not set(ids.tolist()) & set(data.example_ids(transfer.train, task).tolist())
-    assert transfer.dataset.column_names == transfer.train.select_columns(
+    assert (
         transfer.dataset.column_names
-    ).column_names
+        == transfer.train.select_columns(transfer.dataset.column_names).column_names
+    )
 
 
 # --------------------------------------------------------------------------------------------
