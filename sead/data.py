@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from datasets import Dataset, DatasetDict, load_dataset
 
+from sead import choices
 from sead.tasks import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,10 @@ def load_splits(task: TaskSpec, data_cfg, splits: Iterable[str]) -> DatasetDict:
     out = DatasetDict()
     for split in splits:
         ds = loaded[split]
-        _validate(task, ds, split, source=_source_name(data_cfg, split))
+        if task.is_multiple_choice:
+            ds = choices.prepare(task, ds, split, source=_source_name(data_cfg, split))
+        else:
+            _validate(task, ds, split, source=_source_name(data_cfg, split))
         if "idx" not in ds.column_names:
             ds = ds.add_column("idx", list(range(len(ds))))
         is_train = split == task.train_split
@@ -132,6 +136,8 @@ def content_fingerprint(ds: Dataset, fields: Iterable[str]) -> str:
 
 def tokenize(ds: Dataset, tokenizer, task: TaskSpec, max_length: int) -> Dataset:
     """Token ids for `ds` with the model's own tokenizer; padding is left to the collator."""
+    if task.is_multiple_choice:
+        return choices.tokenize(ds, tokenizer, task, max_length)
 
     def encode(batch):
         texts = [batch[field] for field in task.text_fields]

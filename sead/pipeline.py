@@ -18,7 +18,18 @@ from datasets import DatasetDict
 from omegaconf import DictConfig, OmegaConf
 from transformers import set_seed
 
-from sead import card, data, distill, distributed, ensemble, metrics, report, speed, teachers
+from sead import (
+    card,
+    choices,
+    data,
+    distill,
+    distributed,
+    ensemble,
+    metrics,
+    report,
+    speed,
+    teachers,
+)
 from sead.cache import SoftLabelCache
 from sead.inference import count_parameters, predict_logits
 from sead.tasks import TaskSpec, get_task
@@ -58,7 +69,7 @@ def check_inputs(cfg: DictConfig) -> Inputs:
     splits = data.load_splits(task, cfg.data, [task.train_split, *task.eval_splits, plan.split])
     for spec in specs:
         teachers.check_labels(spec, task)  # label count and order, from the config alone
-    gold = {split: np.asarray(splits[split]["label"]) for split in [*task.eval_splits, plan.split]}
+    gold = {split: teachers.gold(task, splits[split]) for split in [*task.eval_splits, plan.split]}
     return Inputs(task, specs, ensembler, splits, gold, plan)
 
 
@@ -168,6 +179,9 @@ def run(cfg: DictConfig) -> dict | None:
         soft_targets = ensembler.combine(
             _stacked(logits, names, task.train_split), float(cfg.train.temperature)
         )
+        if task.is_multiple_choice:  # no mass on padding choices, whatever the strategy did
+            train = splits[task.train_split]
+            soft_targets = choices.mask_targets(soft_targets, choices.n_choices(task, train))
 
     # 4. Student: distil on the soft targets with its own tokenizer.
     with stage("distill"):

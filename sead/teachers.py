@@ -37,16 +37,14 @@ from filelock import FileLock, Timeout
 from omegaconf import DictConfig, OmegaConf
 from transformers import (
     AutoConfig,
-    AutoModelForSequenceClassification,
     AutoTokenizer,
-    DataCollatorWithPadding,
     Trainer,
     TrainerState,
     TrainingArguments,
 )
 from transformers.trainer_utils import get_last_checkpoint
 
-from sead import data, metrics
+from sead import choices, data, metrics
 from sead.cache import CacheEntry, FileHashes, SoftLabelCache, fingerprint, hash_files
 from sead.inference import count_parameters, precision, predict_logits
 from sead.tasks import TaskSpec
@@ -395,6 +393,8 @@ def check_labels(spec: TeacherSpec, task: TaskSpec, explain: bool = False) -> li
         resolve(spec.source, spec.revision, patterns=("config.json",)),
         trust_remote_code=spec.trust_remote_code,
     )
+    if task.is_multiple_choice:
+        return _check_choice_head(spec, task, config)
     if config.num_labels != task.num_labels:
         raise ValueError(
             f"Teacher {spec.name!r} ({spec.source}) predicts {config.num_labels} labels, but "
@@ -411,6 +411,19 @@ def check_labels(spec: TeacherSpec, task: TaskSpec, explain: bool = False) -> li
         note = " (unnamed labels: taken as task label ids; the gate checks them)" if generic else ""
         log.info("Teacher %s labels: %s%s", spec.name, mapping, note)
     return alignment
+
+
+def _check_choice_head(spec: TeacherSpec, task: TaskSpec, config) -> None:
+    """A multiple-choice checkpoint has one logit per choice: no label count or order to align
+    (its `num_labels` and `id2label` are unused defaults), but it must have a choice head."""
+    architectures = config.architectures or []
+    if not any(arch.endswith("ForMultipleChoice") for arch in architectures):
+        raise ValueError(
+            f"Teacher {spec.name!r} ({spec.source}) is a {architectures or 'headless'} "
+            f"checkpoint, but task {task.name!r} is multiple choice: it needs a *ForMultipleChoice "
+            f"checkpoint, or teachers.{spec.name}.finetune=true to fine-tune one from a base model."
+        )
+    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -453,9 +466,9 @@ class Teacher:
         return logits if self.label_alignment is None else logits[:, self.label_alignment]
 
     def load(self):
-        model = AutoModelForSequenceClassification.from_pretrained(
-            self.model_dir, trust_remote_code=self.spec.trust_remote_code
-        )
+        remote = self.spec.trust_remote_code
+        auto_class = choices.checkpoint_class(self.model_dir, remote)  # multiple choice or not
+        model = auto_class.from_pretrained(self.model_dir, trust_remote_code=remote)
         self.params = count_parameters(model)
         self._time_forward_passes(model)
         return model.to(_device()), self.load_tokenizer()
@@ -531,6 +544,7 @@ def store_key(spec: TeacherSpec, task: TaskSpec, train, base_id: str, tok_id: st
         "data": data.content_fingerprint(train, [*task.text_fields, "label"]),
         "max_length": spec.max_length,
         "args": spec.finetune_args.store_key(),
+        **choices.cache_key(task),  # multiple choice: how the choices are written
     }
 
 
@@ -667,7 +681,7 @@ def _locked(path: Path, what: str):
 def _teacher_trainer(spec, task, train, base_dir, tok_dir, work) -> Trainer:
     args = spec.finetune_args
     tokenizer = AutoTokenizer.from_pretrained(tok_dir, trust_remote_code=spec.trust_remote_code)
-    model = AutoModelForSequenceClassification.from_pretrained(
+    model = choices.model_class(task).from_pretrained(
         base_dir,
         trust_remote_code=spec.trust_remote_code,
         # A base that already has a head of another size (e.g. MNLI's, to fine-tune on RTE)
@@ -676,6 +690,8 @@ def _teacher_trainer(spec, task, train, base_dir, tok_dir, work) -> Trainer:
         **head_config(task),
     )
     encoded = data.tokenize(train, tokenizer, task, spec.max_length).remove_columns("idx")
+    if task.is_multiple_choice:  # record queries with no gold candidate teach a teacher nothing
+        encoded = encoded.select(np.flatnonzero(np.asarray(encoded["label"][:]) >= 0))
     training_args = TrainingArguments(
         output_dir=str(work),
         learning_rate=args.lr,
@@ -691,11 +707,12 @@ def _teacher_trainer(spec, task, train, base_dir, tok_dir, work) -> Trainer:
         report_to="none",
         use_cpu=not torch.cuda.is_available(),
     )
-    return Trainer(
+    trainer_class = choices.ChoiceTrainer if task.is_multiple_choice else Trainer
+    return trainer_class(
         model=model,
         args=training_args,
         train_dataset=encoded,
-        data_collator=DataCollatorWithPadding(tokenizer),
+        data_collator=choices.collator(task, tokenizer),
         processing_class=tokenizer,
     )
 
@@ -704,6 +721,8 @@ def head_config(task: TaskSpec) -> dict:
     """Output-layer settings for a model trained on `task` (labels named as the task's)."""
     if task.is_regression:
         return {"num_labels": 1, "problem_type": "regression"}
+    if task.is_multiple_choice:
+        return {}  # one logit per choice, whatever the count: no labels to name
     return {
         "num_labels": task.num_labels,
         "id2label": dict(enumerate(task.labels)),
@@ -738,6 +757,7 @@ def cache_keys(
             "label_alignment": teacher.label_alignment,
             "precision": precision(_device(), cache.autocast),
             "data": data.content_fingerprint(ds, task.text_fields),
+            **choices.cache_key(task),  # multiple choice: formatting version, truncation
         }
         for split, ds in splits.items()
     }
@@ -771,7 +791,8 @@ def cached_logits(
             )
 
         about = {"teacher": teacher.spec.name, "source": teacher.spec.source}
-        entries[split] = cache.get_or_compute(keys[split], np.asarray(ds["idx"]), compute, about)
+        ids = choices.example_ids(ds) if task.is_multiple_choice else np.asarray(ds["idx"])
+        entries[split] = cache.get_or_compute(keys[split], ids, compute, about)
     if teacher.params is None:
         teacher.params = _count_params_from_disk(teacher)
     return entries
@@ -797,7 +818,7 @@ def _count_params_from_disk(teacher: Teacher) -> int:
 def evaluate(task: TaskSpec, logits: dict[str, np.ndarray], splits) -> dict[str, dict]:
     """The task's official metrics for logits of each split in `logits`."""
     return {
-        split: metrics.compute(task.name, hard_predictions(task, scores), _gold(splits[split]))
+        split: metrics.compute(task.name, hard_predictions(task, scores), gold(task, splits[split]))
         for split, scores in logits.items()
     }
 
@@ -815,6 +836,8 @@ def majority_baseline(task: TaskSpec, gold: np.ndarray) -> float:
     """
     if task.is_regression:
         return 0.0
+    if task.is_multiple_choice:
+        return choices.constant_choice_baseline(task, gold)
     majority = np.bincount(np.asarray(gold, dtype=np.int64), minlength=task.num_labels).argmax()
     with warnings.catch_warnings():  # f1/mcc of a constant predictor warn about zero division
         warnings.simplefilter("ignore")
@@ -838,7 +861,7 @@ def gate(
     metric = task.main_metric
     checked = {}
     for split, split_scores in scores.items():
-        baseline = majority_baseline(task, _gold(splits[split]))
+        baseline = majority_baseline(task, gold(task, splits[split]))
         score = float(split_scores[metric])
         if spec.min_metric is None:
             passed = bool(score > baseline)
@@ -882,7 +905,11 @@ def _gate_message(spec: TeacherSpec, task: TaskSpec, metric: str, failed: dict) 
     return "\n".join(lines)
 
 
-def _gold(ds) -> np.ndarray:
+def gold(task: TaskSpec, ds) -> np.ndarray:
+    """What the task's metric compares predictions with: the labels, or for record the
+    per-candidate credit table (sead/choices.py)."""
+    if task.is_multiple_choice:
+        return choices.gold(task, ds)  # record: the per-candidate credit table
     return np.asarray(ds["label"][:])
 
 
