@@ -29,6 +29,8 @@ answer exactly (-100, ignored by the hard loss, where none does: KD still learns
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -43,6 +45,7 @@ from transformers import (
 from sead import metrics
 from sead.tasks import TaskSpec
 
+log = logging.getLogger(__name__)
 # Part of every multiple-choice cache and teacher-store key: bump it when the way choices are
 # written changes, so that logits and teachers made from the old texts are never reused.
 FORMAT_VERSION = 1
@@ -142,12 +145,18 @@ def tokenize(ds: Dataset, tokenizer, task: TaskSpec, max_length: int) -> Dataset
     def encode(batch):
         firsts, seconds = choice_texts(task, batch)
         counts = [len(f) for f in firsts]
-        flat = tokenizer(
-            [t for f in firsts for t in f],
-            [t for s in seconds for t in s],
-            truncation=TRUNCATION[task.name],
-            max_length=max_length,
-        )
+        pairs = [t for f in firsts for t in f], [t for s in seconds for t in s]
+        try:
+            flat = tokenizer(*pairs, truncation=TRUNCATION[task.name], max_length=max_length)
+        except Exception as err:  # tokenizers raises a bare Exception
+            if "too short to respect" not in str(err):
+                raise
+            # record: a query (with its entity) longer than max_length on its own. Cutting
+            # both texts keeps the rest of this batch as before (their queries fit in half).
+            log.warning(
+                "A %s query is longer than max_length=%d: truncating it too.", task.name, max_length
+            )
+            flat = tokenizer(*pairs, truncation="longest_first", max_length=max_length)
         bounds = np.cumsum([0, *counts]).tolist()
         out = {
             key: [values[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]

@@ -185,6 +185,9 @@ def run(cfg: DictConfig) -> dict | None:
 
     # 4. Student: distil on the soft targets with its own tokenizer.
     with stage("distill"):
+        # Re-seeded here: the student's fresh head is drawn from the global RNG, which teacher
+        # fine-tuning earlier in this process (or not, on a rerun) has advanced.
+        set_seed(int(cfg.seed))
         model, tokenizer = distill.load_student(cfg.student, task)
         trainer = distill.distill(
             model,
