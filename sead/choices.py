@@ -29,6 +29,7 @@ answer exactly (-100, ignored by the hard loss, where none does: KD still learns
 
 from __future__ import annotations
 
+import itertools
 import logging
 
 import numpy as np
@@ -54,6 +55,7 @@ IGNORE_LABEL = -100  # record queries with no candidate matching a gold answer
 COPA_CONNECTORS = {"cause": "because", "effect": "so"}
 TRUNCATION = {"copa": "longest_first", "record": "only_second"}  # record: cut the passage only
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+CHOICE_TOKENS = "choice_tokens"  # column: an example's padded size, choices x longest choice
 _REQUIRED = {
     "copa": ("premise", "choice1", "choice2", "question", "label"),
     "record": ("passage", "query", "entities", "answers"),
@@ -136,7 +138,8 @@ def choice_texts(task: TaskSpec, batch: dict) -> tuple[list[list[str]], list[lis
 
 
 def tokenize(ds: Dataset, tokenizer, task: TaskSpec, max_length: int) -> Dataset:
-    """Per example: token ids of each choice (`[n_choices][length]`) and `n_choices`.
+    """Per example: token ids of each choice (`[n_choices][length]`), `n_choices`, and its
+    padded size `choice_tokens` (choices x longest choice), by which batches are grouped.
 
     Each batch is tokenized in one call over all its choices (the fast tokenizer's batch
     path) and split back by example.
@@ -157,12 +160,15 @@ def tokenize(ds: Dataset, tokenizer, task: TaskSpec, max_length: int) -> Dataset
                 "A %s query is longer than max_length=%d: truncating it too.", task.name, max_length
             )
             flat = tokenizer(*pairs, truncation="longest_first", max_length=max_length)
-        bounds = np.cumsum([0, *counts]).tolist()
+        bounds = np.cumsum([0, *counts])
+        lengths = np.fromiter(map(len, flat["input_ids"]), dtype=np.int64)
+        longest = np.maximum.reduceat(lengths, bounds[:-1]) if len(lengths) else lengths
+        bounds = bounds.tolist()
         out = {
             key: [values[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
             for key, values in flat.items()
         }
-        return {**out, "n_choices": counts}
+        return {**out, "n_choices": counts, CHOICE_TOKENS: (longest * counts).tolist()}
 
     keep = {"label", "idx"}
     drop = [c for c in ds.column_names if c not in keep]
@@ -229,6 +235,15 @@ def predicted_entities(ds: Dataset, logits: np.ndarray) -> list[str]:
 # --------------------------------------------------------------------------------------------
 
 
+def training_args(task: TaskSpec) -> dict:
+    """Trainer settings for the task: multiple-choice batches group examples of similar padded
+    size (record: similar candidate counts), so little of each [batch, choices, length] is padding.
+    """
+    if not task.is_multiple_choice:
+        return {}
+    return {"train_sampling_strategy": "group_by_length", "length_column_name": CHOICE_TOKENS}
+
+
 def model_class(task: TaskSpec):
     """The Auto class whose head fits the task: one logit per choice, or one per label."""
     if task.is_multiple_choice:
@@ -282,20 +297,27 @@ class ChoiceCollator:
             raise ValueError(f"Tokenizer {tokenizer.name_or_path!r} has no pad token.")
 
     def __call__(self, features: list[dict]) -> dict:
-        counts = [len(f["input_ids"]) for f in features]
-        width = max(counts)
-        length = max(len(ids) for f in features for ids in f["input_ids"])
-        keys = [k for k in MODEL_INPUTS if k in features[0]]
-        arrays = {k: np.zeros((len(features), width, length), dtype=np.int64) for k in keys}
-        arrays["input_ids"].fill(self.pad_id)
-        for b, feature in enumerate(features):
-            for key in keys:
-                for c, values in enumerate(feature[key]):
-                    arrays[key][b, c, : len(values)] = values
+        counts = np.fromiter((len(f["input_ids"]) for f in features), np.int64, len(features))
+        width = int(counts.max())
+        sequences = [ids for f in features for ids in f["input_ids"]]
+        lengths = np.fromiter(map(len, sequences), np.int64, len(sequences))
+        # Where each token goes in the [batch * choices, length] grid, computed once per batch.
+        starts = np.repeat(np.cumsum(counts) - counts, counts)
+        slots = np.repeat(np.arange(len(features)) * width, counts) + np.arange(len(sequences))
+        slots -= starts
+        rows = np.repeat(slots, lengths)
+        columns = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        shape = (len(features) * width, int(lengths.max()))
+        arrays = {}
+        for key in (k for k in MODEL_INPUTS if k in features[0]):
+            grid = np.full(shape, self.pad_id if key == "input_ids" else 0, dtype=np.int64)
+            flat = itertools.chain.from_iterable(ids for f in features for ids in f[key])
+            grid[rows, columns] = np.fromiter(flat, np.int64, len(rows))
+            arrays[key] = grid.reshape(len(features), width, shape[1])
         if "attention_mask" in arrays:
             arrays["attention_mask"][:, :, 0] = 1  # padding choices attend to their pad token
         batch = {k: torch.from_numpy(v) for k, v in arrays.items()}
-        batch["choice_mask"] = torch.from_numpy(padding_mask(np.asarray(counts), width))
+        batch["choice_mask"] = torch.from_numpy(padding_mask(counts, width))
         if "label" in features[0]:
             batch["labels"] = torch.tensor([f["label"] for f in features], dtype=torch.long)
         if "soft_targets" in features[0]:

@@ -138,6 +138,7 @@ def distill(
         fp16=bool(train_cfg.get("fp16", False)),
         use_cpu=not torch.cuda.is_available(),
         ddp_timeout=int(train_cfg.get("ddp_timeout", 1800)),
+        **choices.training_args(task),
     )
     trainer = DistillationTrainer(
         model=model,

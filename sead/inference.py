@@ -53,15 +53,6 @@ def length_sorted_batches(input_ids: list, batch_size: int) -> list[np.ndarray]:
     return size_sorted_batches(lengths, batch_size)
 
 
-def choice_sizes(input_ids: list) -> np.ndarray:
-    """Padded size of each multiple-choice example: its choices x its longest choice."""
-    return np.fromiter(
-        (len(choices_) * max(map(len, choices_)) for choices_ in input_ids),
-        dtype=np.int64,
-        count=len(input_ids),
-    )
-
-
 def size_sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
     """`length_sorted_batches` for any per-example padded size (tokens, or choices x tokens)."""
     order = np.argsort(-lengths, kind="stable")
@@ -114,7 +105,8 @@ def predict_logits(
     multiple_choice = "n_choices" in encoded.column_names
     if multiple_choice:  # [n, choices, length]: sort by choices x length, so batches are dense
         counts = np.asarray(encoded["n_choices"][:], dtype=np.int64)
-        batches = size_sorted_batches(choice_sizes(features["input_ids"]), batch_size)
+        sizes = np.asarray(encoded[choices.CHOICE_TOKENS][:], dtype=np.int64)
+        batches = size_sorted_batches(sizes, batch_size)
     else:
         batches = length_sorted_batches(features["input_ids"], batch_size)
     chunks = _group(batches, partial.chunk_size if partial else len(encoded))

@@ -706,6 +706,9 @@ def _teacher_trainer(spec, task, train, base_dir, tok_dir, work) -> Trainer:
         logging_steps=50,
         report_to="none",
         use_cpu=not torch.cuda.is_available(),
+        # multiple choice: its collator picks the inputs; the sampler reads choice_tokens
+        remove_unused_columns=not task.is_multiple_choice,
+        **choices.training_args(task),
     )
     trainer_class = choices.ChoiceTrainer if task.is_multiple_choice else Trainer
     return trainer_class(

@@ -217,11 +217,14 @@ def test_predict_logits_pads_record_and_is_batch_invariant(mc_model):
         np.testing.assert_allclose(alone[0, : counts[row]], logits[row, : counts[row]], atol=1e-5)
 
 
-def test_choice_batches_are_sorted_by_choices_times_tokens():
-    input_ids = [[[1] * 5] * 2, [[1] * 3] * 9, [[1] * 20] * 1, [[1] * 4] * 4]
-    sizes = inference.choice_sizes(input_ids)
-    assert sizes.tolist() == [10, 27, 20, 16]
-    batches = inference.size_sorted_batches(sizes, batch_size=1)
+def test_choice_batches_are_sorted_by_choices_times_tokens(mc_model):
+    _, tokenizer, _ = mc_model
+    ds = _splits(RECORD, "validation")["validation"]
+    encoded = choices.tokenize(ds, tokenizer, RECORD, max_length=48)
+    sizes = np.asarray(encoded[choices.CHOICE_TOKENS][:])
+    expected = [len(ids) * max(map(len, ids)) for ids in encoded["input_ids"][:]]
+    assert sizes.tolist() == expected
+    batches = inference.size_sorted_batches(np.array([10, 27, 20, 16]), batch_size=1)
     assert [b.tolist() for b in batches] == [[1], [2], [3], [0]]  # 27 tokens per batch
 
 
@@ -332,3 +335,21 @@ def test_end_to_end_on_fixtures_with_bert_and_roberta_teachers(task, tiny_cfg):
     again = pipeline.run(tiny_cfg(*overrides, output="run2"))
     assert again["cache"]["misses"] == 0 and again["cache"]["hits"] == 4
     assert again["student"]["metrics"] == results["student"]["metrics"]
+
+
+@pytest.mark.parametrize("task", [COPA, RECORD])
+def test_training_batches_group_examples_of_similar_padded_size(task, mc_model, tmp_path):
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    _, _, folder = mc_model
+    spec = teachers.TeacherSpec("t", str(folder), True, None, 48, None, False, 8)
+    spec = teachers.replace(spec, finetune_args=teachers.FinetuneArgs(batch_size=4))
+    train = _splits(task, "train")["train"]
+    trainer = teachers._teacher_trainer(spec, task, train, folder, folder, tmp_path)
+    sampler = trainer._get_train_sampler(trainer.train_dataset)
+    assert isinstance(sampler, LengthGroupedSampler)
+    assert sampler.lengths == trainer.train_dataset[choices.CHOICE_TOKENS][:]
+    batch = next(iter(trainer.get_train_dataloader()))  # the collator copes with every column
+    assert batch["input_ids"].shape[0] == 4 and "choice_mask" in batch
+    loss = trainer.compute_loss(trainer.model, batch)
+    assert torch.isfinite(loss)
