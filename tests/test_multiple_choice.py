@@ -325,7 +325,10 @@ def test_end_to_end_on_fixtures_with_bert_and_roberta_teachers(task, tiny_cfg):
     from sead import pipeline
 
     overrides = [f"task={task}", f"data.dir={FIXTURES / task}", "train.eval_batch_size=4"]
-    results = pipeline.run(tiny_cfg(*overrides, output="run1"))
+    cfg = tiny_cfg(*overrides, output="run1")
+    results = pipeline.run(cfg)
+    card = (Path(cfg.paths.output_dir) / "student" / "README.md").read_text()
+    assert "AutoModelForMultipleChoice" in card and "pipeline_tag: multiple-choice" in card
     metric_keys = set(get_task(task).metrics)
     assert set(results["student"]["metrics"]["validation"]) == metric_keys
     for teacher in results["teachers"].values():
