@@ -142,24 +142,20 @@ def tokenize(ds: Dataset, tokenizer, task: TaskSpec, max_length: int) -> Dataset
     padded size `choice_tokens` (choices x longest choice), by which batches are grouped.
 
     Each batch is tokenized in one call over all its choices (the fast tokenizer's batch
-    path) and split back by example.
+    path) and split back by example. record's passage, the same for all of a query's
+    candidates, is tokenized once per query (`SharedSecondEncoder`), not once per candidate.
     """
+    shared = task.name == "record" and SharedSecondEncoder.supports(tokenizer)
+    encoder = SharedSecondEncoder(tokenizer, max_length) if shared else None
 
     def encode(batch):
         firsts, seconds = choice_texts(task, batch)
         counts = [len(f) for f in firsts]
         pairs = [t for f in firsts for t in f], [t for s in seconds for t in s]
-        try:
+        if encoder is not None:
+            flat = encoder(*pairs)
+        else:
             flat = tokenizer(*pairs, truncation=TRUNCATION[task.name], max_length=max_length)
-        except Exception as err:  # tokenizers raises a bare Exception
-            if "too short to respect" not in str(err):
-                raise
-            # record: a query (with its entity) longer than max_length on its own. Cutting
-            # both texts keeps the rest of this batch as before (their queries fit in half).
-            log.warning(
-                "A %s query is longer than max_length=%d: truncating it too.", task.name, max_length
-            )
-            flat = tokenizer(*pairs, truncation="longest_first", max_length=max_length)
         bounds = np.cumsum([0, *counts])
         lengths = np.fromiter(map(len, flat["input_ids"]), dtype=np.int64)
         longest = np.maximum.reduceat(lengths, bounds[:-1]) if len(lengths) else lengths
@@ -173,6 +169,85 @@ def tokenize(ds: Dataset, tokenizer, task: TaskSpec, max_length: int) -> Dataset
     keep = {"label", "idx"}
     drop = [c for c in ds.column_names if c not in keep]
     return ds.map(encode, batched=True, remove_columns=drop, desc="Tokenizing choices")
+
+
+def _find(sequence: list[int], part: list[int], start: int) -> int:
+    for i in range(start, len(sequence) - len(part) + 1):
+        if sequence[i : i + len(part)] == part:
+            return i
+    raise ValueError(
+        f"Cannot find the token ids {part} in the tokenizer's pair template {sequence}."
+    )
+
+
+class SharedSecondEncoder:
+    """Pair encoding (truncating the second text only) from each distinct text's tokens.
+
+    record pairs every candidate's query with the same ~250-token passage; tokenizing each
+    distinct text once and joining token ids with the tokenizer's own special tokens (read from
+    its post-processor) gives the ids `tokenizer(first, second, truncation="only_second")`
+    gives, at a fraction of the cost. A first text too long to leave room for any of the second
+    is cut too (leaving half of `max_length` to the second), with a warning, where the
+    tokenizer would raise.
+    """
+
+    def __init__(self, tokenizer, max_length: int):
+        from tokenizers import Tokenizer
+
+        self.backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+        self.backend.no_padding()
+        self.backend.no_truncation()
+        a, b = (self.backend.encode(t, add_special_tokens=False) for t in ("a", "b"))
+        probe = self.backend.post_process(a, b, add_special_tokens=True)
+        ids, types = probe.ids, probe.type_ids
+        start_a = _find(ids, a.ids, 0)  # the special tokens are what surrounds the two texts
+        end_a = start_a + len(a.ids)
+        start_b = _find(ids, b.ids, end_a)
+        end_b = start_b + len(b.ids)
+        self.parts = [(ids[:start_a], types[:start_a]), (ids[end_a:start_b], types[end_a:start_b])]
+        self.parts.append((ids[end_b:], types[end_b:]))
+        self.types = (types[start_a], types[start_b])
+        self.budget = max_length - sum(len(part) for part, _ in self.parts)
+        self.max_length = max_length
+        self.with_types = "token_type_ids" in tokenizer.model_input_names
+
+    @staticmethod
+    def supports(tokenizer) -> bool:
+        return bool(getattr(tokenizer, "is_fast", False))
+
+    def __call__(self, firsts: list[str], seconds: list[str]) -> dict[str, list]:
+        distinct = list(dict.fromkeys(seconds))
+        second_ids = dict(
+            zip(distinct, self._ids(distinct), strict=True)
+        )  # a passage: tokenized once
+        (prefix, prefix_types), (middle, middle_types), (suffix, suffix_types) = self.parts
+        out = {"input_ids": [], "attention_mask": []} | (
+            {"token_type_ids": []} if self.with_types else {}
+        )
+        too_long = 0
+        for first, second in zip(self._ids(firsts), map(second_ids.get, seconds), strict=True):
+            if len(first) > self.budget:
+                too_long += 1
+                first = first[: self.budget - min(len(second), self.budget // 2)]
+            second = second[: self.budget - len(first)]
+            out["input_ids"].append(prefix + first + middle + second + suffix)
+            out["attention_mask"].append([1] * len(out["input_ids"][-1]))
+            if self.with_types:
+                first_type, second_type = self.types
+                out["token_type_ids"].append(
+                    prefix_types + [first_type] * len(first) + middle_types
+                    + [second_type] * len(second) + suffix_types
+                )  # fmt: skip
+        if too_long:
+            log.warning(
+                "%d record queries are longer than max_length=%d: truncating them too.",
+                too_long,
+                self.max_length,
+            )
+        return out
+
+    def _ids(self, texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in self.backend.encode_batch(texts, add_special_tokens=False)]
 
 
 def n_choices(task: TaskSpec, ds: Dataset) -> np.ndarray:

@@ -52,14 +52,16 @@ def _pearson_and_spearman(preds: np.ndarray, labels: np.ndarray) -> dict[str, fl
 # earns, over all gold answers, the best token F1 and exact match after normalisation.
 
 
+@functools.lru_cache(maxsize=1 << 16)  # a passage's entities recur in each of its queries
 def normalize_answer(text: str) -> str:
     """Lower case, drop punctuation and the articles a/an/the, collapse whitespace."""
-    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    text = text.lower().translate(_NO_PUNCTUATION)
+    text = _ARTICLES.sub(" ", text)
     return " ".join(text.split())
 
 
-_PUNCTUATION = frozenset(string.punctuation)
+_NO_PUNCTUATION = str.maketrans("", "", string.punctuation)
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
 
 
 def _token_f1(prediction: str, answer: str) -> float:

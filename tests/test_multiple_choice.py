@@ -184,6 +184,20 @@ def test_record_truncates_the_passage_never_the_query(mc_model, caplog):
     assert "longer than max_length=8" in caplog.text
 
 
+@pytest.mark.parametrize("room", [8, 1000])
+def test_record_passages_tokenized_once_give_the_tokenizers_own_pair_ids(mc_model, room):
+    _, tokenizer, _ = mc_model
+    ds = _splits(RECORD, "validation")["validation"]
+    firsts, seconds = choices.choice_texts(RECORD, ds[:4])
+    firsts, seconds = sum(firsts, []), sum(seconds, [])
+    # the longest query and `room` tokens of passage: truncated passages, or whole ones
+    max_length = max(len(ids) for ids in tokenizer(firsts)["input_ids"]) + room
+    ours = choices.SharedSecondEncoder(tokenizer, max_length)(firsts, seconds)
+    theirs = tokenizer(firsts, seconds, truncation="only_second", max_length=max_length)
+    assert ours == {key: theirs[key] for key in ours}
+    assert set(ours) == set(theirs)
+
+
 def test_collator_pads_choices_and_tokens_and_masks_padding_choices(mc_model):
     _, tokenizer, _ = mc_model
     features = [
@@ -279,7 +293,7 @@ def test_queries_without_a_gold_candidate_only_learn_from_the_teachers():
     assert one.item() == pytest.approx(expected.item())
 
 
-@pytest.mark.parametrize("strategy", ["mean_logits", "mean_probs", "calibrated", "learned", "vote"])
+@pytest.mark.parametrize("strategy", sorted(ensemble.ENSEMBLERS))
 def test_ensembles_leave_no_mass_on_padding_choices(strategy):
     rng = np.random.default_rng(0)
     counts = np.array([2, 4, 3, 4, 2, 3] * 3)
@@ -287,7 +301,8 @@ def test_ensembles_leave_no_mass_on_padding_choices(strategy):
     logits[:, ~choices.padding_mask(counts, 4)] = choices.PAD_LOGIT
     credit = np.zeros((len(counts), 4, 2))
     credit[np.arange(len(counts)), logits.mean(0).argmax(-1)] = 1.0  # teachers mostly right
-    ensembler = ensemble.build({"name": strategy}, RECORD, ["a", "b"])
+    options = {"weights": [1, 2]} if strategy == "weighted" else {}
+    ensembler = ensemble.build({"name": strategy, **options}, RECORD, ["a", "b"])
     if ensembler.needs_fit:
         ensembler.fit(logits, credit)
     targets = choices.mask_targets(ensembler.combine(logits, 2.0), counts)
