@@ -329,9 +329,13 @@ def model_class(task: TaskSpec):
 def checkpoint_class(model_dir, trust_remote_code: bool = False):
     """A checkpoint's Auto class, read from its config: multiple choice heads say so there."""
     config = AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
-    if any(arch.endswith("ForMultipleChoice") for arch in config.architectures or ()):
-        return AutoModelForMultipleChoice
-    return AutoModelForSequenceClassification
+    return (
+        AutoModelForMultipleChoice if is_choice_head(config) else AutoModelForSequenceClassification
+    )
+
+
+def is_choice_head(config) -> bool:
+    return any(arch.endswith("ForMultipleChoice") for arch in config.architectures or ())
 
 
 def padding_mask(counts: np.ndarray, width: int) -> np.ndarray:

@@ -393,7 +393,7 @@ def check_labels(spec: TeacherSpec, task: TaskSpec, explain: bool = False) -> li
         resolve(spec.source, spec.revision, patterns=("config.json",)),
         trust_remote_code=spec.trust_remote_code,
     )
-    if task.is_multiple_choice:
+    if task.is_multiple_choice or choices.is_choice_head(config):
         return _check_choice_head(spec, task, config)
     if config.num_labels != task.num_labels:
         raise ValueError(
@@ -415,9 +415,15 @@ def check_labels(spec: TeacherSpec, task: TaskSpec, explain: bool = False) -> li
 
 def _check_choice_head(spec: TeacherSpec, task: TaskSpec, config) -> None:
     """A multiple-choice checkpoint has one logit per choice: no label count or order to align
-    (its `num_labels` and `id2label` are unused defaults), but it must have a choice head."""
+    (its `num_labels` and `id2label` are unused defaults), and only a multiple-choice task has
+    a use for one."""
     architectures = config.architectures or []
-    if not any(arch.endswith("ForMultipleChoice") for arch in architectures):
+    if not task.is_multiple_choice:
+        raise ValueError(
+            f"Teacher {spec.name!r} ({spec.source}) is a multiple-choice checkpoint "
+            f"({architectures}), but task {task.name!r} is not multiple choice."
+        )
+    if not choices.is_choice_head(config):
         raise ValueError(
             f"Teacher {spec.name!r} ({spec.source}) is a {architectures or 'headless'} "
             f"checkpoint, but task {task.name!r} is multiple choice: it needs a *ForMultipleChoice "

@@ -253,6 +253,8 @@ def test_teacher_checkpoint_must_have_a_choice_head(mc_model, tiny_assets):
         ValueError, match="'base'.*task 'record' is multiple choice.*ForMultipleChoice"
     ):
         teachers.check_labels(plain, RECORD)
+    with pytest.raises(ValueError, match="'mc'.*is a multiple-choice checkpoint.*'sst2' is not"):
+        teachers.check_labels(spec, get_task("sst2"))
 
 
 def test_cache_key_covers_the_choice_formatting_and_leaves_glue_keys_alone():
