@@ -335,13 +335,17 @@ def test_a_formatting_change_invalidates_cached_logits_and_stored_teachers(monke
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task", ["copa", "record"])
-def test_end_to_end_on_fixtures_with_bert_and_roberta_teachers(task, tiny_cfg):
+@pytest.mark.parametrize(("task", "student"), [("copa", "student"), ("record", "teacher_roberta")])
+def test_end_to_end_on_fixtures_with_bert_and_roberta_teachers(
+    task, student, tiny_cfg, tiny_assets
+):
     """Two tiny teachers (WordPiece BERT, BPE RoBERTa) fine-tuned as multiple-choice models,
-    their logits cached, ensembled, a student distilled and scored; a rerun hits the cache."""
+    their logits cached, ensembled, a student (BERT for copa, RoBERTa for record) distilled and
+    scored; a rerun hits the cache."""
     from sead import pipeline
 
     overrides = [f"task={task}", f"data.dir={FIXTURES / task}", "train.eval_batch_size=4"]
+    overrides.append(f"student.model={tiny_assets / 'models' / student}")
     cfg = tiny_cfg(*overrides, output="run1")
     results = pipeline.run(cfg)
     card = (Path(cfg.paths.output_dir) / "student" / "README.md").read_text()
