@@ -56,8 +56,8 @@ def _metadata(results: dict, cfg, name: str) -> ModelCardData:
     student = results["student"]
     eval_results = [
         EvalResult(
-            task_type="text-classification",
-            task_name="Text Classification" if not task.is_regression else "Text Regression",
+            task_type="multiple-choice" if task.is_multiple_choice else "text-classification",
+            task_name=_task_name(task),
             dataset_type=dataset,
             dataset_name=f"{task.benchmark.upper()} {task.hub_name.upper()}",
             dataset_config=task.hub_name,  # superglue_rte: rte
@@ -76,7 +76,7 @@ def _metadata(results: dict, cfg, name: str) -> ModelCardData:
         language=report_cfg.get("language", "en"),
         license=report_cfg.get("license", "apache-2.0"),
         library_name="transformers",
-        pipeline_tag="text-classification",
+        pipeline_tag="multiple-choice" if task.is_multiple_choice else "text-classification",
         tags=["knowledge-distillation", "sead", "ensemble-distillation", task.benchmark, task.name],
         datasets=[dataset],
         metrics=list(task.metrics),
@@ -157,6 +157,10 @@ def _body(results: dict, cfg, name: str) -> str:
         "",
         "## How to use",
         "",
+    ]
+    if task.is_multiple_choice:
+        return "\n".join([*lines, *_choice_usage(task, name)])
+    lines += [
         "```python",
         "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
         "",
@@ -170,6 +174,45 @@ def _body(results: dict, cfg, name: str) -> str:
         lines.append("print(model.config.id2label[prediction])")
     lines += ["```", ""]
     return "\n".join(lines)
+
+
+def _task_name(task) -> str:
+    if task.is_multiple_choice:
+        return "Multiple Choice"
+    return "Text Regression" if task.is_regression else "Text Classification"
+
+
+def _choice_usage(task, name: str) -> list[str]:
+    """A multiple-choice student scores one (first, second) text pair per choice, written as
+    sead/choices.py writes them for the task."""
+    if task.name == "copa":
+        texts = [
+            'premise = "The man broke his toe."',
+            'options = ["He dropped a hammer on his foot.", "He got a hole in his sock."]',
+            "# question 'cause': 'because <option>'; question 'effect': 'so <option>'",
+            "firsts = [premise] * len(options)",
+            'seconds = ["because " + o[0].lower() + o[1:] for o in options]',
+        ]
+    else:
+        texts = [
+            'passage = "Obama arrived in Berlin, where Merkel was waiting."',
+            'query, options = "@placeholder was greeted in Berlin.", ["Obama", "Berlin", "Merkel"]',
+            'firsts = [query.replace("@placeholder", entity) for entity in options]',
+            "seconds = [passage] * len(options)",
+        ]
+    return [
+        "```python",
+        "from transformers import AutoModelForMultipleChoice, AutoTokenizer",
+        "",
+        f'tokenizer = AutoTokenizer.from_pretrained("{name}")',
+        f'model = AutoModelForMultipleChoice.from_pretrained("{name}")',
+        *texts,
+        "inputs = tokenizer(firsts, seconds, padding=True, truncation=True, return_tensors='pt')",
+        "logits = model(**{k: v.unsqueeze(0) for k, v in inputs.items()}).logits  # [1, choices]",
+        "print(options[logits.argmax(-1).item()])",
+        "```",
+        "",
+    ]
 
 
 def _params(n) -> str:

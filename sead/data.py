@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from datasets import Dataset, DatasetDict, load_dataset
 
-from sead import metrics
+from sead import choices, metrics
 from sead.tasks import TASKS, TaskSpec, get_task
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,10 @@ def load_splits(task: TaskSpec, data_cfg, splits: Iterable[str]) -> DatasetDict:
     out = DatasetDict()
     for split in splits:
         ds = loaded[split]
-        _validate(task, ds, split, source=_source_name(data_cfg, split))
+        if task.is_multiple_choice:
+            ds = choices.prepare(task, ds, split, source=_source_name(data_cfg, split))
+        else:
+            _validate(task, ds, split, source=_source_name(data_cfg, split))
         if "idx" not in ds.column_names:
             ds = ds.add_column("idx", list(range(len(ds))))
         is_train = split == task.train_split
@@ -362,6 +365,8 @@ FORMATTERS: dict[str, Callable[..., Texts]] = {
 
 def tokenize(ds: Dataset, tokenizer, task: TaskSpec, max_length: int) -> Dataset:
     """Token ids for `ds` with the model's own tokenizer; padding is left to the collator."""
+    if task.is_multiple_choice:
+        return choices.tokenize(ds, tokenizer, task, max_length)
 
     def encode(batch):
         first, second = format_inputs(task, batch)

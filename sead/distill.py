@@ -3,6 +3,8 @@
 loss = alpha * T^2 * KL(ensemble_T || student_T) + (1 - alpha) * CE(student, gold)
 
 (regression: alpha * MSE(student, ensemble score) + (1 - alpha) * MSE(student, gold)).
+Multiple choice (copa, record) is the same over each example's choice softmax, with padding
+choices masked out of both terms (see sead/choices.py).
 The T^2 factor keeps the soft term's gradients on the same scale as the hard
 term's when T changes (Hinton et al., 2015).
 
@@ -24,15 +26,13 @@ import torch.nn.functional as F
 from datasets import Dataset
 from transformers import (
     AutoConfig,
-    AutoModelForSequenceClassification,
     AutoTokenizer,
-    DataCollatorWithPadding,
     PreTrainedModel,
     Trainer,
     TrainingArguments,
 )
 
-from sead import data
+from sead import choices, data
 from sead.data import UNLABELED
 from sead.tasks import TaskSpec
 from sead.teachers import head_config
@@ -47,14 +47,21 @@ def kd_loss(
     temperature: float,
     alpha: float,
     regression: bool = False,
+    choice_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The distillation loss for one batch (see the module docstring)."""
+    """The distillation loss for one batch (see the module docstring).
+
+    `choice_mask` (multiple choice): `[batch, choices]`, False for padding choices; a record
+    query with no gold candidate has label -100 and, like a transfer row, gets the soft term only.
+    """
     labelled = labels != UNLABELED
     if regression:
         prediction = student_logits.squeeze(-1).float()
         soft = (prediction - soft_targets.squeeze(-1).float()) ** 2
         hard = torch.where(labelled, prediction - labels.float(), 0.0) ** 2
     else:
+        if choice_mask is not None:
+            student_logits = choices.mask_logits(student_logits.float(), choice_mask)
         log_student = F.log_softmax(student_logits.float() / temperature, dim=-1)
         kl = F.kl_div(log_student, soft_targets.float(), reduction="none").sum(-1)
         soft = kl * temperature**2
@@ -78,9 +85,16 @@ class DistillationTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         soft_targets = inputs.pop("soft_targets")
         labels = inputs.pop("labels")
+        choice_mask = inputs.pop("choice_mask", None)  # multiple choice only
         outputs = model(**inputs)
         loss = kd_loss(
-            outputs.logits, soft_targets, labels, self.temperature, self.alpha, self.regression
+            outputs.logits,
+            soft_targets,
+            labels,
+            self.temperature,
+            self.alpha,
+            self.regression,
+            choice_mask=choice_mask,
         )
         return (loss, outputs) if return_outputs else loss
 
@@ -93,7 +107,7 @@ def load_student(student_cfg, task: TaskSpec):
     """
     remote = bool(student_cfg.get("trust_remote_code", False))
     revision = student_cfg.get("revision")
-    model = AutoModelForSequenceClassification.from_pretrained(
+    model = choices.model_class(task).from_pretrained(
         student_cfg.model, revision=revision, trust_remote_code=remote, **head_config(task)
     )
     keep_layers = student_cfg.get("keep_layers")
@@ -221,12 +235,13 @@ def distill(
         fp16=bool(train_cfg.get("fp16", False)),
         use_cpu=not torch.cuda.is_available(),
         ddp_timeout=int(train_cfg.get("ddp_timeout", 1800)),
+        **choices.training_args(task),
     )
     trainer = DistillationTrainer(
         model=model,
         args=args,
         train_dataset=encoded,
-        data_collator=DataCollatorWithPadding(tokenizer),
+        data_collator=choices.collator(task, tokenizer),
         processing_class=tokenizer,
         temperature=float(train_cfg.temperature),
         alpha=float(train_cfg.alpha),

@@ -29,7 +29,7 @@ from scipy.optimize import minimize, nnls
 from scipy.special import log_softmax, softmax
 from sklearn.model_selection import KFold, StratifiedKFold
 
-from sead import metrics, report
+from sead import choices, metrics, report
 from sead.cache import SoftLabelCache
 from sead.tasks import TaskSpec
 
@@ -348,7 +348,7 @@ class Confidence(Calibrated):
 
     def example_weights(self, scaled_logits):
         log_p = log_softmax(scaled_logits, axis=-1)
-        entropy = -(np.exp(log_p) * log_p).sum(-1) / np.log(self.task.num_labels)
+        entropy = -(np.exp(log_p) * log_p).sum(-1) / np.log(scaled_logits.shape[-1])
         return softmax(-self.sharpness * entropy, axis=0)
 
     def describe(self):
@@ -401,7 +401,7 @@ class Vote(Ensembler):
 def _fit_logit_scales(logits: np.ndarray, labels: np.ndarray, lower: float) -> np.ndarray:
     """Scales v >= lower minimising the NLL of softmax(sum_i v_i z_i) (convex in v)."""
     n_teachers, n, n_labels = logits.shape
-    onehot = np.eye(n_labels)[labels]
+    onehot = np.eye(n_labels)[choices.label_ids(labels)]
 
     def nll_and_grad(v):
         log_p = log_softmax(np.tensordot(v, logits, axes=1), axis=-1)
@@ -469,7 +469,7 @@ def check_logits(logits, task: TaskSpec, teacher_names: list[str]) -> np.ndarray
             f"Expected logits [n_teachers={len(teacher_names)}, n_examples, n_labels], "
             f"got shape {logits.shape}."
         )
-    if logits.shape[-1] != task.num_labels:
+    if task.num_labels and logits.shape[-1] != task.num_labels:  # record: as many as candidates
         raise ValueError(
             f"Teacher logits have {logits.shape[-1]} columns; task {task.name!r} needs "
             f"{task.num_labels}."
@@ -483,6 +483,8 @@ def check_logits(logits, task: TaskSpec, teacher_names: list[str]) -> np.ndarray
 def check_labels(labels, n_examples: int, task: TaskSpec) -> np.ndarray:
     """Gold labels to fit on: one per example, inside the task's label set."""
     labels = np.asarray(labels)
+    if task.is_multiple_choice and labels.ndim == 3 and len(labels) == n_examples:
+        return labels  # record's credit table: fitted on its best candidates (choices.label_ids)
     if labels.shape != (n_examples,):
         raise ValueError(
             f"Got labels of shape {labels.shape} to fit an ensemble on {n_examples} examples."
@@ -502,7 +504,7 @@ def check_labels(labels, n_examples: int, task: TaskSpec) -> np.ndarray:
 
 def nll(targets: np.ndarray, labels: np.ndarray) -> float:
     """Mean negative log-likelihood of gold labels under target probabilities."""
-    p = np.clip(targets[np.arange(len(labels)), labels], 1e-12, 1.0)
+    p = np.clip(targets[np.arange(len(labels)), choices.label_ids(labels)], 1e-12, 1.0)
     return float(-np.log(p).mean())
 
 
@@ -572,6 +574,7 @@ def fold_ids(labels: np.ndarray, task: TaskSpec, folds: int, seed: int) -> np.nd
         )
     splitter = KFold(folds, shuffle=True, random_state=seed)
     if not task.is_regression:
+        labels = choices.label_ids(labels)
         if np.bincount(labels, minlength=task.num_labels).min() >= folds:
             splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
         else:
@@ -591,7 +594,7 @@ def cross_fit(
     """
     task = make().task
     ids = fold_ids(labels, task, plan.folds, plan.seed)
-    targets = np.empty((len(labels), task.num_labels))
+    targets = np.empty(logits.shape[1:])
     for fold in range(plan.folds):
         held_out = ids == fold
         ensembler = make().fit(logits[:, ~held_out], labels[~held_out])

@@ -25,6 +25,7 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding
 
+from sead import choices
 from sead.cache import PartialEntry
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,11 @@ def length_sorted_batches(input_ids: list, batch_size: int) -> list[np.ndarray]:
     in large batches (on a CPU, a 128 x 8 token batch wastes much of a matmul).
     """
     lengths = np.fromiter(map(len, input_ids), dtype=np.int64, count=len(input_ids))
+    return size_sorted_batches(lengths, batch_size)
+
+
+def size_sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """`length_sorted_batches` for any per-example padded size (tokens, or choices x tokens)."""
     order = np.argsort(-lengths, kind="stable")
     if not len(order):
         return []
@@ -86,6 +92,9 @@ def predict_logits(
 ) -> np.ndarray:
     """Logits `[len(encoded), num_labels]` in the dataset's order.
 
+    Multiple choice (`encoded` from `choices.tokenize`): `[len(encoded), max choices]`, padding
+    choices at `choices.PAD_LOGIT`.
+
     With `partial`, batches are grouped into chunks of at least `partial.chunk_size`
     examples that are saved as they complete and reused when already there.
     """
@@ -93,7 +102,13 @@ def predict_logits(
     device = next(model.parameters()).device
     columns = [c for c in MODEL_INPUTS if c in encoded.column_names]
     features = {c: encoded[c][:] for c in columns}  # plain lists: fast row access
-    batches = length_sorted_batches(features["input_ids"], batch_size)
+    multiple_choice = "n_choices" in encoded.column_names
+    if multiple_choice:  # [n, choices, length]: sort by choices x length, so batches are dense
+        counts = np.asarray(encoded["n_choices"][:], dtype=np.int64)
+        sizes = np.asarray(encoded[choices.CHOICE_TOKENS][:], dtype=np.int64)
+        batches = size_sorted_batches(sizes, batch_size)
+    else:
+        batches = length_sorted_batches(features["input_ids"], batch_size)
     chunks = _group(batches, partial.chunk_size if partial else len(encoded))
     if partial is not None:
         layout = [np.asarray([len(b) for b in batches], np.int64), *batches]
@@ -105,8 +120,13 @@ def predict_logits(
                 "batches_sha256": hashlib.sha256(b"".join(a.tobytes() for a in layout)).hexdigest(),
             }
         )
-    collate = DataCollatorWithPadding(tokenizer, return_tensors="pt")
-    out = np.empty((len(encoded), model.config.num_labels), dtype=np.float32)
+    if multiple_choice:
+        collate = choices.ChoiceCollator(tokenizer)
+        width = int(counts.max(initial=1))
+    else:
+        collate = DataCollatorWithPadding(tokenizer, return_tensors="pt")
+        width = model.config.num_labels
+    out = np.empty((len(encoded), width), dtype=np.float32)
     started = time.perf_counter()
     with (
         torch.inference_mode(),
@@ -122,8 +142,12 @@ def predict_logits(
                 parts = []
                 for batch_rows in chunk:
                     batch = collate([{c: features[c][i] for c in columns} for i in batch_rows])
+                    batch.pop("choice_mask", None)
                     batch_logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
-                    parts.append(batch_logits.float().cpu().numpy())
+                    batch_logits = batch_logits.float().cpu().numpy()
+                    if multiple_choice:  # each batch as wide as its widest example
+                        batch_logits = choices.pad_logits(batch_logits, counts[batch_rows], width)
+                    parts.append(batch_logits)
                     bar.update(len(batch_rows))
                 logits = np.concatenate(parts)
                 if partial is not None:

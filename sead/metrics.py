@@ -19,8 +19,11 @@ anything from `sead`. Its main class is found by scanning the module for the fir
 
 from __future__ import annotations
 
+import collections
 import functools
-from collections.abc import Callable
+import re
+import string
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import datasets
@@ -99,6 +102,60 @@ def _pearson_and_spearman(preds: np.ndarray, labels: np.ndarray) -> dict[str, fl
     }
 
 
+# ReCoRD, as scored by its official script (SQuAD's answer normalisation): a predicted entity
+# earns, over all gold answers, the best token F1 and exact match after normalisation.
+
+
+@functools.lru_cache(maxsize=1 << 16)  # a passage's entities recur in each of its queries
+def normalize_answer(text: str) -> str:
+    """Lower case, drop punctuation and the articles a/an/the, collapse whitespace."""
+    text = text.lower().translate(_NO_PUNCTUATION)
+    text = _ARTICLES.sub(" ", text)
+    return " ".join(text.split())
+
+
+_NO_PUNCTUATION = str.maketrans("", "", string.punctuation)
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
+def _token_f1(prediction: str, answer: str) -> float:
+    predicted, gold = normalize_answer(prediction).split(), normalize_answer(answer).split()
+    same = sum((collections.Counter(predicted) & collections.Counter(gold)).values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(predicted), same / len(gold)
+    return 2 * precision * recall / (precision + recall)
+
+
+def record_credit(candidates: Sequence[str], answers: Sequence[str]) -> np.ndarray:
+    """`[len(candidates), 2]`: each candidate's best F1 and exact match over the gold answers.
+
+    A ReCoRD prediction is always one of the candidates, so scoring a chosen candidate by its
+    row is exactly the official metric; the table is computed once per split, and every
+    later scoring (teachers, ensembles, permutation tests, the student) is a numpy lookup.
+    """
+    gold = [normalize_answer(answer) for answer in answers]
+    table = np.zeros((len(candidates), 2), dtype=np.float64)
+    for row, candidate in enumerate(candidates):
+        if gold:
+            table[row, 0] = max(_token_f1(candidate, answer) for answer in answers)
+            table[row, 1] = float(normalize_answer(candidate) in gold)
+    return table
+
+
+def record_metrics(predictions: Sequence[str], answers: Sequence[Sequence[str]]) -> dict:
+    """The official ReCoRD metric from predicted entity texts and each query's gold answers."""
+    credit = [record_credit([p], a)[0] for p, a in zip(predictions, answers, strict=True)]
+    f1, exact = np.mean(credit, axis=0) if credit else (0.0, 0.0)
+    return {"f1": float(f1), "exact_match": float(exact)}
+
+
+def _record_from_credit(choices: np.ndarray, credit: np.ndarray) -> dict[str, float]:
+    """`record_metrics` from chosen candidate ids and the `[n, max_candidates, 2]` credit table."""
+    chosen = credit[np.arange(len(choices)), np.asarray(choices, dtype=np.int64)]
+    return {"f1": float(chosen[:, 0].mean()), "exact_match": float(chosen[:, 1].mean())}
+
+
 # One entry per config name (sead's task name).
 CONFIGS: dict[str, Callable[..., dict[str, float]]] = {
     "cola": _matthews,
@@ -112,7 +169,7 @@ CONFIGS: dict[str, Callable[..., dict[str, float]]] = {
     "qnli": _accuracy,
     "rte": _accuracy,
     "wnli": _accuracy,
-    # SuperGLUE (record: see its own entry).
+    # SuperGLUE; multiple choice (copa, record): predictions are choice ids.
     "boolq": _accuracy,
     "cb": _accuracy_and_macro_f1,
     "copa": _accuracy,
@@ -122,8 +179,12 @@ CONFIGS: dict[str, Callable[..., dict[str, float]]] = {
     "multirc": _multirc,
     "axb": _matthews,
     "axg": _axg,
+    "record": _record_from_credit,  # references: the credit table (see record_credit)
 }
 _REGRESSION = {"stsb"}
+# Configs whose `evaluate` interface is the official one on texts (predicted entity, gold answers),
+# while `compute` and CONFIGS take choice ids and the credit table the pipeline holds.
+_TEXT_CONFIGS = {"record": record_metrics}
 
 
 def _multirc_questions(split) -> list[str]:
@@ -166,17 +227,21 @@ class SeadMetric(evaluate.Metric):
                 f"Unknown metric config {self.config_name!r}: expected one of {', '.join(CONFIGS)}."
             )
         dtype = "float32" if self.config_name in _REGRESSION else "int64"
+        features = {"predictions": datasets.Value(dtype), "references": datasets.Value(dtype)}
+        if self.config_name in _TEXT_CONFIGS:
+            text = datasets.Value("string")
+            features = {"predictions": text, "references": datasets.Sequence(text)}
         return evaluate.MetricInfo(
             description="GLUE metrics for sead, loaded by path because the Hub is unreachable.",
             citation="",
             inputs_description="predictions, references: one label (or score for stsb) each.",
-            features=datasets.Features(
-                {"predictions": datasets.Value(dtype), "references": datasets.Value(dtype)}
-            ),
-            format="numpy",
+            features=datasets.Features(features),
+            format=None if self.config_name in _TEXT_CONFIGS else "numpy",
         )
 
     def _compute(self, predictions, references, groups=None) -> dict[str, float]:
+        if self.config_name in _TEXT_CONFIGS:
+            return _TEXT_CONFIGS[self.config_name](predictions, references)
         if groups is None:
             return CONFIGS[self.config_name](predictions, references)
         if self.config_name not in GROUP_KEYS:
@@ -199,9 +264,28 @@ def load_metric(task: str) -> evaluate.EvaluationModule:
 
 def compute(task: str, predictions, references, groups=None) -> dict[str, float]:
     """The metrics of `task` (keys as in HF's `glue` / `super_glue`), from arrays or lists of
-    labels/scores; `groups` (one key per row) adds multirc's and axg's grouped metrics."""
+    labels/scores; `groups` (one key per row) adds multirc's and axg's grouped metrics.
+
+    record: choice ids and the `[n, max_candidates, 2]` credit table (not a flat feature the
+    `evaluate` machinery can hold), scored by the same functions as its official text interface.
+    """
+    if task in _TEXT_CONFIGS:
+        return CONFIGS[task](np.asarray(predictions), np.asarray(references))
     extra = {} if groups is None else {"groups": groups}
     return load_metric(task).compute(predictions=predictions, references=references, **extra)
+
+
+def references(task, split) -> np.ndarray:
+    """What `task`'s metric compares predictions with: the split's labels, or for record the
+    per-candidate credit table built from its entities and gold answers."""
+    name = getattr(task, "name", task)
+    if name != "record":
+        return np.asarray(split["label"][:])
+    entities, answers = split["entities"][:], split["answers"][:]
+    credit = np.zeros((len(entities), max(map(len, entities), default=1), 2))
+    for row, (candidates, gold) in enumerate(zip(entities, answers, strict=True)):
+        credit[row, : len(candidates)] = record_credit(candidates, gold)
+    return credit
 
 
 def score_split(task, split, predictions) -> dict[str, float]:
@@ -211,4 +295,4 @@ def score_split(task, split, predictions) -> dict[str, float]:
     """
     name = getattr(task, "name", task)
     groups = GROUP_KEYS[name](split) if name in GROUP_KEYS else None
-    return compute(name, predictions, np.asarray(split["label"][:]), groups=groups)
+    return compute(name, predictions, references(name, split), groups=groups)

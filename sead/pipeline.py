@@ -20,6 +20,7 @@ from transformers import set_seed
 
 from sead import (
     card,
+    choices,
     data,
     distill,
     distributed,
@@ -83,7 +84,9 @@ def check_inputs(cfg: DictConfig) -> Inputs:
                 spec.name,
                 transfer_set.held_out,
             )
-    gold = {split: np.asarray(splits[split]["label"]) for split in [*task.eval_splits, plan.split]}
+    gold = {
+        split: metrics.references(task, splits[split]) for split in [*task.eval_splits, plan.split]
+    }
     diagnostics = data.load_diagnostics(task, cfg.data)
     return Inputs(task, specs, ensembler, splits, gold, plan, transfer_set, diagnostics)
 
@@ -198,6 +201,9 @@ def run(cfg: DictConfig) -> dict | None:
 
     # 4. Student: distil on the soft targets with its own tokenizer.
     with stage("distill"):
+        # Re-seeded here: the student's fresh head is drawn from the global RNG, which teacher
+        # fine-tuning earlier in this process (or not, on a rerun) has advanced.
+        set_seed(int(cfg.seed))
         model, tokenizer = distill.load_student(cfg.student, task)
         trainer = distill.distill(
             model,
@@ -292,6 +298,8 @@ def _student_data(inputs: Inputs, logits: dict, ensembler, temperature: float):
     task, names = inputs.task, inputs.names
     train = inputs.splits[task.train_split]
     soft_targets = ensembler.combine(_stacked(logits, names, task.train_split), temperature)
+    if task.is_multiple_choice:  # no mass on padding choices, whatever the strategy did
+        soft_targets = choices.mask_targets(soft_targets, choices.n_choices(task, train))
     parts = [_stacked(logits, names, split) for split in inputs.transfer.splits()]
     if not parts:
         return train, soft_targets, None

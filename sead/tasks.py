@@ -24,10 +24,13 @@ class TaskSpec:
     name: str
     benchmark: str  # Hub dataset name: "glue" or "super_glue"
     # The input fields: one (single sentence) or two (a pair) that are the model's text as
-    # they are; with a `formatter`, every field it reads (e.g. wic's word and spans).
+    # they are; with a `formatter`, every field it reads (e.g. wic's word and spans); for
+    # multiple choice, every field that shapes the choices (sead/choices.py formats them).
     text_fields: tuple[str, ...]
-    kind: str  # CLASSIFICATION or REGRESSION
-    labels: tuple[str, ...]  # label names in the dataset's label-id order; () for regression
+    kind: str  # CLASSIFICATION, REGRESSION or MULTIPLE_CHOICE
+    # label names in the dataset's label-id order; () for regression; for multiple choice, one
+    # name per choice (copa), or () when the number of choices varies by example (record)
+    labels: tuple[str, ...]
     metrics: tuple[str, ...]  # metric keys reported by sead.metrics, main metric first
     eval_splits: tuple[str, ...] = ("validation",)
     train_split: str = "train"
@@ -50,6 +53,11 @@ class TaskSpec:
     @property
     def is_regression(self) -> bool:
         return self.kind == REGRESSION
+
+    @property
+    def is_multiple_choice(self) -> bool:
+        """Scored per choice (one logit each) by a multiple-choice head; see sead/choices.py."""
+        return self.kind == MULTIPLE_CHOICE
 
     @property
     def main_metric(self) -> str:
@@ -165,6 +173,31 @@ TASKS: dict[str, TaskSpec] = {
             ["accuracy", "gender_parity"],
             eval_splits=("test",),
             diagnostic_for=_RTE_TASKS,
+        ),
+    ]
+}
+
+# SuperGLUE multiple choice (sead/choices.py formats them): text_fields are the fields that shape
+# a model's input, so the data fingerprint of the teacher-logit cache covers them.
+TASKS |= {
+    t.name: t
+    for t in [
+        TaskSpec(
+            "copa",
+            "super_glue",
+            ("premise", "choice1", "choice2", "question"),
+            MULTIPLE_CHOICE,
+            ("choice1", "choice2"),
+            ("accuracy",),
+        ),
+        TaskSpec(
+            "record",
+            "super_glue",
+            ("passage", "query", "entities"),
+            MULTIPLE_CHOICE,
+            (),  # one choice per candidate entity: ~14 on average, up to dozens
+            ("f1", "exact_match"),
+            example_id="query",  # idx is {passage, query}; a query is one example
         ),
     ]
 }

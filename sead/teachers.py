@@ -37,16 +37,14 @@ from filelock import FileLock, Timeout
 from omegaconf import DictConfig, OmegaConf
 from transformers import (
     AutoConfig,
-    AutoModelForSequenceClassification,
     AutoTokenizer,
-    DataCollatorWithPadding,
     Trainer,
     TrainerState,
     TrainingArguments,
 )
 from transformers.trainer_utils import get_last_checkpoint
 
-from sead import data, metrics
+from sead import choices, data, metrics
 from sead.cache import CacheEntry, FileHashes, SoftLabelCache, fingerprint, hash_files
 from sead.inference import count_parameters, precision, predict_logits
 from sead.tasks import TaskSpec
@@ -403,6 +401,8 @@ def check_labels(spec: TeacherSpec, task: TaskSpec, explain: bool = False) -> li
         resolve(spec.source, spec.revision, patterns=("config.json",)),
         trust_remote_code=spec.trust_remote_code,
     )
+    if task.is_multiple_choice or choices.is_choice_head(config):
+        return _check_choice_head(spec, task, config)
     if config.num_labels != task.num_labels:
         raise ValueError(
             f"Teacher {spec.name!r} ({spec.source}) predicts {config.num_labels} labels, but "
@@ -419,6 +419,25 @@ def check_labels(spec: TeacherSpec, task: TaskSpec, explain: bool = False) -> li
         note = " (unnamed labels: taken as task label ids; the gate checks them)" if generic else ""
         log.info("Teacher %s labels: %s%s", spec.name, mapping, note)
     return alignment
+
+
+def _check_choice_head(spec: TeacherSpec, task: TaskSpec, config) -> None:
+    """A multiple-choice checkpoint has one logit per choice: no label count or order to align
+    (its `num_labels` and `id2label` are unused defaults), and only a multiple-choice task has
+    a use for one."""
+    architectures = config.architectures or []
+    if not task.is_multiple_choice:
+        raise ValueError(
+            f"Teacher {spec.name!r} ({spec.source}) is a multiple-choice checkpoint "
+            f"({architectures}), but task {task.name!r} is not multiple choice."
+        )
+    if not choices.is_choice_head(config):
+        raise ValueError(
+            f"Teacher {spec.name!r} ({spec.source}) is a {architectures or 'headless'} "
+            f"checkpoint, but task {task.name!r} is multiple choice: it needs a *ForMultipleChoice "
+            f"checkpoint, or teachers.{spec.name}.finetune=true to fine-tune one from a base model."
+        )
+    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -461,9 +480,9 @@ class Teacher:
         return logits if self.label_alignment is None else logits[:, self.label_alignment]
 
     def load(self):
-        model = AutoModelForSequenceClassification.from_pretrained(
-            self.model_dir, trust_remote_code=self.spec.trust_remote_code
-        )
+        remote = self.spec.trust_remote_code
+        auto_class = choices.checkpoint_class(self.model_dir, remote)  # multiple choice or not
+        model = auto_class.from_pretrained(self.model_dir, trust_remote_code=remote)
         self.params = count_parameters(model)
         self._time_forward_passes(model)
         return model.to(_device()), self.load_tokenizer()
@@ -539,6 +558,7 @@ def store_key(spec: TeacherSpec, task: TaskSpec, train, base_id: str, tok_id: st
         "data": data.input_fingerprint(train, task, ["label"]),
         "max_length": spec.max_length,
         "args": spec.finetune_args.store_key(),
+        **choices.cache_key(task),  # multiple choice: how the choices are written
     }
 
 
@@ -675,7 +695,7 @@ def _locked(path: Path, what: str):
 def _teacher_trainer(spec, task, train, base_dir, tok_dir, work) -> Trainer:
     args = spec.finetune_args
     tokenizer = AutoTokenizer.from_pretrained(tok_dir, trust_remote_code=spec.trust_remote_code)
-    model = AutoModelForSequenceClassification.from_pretrained(
+    model = choices.model_class(task).from_pretrained(
         base_dir,
         trust_remote_code=spec.trust_remote_code,
         # A base that already has a head of another size (e.g. MNLI's, to fine-tune on RTE)
@@ -684,6 +704,8 @@ def _teacher_trainer(spec, task, train, base_dir, tok_dir, work) -> Trainer:
         **head_config(task),
     )
     encoded = data.tokenize(train, tokenizer, task, spec.max_length).remove_columns("idx")
+    if task.is_multiple_choice:  # record queries with no gold candidate teach a teacher nothing
+        encoded = encoded.select(np.flatnonzero(np.asarray(encoded["label"][:]) >= 0))
     training_args = TrainingArguments(
         output_dir=str(work),
         learning_rate=args.lr,
@@ -698,12 +720,16 @@ def _teacher_trainer(spec, task, train, base_dir, tok_dir, work) -> Trainer:
         logging_steps=50,
         report_to="none",
         use_cpu=not torch.cuda.is_available(),
+        # multiple choice: its collator picks the inputs; the sampler reads choice_tokens
+        remove_unused_columns=not task.is_multiple_choice,
+        **choices.training_args(task),
     )
-    return Trainer(
+    trainer_class = choices.ChoiceTrainer if task.is_multiple_choice else Trainer
+    return trainer_class(
         model=model,
         args=training_args,
         train_dataset=encoded,
-        data_collator=DataCollatorWithPadding(tokenizer),
+        data_collator=choices.collator(task, tokenizer),
         processing_class=tokenizer,
     )
 
@@ -712,6 +738,8 @@ def head_config(task: TaskSpec) -> dict:
     """Output-layer settings for a model trained on `task` (labels named as the task's)."""
     if task.is_regression:
         return {"num_labels": 1, "problem_type": "regression"}
+    if task.is_multiple_choice:
+        return {}  # one logit per choice, whatever the count: no labels to name
     return {
         "num_labels": task.num_labels,
         "id2label": dict(enumerate(task.labels)),
@@ -746,6 +774,7 @@ def cache_keys(
             "label_alignment": teacher.label_alignment,
             "precision": precision(_device(), cache.autocast),
             "data": data.input_fingerprint(ds, task),
+            **choices.cache_key(task),  # multiple choice: formatting version, truncation
         }
         for split, ds in splits.items()
     }
@@ -824,6 +853,8 @@ def majority_baseline(task: TaskSpec, gold: np.ndarray) -> float:
     """
     if task.is_regression:
         return 0.0
+    if task.is_multiple_choice:
+        return choices.constant_choice_baseline(task, gold)
     majority = np.bincount(np.asarray(gold, dtype=np.int64), minlength=task.num_labels).argmax()
     with warnings.catch_warnings():  # f1/mcc of a constant predictor warn about zero division
         warnings.simplefilter("ignore")
@@ -847,7 +878,7 @@ def gate(
     metric = task.main_metric
     checked = {}
     for split, split_scores in scores.items():
-        baseline = majority_baseline(task, _gold(splits[split]))
+        baseline = majority_baseline(task, metrics.references(task, splits[split]))
         score = float(split_scores[metric])
         if spec.min_metric is None:
             passed = bool(score > baseline)
@@ -889,10 +920,6 @@ def _gate_message(spec: TeacherSpec, task: TaskSpec, metric: str, failed: dict) 
         f"teacher); another floor: teachers.{name}.min_metric=<value>."
     )
     return "\n".join(lines)
-
-
-def _gold(ds) -> np.ndarray:
-    return np.asarray(ds["label"][:])
 
 
 def _device() -> torch.device:
