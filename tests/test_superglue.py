@@ -399,11 +399,14 @@ def test_every_task_reports_exactly_its_registered_metrics(name):
     if name not in metrics.CONFIGS:
         pytest.skip(f"{name}: metric added with its own task kind")
     groups = [0, 0, 1, 1] if name in metrics.GROUP_KEYS else None
-    gold = [0.5, 1.0, 2.0, 4.0] if task.is_regression else [0, 1, 1, 0]
+    labels = [0.5, 1.0, 2.0, 4.0] if task.is_regression else [0, 1, 1, 0]
+    gold = labels
+    if name == "record":  # references: the per-candidate (f1, em) credit table
+        gold = np.repeat(np.eye(2)[labels][..., None], 2, axis=-1)
     result = metrics.compute(name, [0.1, 1.2, 2.5, 3.0] if task.is_regression else [0, 1, 0, 0],
                              gold, groups=groups)  # fmt: skip
     assert set(result) == set(task.metrics)
-    assert task.main_metric in metrics.compute(name, gold, gold)  # no groups: still the main one
+    assert task.main_metric in metrics.compute(name, labels, gold)  # no groups: still the main one
 
 
 def test_multirc_ensembler_scores_f1_a_and_refuses_grouped_metrics():
