@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))  # this checkout's sead, whatever the cwd
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
 from transformers import DataCollatorWithPadding  # noqa: E402
 
 from sead import data, distill, ensemble, pipeline, report, speed, teachers  # noqa: E402
@@ -108,6 +109,14 @@ def read_json(path: Path):
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def reuse(path: Path, settings: dict):
+    """A step's saved result, if it was measured with these settings (else None: redo it)."""
+    saved = read_json(path)
+    if saved is None or saved.get("settings", settings) != settings:
+        return None
+    return saved
+
+
 def write_json(path: Path, value) -> None:
     report.write_atomic(path, json.dumps(value, indent=2) + "\n")
 
@@ -151,10 +160,13 @@ def train_students(size: dict, cache_dir: Path, recipes: dict) -> dict:
         for seed in STUDENT_SEEDS:
             name = f"{recipe}_seed{seed}"
             out = cache_dir / "runs" / name
+            cfg = compose_cfg([*base, *overrides, f"seed={seed}"], out)
             results = read_json(out / "results.json")
-            if not results or results.get("status", "ok") != "ok":
+            # reused only when it ran with exactly these settings
+            saved = out / "config.yaml"
+            same = saved.is_file() and saved.read_text() == OmegaConf.to_yaml(cfg, resolve=True)
+            if not (results and results.get("status") == "ok" and same):
                 log.info("== student %s ==", name)
-                cfg = compose_cfg([*base, *overrides, f"seed={seed}"], out)
                 results = pipeline.run(cfg)
             else:
                 log.info("== student %s: done before, reusing %s ==", name, out)
@@ -411,6 +423,7 @@ def markdown(results: dict, size_name: str, wall_s: float | None) -> str:
     for name, row in acc.items():
         std = "" if row["std"] is None else f"{row['std']:.4f}"
         lines.append(f"| {name} | {row['mean']:.4f} | {std} | {len(row['values'])} |")
+    lines += ["", "Targets:", "", *verdict(acc)]
     t = time_["timing"]
     med = t["median_seconds_per_step"]
     second = time_["second_run"] or {}
@@ -464,6 +477,31 @@ def markdown(results: dict, size_name: str, wall_s: float | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def verdict(acc: dict) -> list[str]:
+    """The issue's two accuracy targets, checked on the numbers above."""
+    students = {name.removeprefix("student "): row for name, row in acc.items()}
+    students = {name: row for name, row in students.items() if row["std"] is not None}
+    hard = students.get("hard_labels")
+    if hard is None:
+        return []
+    lines = []
+    for name, row in students.items():
+        if name == "hard_labels":
+            continue
+        margin, spread = row["mean"] - hard["mean"], max(row["std"], hard["std"])
+        met = "met" if margin > spread else "NOT met"
+        lines.append(
+            f"- {name} vs hard_labels: {margin:+.4f} (largest seed std {spread:.4f}): {met}"
+        )
+    single = students.get("kd_best_teacher")
+    for name, row in students.items():
+        if name.startswith("kd_ensemble") and single is not None:
+            margin = row["mean"] - single["mean"]
+            met = "met" if margin >= 0 else "NOT met"
+            lines.append(f"- {name} >= kd_best_teacher: {margin:+.4f}: {met}")
+    return lines
+
+
 def plot(results: dict, path: Path) -> None:
     import matplotlib
 
@@ -481,15 +519,18 @@ def plot(results: dict, path: Path) -> None:
     left.set_xlim(min(means) - 0.03, max(means) + 0.02)
     left.invert_yaxis()
     left.set_xlabel("SST-2 validation accuracy (students: mean ± std over 3 seeds)")
-    time_ = results["time"]
+    time_, timing = results["time"], results["time"]["timing"]
+    runs = time_["all_runs"]
+    plain = runs["runs"] * timing["epochs"] * time_["epoch_seconds"]["plain"]
     bars = {
-        "plain fine-tuning\n(epochs)": time_["epoch_seconds"]["plain"] * time_["timing"]["epochs"],
-        "sead cached\n(fill + epochs)": time_["cached_total_seconds"],
-        "online teachers\n(epochs)": time_["online_total_seconds"],
+        "plain\nfine-tuning": plain,
+        "sead: one cache\nfill + cached": runs["cached_seconds"],
+        "online\nteachers": runs["online_seconds"],
     }
-    right.bar(list(bars), list(bars.values()), color=["tab:gray", "tab:green", "tab:red"])
-    right.set_ylabel("seconds (extrapolated from timed steps)")
-    right.set_title("student training time")
+    minutes = [v / 60 for v in bars.values()]
+    right.bar(list(bars), minutes, color=["tab:gray", "tab:green", "tab:red"])
+    right.set_ylabel(f"minutes for all {runs['runs']} student runs (from timed steps)")
+    right.set_title("student training time, 2 teachers")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -537,6 +578,11 @@ def main() -> None:
     parser.add_argument(
         "--cache-dir", type=Path, default=None, help="default: <here>/cache[-quick]"
     )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="re-render RESULTS.md and the plot from results.json (no computation)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -546,6 +592,10 @@ def main() -> None:
     cache_dir = (args.cache_dir or HERE / ("cache-quick" if args.quick else "cache")).resolve()
     out_dir = cache_dir if args.quick else HERE  # only the full run's results are committed
     out_dir.mkdir(parents=True, exist_ok=True)
+    if args.report_only:
+        results = json.loads((out_dir / "results.json").read_text())
+        write_report(results, size_name, out_dir)
+        return
     base = base_overrides(size, cache_dir)
 
     log.info("== 1. teachers and ensemble strategies ==")
@@ -553,16 +603,17 @@ def main() -> None:
     log.info("== 2. students ==")
     runs = train_students(size, cache_dir, student_recipes(strategies))
     log.info("== 3. training-step timings ==")
-    timing = read_json(cache_dir / "timing.json")
+    settings = {"size": size, "train": TRAIN, "threads": args.threads}
+    timing = reuse(cache_dir / "timing.json", settings)
     if timing is None:
         timing = time_training_steps(base, cache_dir, size)
-        write_json(cache_dir / "timing.json", timing)
+        write_json(cache_dir / "timing.json", {**timing, "settings": settings})
     log.info("== 4. inference speed ==")
-    speed_results = read_json(cache_dir / "speed.json")
+    speed_results = reuse(cache_dir / "speed.json", settings)
     if speed_results is None:
         student_dir = Path(runs[f"kd_ensemble_mean_seed{STUDENT_SEEDS[0]}"]["dir"]) / "student"
         speed_results = inference_speed(base, cache_dir, student_dir)
-        write_json(cache_dir / "speed.json", speed_results)
+        write_json(cache_dir / "speed.json", {**speed_results, "settings": settings})
 
     meta = machine(size)
     meta["n_examples"] = next(iter(runs.values()))["results"]["n_examples"]
@@ -570,9 +621,14 @@ def main() -> None:
     wall_s = time.perf_counter() - started
     results["wall_seconds_this_invocation"] = wall_s
     write_json(out_dir / "results.json", results)
-    (out_dir / "RESULTS.md").write_text(markdown(results, size_name, wall_s))
+    write_report(results, size_name, out_dir)
+
+
+def write_report(results: dict, size_name: str, out_dir: Path) -> None:
+    text = markdown(results, size_name, results.get("wall_seconds_this_invocation"))
+    report.write_atomic(out_dir / "RESULTS.md", text)
     plot(results, out_dir / "results.png")
-    print((out_dir / "RESULTS.md").read_text())
+    print(text)
 
 
 if __name__ == "__main__":
