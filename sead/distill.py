@@ -117,8 +117,8 @@ def check_student(student_cfg) -> None:
 def keep_encoder_layers(model: PreTrainedModel, keep_layers: list[int], source: str = "the model"):
     """A copy of `model` with only the encoder layers `keep_layers` (DistilBERT-style init).
 
-    Embeddings, pooler and head are copied as they are and kept layer i of the new encoder
-    is layer `keep_layers[i]` of the old one (Sanh et al., 2019 keep every other layer).
+    Embeddings, pooler and head are copied as they are; layer i of the new encoder is layer
+    `keep_layers[i]` of the old one (DistilBERT, Sanh et al. 2019, kept every other layer).
     The new model is built from its own config (`num_hidden_layers` set), so it is an
     ordinary model of its family: `save_pretrained` / `from_pretrained` round-trip it.
     """
