@@ -354,12 +354,13 @@ def summarise(strategies: dict, runs: dict, timing: dict, speed_results: dict, m
     cached_total = fill + steps_total * t["cached"]
     online_total = steps_total * t["online"]
     n_runs = len(runs)
-    reuse = [
+    # a run that found every teacher logit in the cache (with both teachers)
+    cache_only = [
         run["results"]
         for run in runs.values()
         if run["results"]["cache"]["misses"] == 0 and run["recipe"] != "kd_best_teacher"
     ]
-    second_run = reuse[-1] if reuse else None
+    second_run = cache_only[-1] if cache_only else None
     distill_s = {}
     for run in runs.values():
         distill_s.setdefault(run["recipe"], []).append(run["results"]["timings_s"]["distill"])
@@ -382,7 +383,8 @@ def summarise(strategies: dict, runs: dict, timing: dict, speed_results: dict, m
             "cache_hits": second_run["cache"]["hits"],
             "cache_misses": second_run["cache"]["misses"],
             "teacher_forward_passes": sum(
-                0 if all(t["cache_hit"].values()) else 1 for t in second_run["teachers"].values()
+                0 if all(record["cache_hit"].values()) else 1
+                for record in second_run["teachers"].values()
             ),
             "teacher_stage_seconds": second_run["timings_s"]["teachers"],
         },
