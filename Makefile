@@ -10,7 +10,7 @@ DIR ?= $(shell ls -td multirun/*/*/ 2>/dev/null | head -n 1)
 NAME ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint format demo demo-sweep run sweep cache-list cache-clean clean report experiment
+.PHONY: help install test test-fast lint format demo demo-sweep run sweep cache-list cache-clean clean report experiment bench
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -62,6 +62,9 @@ report: ## report.md/.csv + plots of a sweep: make report DIR=multirun/<date>/<t
 experiment: ## Run conf/experiment/<NAME>.yaml: make experiment NAME=sead_glue_l6_h256 ARGS="task=rte"
 	@test -n "$(NAME)" || { echo "Pass NAME=<one of: $(basename $(notdir $(wildcard conf/experiment/*.yaml)))>"; exit 2; }
 	$(PYTHON) -m sead.run experiment=$(NAME) $(ARGS)
+
+bench: ## Real SST-2 benchmark on this CPU (MiniLM teachers, 2-layer student; <1 h, resumable)
+	flock /tmp/sead-cpu.lock $(PYTHON) experiments/bench_sst2_cpu/run.py $(ARGS)
 
 clean: ## Remove run outputs, caches of tools and the demo assets (keeps the logit cache)
 	rm -rf outputs multirun $(DEMO_DIR) .pytest_cache .ruff_cache

@@ -124,29 +124,53 @@ def load_student(student_cfg, task: TaskSpec):
 def check_student(student_cfg) -> None:
     """Fail before the teachers run when `student.keep_layers` cannot apply to the student.
 
-    Reads only the checkpoint's config; `keep_encoder_layers` checks the layers themselves.
+    Reads only the checkpoint's config, and finds the layer list on a weightless (meta) copy.
     """
     keep_layers = student_cfg.get("keep_layers")
     if keep_layers is None:
         return
+    remote = bool(student_cfg.get("trust_remote_code", False))
+    source = str(student_cfg.model)
     config = AutoConfig.from_pretrained(
-        student_cfg.model,
-        revision=student_cfg.get("revision"),
-        trust_remote_code=bool(student_cfg.get("trust_remote_code", False)),
+        student_cfg.model, revision=student_cfg.get("revision"), trust_remote_code=remote
     )
-    _check_keep_layers(list(keep_layers), config.num_hidden_layers, str(student_cfg.model))
+    _check_keep_layers(list(keep_layers), config.num_hidden_layers, source)
+    with torch.device("meta"):
+        skeleton = AutoModelForSequenceClassification.from_config(config, trust_remote_code=remote)
+    _layer_list(skeleton, source)
 
 
 def keep_encoder_layers(model: PreTrainedModel, keep_layers: list[int], source: str = "the model"):
     """A copy of `model` with only the encoder layers `keep_layers` (DistilBERT-style init).
 
-    Embeddings, pooler and head are copied as they are and kept layer i of the new encoder
-    is layer `keep_layers[i]` of the old one (Sanh et al., 2019 keep every other layer).
+    Embeddings, pooler and head are copied as they are; layer i of the new encoder is layer
+    `keep_layers[i]` of the old one (DistilBERT, Sanh et al. 2019, kept every other layer).
     The new model is built from its own config (`num_hidden_layers` set), so it is an
     ordinary model of its family: `save_pretrained` / `from_pretrained` round-trip it.
     """
     n_layers = model.config.num_hidden_layers
     _check_keep_layers(keep_layers, n_layers, source)
+    layer_list = _layer_list(model, source)
+    prefix = layer_list + "."
+    config = copy.deepcopy(model.config)
+    config.num_hidden_layers = len(keep_layers)
+    smaller = type(model)(config)
+    source_state = model.state_dict()
+
+    def source_key(key: str) -> str:
+        if not key.startswith(prefix):
+            return key
+        index, rest = key[len(prefix) :].split(".", 1)
+        return f"{prefix}{keep_layers[int(index)]}.{rest}"
+
+    smaller.load_state_dict({key: source_state[source_key(key)] for key in smaller.state_dict()})
+    log.info("Student: layers %s of %s's %d (%s)", keep_layers, source, n_layers, layer_list)
+    return smaller
+
+
+def _layer_list(model, source: str) -> str:
+    """The name of the model's encoder layer list (`bert.encoder.layer` and the like)."""
+    n_layers = model.config.num_hidden_layers
     layer_lists = [
         name
         for name, module in model.named_modules()
@@ -161,21 +185,7 @@ def keep_encoder_layers(model: PreTrainedModel, keep_layers: list[int], source: 
             f"'layers' with num_hidden_layers={n_layers} entries, found {layer_lists or 'none'}. "
             "Use a smaller checkpoint instead, or set student.keep_layers=null."
         )
-    prefix = layer_lists[0] + "."
-    config = copy.deepcopy(model.config)
-    config.num_hidden_layers = len(keep_layers)
-    smaller = type(model)(config)
-    source_state = model.state_dict()
-
-    def source_key(key: str) -> str:
-        if not key.startswith(prefix):
-            return key
-        index, rest = key[len(prefix) :].split(".", 1)
-        return f"{prefix}{keep_layers[int(index)]}.{rest}"
-
-    smaller.load_state_dict({key: source_state[source_key(key)] for key in smaller.state_dict()})
-    log.info("Student: layers %s of %s's %d (%s)", keep_layers, source, n_layers, layer_lists[0])
-    return smaller
+    return layer_lists[0]
 
 
 def _check_keep_layers(keep_layers: list, n_layers: int, source: str) -> None:

@@ -1,11 +1,13 @@
 """`student.keep_layers`: a smaller student cut from a checkpoint's own encoder layers."""
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 from omegaconf import OmegaConf
-from transformers import AutoModelForSequenceClassification
+from transformers import (
+    AutoModelForSequenceClassification,
+    GPT2Config,
+    GPT2ForSequenceClassification,
+)
 
 from sead import toy
 from sead.distill import check_student, keep_encoder_layers, load_student
@@ -78,15 +80,16 @@ def test_bad_keep_layers_name_the_option_and_the_model(four_layer_model, keep_la
         assert str(folder) in str(error.value)
 
 
-def test_a_model_without_a_standard_layer_list_is_refused():
-    class Blocks(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.config = SimpleNamespace(num_hidden_layers=2)
-            self.blocks = torch.nn.ModuleList([torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)])
-
-    with pytest.raises(ValueError, match="student.keep_layers: cannot find the encoder layer"):
-        keep_encoder_layers(Blocks(), [0], source="my/blocks")
+def test_a_model_without_a_standard_layer_list_is_refused(tmp_path):
+    # GPT-2 keeps its blocks in `transformer.h`, not in a `layer` list
+    config = GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=100, pad_token_id=0)
+    config.save_pretrained(tmp_path)
+    match = "student.keep_layers: cannot find the encoder layer list"
+    with pytest.raises(ValueError, match=match) as error:
+        check_student(student_cfg(tmp_path, [0]))
+    assert str(tmp_path) in str(error.value)
+    with pytest.raises(ValueError, match=match):
+        keep_encoder_layers(GPT2ForSequenceClassification(config), [0], source="tiny-gpt2")
 
 
 def test_every_student_config_has_keep_layers_and_the_minilm_student_fits():
