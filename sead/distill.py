@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from datasets import Dataset
 from transformers import (
     AutoConfig,
+    AutoModelForSequenceClassification,
     AutoTokenizer,
     PreTrainedModel,
     Trainer,
