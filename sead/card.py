@@ -154,6 +154,7 @@ def _body(results: dict, cfg, name: str) -> str:
         f"{train.get('warmup_ratio')}, seed {results.get('seed')}",
         f"- Max sequence length {cfg.student.max_length}; "
         f"{results.get('n_examples', {}).get(task.train_split, '?')} training examples",
+        *_transfer_lines(results.get("transfer")),
         "",
         "## How to use",
         "",
@@ -174,6 +175,18 @@ def _body(results: dict, cfg, name: str) -> str:
         lines.append("print(model.config.id2label[prediction])")
     lines += ["```", ""]
     return "\n".join(lines)
+
+
+def _transfer_lines(transfer: dict | None) -> list[str]:
+    """The transfer set (sead.transfer), when the student saw text beyond the gold labels."""
+    if not transfer or not transfer.get("size"):
+        return []
+    parts = ", ".join(f"{n:,} {name}" for name, n in transfer.get("parts", {}).items())
+    return [
+        f"- Transfer set `{transfer['source']}`: {transfer['size']:,} examples without gold "
+        f"labels ({parts}), labelled by the teacher ensemble and learned with the soft term "
+        f"alone, beside {transfer['labeled']:,} gold-labelled examples"
+    ]
 
 
 def _task_name(task) -> str:

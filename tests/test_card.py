@@ -89,6 +89,23 @@ def test_card_metadata_parses_with_model_index_per_eval_split(tmp_path):
     assert "500.0 (5.0x bert)" in text
     assert "`mean_logits`" in text and "T = 2.0, alpha = 0.5" in text
     assert 'AutoModelForSequenceClassification.from_pretrained("me/sead-mnli")' in text
+    assert "Transfer set" not in text  # none was used
+
+
+def test_card_states_the_transfer_set(tmp_path):
+    results = _results()
+    results["transfer"] = {
+        "source": "unlabeled_split",
+        "size": 4000,
+        "parts": {"unlabeled_split": 4000},
+        "labeled": 2000,
+    }
+    text = card.write_model_card(results, compose(["task=mnli"]), tmp_path).read_text()
+    assert (
+        "- Transfer set `unlabeled_split`: 4,000 examples without gold labels (4,000 "
+        "unlabeled_split), labelled by the teacher ensemble and learned with the soft term "
+        "alone, beside 2,000 gold-labelled examples"
+    ) in text
 
 
 def test_local_student_is_not_named_as_base_model(tmp_path):
