@@ -63,7 +63,7 @@ experiment: ## Run conf/experiment/<NAME>.yaml: make experiment NAME=sead_glue_l
 	@test -n "$(NAME)" || { echo "Pass NAME=<one of: $(basename $(notdir $(wildcard conf/experiment/*.yaml)))>"; exit 2; }
 	$(PYTHON) -m sead.run experiment=$(NAME) $(ARGS)
 
-bench: ## Real SST-2 benchmark on this CPU (MiniLM teachers, 2-layer student; <1 h, resumable)
+bench: ## Real SST-2 benchmark on this CPU (MiniLM teachers, 2-layer student; ~25 min, resumable; ARGS=--grid adds the stated grids)
 	flock /tmp/sead-cpu.lock $(PYTHON) experiments/bench_sst2_cpu/run.py $(ARGS)
 
 clean: ## Remove run outputs, caches of tools and the demo assets (keeps the logit cache)
