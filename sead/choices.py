@@ -44,14 +44,13 @@ from transformers import (
 )
 
 from sead import metrics
-from sead.tasks import TaskSpec
+from sead.tasks import UNLABELED, TaskSpec
 
 log = logging.getLogger(__name__)
 # Part of every multiple-choice cache and teacher-store key: bump it when the way choices are
 # written changes, so that logits and teachers made from the old texts are never reused.
 FORMAT_VERSION = 1
 PAD_LOGIT = -1.0e4  # logit of a padding choice (float16-safe; exp underflows to 0)
-IGNORE_LABEL = -100  # record queries with no candidate matching a gold answer
 COPA_CONNECTORS = {"cause": "because", "effect": "so"}
 TRUNCATION = {"copa": "longest_first", "record": "only_second"}  # record: cut the passage only
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -105,15 +104,7 @@ def _first_answer(candidates: list[str], answers: list[str]) -> int:
     for i, candidate in enumerate(candidates):
         if metrics.normalize_answer(candidate) in gold:
             return i
-    return IGNORE_LABEL
-
-
-def example_ids(ds: Dataset) -> np.ndarray:
-    """Integer ids for the cache's row check: record's `idx` is a dict, its query id unique."""
-    idx = ds["idx"][:]
-    if idx and isinstance(idx[0], dict):
-        return np.asarray([i["query"] for i in idx], dtype=np.int64)
-    return np.asarray(idx, dtype=np.int64)
+    return UNLABELED
 
 
 def choice_texts(task: TaskSpec, batch: dict) -> tuple[list[list[str]], list[list[str]]]:
@@ -269,11 +260,6 @@ def cache_key(task: TaskSpec) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
-def gold(task: TaskSpec, ds: Dataset) -> np.ndarray:
-    """What the metric compares predictions with: copa's labels, record's credit table."""
-    return metrics.references(task, ds)
-
-
 def label_ids(labels: np.ndarray) -> np.ndarray:
     """Gold choice ids; for a credit table, each example's best-scoring candidate."""
     labels = np.asarray(labels)
@@ -290,11 +276,6 @@ def constant_choice_baseline(task: TaskSpec, gold_: np.ndarray) -> float:
         metrics.compute(task.name, np.full(len(gold_), position), gold_)[task.main_metric]
         for position in range(width)
     )
-
-
-def predicted_entities(ds: Dataset, logits: np.ndarray) -> list[str]:
-    """record: the entity text each query's highest-scoring candidate names."""
-    return [entities[i] for entities, i in zip(ds["entities"][:], logits.argmax(-1), strict=True)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -399,7 +380,7 @@ class ChoiceCollator:
 
 def hard_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Cross-entropy over choices; examples with no gold choice (-100) are left out."""
-    valid = labels != IGNORE_LABEL
+    valid = labels != UNLABELED
     if not valid.any():
         return logits.sum() * 0.0  # keeps the graph: a batch of ungolded record queries
     return F.cross_entropy(logits[valid].float(), labels[valid].long())

@@ -25,8 +25,6 @@ from sead.tasks import TASKS, TaskSpec, get_task
 
 log = logging.getLogger(__name__)
 
-UNLABELED = -100  # the label of an example without a gold label (a transfer set's rows)
-
 
 def load_splits(task: TaskSpec, data_cfg, splits: Iterable[str]) -> DatasetDict:
     """Load, validate and subsample the requested splits of `task`.

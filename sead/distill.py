@@ -34,8 +34,7 @@ from transformers import (
 )
 
 from sead import choices, data
-from sead.data import UNLABELED
-from sead.tasks import TaskSpec
+from sead.tasks import UNLABELED, TaskSpec
 from sead.teachers import head_config
 
 log = logging.getLogger(__name__)

@@ -17,6 +17,9 @@ from dataclasses import dataclass
 CLASSIFICATION = "classification"
 REGRESSION = "regression"
 MULTIPLE_CHOICE = "multiple_choice"
+# The label of a row without a gold label: a transfer set's rows, a record query whose gold
+# answer is none of its candidates. Losses give such rows the soft (teacher) term only.
+UNLABELED = -100
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,7 @@ from datasets import Dataset, DatasetDict, Value, concatenate_datasets, load_dat
 from omegaconf import OmegaConf
 
 from sead import data, metrics
-from sead.data import UNLABELED
-from sead.tasks import MULTIPLE_CHOICE, TaskSpec
+from sead.tasks import MULTIPLE_CHOICE, UNLABELED, TaskSpec
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from transformers import AutoModelForMultipleChoice, AutoTokenizer
 
 from sead import choices, data, distill, ensemble, inference, metrics, teachers, toy
-from sead.tasks import get_task
+from sead.tasks import UNLABELED, get_task
 
 FIXTURES = Path(__file__).parent / "fixtures" / "super_glue"
 COPA, RECORD = get_task("copa"), get_task("record")
@@ -51,7 +51,7 @@ def test_record_takes_the_best_f1_and_exact_match_over_gold_answers():
 
 def test_record_credit_table_scores_exactly_like_the_text_metric():
     validation = _splits(RECORD, "validation")["validation"]
-    credit = choices.gold(RECORD, validation)
+    credit = metrics.references(RECORD, validation)
     counts = choices.n_choices(RECORD, validation)
     assert credit.shape == (len(validation), counts.max(), 2)
     assert (credit[~choices.padding_mask(counts, credit.shape[1])] == 0).all()
@@ -62,7 +62,7 @@ def test_record_credit_table_scores_exactly_like_the_text_metric():
         by_text = metrics.record_metrics(texts, validation["answers"][:])
         assert metrics.compute("record", picks, credit) == pytest.approx(by_text)
     # the query whose gold answer is no candidate earns nothing, and has no training label
-    assert credit[-1].max() == 0 and validation["label"][-1] == choices.IGNORE_LABEL
+    assert credit[-1].max() == 0 and validation["label"][-1] == UNLABELED
 
 
 def test_copa_is_accuracy_over_choices():
@@ -118,7 +118,7 @@ def test_fixtures_load_in_the_hf_schema_with_dict_ids():
     assert all(
         record[0]["passage"][s : e + 1] == t for t, s, e in zip(*spans.values(), strict=True)
     )
-    ids = choices.example_ids(record)
+    ids = data.example_ids(record, RECORD)
     assert ids.dtype == np.int64 and len(set(ids.tolist())) == len(record)
 
 
@@ -204,7 +204,7 @@ def test_collator_pads_choices_and_tokens_and_masks_padding_choices(mc_model):
         {"input_ids": [[5, 6, 7], [5, 6]], "attention_mask": [[1, 1, 1], [1, 1]], "label": 1},
         {"input_ids": [[5], [5, 6], [8, 9, 9, 9]], "attention_mask": [[1], [1, 1], [1] * 4]},
     ]
-    features[1]["label"] = choices.IGNORE_LABEL
+    features[1]["label"] = UNLABELED
     for f, targets in zip(features, ([0.3, 0.7, 0.0, 0.0], [0.2, 0.3, 0.5, 0.0]), strict=True):
         f["soft_targets"] = targets
     batch = choices.ChoiceCollator(tokenizer)(features)

@@ -8,7 +8,7 @@ WordPiece tokenizer:
 
   prepare    choices.prepare on all queries: schema checks and training labels (normalising
              every candidate until the gold one)
-  gold       choices.gold on 10k queries: the per-candidate F1/EM credit table (eval splits)
+  gold       metrics.references on 10k queries: the per-candidate F1/EM credit table (eval splits)
   tokenize   choices.tokenize (every query x candidate pair, max_length 256)
   padding    share of real tokens in [batch, choices, length] batches of 32 queries, for
              random batches, the Trainer's length-grouped sampler (what sead trains with), and
@@ -34,7 +34,7 @@ from datasets import Dataset, load_dataset
 from transformers import AutoTokenizer
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from sead import choices, inference
+from sead import choices, inference, metrics
 from sead.tasks import get_task
 
 HERE = Path(__file__).resolve().parent
@@ -100,7 +100,7 @@ def main() -> None:
     prepared, prepare_s = timed(lambda: choices.prepare(task, ds, "train", "synthetic"))
     assert (np.asarray(prepared["label"][:]) >= 0).all()
     eval_rows = prepared.select(range(min(10_000, len(prepared))))
-    _, gold_s = timed(lambda: choices.gold(task, eval_rows))
+    _, gold_s = timed(lambda: metrics.references(task, eval_rows))
     sample = prepared.select(range(min(args.tokenize, len(prepared))))
     encoded, tokenize_s = timed(
         lambda: choices.tokenize(sample, tokenizer, task, max_length=256).flatten_indices()
