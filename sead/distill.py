@@ -122,18 +122,27 @@ def load_student(student_cfg, task: TaskSpec):
 
 
 def check_student(student_cfg) -> None:
-    """Fail before the teachers run when `student.keep_layers` cannot apply to the student.
+    """Fail before the teachers run when the student's checkpoint cannot be read, or when
+    `student.keep_layers` cannot apply to it.
 
     Reads only the checkpoint's config, and finds the layer list on a weightless (meta) copy.
     """
+    remote = bool(student_cfg.get("trust_remote_code", False))
+    source = str(student_cfg.model)
+    try:
+        config = AutoConfig.from_pretrained(
+            student_cfg.model, revision=student_cfg.get("revision"), trust_remote_code=remote
+        )
+    except (OSError, ValueError) as err:
+        reason = str(err).strip().splitlines()[0]
+        raise (OSError if isinstance(err, OSError) else ValueError)(
+            f"student.model={source!r} cannot be loaded: {reason} Expected a local checkpoint "
+            "folder or a Hub id reachable from here (offline: a local path, e.g. "
+            "student=minilm_l2 or student.model=<folder>)."
+        ) from err
     keep_layers = student_cfg.get("keep_layers")
     if keep_layers is None:
         return
-    remote = bool(student_cfg.get("trust_remote_code", False))
-    source = str(student_cfg.model)
-    config = AutoConfig.from_pretrained(
-        student_cfg.model, revision=student_cfg.get("revision"), trust_remote_code=remote
-    )
     _check_keep_layers(list(keep_layers), config.num_hidden_layers, source)
     with torch.device("meta"):
         skeleton = AutoModelForSequenceClassification.from_config(config, trust_remote_code=remote)

@@ -100,3 +100,11 @@ def test_every_student_config_has_keep_layers_and_the_minilm_student_fits():
     check_student(compose(["student=minilm_l2"]).student)  # reads the packaged config only
     with pytest.raises(ValueError, match="outside 0..5"):
         check_student(compose(["student=minilm_l2", "student.keep_layers=[0,6]"]).student)
+
+
+def test_an_unreadable_student_checkpoint_stops_the_check_stage(tmp_path):
+    """Before any teacher runs, not after: the student's config is read in the check stage."""
+    missing = tmp_path / "no-such-student"
+    cfg = OmegaConf.create({"model": str(missing), "keep_layers": None})
+    with pytest.raises(OSError, match=r"student.model='.*no-such-student' cannot be loaded"):
+        check_student(cfg)
