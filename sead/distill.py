@@ -33,7 +33,7 @@ from transformers import (
     TrainingArguments,
 )
 
-from sead import choices, data
+from sead import choices, data, models
 from sead.tasks import UNLABELED, TaskSpec
 from sead.teachers import head_config
 
@@ -129,6 +129,7 @@ def check_student(student_cfg) -> None:
     """
     remote = bool(student_cfg.get("trust_remote_code", False))
     source = str(student_cfg.model)
+    models.require_installed(source, "student.model")  # installed by `make models`
     try:
         config = AutoConfig.from_pretrained(
             student_cfg.model, revision=student_cfg.get("revision"), trust_remote_code=remote

@@ -26,6 +26,7 @@ from sead import (
     distributed,
     ensemble,
     metrics,
+    models,
     report,
     speed,
     teachers,
@@ -76,6 +77,7 @@ def check_inputs(cfg: DictConfig) -> Inputs:
     transfer_set = transfer.build(cfg.get("transfer"), task, splits)
     splits = transfer.apply(transfer_set, task, splits)
     for spec in specs:
+        models.require_installed(spec.source, f"teachers.{spec.name}.model")  # make models
         teachers.check_labels(spec, task)  # label count and order, from the config alone
         if transfer_set.held_out and not spec.finetune:
             log.warning(

@@ -18,7 +18,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from sead import distributed, pipeline, report
+from sead import distributed, models, pipeline, report
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,8 @@ def _record_failure(cfg: DictConfig, error: Exception) -> None:
         report.save_failure(cfg, error, out_dir)
     log.error("Job failed (%s: %s); recorded in %s", type(error).__name__, error, out_dir)
     if HydraConfig.get().mode != RunMode.MULTIRUN or cfg.get("fail_fast", False):
+        if isinstance(error, models.ModelNotInstalledError):
+            sys.exit(f"Error: {error}")  # the fix is one command: no traceback to read
         raise error
 
 

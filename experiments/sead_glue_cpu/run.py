@@ -1,0 +1,490 @@
+"""SEAD's table on real data: MPNet-base and MiniLM teachers, a small student, 2 CPU cores.
+
+Per task (SST-2, MRPC, RTE first; then CoLA, STS-B, CB), with the settings in TASKS:
+  teachers    all-mpnet-base-v2 (109M) and all-MiniLM-L6-v2 (22.7M), each fine-tuned by sead
+              on the task's train rows (minus a held-out slice, below)
+  ensembles   every ensembler, 5-fold cross-fitted on validation (sead's ensemble comparison)
+  students    the same student and settings for every condition, 3 seeds each:
+                hard      gold labels only (train.alpha=0)
+                best      KD from the single teacher with the best held-out score
+                ensemble  KD from the `learned` ensemble (weights + temperature fitted on the
+                          held-out slice, never on validation)
+              and, where the task has unlabelled text (SST-2: the rest of the train split),
+                transfer      KD from the ensemble on train + a transfer set
+                transfer_l6   the same with the 6-layer all-MiniLM-L6-v2 student
+  speed       inference ex/s of each student and teacher on validation (`--speed`)
+
+The held-out slice (`heldout`, a fixed random part of the train file) is what the best teacher
+is picked on and what the learned ensemble is fitted on, so validation, the reported split,
+tunes nothing. The study writes its own data folders (train minus heldout, heldout, validation)
+under work/, from ../shared/data, and never commits them.
+
+Resumable: each unit (task, condition, seed) is saved to runs/<task>/<unit>.json as it ends,
+and a rerun skips the units there; commit runs/ as tasks complete. The teacher store and logit
+cache live in work/cache: on a fresh machine a task's teachers are fine-tuned again (one task's
+cost), and finished units are never redone.
+
+Run from the repository root, under the CPU lock:
+    make models   # all-mpnet-base-v2, once
+    flock /tmp/sead-cpu.lock python experiments/sead_glue_cpu/run.py --tasks sst2
+    flock /tmp/sead-cpu.lock python experiments/sead_glue_cpu/run.py --speed
+    python experiments/sead_glue_cpu/run.py --report-only   # rebuild RESULTS.md, results.*
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import transformers
+from hydra import compose, initialize_config_dir
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's sead, whatever is installed
+
+from omegaconf import OmegaConf  # noqa: E402
+
+from sead import ensemble, metrics, pipeline  # noqa: E402
+from sead.cache import SoftLabelCache  # noqa: E402
+from sead.report import write_atomic  # noqa: E402
+
+log = logging.getLogger("sead_glue_cpu")
+SHARED = ROOT.parent / "shared" / "data"
+WORK = HERE / "work"
+RUNS = HERE / "runs"
+SEEDS = (1, 2, 3)
+
+# Chosen once for the study, to fit 2 CPU cores (MPNet trains ~6.6 SST-2 sentences/s, pairs
+# 2-3x slower), and kept for every condition of a task. `train`: labelled rows the teachers and
+# students learn from (null: all of train minus heldout); `heldout`: rows carved out of train.
+TASKS = {
+    "sst2": dict(
+        source="glue/sst2", train=4000, heldout=1000, max_length=64,
+        mpnet_epochs=2, minilm_epochs=3, student_epochs=3, transfer=16000,
+    ),
+    "mrpc": dict(
+        source="glue/mrpc", train=None, heldout=400, max_length=128,
+        mpnet_epochs=2, minilm_epochs=3, student_epochs=3, transfer=0,
+    ),
+    "rte": dict(
+        source="glue/rte", train=None, heldout=250, max_length=128,
+        mpnet_epochs=2, minilm_epochs=3, student_epochs=3, transfer=0,
+    ),
+    "cola": dict(
+        source="glue/cola", train=4000, heldout=800, max_length=64,
+        mpnet_epochs=2, minilm_epochs=3, student_epochs=3, transfer=0,
+    ),
+    "stsb": dict(
+        source="glue/stsb", train=4000, heldout=500, max_length=128,
+        mpnet_epochs=2, minilm_epochs=3, student_epochs=3, transfer=0,
+    ),
+    "cb": dict(
+        source="super_glue/cb", train=None, heldout=50, max_length=128,
+        mpnet_epochs=5, minilm_epochs=5, student_epochs=5, transfer=0,
+    ),
+}  # fmt: skip
+TEACHERS = ("mpnet", "minilm")
+TEACHER_LR = {"mpnet": 2e-5, "minilm": 5e-5}
+STUDENTS = {"l2": "minilm_l2", "l6": "minilm_l6"}
+STUDENT_LR = {"l2": 1e-4, "l6": 5e-5}
+CONDITIONS = {  # name: (student, overrides)
+    "hard": ("l2", ["train.alpha=0"]),
+    "best": ("l2", []),  # teachers=[<best on heldout>], filled in at run time
+    "ensemble": ("l2", []),
+    "transfer": ("l2", ["transfer=unlabeled_split"]),
+    "transfer_l6": ("l6", ["transfer=unlabeled_split"]),
+}
+DESCRIPTIONS = {
+    "hard": "student, hard labels only",
+    "best": "student, KD from the best single teacher",
+    "ensemble": "student, KD from the learned ensemble",
+    "transfer": "student, KD from the ensemble + transfer set",
+    "transfer_l6": "6-layer student, KD from the ensemble + transfer set",
+}
+
+
+# ------------------------------------------------------------------------------ data
+
+
+def data_dir(task: str) -> Path:
+    """work/data/<task>: train minus heldout, heldout, validation (HF schema, made once)."""
+    settings = TASKS[task]
+    folder = WORK / "data" / task
+    if (folder / "validation.jsonl").exists():
+        return folder
+    source = SHARED / settings["source"]
+    rows = (source / "train.jsonl").read_text(encoding="utf-8").splitlines()
+    held = set(random.Random(0).sample(range(len(rows)), settings["heldout"]))
+    tmp = folder.with_name(folder.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    for name, keep in (("train", False), ("heldout", True)):
+        lines = [row for i, row in enumerate(rows) if (i in held) == keep]
+        (tmp / f"{name}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (tmp / "validation.jsonl").write_bytes((source / "validation.jsonl").read_bytes())
+    os.replace(tmp, folder)
+    return folder
+
+
+# ------------------------------------------------------------------------------ jobs
+
+
+def overrides(task: str, condition: str, seed: int, teachers=TEACHERS) -> list[str]:
+    settings, (student, extra) = TASKS[task], CONDITIONS[condition]
+    out = [
+        f"task={task}",
+        f"data.dir={data_dir(task)}",
+        f"teachers=[{','.join(teachers)}]",
+        "ensemble=learned" if len(teachers) > 1 else "ensemble=mean_logits",
+        "ensemble.fit_split=heldout",
+        f"student={STUDENTS[student]}",
+        f"student.max_length={settings['max_length']}",
+        f"train.epochs={settings['student_epochs']}",
+        f"train.lr={STUDENT_LR[student]}",
+        "train.logging_steps=100",
+        "report.speed_samples=0",  # timed apart, on a quiet machine (--speed)
+        f"seed={seed}",
+        f"paths.cache_dir={WORK / 'cache'}",
+        f"paths.output_dir={WORK / 'outputs' / task / f'{condition}_s{seed}'}",
+    ]
+    for name in teachers:
+        out += [
+            f"teachers.{name}.max_length={settings['max_length']}",
+            f"teachers.{name}.finetune_args.epochs={settings[name + '_epochs']}",
+            f"teachers.{name}.finetune_args.lr={TEACHER_LR[name]}",
+            f"teachers.{name}.finetune_args.seed=1",
+        ]
+    if condition.startswith("transfer"):
+        # transfer.labeled picks the same rows as data.max_train_samples (seed 0 both), so the
+        # teachers and the labelled part are those of the other conditions.
+        out += [
+            f"transfer.labeled={settings['train']}",
+            f"transfer.max_unlabeled={settings['transfer']}",
+        ]
+    elif settings["train"]:
+        out.append(f"data.max_train_samples={settings['train']}")
+    return out + extra
+
+
+def compose_cfg(args: list[str]):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("config", overrides=args)
+
+
+def student_job(task: str, condition: str, seed: int, teachers=TEACHERS) -> dict:
+    args = overrides(task, condition, seed, teachers)
+    started = time.perf_counter()
+    results = pipeline.run(compose_cfg(args))
+    split, main = results["eval_splits"][0], results["main_metric"]
+    return {
+        "task": task,
+        "condition": condition,
+        "seed": seed,
+        "metric": main,
+        "score": results["student"]["metrics"][split][main],
+        "metrics": results["student"]["metrics"][split],
+        "student": {"model": results["student"]["model"], "params": results["student"]["params"]},
+        "train_examples": results["n_examples"]["train"]
+        + (results.get("transfer") or {}).get("unlabeled", 0),
+        "teachers_used": list(teachers),
+        "teachers": {
+            name: {
+                "metrics": t["metrics"][split],
+                "params": t["params"],
+                "finetune": t.get("finetune"),
+                "origin": t["origin"],
+            }
+            for name, t in results["teachers"].items()
+        },
+        "ensemble": {
+            "strategy": results["ensemble"].get("name"),
+            "metrics": results["ensemble"]["metrics"][split],
+            "weights": results["ensemble"].get("weights"),
+            "temperature": results["ensemble"].get("temperature"),
+        },
+        "transfer": {
+            k: (results.get("transfer") or {}).get(k)
+            for k in ("size", "labeled", "unlabeled", "ensemble_agreement")
+        },
+        "timings_s": results["timings_s"],
+        "wall_s": round(time.perf_counter() - started, 1),
+        "overrides": args,
+        "student_dir": str(WORK / "outputs" / task / f"{condition}_s{seed}" / "student"),
+        "load_average_after": os.getloadavg(),
+    }
+
+
+def teacher_unit(task: str) -> dict:
+    """Every ensembler against each teacher (cached logits), cross-fitted on validation; and
+    each teacher's held-out score, which picks the best single teacher."""
+    cfg = compose_cfg(overrides(task, "ensemble", 1) + ["ensemble.fit_split=null"])
+    table, comparison = ensemble.compare(cfg)
+    print(table)
+    held_cfg = compose_cfg(overrides(task, "ensemble", 1))
+    inputs = pipeline.check_inputs(held_cfg)
+    cache = SoftLabelCache(held_cfg.paths.logits_dir, **OmegaConf.to_container(held_cfg.cache))
+    per_teacher, _ = pipeline.teacher_logits(held_cfg, inputs, cache, logit_splits=["heldout"])
+    task_spec, heldout = inputs.task, inputs.splits["heldout"]
+    held_scores = {
+        name: metrics.score_split(task_spec, heldout, pipeline._hard(task_spec, logits["heldout"]))
+        for name, logits in per_teacher.items()
+    }
+    main = task_spec.main_metric
+    best = max(held_scores, key=lambda n: held_scores[n][main])
+    return {
+        "task": task,
+        "comparison": _plain(comparison),
+        "table": table,
+        "heldout_scores": held_scores,
+        "best_teacher": best,
+    }
+
+
+def _plain(value):
+    """JSON-safe copy (numpy scalars and arrays to Python)."""
+    return json.loads(
+        json.dumps(value, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v))
+    )
+
+
+def units(task: str) -> list[tuple[str, int]]:
+    names = ["ensemble", "best", "hard"]
+    if TASKS[task]["transfer"]:
+        names += ["transfer", "transfer_l6"]
+    # seed 1 of every condition first: a partial study already has a full row per condition
+    return [(name, seed) for seed in SEEDS for name in names]
+
+
+def save(path: Path, record: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(_plain(record), indent=2) + "\n")
+
+
+def run_task(task: str, commit: str) -> None:
+    folder = RUNS / task
+    first = folder / "ensemble_s1.json"
+    if not first.exists():  # fine-tunes both teachers and caches their logits
+        save(first, student_job(task, "ensemble", 1) | {"commit": commit})
+    teacher_file = folder / "teachers.json"
+    if not teacher_file.exists():
+        save(teacher_file, teacher_unit(task) | {"commit": commit})
+    best = json.loads(teacher_file.read_text())["best_teacher"]
+    for condition, seed in units(task):
+        path = folder / f"{condition}_s{seed}.json"
+        if path.exists():
+            continue
+        log.info("== %s: %s, seed %d ==", task, condition, seed)
+        used = (best,) if condition == "best" else TEACHERS
+        save(path, student_job(task, condition, seed, used) | {"commit": commit})
+    render()
+
+
+# ------------------------------------------------------------------------------ speed
+
+
+def measure_speed(task: str = "sst2", n: int = 512, rounds: int = 3) -> dict:
+    """Inference ex/s of the students and teachers on the same validation examples.
+
+    Models take turns, `rounds` times, and each keeps its best round (sead.speed's best of
+    several passes inside a round): a burst of load elsewhere then hurts one pass, not a model.
+    """
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from sead import speed
+    from sead.tasks import get_task
+
+    spec, settings = get_task(task), TASKS[task]
+    cfg = compose_cfg(overrides(task, "ensemble", 1))
+    inputs = pipeline.check_inputs(cfg)
+    sample = inputs.splits["validation"].select(range(n))
+    models = {}
+    for name in TEACHERS:
+        teacher = pipeline.teachers.prepare(
+            next(s for s in inputs.specs if s.name == name),
+            spec,
+            inputs.splits,
+            cfg.paths.teachers_dir,
+        )
+        models[f"teacher {name}"] = teacher.load()
+    for key, condition in (("l2", "ensemble"), ("l6", "transfer_l6")):
+        run = RUNS / task / f"{condition}_s1.json"
+        if run.exists():
+            folder = json.loads(run.read_text())["student_dir"]
+            models[f"student {key}"] = (
+                AutoModelForSequenceClassification.from_pretrained(folder).eval(),
+                AutoTokenizer.from_pretrained(folder),
+            )
+    best: dict[str, float] = {}
+    for _ in range(rounds):
+        for name, (model, tokenizer) in models.items():
+            rate = speed.throughput(model, tokenizer, sample, spec, settings["max_length"], 128)
+            best[name] = max(best.get(name, 0.0), rate)
+    params = {name: sum(p.numel() for p in m.parameters()) for name, (m, _) in models.items()}
+    return {
+        "task": task,
+        "examples": n,
+        "batch_size": 128,
+        "max_length": settings["max_length"],
+        "torch_threads": torch.get_num_threads(),
+        "rounds": rounds,
+        "examples_per_second": {k: round(v, 1) for k, v in best.items()},
+        "params": params,
+        "load_average_before_after": None,
+    }
+
+
+# ------------------------------------------------------------------------------ report
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def collect() -> dict:
+    tasks = {}
+    for task in TASKS:
+        folder = RUNS / task
+        if not (folder / "teachers.json").exists():
+            continue
+        teacher_unit_record = json.loads((folder / "teachers.json").read_text())
+        jobs = [json.loads(p.read_text()) for p in sorted(folder.glob("*_s*.json"))]
+        first = next(j for j in jobs if j["condition"] == "ensemble" and j["seed"] == 1)
+        rows = {}
+        for condition in CONDITIONS:
+            done = [j for j in jobs if j["condition"] == condition]
+            if done:
+                mean, std = _mean_std([j["score"] for j in done])
+                rows[condition] = {
+                    "mean": mean,
+                    "std": std,
+                    "scores": [j["score"] for j in done],
+                    "seeds": [j["seed"] for j in done],
+                    "params": done[0]["student"]["params"],
+                    "train_examples": done[0]["train_examples"],
+                    "teachers_used": done[0]["teachers_used"],
+                }
+        comparison = teacher_unit_record["comparison"]["rows"]
+        tasks[task] = {
+            "metric": first["metric"],
+            "teachers": {n: t["metrics"][first["metric"]] for n, t in first["teachers"].items()},
+            "teacher_params": {n: t["params"] for n, t in first["teachers"].items()},
+            "best_teacher": teacher_unit_record["best_teacher"],
+            "heldout_scores": teacher_unit_record["heldout_scores"],
+            "ensembles": {
+                name: row.get("validation", {}).get(first["metric"])
+                for name, row in comparison.items()
+                if name not in TEACHERS
+            },
+            "student_ensemble_fit_on_heldout": first["ensemble"],
+            "students": rows,
+            "settings": TASKS[task],
+        }
+    speed_file = HERE / "speed.json"
+    return {
+        "tasks": tasks,
+        "speed": json.loads(speed_file.read_text()) if speed_file.exists() else None,
+    }
+
+
+def render() -> None:
+    summary = collect() | {"machine": machine()}
+    write_atomic(HERE / "results.json", json.dumps(_plain(summary), indent=2) + "\n")
+    write_atomic(HERE / "RESULTS.md", markdown(summary))
+    log.info("wrote %s", HERE / "RESULTS.md")
+
+
+def markdown(summary: dict) -> str:
+    tasks = summary["tasks"]
+    names = list(tasks)
+    head = "| model | params | " + " | ".join(f"{t} ({tasks[t]['metric']})" for t in names)
+    lines = [head + " | average |", "|---" * (len(names) + 3) + "|"]
+
+    def row(label, params, values):
+        shown = [f"{v:.4f}" if isinstance(v, float) else v for v in values]
+        numbers = [v if isinstance(v, float) else None for v in values]
+        avg = [v for v in numbers if v is not None]
+        average = f"{statistics.mean(avg):.4f}" if len(avg) == len(values) and avg else "-"
+        lines.append(f"| {label} | {params} | " + " | ".join(shown) + f" | {average} |")
+
+    first = tasks[names[0]] if names else {}
+    for teacher in TEACHERS:
+        params = first.get("teacher_params", {}).get(teacher)
+        row(f"teacher {teacher}", f"{params / 1e6:.1f}M" if params else "-",
+            [tasks[t]["teachers"].get(teacher, "-") for t in names])  # fmt: skip
+    for strategy in ("mean_logits", "learned"):
+        row(f"ensemble {strategy} (5-fold cross-fitted)", "-",
+            [tasks[t]["ensembles"].get(strategy, "-") for t in names])  # fmt: skip
+    for condition in CONDITIONS:
+        cells, params = [], "-"
+        for t in names:
+            r = tasks[t]["students"].get(condition)
+            cells.append(f"{r['mean']:.4f} ± {r['std']:.4f}" if r else "-")
+            params = f"{r['params'] / 1e6:.1f}M" if r else params
+        lines.append(f"| {DESCRIPTIONS[condition]} | {params} | " + " | ".join(cells) + " | |")
+    return "\n".join(lines) + "\n"
+
+
+def machine() -> dict:
+    return {
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def commit() -> str:
+    out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "sead", "conf"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    return out.stdout.strip() + (" (uncommitted changes)" if dirty else "")
+
+
+def quick() -> None:
+    """Plumbing check: tiny slices, one epoch, into work-quick/ and runs-quick/."""
+    global WORK, RUNS, HERE
+    HERE = HERE / "quick"
+    WORK, RUNS = HERE / "work", HERE / "runs"
+    for settings in TASKS.values():
+        settings.update(train=200, heldout=100, transfer=200 if settings["transfer"] else 0)
+        settings.update(mpnet_epochs=1, minilm_epochs=1, student_epochs=1)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tasks", default="sst2,mrpc,rte,cola,stsb,cb")
+    parser.add_argument("--speed", action="store_true", help="time students and teachers")
+    parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="a tiny run into work-quick/")
+    args = parser.parse_args(argv)
+    if args.quick:
+        quick()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.report_only:
+        return render()
+    if args.speed:
+        write_atomic(HERE / "speed.json", json.dumps(_plain(measure_speed()), indent=2) + "\n")
+        return render()
+    head = commit()
+    for task in args.tasks.split(","):
+        if task not in TASKS:
+            parser.error(f"unknown task {task!r}: one of {', '.join(TASKS)}")
+    for task in args.tasks.split(","):
+        run_task(task, head)
+
+
+if __name__ == "__main__":
+    main()
