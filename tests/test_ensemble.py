@@ -106,6 +106,17 @@ def test_unknown_ensembler_and_unknown_options_fail_clearly():
         _ensemble("mean_logits", weights=[1, 2])
 
 
+@pytest.mark.parametrize("name", sorted(sead.ensemble.ENSEMBLERS))
+def test_every_strategy_rejects_an_unknown_option_by_name(name):
+    """Options come from each strategy's `__init__`: a misspelling is named, with the options
+    the strategy takes, never a bare TypeError."""
+    options = sead.ensemble.ENSEMBLERS[name].options()
+    taken = ", ".join(options) or "none"
+    message = rf"ensemble={name} has unknown option\(s\) \['smoothnes'\]; expected some of: {taken}"
+    with pytest.raises(ValueError, match=message):
+        _ensemble(name, smoothnes=0.2)
+
+
 def test_logits_that_disagree_with_task_or_each_other_fail_clearly():
     ens = _ensemble("mean_logits")
     with pytest.raises(ValueError, match="differ in shape"):
@@ -360,7 +371,7 @@ def test_stage_keys_are_not_strategy_options():
     assert build(cfg, SST2, NAMES).name == "learned"
 
 
-# --- The ensemble stage of the pipeline, and `python -m sead.ensemble` -----------------------
+# --- The ensemble stage of the pipeline, and `python -m sead.run stage=ensemble` -------------
 
 
 def _forbid_student_training(monkeypatch):
@@ -402,7 +413,7 @@ def test_cli_compares_every_strategy_from_cached_logits(tiny_assets, tmp_path, m
         "ensemble.mode=softmax",
         "ensemble.folds=4",
     ]
-    table, data = sead.ensemble.compare(compose(overrides, output_dir=str(tmp_path / "out")))
+    table, data = pipeline.compare_ensembles(compose(overrides, output_dir=str(tmp_path / "out")))
     fitted = ["metric_weighted", "calibrated", "learned", "confidence", "vote"]
     assert set(data["rows"]) >= {"teacher toy_bert", "mean_logits", "mean_probs", *fitted}
     assert data["rows"]["metric_weighted"]["cross_fitted"] == {"validation": True}
@@ -413,7 +424,14 @@ def test_cli_compares_every_strategy_from_cached_logits(tiny_assets, tmp_path, m
     # The literal command line reads the same cache and prints the same table.
     run_dir = tmp_path / "cli"
     proc = subprocess.run(
-        [sys.executable, "-m", "sead.ensemble", *overrides, f"hydra.run.dir={run_dir}"],
+        [
+            sys.executable,
+            "-m",
+            "sead.run",
+            "stage=ensemble",
+            *overrides,
+            f"hydra.run.dir={run_dir}",
+        ],
         capture_output=True,
         text=True,
         timeout=300,

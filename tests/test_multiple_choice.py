@@ -374,7 +374,7 @@ def test_training_batches_group_examples_of_similar_padded_size(task, mc_model, 
     spec = teachers.TeacherSpec("t", str(folder), True, None, 48, None, False, 8)
     spec = teachers.replace(spec, finetune_args=teachers.FinetuneArgs(batch_size=4))
     train = _splits(task, "train")["train"]
-    trainer = teachers._teacher_trainer(spec, task, train, folder, folder, tmp_path)
+    trainer = teachers.store._teacher_trainer(spec, task, train, folder, folder, tmp_path)
     sampler = trainer._get_train_sampler(trainer.train_dataset)
     assert isinstance(sampler, LengthGroupedSampler)
     assert sampler.lengths == trainer.train_dataset[choices.CHOICE_TOKENS][:]

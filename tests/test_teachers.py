@@ -106,8 +106,8 @@ def test_checkpoint_labels_are_aligned_to_the_task_order(task, id2label, expecte
     alignment = teachers.align_labels(id2label, task)
     assert alignment == expected
     if expected is not None:  # the aligned columns carry the task's names, in order
-        names = [teachers._canonical(id2label[column]) for column in expected]
-        assert names == [teachers._canonical(name) for name in task.labels]
+        names = [teachers.labels._canonical(id2label[column]) for column in expected]
+        assert names == [teachers.labels._canonical(name) for name in task.labels]
 
 
 def test_generic_label_names_are_taken_as_the_task_label_ids():
@@ -311,7 +311,7 @@ def test_interrupted_fine_tuning_resumes_from_its_last_checkpoint(
         "+teachers.toy_bert.finetune_args.save_steps=3",
     )
     steps = 320 // 16
-    real = teachers._teacher_trainer
+    real = teachers.store._teacher_trainer
 
     class StopAtStep5(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
@@ -323,13 +323,13 @@ def test_interrupted_fine_tuning_resumes_from_its_last_checkpoint(
         trainer.add_callback(StopAtStep5())
         return trainer
 
-    monkeypatch.setattr(teachers, "_teacher_trainer", interrupted_trainer)
+    monkeypatch.setattr(teachers.store, "_teacher_trainer", interrupted_trainer)
     with pytest.raises(Interrupt):
         _prepare(cfg)
     work = next(Path(cfg.paths.teachers_dir).glob("*.work"))
     assert sorted(p.name for p in work.glob("checkpoint-*")) == ["checkpoint-3"]
 
-    monkeypatch.setattr(teachers, "_teacher_trainer", real)
+    monkeypatch.setattr(teachers.store, "_teacher_trainer", real)
     teacher = _prepare(cfg)
     assert trainings[-1]["resume_from_checkpoint"] == str(work / "checkpoint-3")
     assert trainings[-1]["steps"] == steps - 3  # resumed at step 3, not from scratch
@@ -394,9 +394,9 @@ def test_a_checkpoint_in_the_wrong_order_is_caught_by_the_gate_before_its_train_
         f"+teachers.toy_bert.checkpoints={{sst2: '{flipped}'}}",
     ]
     passes = []
-    real = teachers.predict_logits
+    real = teachers.logits.predict_logits
     monkeypatch.setattr(
-        teachers, "predict_logits", lambda *a, **k: passes.append(a[-1]) or real(*a, **k)
+        teachers.logits, "predict_logits", lambda *a, **k: passes.append(a[-1]) or real(*a, **k)
     )
     cfg = teacher_cfg(*overrides)
     inputs = pipeline.check_inputs(cfg)
@@ -467,7 +467,10 @@ def test_teachers_stage_cli_prepares_teachers_without_distilling(keyword_overrid
     out = tmp_path / "stage"
     args = [*keyword_overrides, f"hydra.run.dir={out}"]
     proc = subprocess.run(
-        [sys.executable, "-m", "sead.teachers", *args], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "sead.run", "stage=teachers", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     header, row = proc.stdout.strip().splitlines()[-2:]
@@ -478,7 +481,7 @@ def test_teachers_stage_cli_prepares_teachers_without_distilling(keyword_overrid
     assert "student" not in saved and not (out / "student").exists()
 
     unknown = subprocess.run(
-        [sys.executable, "-m", "sead.teachers", "teachers=[toy_bert,nope]"],
+        [sys.executable, "-m", "sead.run", "stage=teachers", "teachers=[toy_bert,nope]"],
         capture_output=True,
         text=True,
         timeout=120,
