@@ -487,3 +487,60 @@ def test_teachers_stage_cli_prepares_teachers_without_distilling(keyword_overrid
         timeout=120,
     )
     assert unknown.returncode == 1 and "Unknown teacher(s) ['nope']" in unknown.stderr
+
+
+@pytest.mark.slow
+def test_teachers_stage_prepares_the_logits_the_full_run_reads(keyword_overrides, tmp_path):
+    """`stage=teachers` builds its cache with `cfg.cache`, as the full run does: storage dtype
+    and precision are part of every key, so with another dtype it used to fill entries the run
+    never read."""
+    stage = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sead.run",
+            "stage=teachers",
+            "cache.dtype=float16",
+            *keyword_overrides,
+            f"hydra.run.dir={tmp_path / 'stage'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert stage.returncode == 0, stage.stderr[-3000:]
+    manifests = list((tmp_path / "cache" / "logits").glob("*/manifest.json"))
+    assert {json.loads(m.read_text())["dtype"] for m in manifests} == {"float16"}
+
+    cfg = compose(
+        [*keyword_overrides, "cache.dtype=float16", "train.epochs=1", "report.speed_samples=0"],
+        output_dir=str(tmp_path / "run"),
+    )
+    results = pipeline.run(cfg)
+    teacher = results["teachers"]["toy_bert"]
+    assert teacher["origin"] == "store" and all(teacher["cache_hit"].values())
+    assert results["cache"]["misses"] == 0
+
+
+@pytest.mark.slow
+def test_every_stage_records_its_failure_in_its_results_file(tmp_path):
+    for stage, results_file in [("teachers", "teachers.json"), ("bogus", "results.json")]:
+        out = tmp_path / stage
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "sead.run",
+                f"stage={stage}",
+                "task=axb",
+                f"hydra.run.dir={out}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 1
+        saved = json.loads((out / results_file).read_text())
+        assert saved["status"] == "failed" and saved["error"]["type"] == "ValueError"
+        expected = "diagnostic set" if stage == "teachers" else "expected one of all, teachers"
+        assert expected in saved["error"]["message"]
