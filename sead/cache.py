@@ -213,7 +213,8 @@ class SoftLabelCache:
 
     `dtype` is how logits are stored (float16 halves the size, at ~1e-3
     relative rounding; it is part of each entry's key). `chunk_size` and
-    `autocast` are read by whoever fills the cache (`sead.teachers`).
+    `autocast` are read by whoever fills the cache (`sead.teachers.logits`). Build it from
+    the run's config with `sead.pipeline.soft_label_cache`, so that every stage keys alike.
     """
 
     def __init__(self, root, dtype: str = "float32", chunk_size: int = 4096, autocast=None):
