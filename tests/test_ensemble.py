@@ -1,8 +1,6 @@
 """Each ensembler on fixed logits whose right answer is known by hand."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +21,7 @@ from sead.ensemble import (
     nll,
 )
 from sead.tasks import get_task
-from tests.helpers import compose
+from tests.helpers import compose, sead_run
 
 SST2, STSB = get_task("sst2"), get_task("stsb")
 NAMES = ["a", "b"]
@@ -423,19 +421,7 @@ def test_cli_compares_every_strategy_from_cached_logits(tiny_assets, tmp_path, m
 
     # The literal command line reads the same cache and prints the same table.
     run_dir = tmp_path / "cli"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sead.run",
-            "stage=ensemble",
-            *overrides,
-            f"hydra.run.dir={run_dir}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = sead_run("stage=ensemble", *overrides, f"hydra.run.dir={run_dir}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert table in proc.stdout
     assert json.loads((run_dir / "ensemble_comparison.json").read_text())["folds"] == 4

@@ -2,8 +2,6 @@
 
 import json
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +20,7 @@ from sead import pipeline, report, teachers, toy
 from sead.cache import SoftLabelCache
 from sead.tasks import get_task
 from tests.conftest import TINY
-from tests.helpers import compose
+from tests.helpers import compose, sead_run
 
 SST2, MNLI, RTE, MRPC, COLA, STSB = map(get_task, ["sst2", "mnli", "rte", "mrpc", "cola", "stsb"])
 
@@ -466,12 +464,7 @@ def test_seed_variants_of_one_base_get_their_own_store_and_cache_entries(teacher
 def test_teachers_stage_cli_prepares_teachers_without_distilling(keyword_overrides, tmp_path):
     out = tmp_path / "stage"
     args = [*keyword_overrides, f"hydra.run.dir={out}"]
-    proc = subprocess.run(
-        [sys.executable, "-m", "sead.run", "stage=teachers", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = sead_run("stage=teachers", *args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     header, row = proc.stdout.strip().splitlines()[-2:]
     assert header.split()[:3] == ["teacher", "source", "params"]
@@ -480,12 +473,7 @@ def test_teachers_stage_cli_prepares_teachers_without_distilling(keyword_overrid
     assert saved["teachers"]["toy_bert"]["origin"] == "finetuned"
     assert "student" not in saved and not (out / "student").exists()
 
-    unknown = subprocess.run(
-        [sys.executable, "-m", "sead.run", "stage=teachers", "teachers=[toy_bert,nope]"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    unknown = sead_run("stage=teachers", "teachers=[toy_bert,nope]", timeout=120)
     assert unknown.returncode == 1 and "Unknown teacher(s) ['nope']" in unknown.stderr
 
 
@@ -494,19 +482,11 @@ def test_teachers_stage_prepares_the_logits_the_full_run_reads(keyword_overrides
     """`stage=teachers` builds its cache with `cfg.cache`, as the full run does: storage dtype
     and precision are part of every key, so with another dtype it used to fill entries the run
     never read."""
-    stage = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sead.run",
-            "stage=teachers",
-            "cache.dtype=float16",
-            *keyword_overrides,
-            f"hydra.run.dir={tmp_path / 'stage'}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    stage = sead_run(
+        "stage=teachers",
+        "cache.dtype=float16",
+        *keyword_overrides,
+        f"hydra.run.dir={tmp_path / 'stage'}",
     )
     assert stage.returncode == 0, stage.stderr[-3000:]
     manifests = list((tmp_path / "cache" / "logits").glob("*/manifest.json"))
@@ -526,19 +506,7 @@ def test_teachers_stage_prepares_the_logits_the_full_run_reads(keyword_overrides
 def test_every_stage_records_its_failure_in_its_results_file(tmp_path):
     for stage, results_file in [("teachers", "teachers.json"), ("bogus", "results.json")]:
         out = tmp_path / stage
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "sead.run",
-                f"stage={stage}",
-                "task=axb",
-                f"hydra.run.dir={out}",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        proc = sead_run(f"stage={stage}", "task=axb", f"hydra.run.dir={out}", timeout=120)
         assert proc.returncode == 1
         saved = json.loads((out / results_file).read_text())
         assert saved["status"] == "failed" and saved["error"]["type"] == "ValueError"
