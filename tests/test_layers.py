@@ -25,6 +25,7 @@ LAYERS = {
         "sead.speed",
         "sead.report",
         "sead.card",
+        "sead.export",  # planned in DESIGN.md (issue 18)
     },
     "kernel": {
         "sead",  # the package itself (its resolver for configs)
