@@ -10,7 +10,7 @@ DIR ?= $(shell ls -td multirun/*/*/ 2>/dev/null | head -n 1)
 NAME ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install models test test-fast lint format demo demo-sweep run sweep cache-list cache-clean clean report experiment bench
+.PHONY: help install models test test-fast lint format demo demo-sweep run teachers ensemble sweep cache-list cache-clean clean report experiment bench
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -42,6 +42,12 @@ demo: ## Offline end-to-end demo: tiny teachers fine-tuned, cached, ensembled, d
 
 run: ## The main job (needs the Hub): make run TASK=sst2 TEACHERS=[bert,roberta] ARGS=...
 	$(PYTHON) -m sead.run task=$(TASK) 'teachers=$(TEACHERS)' $(ARGS)
+
+teachers: ## Teachers and their logits only, no student (stage=teachers): make teachers TASK=rte ARGS=...
+	$(PYTHON) -m sead.run stage=teachers task=$(TASK) 'teachers=$(TEACHERS)' $(ARGS)
+
+ensemble: ## Every ensembler against each teacher alone, no student (stage=ensemble): make ensemble ARGS=...
+	$(PYTHON) -m sead.run stage=ensemble task=$(TASK) 'teachers=$(TEACHERS)' $(ARGS)
 
 sweep: ## A Hydra sweep (needs the Hub), e.g. make sweep ARGS="train.temperature=1,2,4 seed=1,2,3"
 	$(PYTHON) -m sead.run -m task=$(TASK) 'teachers=$(TEACHERS)' $(ARGS)

@@ -42,6 +42,9 @@ from safetensors import safe_open
 from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save_file
 
+from sead.config import CONF_DIR
+from sead.files import format_table, write_atomic
+
 log = logging.getLogger(__name__)
 
 LOGITS_FILE = "logits.safetensors"
@@ -103,7 +106,7 @@ class FileHashes:
         digest = _hash_contents(paths)
         with FileLock(str(self.path.with_name(f".{self.path.name}.lock"))):
             known = {**self._read(), key: digest}
-            _write_atomic(self.path, json.dumps(known, indent=0).encode())
+            write_atomic(self.path, json.dumps(known, indent=0))
         return digest
 
     def _read(self) -> dict:
@@ -116,17 +119,6 @@ class FileHashes:
 def _stat_stamp(path: Path) -> list:
     st = path.stat()
     return [str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
-
-
-def _write_atomic(path: Path, payload: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _sha256(payload: bytes) -> str:
@@ -176,7 +168,7 @@ class PartialEntry:
             log.info("Dropping partial results in %s: made with another plan", self.folder)
             shutil.rmtree(self.folder)
         self.folder.mkdir(parents=True)
-        _write_atomic(plan_path, json.dumps(plan, indent=2).encode())
+        write_atomic(plan_path, json.dumps(plan, indent=2))
 
     def load(self, index: int, rows: np.ndarray) -> np.ndarray | None:
         """Chunk `index`'s logits, or None if absent or not exactly this chunk's rows."""
@@ -221,7 +213,8 @@ class SoftLabelCache:
 
     `dtype` is how logits are stored (float16 halves the size, at ~1e-3
     relative rounding; it is part of each entry's key). `chunk_size` and
-    `autocast` are read by whoever fills the cache (`sead.teachers`).
+    `autocast` are read by whoever fills the cache (`sead.teachers.logits`). Build it from
+    the run's config with `sead.pipeline.soft_label_cache`, so that every stage keys alike.
     """
 
     def __init__(self, root, dtype: str = "float32", chunk_size: int = 4096, autocast=None):
@@ -486,13 +479,6 @@ def _row(folder: Path) -> list[str]:
     ]
 
 
-def _table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in [header, *rows]
-    )
-
-
 def _select(root: Path, args) -> list[Path]:
     """Entries named by fingerprint (or a unique prefix) or matching the filters."""
     if args.fingerprints:
@@ -522,7 +508,7 @@ def _select(root: Path, args) -> list[Path]:
 def _cmd_list(root: Path, args) -> int:
     rows = [_row(folder) for folder in _select(root, args)]
     header = ["FINGERPRINT", "TEACHER", "TASK", "SPLIT", "EXAMPLES", "DTYPE", "SIZE", "CREATED"]
-    print(_table(rows, header) if rows else f"No cache entries in {root}.")
+    print(format_table([header, *rows]) if rows else f"No cache entries in {root}.")
     for partial in sorted(root.glob(f"{PARTIAL_PREFIX}*")) if root.is_dir() else []:
         chunks = len(list(partial.glob("chunk-*.safetensors")))
         print(f"in progress or interrupted: {partial.name} ({chunks} chunk(s) done)")
@@ -570,8 +556,7 @@ def default_root() -> Path:
     """`paths.logits_dir` of the composed config, so the CLI sees what runs use."""
     from hydra import compose, initialize_config_dir
 
-    conf = Path(__file__).resolve().parents[1] / "conf"
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config")
     return Path(cfg.paths.logits_dir)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from sead import data
-from sead.report import write_atomic
+from sead.files import write_atomic
 from sead.tasks import get_task
 
 log = logging.getLogger(__name__)

@@ -34,8 +34,7 @@ from transformers import (
 )
 
 from sead import choices, data, models
-from sead.tasks import UNLABELED, TaskSpec
-from sead.teachers import head_config
+from sead.tasks import UNLABELED, TaskSpec, head_config
 
 log = logging.getLogger(__name__)
 
@@ -223,6 +222,7 @@ def distill(
     tokenizer,
     train: Dataset,
     soft_targets: np.ndarray,
+    *,
     task: TaskSpec,
     train_cfg,
     max_length: int,
@@ -232,6 +232,7 @@ def distill(
 ) -> DistillationTrainer:
     """Train `model` on `train` with the ensemble's `soft_targets` (rows in `train` order).
 
+    `train_cfg` is `cfg.train`; `max_length` the student's truncation length.
     Under `torchrun` / `accelerate launch` the Trainer trains with DDP on every rank.
     """
     encoded = data.tokenize(train, tokenizer, task, max_length).remove_columns("idx")

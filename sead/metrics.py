@@ -288,6 +288,12 @@ def references(task, split) -> np.ndarray:
     return credit
 
 
+def hard_predictions(task, logits: np.ndarray) -> np.ndarray:
+    """Label ids (classification, multiple choice) or scores (regression) from logits or
+    targets `[n_examples, n_labels]`: what a task's metrics compare with the gold labels."""
+    return logits[:, 0] if task.is_regression else logits.argmax(-1)
+
+
 def score_split(task, split, predictions) -> dict[str, float]:
     """Every official metric of `task` (a TaskSpec or its name) for predictions on `split`.
 

@@ -2,7 +2,11 @@
 
 Read it top to bottom: check the inputs, get each teacher's logits (from the
 cache when they exist), combine them, distil the student, evaluate, save.
-`sead.run` is only the Hydra entry point around it, so tests call `run` directly.
+Two jobs stop part-way with the same checks and the same cache: `prepare_teachers`
+(`stage=teachers`) and `compare_ensembles` (`stage=ensemble`).
+`sead.run` is only the Hydra entry point around them, so tests call them directly.
+
+The only module that knows every stage; it imports stages and kernel, never a command.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ from sead.tasks import TaskSpec, check_trainable, get_task
 from sead.tracking import MetricsLog
 
 log = logging.getLogger(__name__)
+
+TEACHERS_FILE = "teachers.json"  # what `stage=teachers` saves, beside a full run's results.json
 
 
 @dataclass
@@ -167,6 +173,44 @@ def teacher_results(inputs: Inputs, teacher_records: dict, cache: SoftLabelCache
     }
 
 
+def soft_label_cache(cfg: DictConfig) -> SoftLabelCache:
+    """The teacher-logit cache with the run's `cfg.cache` settings.
+
+    Storage dtype and compute precision are part of every cache key, so every stage builds
+    its cache here: logits prepared by `stage=teachers` are the ones the full run reads.
+    """
+    return SoftLabelCache(cfg.paths.logits_dir, **OmegaConf.to_container(cfg.cache, resolve=True))
+
+
+def prepare_teachers(cfg: DictConfig) -> dict:
+    """`stage=teachers`: fine-tune the teachers that need it and cache their logits for
+    every split, without distilling; saves `teachers.json` in the run folder."""
+    inputs = check_inputs(cfg)
+    cache = soft_label_cache(cfg)
+    _, records = teacher_logits(cfg, inputs, cache)
+    results = teacher_results(inputs, records, cache)
+    report.save_run(results, cfg, Path(cfg.paths.output_dir), name=TEACHERS_FILE)
+    return results
+
+
+def compare_ensembles(cfg: DictConfig) -> tuple[str, dict]:
+    """`stage=ensemble`: every strategy against each teacher alone, from the teachers' logits.
+
+    Only the eval splits and the fit split get logits (no student, so no train-split
+    pass). Returns the printed table and its data.
+    """
+    inputs = check_inputs(cfg)
+    task, names, plan = inputs.task, inputs.names, inputs.plan
+    needed = list(dict.fromkeys([*task.eval_splits, plan.split]))
+    per_teacher, records = teacher_logits(cfg, inputs, soft_label_cache(cfg), logit_splits=needed)
+    logits = {split: _stacked(per_teacher, names, split) for split in needed}
+    labels = {split: inputs.gold[split] for split in needed}
+    rows, notes = ensemble.compare_strategies(cfg.ensemble, task, names, logits, labels, plan)
+    table = report.comparison_table(task, rows, plan, notes)
+    data = {"task": task.name, "fit_split": plan.split, "folds": plan.folds, "fold_seed": plan.seed}
+    return table, {**data, "rows": rows, "teachers": records}
+
+
 def run(cfg: DictConfig) -> dict | None:
     """Run the pipeline; returns the results (None on the ranks > 0 of a multi-process run)."""
     timings: dict[str, float] = {}
@@ -189,7 +233,7 @@ def run(cfg: DictConfig) -> dict | None:
 
     # 2. Teachers: fine-tune the ones that need it, then logits for every split (cached).
     # Multi-process: rank 0 computes and caches them while the others wait, then reads them.
-    cache = SoftLabelCache(cfg.paths.logits_dir, **OmegaConf.to_container(cfg.cache))
+    cache = soft_label_cache(cfg)
     with stage("teachers"), distributed.main_process_first():
         logits, teacher_records = teacher_logits(cfg, inputs, cache)
 
@@ -212,11 +256,11 @@ def run(cfg: DictConfig) -> dict | None:
             tokenizer,
             student_train,
             soft_targets,
-            task,
-            cfg.train,
-            int(cfg.student.max_length),
-            out_dir / "trainer",
-            int(cfg.seed),
+            task=task,
+            train_cfg=cfg.train,
+            max_length=int(cfg.student.max_length),
+            output_dir=out_dir / "trainer",
+            seed=int(cfg.seed),
             callbacks=[metrics_log.callback()],
         )
         trainer.save_model(str(out_dir / "student"))  # the Trainer saves on rank 0 only
@@ -237,7 +281,7 @@ def run(cfg: DictConfig) -> dict | None:
             )
             elapsed = time.perf_counter() - started
             student_results["metrics"][split] = metrics.score_split(
-                task, splits[split], _hard(task, student_logits)
+                task, splits[split], metrics.hard_predictions(task, student_logits)
             )
             student_results["examples_per_second"][split] = round(len(encoded) / elapsed, 1)
             student_results["eval_runtime_s"][split] = round(elapsed, 3)
@@ -251,11 +295,13 @@ def run(cfg: DictConfig) -> dict | None:
             speed_results = speed.compare(
                 model,
                 tokenizer,
-                int(cfg.student.max_length),
-                inputs,
-                cfg.paths.teachers_dir,
-                int(cfg.report.speed_samples),
-                int(cfg.train.eval_batch_size),
+                max_length=int(cfg.student.max_length),
+                task=task,
+                specs=inputs.specs,
+                splits=splits,
+                store_dir=cfg.paths.teachers_dir,
+                n=int(cfg.report.speed_samples),
+                batch_size=int(cfg.train.eval_batch_size),
             )
 
     results = {
@@ -333,11 +379,6 @@ def _check_distributed(inputs: Inputs) -> None:
         )
 
 
-def _hard(task, logits: np.ndarray) -> np.ndarray:
-    """Label ids (classification) or scores (regression) from a model's logits."""
-    return logits[:, 0] if task.is_regression else logits.argmax(-1)
-
-
 def _diagnostics(cfg: DictConfig, inputs: Inputs, model, tokenizer) -> dict[str, dict]:
     """The student's metrics on each diagnostic set (axb, axg: read as RTE, label for label)."""
     scores = {}
@@ -346,7 +387,8 @@ def _diagnostics(cfg: DictConfig, inputs: Inputs, model, tokenizer) -> dict[str,
         encoded = data.tokenize(ds, tokenizer, diagnostic, int(cfg.student.max_length))
         batch_size = int(cfg.train.eval_batch_size)
         logits = predict_logits(model, tokenizer, encoded, batch_size, f"Student on {name}")
-        scores[name] = metrics.score_split(diagnostic, ds, _hard(diagnostic, logits))
+        predictions = metrics.hard_predictions(diagnostic, logits)
+        scores[name] = metrics.score_split(diagnostic, ds, predictions)
         log.info("Student on diagnostic %s: %s", name, scores[name])
     return scores
 

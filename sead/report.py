@@ -14,12 +14,15 @@ import logging
 import math
 import os
 import sys
-import tempfile
 import traceback
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from omegaconf import OmegaConf
+
+from sead import card
+from sead.ensemble import FitPlan, loss_name
+from sead.files import format_table, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -27,29 +30,12 @@ RESULTS_FILE = "results.json"
 TRACEBACK_LINES = 30  # of a failed job's traceback, kept in its results.json
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write to a temp file in the same folder, then rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide results from the rest of a team
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def save_run(results: dict, cfg, out_dir: Path, name: str = RESULTS_FILE) -> None:
     """Write a successful run's results (adding its status, settings and overrides) and card.
 
-    `name`: another file than `results.json` for a stage run on its own (`sead.teachers`
+    `name`: another file than `results.json` for a stage run on its own (`stage=teachers`
     writes `teachers.json`), so that a sweep report does not take it for a full run.
     """
-    from sead import card  # card imports this module's helpers
-
     results.update({"status": "ok", **job_context(cfg)})
     write_atomic(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     write_atomic(out_dir / name, json.dumps(results, indent=2) + "\n")
@@ -57,8 +43,11 @@ def save_run(results: dict, cfg, out_dir: Path, name: str = RESULTS_FILE) -> Non
         card.write_model_card(results, cfg, out_dir / "student")
 
 
-def save_failure(cfg, error: BaseException, out_dir: Path) -> dict:
-    """Record a job that raised, so that a sweep's report lists it as failed, with why."""
+def save_failure(cfg, error: BaseException, out_dir: Path, name: str = RESULTS_FILE) -> dict:
+    """Record a job that raised, so that a sweep's report lists it as failed, with why.
+
+    `name`: the file the job's stage writes its results to (`results.json` for a full run).
+    """
     lines = traceback.format_exception(type(error), error, error.__traceback__)
     results = {
         "status": "failed",
@@ -74,7 +63,7 @@ def save_failure(cfg, error: BaseException, out_dir: Path) -> dict:
     except Exception:  # the failure may be the config itself: keep it unresolved
         config_text = OmegaConf.to_yaml(cfg)
     write_atomic(Path(out_dir) / "config.yaml", config_text)
-    write_atomic(Path(out_dir) / RESULTS_FILE, json.dumps(results, indent=2) + "\n")
+    write_atomic(Path(out_dir) / name, json.dumps(results, indent=2) + "\n")
     return results
 
 
@@ -142,7 +131,7 @@ def summary_table(results: dict) -> str:
         lines.append([label, *cells, f"{params:,}" if params else "-", note])
     diagnostics = student.get("diagnostics") or {}
     notes = [f"student on diagnostic {name}: {_metrics(m)}" for name, m in diagnostics.items()]
-    return "\n".join([_format_table(lines), *notes])
+    return "\n".join([format_table(lines), *notes])
 
 
 def transfer_summary(results: dict) -> str:
@@ -186,7 +175,44 @@ def teacher_table(results: dict) -> str:
                 ORIGINS.get(teacher.get("origin"), teacher.get("origin", "-")),
             ]
         )
-    return _format_table(lines)
+    return format_table(lines)
+
+
+def comparison_table(task, rows: dict[str, dict], plan: FitPlan, notes=()) -> str:
+    """`stage=ensemble`'s table: per teacher or strategy, the main metric and NLL (MSE for
+    regression) on each eval split, and the weights and temperatures it uses."""
+    loss, metric = loss_name(task), task.main_metric
+    header = ["model"]
+    for split in task.eval_splits:
+        mark = "*" if split == plan.split else ""
+        header += [f"{split}{mark} {metric}", f"{split}{mark} {loss}"]
+    header.append("weights / temperatures")
+    lines = [header]
+    for label, row in rows.items():
+        cells = [label]
+        for split in task.eval_splits:
+            cells += [f"{row['metrics'][split][metric]:.4f}", f"{row[loss][split]:.4f}"]
+        cells.append(_describe_short(row))
+        lines.append(cells)
+    text = format_table(lines)
+    footer = [
+        f"* {plan.split} is the fit split: fitted strategies are scored by {plan.folds}-fold "
+        f"cross-fitting (fold_seed={plan.seed}); weights shown are fitted on all of it."
+    ]
+    return "\n".join([text, "", *footer, *notes])
+
+
+def _describe_short(row: dict) -> str:
+    parts = []
+    weights = row.get("mean_weights") or row.get("weights")
+    if isinstance(weights, dict):
+        parts.append("w " + " ".join(f"{k}={v:.2f}" for k, v in weights.items()))
+    temperatures = row.get("temperatures", {})
+    if any(t != 1.0 for t in temperatures.values()):
+        parts.append("T " + " ".join(f"{k}={v:.2f}" for k, v in temperatures.items()))
+    if row.get("temperature", 1.0) != 1.0:
+        parts.append(f"T={row['temperature']:.2f}")
+    return "; ".join(parts)
 
 
 def _metrics(split_metrics: dict) -> str:
@@ -214,14 +240,6 @@ def _millions(params: int | None) -> str:
 
 def _shorten(text: str, width: int) -> str:
     return text if len(text) <= width else "..." + text[-(width - 3) :]
-
-
-def _format_table(lines: list[list]) -> str:
-    widths = [max(len(str(line[i])) for line in lines) for i in range(len(lines[0]))]
-    return "\n".join(
-        "  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        for line in lines
-    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,13 +1,20 @@
-"""Hydra entry point: `python -m sead.run task=sst2 'teachers=[bert,roberta]'`.
+"""The Hydra entry point, for the full run and for each stage run on its own.
 
-Thin on purpose: all the work is in `sead.pipeline.run`, which tests call directly.
-Returns the student's main metric so that Hydra sweepers (e.g. Optuna) can optimise it.
-A job that raises is recorded as failed (results.json) and, in a sweep, lets the sweep go on.
+    python -m sead.run task=sst2 'teachers=[bert,roberta]'                  # stage=all
+    python -m sead.run stage=teachers task=rte 'teachers=[bert,roberta]'    # teachers.json
+    python -m sead.run stage=ensemble task=sst2 'teachers=[bert,roberta]'   # every ensembler
+
+Thin on purpose: the work is in `sead.pipeline`, which tests call directly. Every stage
+gets the same checks here: a teacher with no config stops the command line before Hydra
+composes it, and a job that raises is recorded as failed (in the file its stage writes)
+and, in a sweep, lets the sweep go on. A full run returns the student's main metric so
+that Hydra sweepers (e.g. Optuna) can optimise it.
 """
 
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import sys
 from pathlib import Path
@@ -19,23 +26,51 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from sead import distributed, models, pipeline, report
+from sead.config import CONF_DIR
+from sead.files import write_atomic
 
 log = logging.getLogger(__name__)
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+ENSEMBLE_FILE = "ensemble_comparison.json"
+
+
+def _teachers_stage(cfg: DictConfig) -> dict:
+    results = pipeline.prepare_teachers(cfg)  # saves teachers.json
+    print(report.teacher_table(results))
+    return results
+
+
+def _ensemble_stage(cfg: DictConfig) -> dict:
+    table, results = pipeline.compare_ensembles(cfg)
+    write_atomic(Path(cfg.paths.output_dir) / ENSEMBLE_FILE, json.dumps(results, indent=2) + "\n")
+    print(table)
+    return results
+
+
+# stage -> (what runs it, the file its results, or its failure, are written to)
+STAGES = {
+    "all": (pipeline.run, report.RESULTS_FILE),
+    "teachers": (_teachers_stage, pipeline.TEACHERS_FILE),
+    "ensemble": (_ensemble_stage, ENSEMBLE_FILE),
+}
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    """The student's main metric on the first eval split; None when the job failed.
+    """The student's main metric on the first eval split; None when the job failed, or for a
+    stage that trains no student.
 
     None (not NaN) because the Optuna sweeper marks a trial whose value is not a float as
     failed and goes on, while a NaN makes it raise.
     """
+    stage = str(cfg.get("stage", "all"))
+    run_stage, results_file = STAGES.get(stage, (None, report.RESULTS_FILE))
     try:
-        results = pipeline.run(cfg)
+        if run_stage is None:
+            raise ValueError(f"stage={stage!r}: expected one of {', '.join(STAGES)}.")
+        results = run_stage(cfg)
     except Exception as error:
-        _record_failure(cfg, error)  # re-raises unless a sweep should go on
+        _record_failure(cfg, error, results_file)  # re-raises unless a sweep should go on
         results = None
     if results is None:  # failed, or a rank > 0 of a multi-process run (rank 0 reports)
         # Out of the except block, the failed job's traceback and the tensors it kept alive
@@ -43,18 +78,21 @@ def main(cfg: DictConfig) -> float | None:
         gc.collect()
         _empty_cuda_cache()
         return None
+    if stage != "all":
+        return None
     first_split = results["eval_splits"][0]
     return results["student"]["metrics"][first_split][results["main_metric"]]
 
 
-def _record_failure(cfg: DictConfig, error: Exception) -> None:
-    """Write results.json with status failed, then re-raise unless a sweep should go on."""
+def _record_failure(cfg: DictConfig, error: Exception, results_file: str) -> None:
+    """Write the stage's results file with status failed, then re-raise unless a sweep
+    should go on."""
     try:
         out_dir = Path(cfg.paths.output_dir)
     except Exception:  # the config itself may be what is wrong
         out_dir = Path(HydraConfig.get().runtime.output_dir)
     if distributed.is_main_process():
-        report.save_failure(cfg, error, out_dir)
+        report.save_failure(cfg, error, out_dir, name=results_file)
     log.error("Job failed (%s: %s); recorded in %s", type(error).__name__, error, out_dir)
     if HydraConfig.get().mode != RunMode.MULTIRUN or cfg.get("fail_fast", False):
         if isinstance(error, models.ModelNotInstalledError):

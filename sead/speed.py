@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from datasets import Dataset
+from datasets import Dataset, DatasetDict
 
 from sead import data, teachers
 from sead.inference import predict_logits
@@ -41,16 +41,27 @@ def throughput(
     return len(encoded) / best
 
 
-def compare(student, tokenizer, max_length: int, inputs, store_dir, n: int, batch_size: int):
+def compare(
+    student,
+    tokenizer,
+    *,
+    max_length: int,
+    task: TaskSpec,
+    specs: list[teachers.TeacherSpec],
+    splits: DatasetDict,
+    store_dir,
+    n: int,
+    batch_size: int,
+) -> dict:
     """Student and each teacher on the first `n` examples of the task's first eval split.
 
-    `inputs` is the pipeline's checked `Inputs` (task, teacher specs, splits).
+    `max_length` is the student's; each teacher keeps its own. `specs` and `splits` are the
+    checked teachers and data; `store_dir` is where fine-tuned teachers are stored.
     """
-    task, splits = inputs.task, inputs.splits
     split = task.eval_splits[0]
     sample = splits[split].select(range(min(n, len(splits[split]))))
     per_second = {"student": throughput(student, tokenizer, sample, task, max_length, batch_size)}
-    for spec in inputs.specs:
+    for spec in specs:
         teacher, teacher_tokenizer = teachers.prepare(spec, task, splits, store_dir).load()
         per_second[spec.name] = throughput(
             teacher, teacher_tokenizer, sample, task, spec.max_length, batch_size
@@ -63,6 +74,6 @@ def compare(student, tokenizer, max_length: int, inputs, store_dir, n: int, batc
         "device": str(next(student.parameters()).device),
         "examples_per_second": {name: round(v, 1) for name, v in per_second.items()},
         "speedup": {
-            name: round(per_second["student"] / per_second[name], 2) for name in inputs.names
+            spec.name: round(per_second["student"] / per_second[spec.name], 2) for spec in specs
         },
     }

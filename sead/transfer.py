@@ -34,6 +34,8 @@ from datasets import Dataset, DatasetDict, Value, concatenate_datasets, load_dat
 from omegaconf import OmegaConf
 
 from sead import data, metrics
+from sead.checkpoints import resolve
+from sead.config import check_keys
 from sead.tasks import MULTIPLE_CHOICE, UNLABELED, TaskSpec
 
 log = logging.getLogger(__name__)
@@ -67,10 +69,7 @@ class TransferSettings:
     @classmethod
     def from_config(cls, cfg, task: TaskSpec) -> TransferSettings:
         raw = OmegaConf.to_container(cfg, resolve=True) if cfg is not None else {}
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(raw) - set(known))
-        if unknown:
-            raise ValueError(f"transfer has unknown key(s) {unknown}: expected some of {known}.")
+        check_keys(raw, [f.name for f in fields(cls)], "transfer")
         raw["paths"] = tuple(raw.get("paths") or ())
         raw["columns"] = dict(raw.get("columns") or {})
         settings = cls(**raw)
@@ -386,8 +385,6 @@ class FillMask:
 
     def __init__(self, settings: TransferSettings):
         from transformers import AutoModelForMaskedLM, AutoTokenizer
-
-        from sead.teachers import resolve
 
         self.settings = settings
         path = resolve(settings.fill_mask_model, None)

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 import sead.distill
-import sead.teachers
+import sead.teachers.logits
+import sead.teachers.store
 from sead import pipeline, toy
 
 pytestmark = pytest.mark.slow
@@ -19,13 +20,13 @@ SHARED_SST2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue" /
 def forward_passes(monkeypatch):
     """Counts teacher inference calls (each one is a full pass over a split)."""
     calls = []
-    real = sead.teachers.predict_logits
+    real = sead.teachers.logits.predict_logits
 
     def counting(*args, **kwargs):
         calls.append(kwargs.get("desc") or args[-1])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sead.teachers, "predict_logits", counting)
+    monkeypatch.setattr(sead.teachers.logits, "predict_logits", counting)
     return calls
 
 
@@ -97,7 +98,7 @@ def _forbid_training(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("training started before the bad input was caught")
 
-    monkeypatch.setattr(sead.teachers, "finetune", fail)
+    monkeypatch.setattr(sead.teachers.store, "finetune", fail)
     monkeypatch.setattr(sead.distill, "distill", fail)
 
 

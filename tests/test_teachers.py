@@ -2,8 +2,6 @@
 
 import json
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +20,7 @@ from sead import pipeline, report, teachers, toy
 from sead.cache import SoftLabelCache
 from sead.tasks import get_task
 from tests.conftest import TINY
-from tests.helpers import compose
+from tests.helpers import compose, sead_run
 
 SST2, MNLI, RTE, MRPC, COLA, STSB = map(get_task, ["sst2", "mnli", "rte", "mrpc", "cola", "stsb"])
 
@@ -106,8 +104,8 @@ def test_checkpoint_labels_are_aligned_to_the_task_order(task, id2label, expecte
     alignment = teachers.align_labels(id2label, task)
     assert alignment == expected
     if expected is not None:  # the aligned columns carry the task's names, in order
-        names = [teachers._canonical(id2label[column]) for column in expected]
-        assert names == [teachers._canonical(name) for name in task.labels]
+        names = [teachers.labels._canonical(id2label[column]) for column in expected]
+        assert names == [teachers.labels._canonical(name) for name in task.labels]
 
 
 def test_generic_label_names_are_taken_as_the_task_label_ids():
@@ -311,7 +309,7 @@ def test_interrupted_fine_tuning_resumes_from_its_last_checkpoint(
         "+teachers.toy_bert.finetune_args.save_steps=3",
     )
     steps = 320 // 16
-    real = teachers._teacher_trainer
+    real = teachers.store._teacher_trainer
 
     class StopAtStep5(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
@@ -323,13 +321,13 @@ def test_interrupted_fine_tuning_resumes_from_its_last_checkpoint(
         trainer.add_callback(StopAtStep5())
         return trainer
 
-    monkeypatch.setattr(teachers, "_teacher_trainer", interrupted_trainer)
+    monkeypatch.setattr(teachers.store, "_teacher_trainer", interrupted_trainer)
     with pytest.raises(Interrupt):
         _prepare(cfg)
     work = next(Path(cfg.paths.teachers_dir).glob("*.work"))
     assert sorted(p.name for p in work.glob("checkpoint-*")) == ["checkpoint-3"]
 
-    monkeypatch.setattr(teachers, "_teacher_trainer", real)
+    monkeypatch.setattr(teachers.store, "_teacher_trainer", real)
     teacher = _prepare(cfg)
     assert trainings[-1]["resume_from_checkpoint"] == str(work / "checkpoint-3")
     assert trainings[-1]["steps"] == steps - 3  # resumed at step 3, not from scratch
@@ -394,9 +392,9 @@ def test_a_checkpoint_in_the_wrong_order_is_caught_by_the_gate_before_its_train_
         f"+teachers.toy_bert.checkpoints={{sst2: '{flipped}'}}",
     ]
     passes = []
-    real = teachers.predict_logits
+    real = teachers.logits.predict_logits
     monkeypatch.setattr(
-        teachers, "predict_logits", lambda *a, **k: passes.append(a[-1]) or real(*a, **k)
+        teachers.logits, "predict_logits", lambda *a, **k: passes.append(a[-1]) or real(*a, **k)
     )
     cfg = teacher_cfg(*overrides)
     inputs = pipeline.check_inputs(cfg)
@@ -466,9 +464,7 @@ def test_seed_variants_of_one_base_get_their_own_store_and_cache_entries(teacher
 def test_teachers_stage_cli_prepares_teachers_without_distilling(keyword_overrides, tmp_path):
     out = tmp_path / "stage"
     args = [*keyword_overrides, f"hydra.run.dir={out}"]
-    proc = subprocess.run(
-        [sys.executable, "-m", "sead.teachers", *args], capture_output=True, text=True, timeout=300
-    )
+    proc = sead_run("stage=teachers", *args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     header, row = proc.stdout.strip().splitlines()[-2:]
     assert header.split()[:3] == ["teacher", "source", "params"]
@@ -477,10 +473,42 @@ def test_teachers_stage_cli_prepares_teachers_without_distilling(keyword_overrid
     assert saved["teachers"]["toy_bert"]["origin"] == "finetuned"
     assert "student" not in saved and not (out / "student").exists()
 
-    unknown = subprocess.run(
-        [sys.executable, "-m", "sead.teachers", "teachers=[toy_bert,nope]"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    unknown = sead_run("stage=teachers", "teachers=[toy_bert,nope]", timeout=120)
     assert unknown.returncode == 1 and "Unknown teacher(s) ['nope']" in unknown.stderr
+
+
+@pytest.mark.slow
+def test_teachers_stage_prepares_the_logits_the_full_run_reads(keyword_overrides, tmp_path):
+    """`stage=teachers` builds its cache with `cfg.cache`, as the full run does: storage dtype
+    and precision are part of every key, so with another dtype it used to fill entries the run
+    never read."""
+    stage = sead_run(
+        "stage=teachers",
+        "cache.dtype=float16",
+        *keyword_overrides,
+        f"hydra.run.dir={tmp_path / 'stage'}",
+    )
+    assert stage.returncode == 0, stage.stderr[-3000:]
+    manifests = list((tmp_path / "cache" / "logits").glob("*/manifest.json"))
+    assert {json.loads(m.read_text())["dtype"] for m in manifests} == {"float16"}
+
+    cfg = compose(
+        [*keyword_overrides, "cache.dtype=float16", "train.epochs=1", "report.speed_samples=0"],
+        output_dir=str(tmp_path / "run"),
+    )
+    results = pipeline.run(cfg)
+    teacher = results["teachers"]["toy_bert"]
+    assert teacher["origin"] == "store" and all(teacher["cache_hit"].values())
+    assert results["cache"]["misses"] == 0
+
+
+@pytest.mark.slow
+def test_every_stage_records_its_failure_in_its_results_file(tmp_path):
+    for stage, results_file in [("teachers", "teachers.json"), ("bogus", "results.json")]:
+        out = tmp_path / stage
+        proc = sead_run(f"stage={stage}", "task=axb", f"hydra.run.dir={out}", timeout=120)
+        assert proc.returncode == 1
+        saved = json.loads((out / results_file).read_text())
+        assert saved["status"] == "failed" and saved["error"]["type"] == "ValueError"
+        expected = "diagnostic set" if stage == "teachers" else "expected one of all, teachers"
+        assert expected in saved["error"]["message"]

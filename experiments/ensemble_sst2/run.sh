@@ -13,7 +13,7 @@
 set -euo pipefail
 here=experiments/ensemble_sst2
 name="${NAME:-main}"
-flock /tmp/sead-cpu.lock time -p python -m sead.ensemble \
+flock /tmp/sead-cpu.lock time -p python -m sead.run stage=ensemble \
   task=sst2 \
   'teachers=[minilm,minilm_s2,minilm_weak]' \
   ++teachers.minilm.finetune_args.max_train_samples=4000 \

@@ -1,0 +1,68 @@
+"""Where a checkpoint's files are, and what identifies them.
+
+Teachers, the transfer set's fill-mask model and the cache keys all need the same two
+answers: a local folder with the files (`resolve`; a Hub id is snapshot-downloaded), and a
+name that changes exactly when the files do (`identity`, `tokenizer_identity`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sead.cache import FileHashes, hash_files
+
+WEIGHT_PATTERNS = ("config.json", "*.safetensors", "*.bin")
+TOKENIZER_PATTERNS = (
+    "tokenizer*.json",
+    "vocab*",
+    "merges.txt",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "*.model",
+)
+
+
+def resolve(name_or_path: str, revision: str | None, patterns=WEIGHT_PATTERNS) -> Path:
+    """A local directory holding the model's files (a Hub id is snapshot-downloaded).
+
+    `snapshot_download` resolves a branch or tag `revision` (null: main) to the
+    commit it points to now and returns `snapshots/<commit>/`, so `identity`
+    names the exact weights even when the branch moves.
+    """
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    if path.is_absolute() or name_or_path.startswith((".", "~")) or path.exists():
+        raise FileNotFoundError(f"Model path {name_or_path!r} is not a directory.")
+    from huggingface_hub import snapshot_download
+
+    allow = [*patterns, *TOKENIZER_PATTERNS]
+    return Path(snapshot_download(name_or_path, revision=revision, allow_patterns=allow))
+
+
+def identity(
+    name_or_path: str,
+    local_dir: Path,
+    patterns=WEIGHT_PATTERNS,
+    file_hashes: FileHashes | None = None,
+) -> str:
+    """What a checkpoint is: Hub id + resolved commit, or a content hash of local files."""
+    commit = local_dir.name
+    is_snapshot = len(commit) == 40 and all(c in "0123456789abcdef" for c in commit)
+    if Path(name_or_path).expanduser().is_dir() or not is_snapshot:
+        files = [p for pattern in patterns for p in local_dir.glob(pattern) if p.is_file()]
+        if not files:
+            raise FileNotFoundError(f"No {'/'.join(patterns)} files in {local_dir}.")
+        return "sha256:" + hash_files(files, file_hashes)
+    return f"{name_or_path}@{commit}"  # snapshot folders are named by commit
+
+
+def tokenizer_identity(tok_dir: Path, file_hashes: FileHashes | None = None) -> str:
+    """Content hash of a tokenizer's files (vocabulary, merges, special tokens, settings)."""
+    files = [p for pattern in TOKENIZER_PATTERNS for p in tok_dir.glob(pattern) if p.is_file()]
+    if not files:
+        raise FileNotFoundError(
+            f"No tokenizer files ({', '.join(TOKENIZER_PATTERNS)}) in {tok_dir}: set "
+            f"the teacher's 'tokenizer' to a Hub id or folder that has them."
+        )
+    return "sha256:" + hash_files(files, file_hashes)

@@ -1,0 +1,60 @@
+"""Teachers you can trust: configure, fine-tune once, align labels, check, cache logits.
+
+A teacher is either a checkpoint already fine-tuned on the task (Hub id or
+local path, listed per task under `checkpoints`) or a base model with
+`finetune: true`, which sead fine-tunes once with `transformers.Trainer`,
+evaluates, and keeps in a store keyed by everything that shapes the result.
+
+Two things make a teacher silently wrong, and both are checked here:
+* label order: public checkpoints disagree (an MNLI head may order
+  contradiction/neutral/entailment), so every teacher's columns are mapped to
+  the task's label order (`align_labels`) before its logits are cached;
+* a wrong checkpoint: each teacher must beat a floor on the eval splits
+  (`gate`, by default the majority-class baseline) before a student learns from it.
+
+One job a module, each importing only those above it in this list:
+
+    spec      cfg.teachers.<name> -> TeacherSpec, checked before any work
+    labels    the checkpoint's output columns in the task's label order
+    teacher   a teacher ready to predict (files, identity, column order, timing)
+    logits    its logits per split, through the soft-label cache
+    sanity    its metrics, and the sanity gate (`gate`)
+    store     fine-tune once, evaluate, keep (the teacher store)
+    origin    `prepare`: a checkpoint as it is, or fine-tuned (or reused from the store)
+
+Checkpoint resolution and identity are shared with other stages: `sead.checkpoints`.
+`python -m sead.run stage=teachers` prepares teachers and their logits without distilling.
+"""
+
+from sead.teachers.labels import LABEL_SYNONYMS, align_labels, check_labels
+from sead.teachers.logits import cache_keys, cached_logits
+from sead.teachers.origin import prepare
+from sead.teachers.sanity import TeacherBelowFloor, evaluate, gate, majority_baseline
+from sead.teachers.spec import TEACHER_KEYS, FinetuneArgs, TeacherSpec, teacher_specs
+from sead.teachers.store import STORE_MARKER, finetune, store_key, teacher_train_split
+from sead.teachers.teacher import CHECKPOINT, FINETUNED, STORE, Teacher
+
+__all__ = [
+    "CHECKPOINT",
+    "FINETUNED",
+    "LABEL_SYNONYMS",
+    "STORE",
+    "STORE_MARKER",
+    "TEACHER_KEYS",
+    "FinetuneArgs",
+    "Teacher",
+    "TeacherBelowFloor",
+    "TeacherSpec",
+    "align_labels",
+    "cache_keys",
+    "cached_logits",
+    "check_labels",
+    "evaluate",
+    "finetune",
+    "gate",
+    "majority_baseline",
+    "prepare",
+    "store_key",
+    "teacher_specs",
+    "teacher_train_split",
+]

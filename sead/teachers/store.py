@@ -1,0 +1,231 @@
+"""The teacher store: fine-tune once, evaluate, keep; every later run and sweep job reuses it.
+
+An entry `<teachers_dir>/<task>-<fingerprint>/` is keyed by everything that shapes the
+fine-tuned model (`store_key`); its `sead_teacher.json`, written last, records the key,
+settings, train time and eval metrics. Parallel jobs wait on a lock, and an interrupted
+fine-tuning resumes from its last Trainer checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from datasets import DatasetDict
+from filelock import FileLock, Timeout
+from transformers import AutoTokenizer, Trainer, TrainerState, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from sead import choices, data
+from sead.cache import FileHashes, SoftLabelCache, fingerprint
+from sead.checkpoints import identity
+from sead.tasks import TaskSpec, head_config
+from sead.teachers.logits import cached_logits
+from sead.teachers.sanity import evaluate
+from sead.teachers.spec import TeacherSpec
+from sead.teachers.teacher import FINETUNED, STORE, Teacher
+
+log = logging.getLogger(__name__)
+
+STORE_MARKER = "sead_teacher.json"  # written last: a store entry without it is incomplete
+
+
+def teacher_train_split(spec: TeacherSpec, task: TaskSpec, splits: DatasetDict):
+    """The examples a teacher is fine-tuned on: the train split, or its own slice of it."""
+    args = spec.finetune_args
+    train = splits[task.train_split]
+    return data.subsample(train, args.max_train_samples, seed=args.train_subsample_seed)
+
+
+def store_key(spec: TeacherSpec, task: TaskSpec, train, base_id: str, tok_id: str) -> dict:
+    """Everything that shapes a fine-tuned teacher (not its name: equal settings, one entry)."""
+    return {
+        "base": base_id,
+        "tokenizer": tok_id,
+        "task": task.name,
+        "data": data.input_fingerprint(train, task, ["label"]),
+        "max_length": spec.max_length,
+        "args": spec.finetune_args.store_key(),
+        **choices.cache_key(task),  # multiple choice: how the choices are written
+    }
+
+
+def finetune(
+    spec: TeacherSpec,
+    task: TaskSpec,
+    splits: DatasetDict,
+    base_dir: Path,
+    tok_dir: Path,
+    base_id: str,
+    tok_id: str,
+    store_dir,
+    cache: SoftLabelCache | None = None,
+    file_hashes: FileHashes | None = None,
+) -> Teacher:
+    """Fine-tune `base_dir` on the task's train split once, evaluate it, and store it.
+
+    The store entry `<store_dir>/<task>-<fingerprint>/` is keyed by `store_key`;
+    its `sead_teacher.json` records the key, settings, train time and the
+    teacher's metrics on the eval splits. An interrupted run resumes from its
+    last Trainer checkpoint (in `<entry>.work/`); parallel jobs wait on a lock.
+    """
+    train = teacher_train_split(spec, task, splits)
+    key = store_key(spec, task, train, base_id, tok_id)
+    store = Path(store_dir)
+    store.mkdir(parents=True, exist_ok=True)
+    final = store / f"{task.name}-{fingerprint(key)}"
+    with _locked(final, f"teacher {spec.name}"):
+        if (final / STORE_MARKER).is_file():
+            record = json.loads((final / STORE_MARKER).read_text())
+            log.info("Teacher %s: reusing fine-tuned %s (%s)", spec.name, final, _scores(record))
+            model_id = identity(str(final), final, file_hashes=file_hashes)
+            return Teacher(spec, final, final, model_id, tok_id, STORE, store_record=record)
+        work = Path(str(final) + ".work")
+        last = get_last_checkpoint(work) if work.is_dir() else None
+        resumed_from_step = _global_step(last)  # read now: training rotates checkpoints out
+        log.info(
+            "Teacher %s: fine-tuning %s on %s (%d examples, %s)%s",
+            spec.name,
+            spec.source,
+            task.name,
+            len(train),
+            spec.finetune_args.store_key(),
+            f", resuming from {last}" if last else "",
+        )
+        started = time.perf_counter()
+        trainer = _teacher_trainer(spec, task, train, base_dir, tok_dir, work)
+        output = trainer.train(resume_from_checkpoint=last)
+        train_seconds = time.perf_counter() - started
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=store))
+        try:
+            # save_pretrained rather than Trainer.save_model, which adds a pickled training_args.bin
+            trainer.model.save_pretrained(tmp)
+            trainer.processing_class.save_pretrained(tmp)
+            teacher = Teacher(spec, tmp, tmp, identity(str(tmp), tmp), tok_id, FINETUNED)
+            # Without the run's cache (a caller that only wants the checkpoint), a throwaway one.
+            cache = cache or SoftLabelCache(work / "eval-logits")
+            evaluation = _evaluate_into_cache(teacher, task, splits, cache)
+            teacher.store_record = {
+                "teacher": spec.name,  # the first to ask for it; equal settings share the entry
+                "base_model": spec.source,
+                "key": key,
+                "finetune_args": asdict(spec.finetune_args),
+                "train_examples": len(train),
+                "train_seconds": round(train_seconds, 1),
+                "train_metrics": output.metrics,
+                "global_step": trainer.state.global_step,
+                "resumed_from_step": resumed_from_step,
+                "evaluation": evaluation,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            }
+            (tmp / STORE_MARKER).write_text(json.dumps(teacher.store_record, indent=2))
+            if final.exists():
+                shutil.rmtree(final)  # an incomplete entry (no marker) from a crashed run
+            os.replace(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
+        teacher.model_dir = teacher.tokenizer_dir = final
+        log.info(
+            "Teacher %s: fine-tuned in %.0fs, %s; stored in %s",
+            spec.name,
+            train_seconds,
+            _scores(teacher.store_record),
+            final,
+        )
+        return teacher
+
+
+def _evaluate_into_cache(teacher: Teacher, task: TaskSpec, splits, cache) -> dict:
+    """The fine-tuned teacher's metrics on each eval split; its logits land in the cache,
+    so the pipeline's own eval-split pass right after is a cache hit, not a second pass."""
+    eval_splits = DatasetDict({split: splits[split] for split in task.eval_splits})
+    entries = cached_logits(teacher, task, eval_splits, cache)
+    scores = evaluate(task, {s: e.logits for s, e in entries.items()}, eval_splits)
+    return {
+        split: {
+            "n_examples": len(ds),
+            "data": data.input_fingerprint(ds, task, ["label"]),
+            "metrics": scores[split],
+        }
+        for split, ds in eval_splits.items()
+    }
+
+
+def _scores(record: dict) -> str:
+    return "; ".join(
+        f"{split} " + " ".join(f"{k}={v:.4f}" for k, v in result["metrics"].items())
+        for split, result in record.get("evaluation", {}).items()
+    )
+
+
+def _global_step(checkpoint: str | None) -> int | None:
+    if checkpoint is None:
+        return None
+    return TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json")).global_step
+
+
+@contextmanager
+def _locked(path: Path, what: str):
+    """Hold `<path>.lock`; say so when another job holds it, rather than hang silently."""
+    lock = FileLock(str(path) + ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info("Waiting for another job that is preparing %s (%s.lock)", what, path)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _teacher_trainer(spec, task, train, base_dir, tok_dir, work) -> Trainer:
+    args = spec.finetune_args
+    tokenizer = AutoTokenizer.from_pretrained(tok_dir, trust_remote_code=spec.trust_remote_code)
+    model = choices.model_class(task).from_pretrained(
+        base_dir,
+        trust_remote_code=spec.trust_remote_code,
+        # A base that already has a head of another size (e.g. MNLI's, to fine-tune on RTE)
+        # keeps its encoder and gets a fresh head.
+        ignore_mismatched_sizes=True,
+        **head_config(task),
+    )
+    encoded = data.tokenize(train, tokenizer, task, spec.max_length).remove_columns("idx")
+    if task.is_multiple_choice:  # record queries with no gold candidate teach a teacher nothing
+        encoded = encoded.select(np.flatnonzero(np.asarray(encoded["label"][:]) >= 0))
+    training_args = TrainingArguments(
+        output_dir=str(work),
+        learning_rate=args.lr,
+        num_train_epochs=args.epochs,
+        per_device_train_batch_size=args.batch_size,
+        weight_decay=args.weight_decay,
+        warmup_steps=args.warmup_ratio,  # transformers 5: a float < 1 is a ratio of all steps
+        seed=args.seed,
+        save_strategy="steps",
+        save_steps=args.save_steps,
+        save_total_limit=1,
+        logging_steps=50,
+        report_to="none",
+        use_cpu=not torch.cuda.is_available(),
+        # multiple choice: its collator picks the inputs; the sampler reads choice_tokens
+        remove_unused_columns=not task.is_multiple_choice,
+        **choices.training_args(task),
+    )
+    trainer_class = choices.ChoiceTrainer if task.is_multiple_choice else Trainer
+    return trainer_class(
+        model=model,
+        args=training_args,
+        train_dataset=encoded,
+        data_collator=choices.collator(task, tokenizer),
+        processing_class=tokenizer,
+    )
