@@ -53,11 +53,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's sead, whatever is installed
 
-from omegaconf import OmegaConf  # noqa: E402
-
-from sead import ensemble, metrics, pipeline  # noqa: E402
-from sead.cache import SoftLabelCache  # noqa: E402
-from sead.report import write_atomic  # noqa: E402
+from sead import metrics, pipeline, teachers  # noqa: E402
+from sead.files import write_atomic  # noqa: E402
 
 log = logging.getLogger("sead_glue_cpu")
 SHARED = ROOT.parent / "shared" / "data"
@@ -139,13 +136,13 @@ def data_dir(task: str) -> Path:
 # ------------------------------------------------------------------------------ jobs
 
 
-def overrides(task: str, condition: str, seed: int, teachers=TEACHERS) -> list[str]:
+def overrides(task: str, condition: str, seed: int, used=TEACHERS) -> list[str]:
     settings, (student, extra) = TASKS[task], CONDITIONS[condition]
     out = [
         f"task={task}",
         f"data.dir={data_dir(task)}",
-        f"teachers=[{','.join(teachers)}]",
-        "ensemble=learned" if len(teachers) > 1 else "ensemble=mean_logits",
+        f"teachers=[{','.join(used)}]",
+        "ensemble=learned" if len(used) > 1 else "ensemble=mean_logits",
         "ensemble.fit_split=heldout",
         f"student={STUDENTS[student]}",
         f"student.max_length={settings['max_length']}",
@@ -157,7 +154,7 @@ def overrides(task: str, condition: str, seed: int, teachers=TEACHERS) -> list[s
         f"paths.cache_dir={WORK / 'cache'}",
         f"paths.output_dir={WORK / 'outputs' / task / f'{condition}_s{seed}'}",
     ]
-    for name in teachers:
+    for name in used:
         out += [
             f"teachers.{name}.max_length={settings['max_length']}",
             f"teachers.{name}.finetune_args.epochs={settings[name + '_epochs']}",
@@ -181,8 +178,8 @@ def compose_cfg(args: list[str]):
         return compose("config", overrides=args)
 
 
-def student_job(task: str, condition: str, seed: int, teachers=TEACHERS) -> dict:
-    args = overrides(task, condition, seed, teachers)
+def student_job(task: str, condition: str, seed: int, used=TEACHERS) -> dict:
+    args = overrides(task, condition, seed, used)
     started = time.perf_counter()
     results = pipeline.run(compose_cfg(args))
     split, main = results["eval_splits"][0], results["main_metric"]
@@ -196,7 +193,7 @@ def student_job(task: str, condition: str, seed: int, teachers=TEACHERS) -> dict
         "student": {"model": results["student"]["model"], "params": results["student"]["params"]},
         "train_examples": results["n_examples"]["train"]
         + (results.get("transfer") or {}).get("unlabeled", 0),
-        "teachers_used": list(teachers),
+        "teachers_used": list(used),
         "teachers": {
             name: {
                 "metrics": t["metrics"][split],
@@ -228,15 +225,17 @@ def teacher_unit(task: str) -> dict:
     """Every ensembler against each teacher (cached logits), cross-fitted on validation; and
     each teacher's held-out score, which picks the best single teacher."""
     cfg = compose_cfg(overrides(task, "ensemble", 1) + ["ensemble.fit_split=null"])
-    table, comparison = ensemble.compare(cfg)
+    table, comparison = pipeline.compare_ensembles(cfg)
     print(table)
     held_cfg = compose_cfg(overrides(task, "ensemble", 1))
     inputs = pipeline.check_inputs(held_cfg)
-    cache = SoftLabelCache(held_cfg.paths.logits_dir, **OmegaConf.to_container(held_cfg.cache))
+    cache = pipeline.soft_label_cache(held_cfg)
     per_teacher, _ = pipeline.teacher_logits(held_cfg, inputs, cache, logit_splits=["heldout"])
     task_spec, heldout = inputs.task, inputs.splits["heldout"]
     held_scores = {
-        name: metrics.score_split(task_spec, heldout, pipeline._hard(task_spec, logits["heldout"]))
+        name: metrics.score_split(
+            task_spec, heldout, metrics.hard_predictions(task_spec, logits["heldout"])
+        )
         for name, logits in per_teacher.items()
     }
     main = task_spec.main_metric
@@ -309,7 +308,7 @@ def measure_speed(task: str = "sst2", n: int = 512, rounds: int = 3) -> dict:
     sample = inputs.splits["validation"].select(range(n))
     models = {}
     for name in TEACHERS:
-        teacher = pipeline.teachers.prepare(
+        teacher = teachers.prepare(
             next(s for s in inputs.specs if s.name == name),
             spec,
             inputs.splits,
