@@ -402,40 +402,171 @@ def collect() -> dict:
 
 def render() -> None:
     summary = collect() | {"machine": machine()}
+    summary["verdicts"] = verdicts(summary)
     write_atomic(HERE / "results.json", json.dumps(_plain(summary), indent=2) + "\n")
     write_atomic(HERE / "RESULTS.md", markdown(summary))
+    plot(summary, HERE / "results.png")
     log.info("wrote %s", HERE / "RESULTS.md")
 
 
-def markdown(summary: dict) -> str:
-    tasks = summary["tasks"]
-    names = list(tasks)
-    head = "| model | params | " + " | ".join(f"{t} ({tasks[t]['metric']})" for t in names)
-    lines = [head + " | average |", "|---" * (len(names) + 3) + "|"]
+def _fmt(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else "-"
 
-    def row(label, params, values):
-        shown = [f"{v:.4f}" if isinstance(v, float) else v for v in values]
-        numbers = [v if isinstance(v, float) else None for v in values]
-        avg = [v for v in numbers if v is not None]
-        average = f"{statistics.mean(avg):.4f}" if len(avg) == len(values) and avg else "-"
-        lines.append(f"| {label} | {params} | " + " | ".join(shown) + f" | {average} |")
+
+def speedups(summary: dict) -> dict[str, dict[str, float]]:
+    """Each student's measured inference speedup over each teacher (--speed)."""
+    speed = summary.get("speed") or {}
+    rates = speed.get("examples_per_second", {})
+    return {
+        student: {
+            t: rates[student] / rates[f"teacher {t}"] for t in TEACHERS if f"teacher {t}" in rates
+        }
+        for student in rates
+        if student.startswith("student")
+    }
+
+
+def markdown(summary: dict) -> str:
+    """The GLUE-style table (models x tasks, params, speedup, average) and the verdicts."""
+    tasks, names = summary["tasks"], list(summary["tasks"])
+    fast = speedups(summary)
+    head = "| model | params | speedup vs MPNet | " + " | ".join(
+        f"{t} ({tasks[t]['metric']})" for t in names
+    )
+    lines = [head + " | average |", "|---" * (len(names) + 4) + "|"]
+
+    def row(label: str, params: str, speedup: str, cells: list, means: list) -> None:
+        known = [m for m in means if m is not None]
+        average = _fmt(statistics.mean(known)) if known and len(known) == len(means) else "-"
+        lines.append(f"| {label} | {params} | {speedup} | " + " | ".join(cells) + f" | {average} |")
 
     first = tasks[names[0]] if names else {}
     for teacher in TEACHERS:
         params = first.get("teacher_params", {}).get(teacher)
-        row(f"teacher {teacher}", f"{params / 1e6:.1f}M" if params else "-",
-            [tasks[t]["teachers"].get(teacher, "-") for t in names])  # fmt: skip
+        values = [tasks[t]["teachers"].get(teacher) for t in names]
+        speedup = "1.0x" if teacher == "mpnet" else "-"
+        row(f"teacher {teacher}", f"{params / 1e6:.1f}M" if params else "-", speedup,
+            [_fmt(v) for v in values], values)  # fmt: skip
     for strategy in ("mean_logits", "learned"):
-        row(f"ensemble {strategy} (5-fold cross-fitted)", "-",
-            [tasks[t]["ensembles"].get(strategy, "-") for t in names])  # fmt: skip
+        values = [tasks[t]["ensembles"].get(strategy) for t in names]
+        row(
+            f"ensemble {strategy} (5-fold cross-fitted)",
+            "-",
+            "-",
+            [_fmt(v) for v in values],
+            values,
+        )
     for condition in CONDITIONS:
-        cells, params = [], "-"
-        for t in names:
-            r = tasks[t]["students"].get(condition)
-            cells.append(f"{r['mean']:.4f} ± {r['std']:.4f}" if r else "-")
-            params = f"{r['params'] / 1e6:.1f}M" if r else params
-        lines.append(f"| {DESCRIPTIONS[condition]} | {params} | " + " | ".join(cells) + " | |")
+        done = [tasks[t]["students"].get(condition) for t in names]
+        if not any(done):
+            continue
+        params = next(f"{r['params'] / 1e6:.1f}M" for r in done if r)
+        student = "student l6" if condition.endswith("_l6") else "student l2"
+        speedup = fast.get(student, {}).get("mpnet")
+        row(DESCRIPTIONS[condition], params, f"{speedup:.1f}x" if speedup else "-",
+            [f"{r['mean']:.4f} ± {r['std']:.4f}" if r else "-" for r in done],
+            [r["mean"] if r else None for r in done])  # fmt: skip
+    lines += ["", "Every ensembler, 5-fold cross-fitted on validation:", ""]
+    strategies = list(dict.fromkeys(k for t in names for k in tasks[t]["ensembles"]))
+    lines += ["| ensembler | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for strategy in strategies:
+        cells = [_fmt(tasks[t]["ensembles"].get(strategy)) for t in names]
+        lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
+    lines += ["", "Targets (as measured):", ""]
+    lines += [f"- **{v['target']}**: {v['verdict']}. {v['detail']}" for v in summary["verdicts"]]
     return "\n".join(lines) + "\n"
+
+
+def verdicts(summary: dict) -> list[dict]:
+    """The issue's five targets, each met or not, from the numbers as they stand."""
+    tasks = summary["tasks"]
+    out = []
+
+    def add(target: str, met: bool | None, detail: str) -> None:
+        verdict = "not measured yet" if met is None else ("met" if met else "not met")
+        out.append({"target": target, "verdict": verdict, "detail": detail})
+
+    ens = {
+        t: r["ensembles"].get("learned") >= max(r["teachers"].values()) for t, r in tasks.items()
+    }
+    add("Learned ensemble >= best teacher on most tasks",
+        sum(ens.values()) > len(ens) / 2 if ens else None,
+        _count(ens))  # fmt: skip
+
+    def both(t, a, b):
+        rows = tasks[t]["students"]
+        return (rows[a], rows[b]) if a in rows and b in rows else None
+
+    kd = {}
+    for t in tasks:
+        pair = both(t, "ensemble", "hard")
+        if pair:
+            kd[t] = pair[0]["mean"] - pair[1]["mean"] > max(pair[0]["std"], pair[1]["std"])
+    add("Ensemble-KD student beats hard labels by more than the larger seed std on >= 4 of 6 tasks",
+        None if len(kd) < 6 and sum(kd.values()) < 4 else sum(kd.values()) >= 4,
+        _count(kd))  # fmt: skip
+    single = {}
+    for t in tasks:
+        pair = both(t, "ensemble", "best")
+        if pair:
+            single[t] = pair[0]["mean"] >= pair[1]["mean"]
+    add("Ensemble-KD student >= best-single-teacher-KD student on most tasks",
+        sum(single.values()) > len(single) / 2 if single else None,
+        _count(single))  # fmt: skip
+    sst2 = tasks.get("sst2", {})
+    l6 = sst2.get("students", {}).get("transfer_l6")
+    mpnet = sst2.get("teachers", {}).get("mpnet")
+    add(
+        "SST-2: the 6-layer student with the transfer set within 1 point of MPNet",
+        None if not l6 else l6["mean"] >= mpnet - 0.01,
+        f"student {l6['mean']:.4f} ± {l6['std']:.4f} vs MPNet {mpnet:.4f}." if l6 else "",
+    )
+    fast = speedups(summary).get("student l6", {}).get("mpnet")
+    add(
+        "6-layer student's inference speedup over MPNet >= 5x",
+        None if fast is None else fast >= 5,
+        f"{fast:.2f}x measured." if fast else "",
+    )
+    return out
+
+
+def _count(met: dict[str, bool]) -> str:
+    which = ", ".join(task for task, ok in met.items() if ok) or "none"
+    return f"{sum(met.values())} of {len(met)} tasks measured ({which})."
+
+
+def plot(summary: dict, path: Path) -> None:
+    """One panel per task: teachers, ensembles and students (mean ± std over seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = summary["tasks"]
+    if not tasks:
+        return
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 4), squeeze=False)
+    for ax, (task, r) in zip(axes[0], tasks.items(), strict=True):
+        labels, means, stds = [], [], []
+        for name, value in r["teachers"].items():
+            labels, means, stds = [*labels, f"T {name}"], [*means, value], [*stds, 0.0]
+        for name in ("mean_logits", "learned"):
+            if r["ensembles"].get(name) is not None:
+                labels += [f"E {name}"]
+                means += [r["ensembles"][name]]
+                stds += [0.0]
+        for name, row in r["students"].items():
+            labels, means, stds = [*labels, f"S {name}"], [*means, row["mean"]], [*stds, row["std"]]
+        ax.bar(range(len(means)), means, yerr=stds, color=["#888"] * len(r["teachers"])
+               + ["#6a9"] * (len(means) - len(r["teachers"]) - len(r["students"]))
+               + ["#369"] * len(r["students"]))  # fmt: skip
+        ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=8)
+        low = min(means) - 0.05
+        ax.set_ylim(max(0.0, low), min(1.0, max(means) + 0.03))
+        ax.set_title(f"{task} ({r['metric']}, validation)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def machine() -> dict:
