@@ -328,6 +328,7 @@ def measure_speed(task: str = "sst2", n: int = 512, rounds: int = 3) -> dict:
                 AutoModelForSequenceClassification.from_pretrained(folder).eval(),
                 AutoTokenizer.from_pretrained(folder),
             )
+    load_before = os.getloadavg()
     best: dict[str, float] = {}
     for _ in range(rounds):
         for name, (model, tokenizer) in models.items():
@@ -343,7 +344,7 @@ def measure_speed(task: str = "sst2", n: int = 512, rounds: int = 3) -> dict:
         "rounds": rounds,
         "examples_per_second": {k: round(v, 1) for k, v in best.items()},
         "params": params,
-        "load_average_before_after": None,
+        "load_average_1_5_15min": {"before": load_before, "after": os.getloadavg()},
     }
 
 
