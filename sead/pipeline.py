@@ -189,6 +189,7 @@ def prepare_teachers(cfg: DictConfig) -> dict:
     cache = soft_label_cache(cfg)
     _, records = teacher_logits(cfg, inputs, cache)
     results = teacher_results(inputs, records, cache)
+    results["warnings"] = report.warnings(results)
     report.save_run(results, cfg, Path(cfg.paths.output_dir), name=TEACHERS_FILE)
     return results
 
@@ -287,6 +288,7 @@ def run(cfg: DictConfig) -> dict | None:
             student_results["eval_runtime_s"][split] = round(elapsed, 3)
         if inputs.diagnostics:
             student_results["diagnostics"] = _diagnostics(cfg, inputs, model, tokenizer)
+        student_results["floor"] = _student_floor(inputs, student_results["metrics"])
 
     # 6. Inference speedup: student and teachers timed on the same examples.
     speed_results = None
@@ -315,6 +317,7 @@ def run(cfg: DictConfig) -> dict | None:
         "speed": speed_results,
         "distributed": distributed.describe(),
     }
+    results["warnings"] = report.warnings(results)  # models that may have learned nothing
     report.save_run(results, cfg, out_dir)
     metrics_log.write("results", results=results)
     log.info("\n%s\n\n%s", report.teacher_table(results), report.summary_table(results))
@@ -377,6 +380,22 @@ def _check_distributed(inputs: Inputs) -> None:
             "teachers.<name>.checkpoints.<task> at the fine-tuned checkpoint it stored under "
             "paths.teachers_dir and set teachers.<name>.finetune=false."
         )
+
+
+def _student_floor(inputs: Inputs, scores: dict[str, dict]) -> dict[str, dict]:
+    """Per eval split, the student against the majority baseline (the teachers' floor):
+    below it, or within noise of it, the student may have learned nothing."""
+    task, metric = inputs.task, inputs.task.main_metric
+    floor = {}
+    for split in task.eval_splits:
+        baseline = teachers.majority_baseline(task, inputs.gold[split])
+        score = float(scores[split][metric])
+        noise = metrics.noise_check(metric, score, baseline, len(inputs.splits[split]))
+        floor[split] = {"score": score, "baseline": baseline, "below": score <= baseline}
+        floor[split]["noise"] = noise
+        if floor[split]["below"] or (noise and noise["within_noise"]):
+            log.warning(report.student_warning(split, metric, floor[split]))
+    return floor
 
 
 def _diagnostics(cfg: DictConfig, inputs: Inputs, model, tokenizer) -> dict[str, dict]:

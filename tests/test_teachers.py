@@ -188,7 +188,32 @@ def test_a_teacher_not_above_the_majority_baseline_stops_the_run_with_a_clear_me
     assert "teachers.bad.gate=false" in message and "teacher_gate=false" in message
     assert "teachers.bad.min_metric=<value>" in message
     passed = teachers.gate(_spec(), SST2, {"validation": {"accuracy": 0.8}}, splits)
-    assert passed["splits"]["validation"] == {"score": 0.8, "baseline": 0.75, "passed": True}
+    checked = passed["splits"]["validation"]
+    assert {k: checked[k] for k in ("score", "baseline", "passed")} == {
+        "score": 0.8,
+        "baseline": 0.75,
+        "passed": True,
+    }
+    assert checked["noise"]["within_noise"]  # 4 examples: no evidence either way
+
+
+def test_a_teacher_that_passes_by_noise_is_warned_about(caplog):
+    """COPA as met on real data: 100 validation examples, majority 0.55, teachers at 0.58
+    and 0.62 passed the gate though a guesser at 0.55 often scores that high."""
+    splits = _labels([1] * 55 + [0] * 45)
+    with caplog.at_level("WARNING"):
+        record = teachers.gate(_spec(), SST2, {"validation": {"accuracy": 0.58}}, splits)
+    noise = record["splits"]["validation"]["noise"]
+    assert record["splits"]["validation"]["passed"] and noise["within_noise"]
+    assert noise["n"] == 100 and noise["margin_examples"] == 3 and noise["interval"] == [0.45, 0.65]
+    assert "Teacher bad may have learned nothing on validation" in caplog.text
+    assert "a margin of +3 of 100 examples" in caplog.text and "[0.4500, 0.6500] 95%" in caplog.text
+    caplog.clear()
+    clear = teachers.gate(_spec(), SST2, {"validation": {"accuracy": 0.75}}, splits)
+    assert not clear["splits"]["validation"]["noise"]["within_noise"] and not caplog.text
+    # No binomial interval for F1, MCC or correlations: not checked, said as None.
+    mcc = teachers.gate(_spec(), COLA, {"validation": {"matthews_correlation": 0.3}}, splits)
+    assert mcc["splits"]["validation"]["noise"] is None
 
 
 def test_min_metric_sets_the_floor_and_the_gate_can_be_switched_off():
