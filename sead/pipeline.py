@@ -263,6 +263,7 @@ def run(cfg: DictConfig) -> dict | None:
             output_dir=out_dir / "trainer",
             seed=int(cfg.seed),
             callbacks=[metrics_log.callback()],
+            eval_splits=DatasetDict({split: splits[split] for split in task.eval_splits}),
         )
         trainer.save_model(str(out_dir / "student"))  # the Trainer saves on rank 0 only
     if not main_process:

@@ -33,6 +33,7 @@ from sead.teachers.logits import cached_logits
 from sead.teachers.sanity import evaluate
 from sead.teachers.spec import TeacherSpec
 from sead.teachers.teacher import FINETUNED, STORE, Teacher
+from sead.tracking import EpochReport, eval_scorer
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,8 @@ def finetune(
             f", resuming from {last}" if last else "",
         )
         started = time.perf_counter()
-        trainer = _teacher_trainer(spec, task, train, base_dir, tok_dir, work)
+        eval_splits = DatasetDict({split: splits[split] for split in task.eval_splits})
+        trainer = _teacher_trainer(spec, task, train, eval_splits, base_dir, tok_dir, work)
         output = trainer.train(resume_from_checkpoint=last)
         train_seconds = time.perf_counter() - started
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=store))
@@ -189,7 +191,7 @@ def _locked(path: Path, what: str):
         lock.release()
 
 
-def _teacher_trainer(spec, task, train, base_dir, tok_dir, work) -> Trainer:
+def _teacher_trainer(spec, task, train, eval_splits, base_dir, tok_dir, work) -> Trainer:
     args = spec.finetune_args
     tokenizer = AutoTokenizer.from_pretrained(tok_dir, trust_remote_code=spec.trust_remote_code)
     model = choices.model_class(task).from_pretrained(
@@ -228,4 +230,10 @@ def _teacher_trainer(spec, task, train, base_dir, tok_dir, work) -> Trainer:
         train_dataset=encoded,
         data_collator=choices.collator(task, tokenizer),
         processing_class=tokenizer,
+        callbacks=[  # a loss line and the eval metrics every epoch, however short
+            EpochReport(
+                f"Teacher {spec.name}",
+                eval_scorer(task, eval_splits, tokenizer, spec.max_length, spec.batch_size),
+            )
+        ],
     )
