@@ -127,6 +127,8 @@ def teacher_logits(cfg: DictConfig, inputs: Inputs, cache: SoftLabelCache, logit
         entries |= teachers.cached_logits(teacher, task, other_splits, cache)
         logits[spec.name] = {split: entry.logits for split, entry in entries.items()}
         records[spec.name] = _teacher_record(teacher, entries, scores, gate)
+        if spec.finetune:  # what it was trained with, in effect, and on how much data
+            records[spec.name]["finetune_settings"] = teachers.finetune_settings(spec, task, splits)
         same = (teacher.model_id, tuple(teacher.label_alignment or ()), spec.max_length)
         if same in seen:
             log.warning(

@@ -218,7 +218,7 @@ def teacher_table(results: dict) -> str:
                 *[_metrics(teacher["metrics"][split]) for split in splits],
                 _gate(teacher.get("gate")),
                 f"{speed:,.1f}" if speed else "cached",
-                _finetune(finetune) if finetune else "-",
+                _finetune(finetune, teacher.get("finetune_settings")) if finetune else "-",
                 ORIGINS.get(teacher.get("origin"), teacher.get("origin", "-")),
             ]
         )
@@ -274,7 +274,10 @@ def _gate(gate: dict | None) -> str:
     return ("pass" if passed else "FAIL") + ("" if gate["enabled"] else " (off)")
 
 
-def _finetune(record: dict) -> str:
+def _finetune(record: dict, settings: dict | None = None) -> str:
+    """Train time and the settings in effect: data (and slice), epochs, lr, batch, seed."""
+    if settings:
+        return f"{record['train_seconds']:.0f}s, {settings['summary']}"
     args = record["finetune_args"]
     return (
         f"{record['train_seconds']:.0f}s, {record['train_examples']:,} ex x {args['epochs']:g} ep, "

@@ -1,6 +1,7 @@
 """metrics.jsonl and `train.report_to`: tracking that needs no service."""
 
 import json
+from pathlib import Path
 
 import pytest
 from transformers import TrainerControl, TrainerState, TrainingArguments
@@ -90,6 +91,7 @@ def test_every_epoch_logs_its_loss_and_eval_metric_however_few_steps(tiny_cfg, c
         for epoch in (1, 2):
             lines = [m for m in caplog.messages if m.startswith(f"{who}, epoch {epoch}/2: loss ")]
             assert len(lines) == 1 and "; validation accuracy=" in lines[0], caplog.messages
-    logged = [json.loads(line) for line in open(f"{cfg.paths.output_dir}/metrics.jsonl")]
+    metrics_file = Path(cfg.paths.output_dir) / "metrics.jsonl"
+    logged = [json.loads(line) for line in metrics_file.read_text().splitlines()]
     per_epoch = [line for line in logged if "eval_validation_accuracy" in line]
     assert [round(line["epoch"]) for line in per_epoch] == [1, 2]

@@ -44,7 +44,44 @@ def teacher_train_split(spec: TeacherSpec, task: TaskSpec, splits: DatasetDict):
     """The examples a teacher is fine-tuned on: the train split, or its own slice of it."""
     args = spec.finetune_args
     train = splits[task.train_split]
+    if args.max_train_samples and args.max_train_samples >= len(train):
+        log.warning(
+            "Teacher %s: finetune_args.max_train_samples=%d is not smaller than the %s split "
+            "(%d examples): it trains on all of them, no slice.",
+            spec.name,
+            args.max_train_samples,
+            task.train_split,
+            len(train),
+        )
     return data.subsample(train, args.max_train_samples, seed=args.train_subsample_seed)
+
+
+def finetune_settings(spec: TeacherSpec, task: TaskSpec, splits: DatasetDict) -> dict:
+    """The fine-tuning settings in effect (the recipe's defaults filled in), the data they
+    train on, and a one-line `summary` of both for the log and the teacher table."""
+    args = spec.finetune_args
+    available = len(splits[task.train_split])
+    sliced = bool(args.max_train_samples) and args.max_train_samples < available
+    settings = {
+        **args.store_key(),
+        "max_train_samples": args.max_train_samples,
+        "train_subsample_seed": args.train_subsample_seed,
+        "train_examples": args.max_train_samples if sliced else available,
+        "train_split_examples": available,
+        "sliced": sliced,
+    }
+    if sliced:
+        data_used = f"{args.max_train_samples:,} of {available:,} ex (slice seed "
+        data_used += f"{args.train_subsample_seed})"
+    elif args.max_train_samples:
+        data_used = f"all {available:,} ex (slice {args.max_train_samples:,} > split)"
+    else:
+        data_used = f"all {available:,} ex"
+    settings["summary"] = (
+        f"{data_used} x {args.epochs:g} ep, lr {args.lr:g}, batch {args.batch_size}, "
+        f"seed {args.seed}"
+    )
+    return settings
 
 
 def store_key(spec: TeacherSpec, task: TaskSpec, train, base_id: str, tok_id: str) -> dict:
@@ -94,11 +131,11 @@ def finetune(
         last = get_last_checkpoint(work) if work.is_dir() else None
         resumed_from_step = _global_step(last)  # read now: training rotates checkpoints out
         log.info(
-            "Teacher %s: fine-tuning %s on %s (%d examples, %s)%s",
+            "Teacher %s: fine-tuning %s on %s: %s (%s)%s",
             spec.name,
             spec.source,
             task.name,
-            len(train),
+            finetune_settings(spec, task, splits)["summary"],
             spec.finetune_args.store_key(),
             f", resuming from {last}" if last else "",
         )
