@@ -34,6 +34,7 @@ from transformers import (
 )
 
 from sead import choices, data, models
+from sead.checkpoints import from_pretrained_with_new_head
 from sead.tasks import UNLABELED, TaskSpec, head_config
 from sead.tracking import EpochReport, eval_scorer
 
@@ -107,8 +108,13 @@ def load_student(student_cfg, task: TaskSpec):
     """
     remote = bool(student_cfg.get("trust_remote_code", False))
     revision = student_cfg.get("revision")
-    model = choices.model_class(task).from_pretrained(
-        student_cfg.model, revision=revision, trust_remote_code=remote, **head_config(task)
+    model = from_pretrained_with_new_head(
+        choices.model_class(task),
+        student_cfg.model,
+        "Student",
+        revision=revision,
+        trust_remote_code=remote,
+        **head_config(task),
     )
     keep_layers = student_cfg.get("keep_layers")
     if keep_layers is not None:

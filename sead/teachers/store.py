@@ -27,7 +27,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from sead import choices, data
 from sead.cache import FileHashes, SoftLabelCache, fingerprint
-from sead.checkpoints import identity
+from sead.checkpoints import from_pretrained_with_new_head, identity
 from sead.tasks import TaskSpec, head_config
 from sead.teachers.logits import cached_logits
 from sead.teachers.sanity import evaluate
@@ -231,8 +231,10 @@ def _locked(path: Path, what: str):
 def _teacher_trainer(spec, task, train, eval_splits, base_dir, tok_dir, work) -> Trainer:
     args = spec.finetune_args
     tokenizer = AutoTokenizer.from_pretrained(tok_dir, trust_remote_code=spec.trust_remote_code)
-    model = choices.model_class(task).from_pretrained(
+    model = from_pretrained_with_new_head(
+        choices.model_class(task),
         base_dir,
+        f"Teacher {spec.name}",
         trust_remote_code=spec.trust_remote_code,
         # A base that already has a head of another size (e.g. MNLI's, to fine-tune on RTE)
         # keeps its encoder and gets a fresh head.
