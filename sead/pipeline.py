@@ -307,6 +307,7 @@ def run(cfg: DictConfig) -> dict | None:
                 store_dir=cfg.paths.teachers_dir,
                 n=int(cfg.report.speed_samples),
                 batch_size=int(cfg.train.eval_batch_size),
+                measured={n: r["examples_per_second"] for n, r in teacher_records.items()},
             )
 
     results = {
