@@ -397,7 +397,9 @@ def test_a_permuted_head_gives_the_same_cached_logits_after_alignment(
     assert (plain.label_alignment, aligned.label_alignment) == (None, [1, 0])
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     assert not np.allclose(expected[:, 0], expected[:, 1])  # the columns do differ
-    again = teachers.cached_logits(aligned, SST2, splits, cache)["validation"]
+    # Read by a later run (a new cache object: within one run, its own entries are not hits).
+    later = SoftLabelCache(tmp_path / "cache")
+    again = teachers.cached_logits(aligned, SST2, splits, later)["validation"]
     assert again.hit and np.array_equal(again.logits, got)  # the aligned logits were cached
 
 
@@ -462,7 +464,9 @@ def test_teacher_records_and_table(teacher_cfg):
     ]  # fmt: skip
     accuracy = records["toy_bert"]["metrics"]["validation"]["accuracy"]
     assert table[1].startswith("toy_bert") and f"accuracy={accuracy:.4f}" in table[1]
-    assert "fine-tuned now" in table[1] and "320 ex x 5 ep, seed 1" in table[1]
+    assert (
+        "fine-tuned now" in table[1] and "all 320 ex x 5 ep, lr 0.003, batch 16, seed 1" in table[1]
+    )
 
     _, again = pipeline.teacher_logits(cfg, inputs, SoftLabelCache(cfg.paths.logits_dir))
     assert all(r["origin"] == "store" and r["examples_per_second"] is None for r in again.values())

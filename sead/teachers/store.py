@@ -141,7 +141,7 @@ def finetune(
         )
         started = time.perf_counter()
         eval_splits = DatasetDict({split: splits[split] for split in task.eval_splits})
-        trainer = _teacher_trainer(spec, task, train, eval_splits, base_dir, tok_dir, work)
+        trainer = _teacher_trainer(spec, task, train, base_dir, tok_dir, work, eval_splits)
         output = trainer.train(resume_from_checkpoint=last)
         train_seconds = time.perf_counter() - started
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=store))
@@ -228,7 +228,7 @@ def _locked(path: Path, what: str):
         lock.release()
 
 
-def _teacher_trainer(spec, task, train, eval_splits, base_dir, tok_dir, work) -> Trainer:
+def _teacher_trainer(spec, task, train, base_dir, tok_dir, work, eval_splits=None) -> Trainer:
     args = spec.finetune_args
     tokenizer = AutoTokenizer.from_pretrained(tok_dir, trust_remote_code=spec.trust_remote_code)
     model = from_pretrained_with_new_head(
@@ -262,6 +262,9 @@ def _teacher_trainer(spec, task, train, eval_splits, base_dir, tok_dir, work) ->
         remove_unused_columns=not task.is_multiple_choice,
         **choices.training_args(task),
     )
+    scorer = None
+    if eval_splits:
+        scorer = eval_scorer(task, eval_splits, tokenizer, spec.max_length, spec.batch_size)
     trainer_class = choices.ChoiceTrainer if task.is_multiple_choice else Trainer
     return trainer_class(
         model=model,
@@ -269,10 +272,6 @@ def _teacher_trainer(spec, task, train, eval_splits, base_dir, tok_dir, work) ->
         train_dataset=encoded,
         data_collator=choices.collator(task, tokenizer),
         processing_class=tokenizer,
-        callbacks=[  # a loss line and the eval metrics every epoch, however short
-            EpochReport(
-                f"Teacher {spec.name}",
-                eval_scorer(task, eval_splits, tokenizer, spec.max_length, spec.batch_size),
-            )
-        ],
+        # a loss line and the eval metrics every epoch, however short
+        callbacks=[EpochReport(f"Teacher {spec.name}", scorer)],
     )
