@@ -230,8 +230,11 @@ class SoftLabelCache:
         self.chunk_size = int(chunk_size)
         self.autocast = autocast
         self.file_hashes = FileHashes(self.root / FILE_HASHES)
+        # Counted per run (one cache object): an entry computed in this run and read back
+        # later in it (a fine-tuned teacher's eval logits) counts once, as computed.
         self.hits = 0
         self.misses = 0
+        self.computed: set[str] = set()  # fingerprints this object computed
 
     def path(self, fp: str) -> Path:
         return self.root / fp
@@ -263,9 +266,11 @@ class SoftLabelCache:
         with self.lock(fp):
             try:
                 logits = self._load(fp, key, expected_idx)
+                shutil.rmtree(self.partial_path(fp), ignore_errors=True)  # killed after writing
+                if fp in self.computed:  # computed earlier in this run: not a hit
+                    return CacheEntry(fp, logits, expected_idx, hit=False)
                 self.hits += 1
                 log.info("Cache hit %s (%s)", fp, _describe(key, about))
-                shutil.rmtree(self.partial_path(fp), ignore_errors=True)  # killed after writing
                 return CacheEntry(fp, logits, expected_idx, hit=True)
             except FileNotFoundError:
                 pass
@@ -282,6 +287,7 @@ class SoftLabelCache:
             self._store(fp, key, about or {}, logits, expected_idx, seconds)
             shutil.rmtree(partial.folder, ignore_errors=True)
             self.misses += 1
+            self.computed.add(fp)
             stored = self._load(fp, key, expected_idx)  # what every later run will read
             return CacheEntry(fp, stored, expected_idx, hit=False)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 from datasets import Dataset, DatasetDict, load_dataset
+from datasets import utils as progress_bars
 
 from sead import choices, metrics
 from sead.tasks import TASKS, TaskSpec, get_task
@@ -79,11 +80,17 @@ def _load_local(task: TaskSpec, folder: Path, splits: list[str]) -> DatasetDict:
 
 def _read_jsonl(path: Path) -> Dataset:
     """One split file on its own, so a bad file is named and schemas need not agree."""
+    quiet = not progress_bars.are_progress_bars_disabled()
+    if quiet:  # a local file reads in a blink: no "Generating train split" bar per file
+        progress_bars.disable_progress_bars()
     try:
         return load_dataset("json", data_files=str(path), split="train")
     except Exception as err:  # datasets wraps the cause in several exception types
         cause = err.__cause__ or err
         raise ValueError(f"Could not read {path} as JSON lines: {cause}") from err
+    finally:
+        if quiet:
+            progress_bars.enable_progress_bars()
 
 
 def _load_hub(task: TaskSpec, splits: list[str]) -> DatasetDict:

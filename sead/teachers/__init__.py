@@ -31,7 +31,13 @@ from sead.teachers.logits import cache_keys, cached_logits
 from sead.teachers.origin import prepare
 from sead.teachers.sanity import TeacherBelowFloor, evaluate, gate, majority_baseline
 from sead.teachers.spec import TEACHER_KEYS, FinetuneArgs, TeacherSpec, teacher_specs
-from sead.teachers.store import STORE_MARKER, finetune, store_key, teacher_train_split
+from sead.teachers.store import (
+    STORE_MARKER,
+    finetune,
+    finetune_settings,
+    store_key,
+    teacher_train_split,
+)
 from sead.teachers.teacher import CHECKPOINT, FINETUNED, STORE, Teacher
 
 __all__ = [
@@ -51,6 +57,7 @@ __all__ = [
     "check_labels",
     "evaluate",
     "finetune",
+    "finetune_settings",
     "gate",
     "majority_baseline",
     "prepare",

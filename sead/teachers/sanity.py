@@ -66,7 +66,12 @@ def gate(
             passed = bool(score > baseline)
         else:
             passed = bool(score >= spec.min_metric)
-        checked[split] = {"score": score, "baseline": baseline, "passed": passed}
+        noise = metrics.noise_check(metric, score, baseline, len(splits[split]))
+        checked[split] = {"score": score, "baseline": baseline, "passed": passed, "noise": noise}
+        if passed and noise and noise["within_noise"]:
+            log.warning(
+                metrics.noise_message(f"Teacher {spec.name}", split, metric, noise, score, baseline)
+            )
     floor = "majority baseline" if spec.min_metric is None else spec.min_metric
     record = {"metric": metric, "floor": floor, "enabled": enabled, "splits": checked}
     failed = {split: c for split, c in checked.items() if not c["passed"]}
