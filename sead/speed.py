@@ -7,6 +7,7 @@ measured on the machine the run used: compare speedups across runs of one machin
 
 from __future__ import annotations
 
+import logging
 import time
 
 from datasets import Dataset, DatasetDict
@@ -14,6 +15,8 @@ from datasets import Dataset, DatasetDict
 from sead import data, teachers
 from sead.inference import predict_logits
 from sead.tasks import TaskSpec
+
+log = logging.getLogger(__name__)
 
 MIN_PASSES = 3
 MAX_PASSES = 10
@@ -61,6 +64,11 @@ def compare(
     split = task.eval_splits[0]
     sample = splits[split].select(range(min(n, len(splits[split]))))
     per_second = {"student": throughput(student, tokenizer, sample, task, max_length, batch_size)}
+    # A teacher read from files has no model here to time.
+    skipped = {s.name: "predictions file: no model to time" for s in specs if _from_files(s)}
+    specs = [spec for spec in specs if not _from_files(spec)]
+    for name, why in skipped.items():
+        log.info("Speed: teacher %s skipped (%s).", name, why)
     for spec in specs:
         teacher, teacher_tokenizer = teachers.prepare(spec, task, splits, store_dir).load()
         per_second[spec.name] = throughput(
@@ -76,4 +84,9 @@ def compare(
         "speedup": {
             spec.name: round(per_second["student"] / per_second[spec.name], 2) for spec in specs
         },
+        **({"skipped": skipped} if skipped else {}),
     }
+
+
+def _from_files(spec) -> bool:
+    return isinstance(spec, teachers.PredictionsSpec)
