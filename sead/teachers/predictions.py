@@ -42,9 +42,9 @@ def label_columns(spec: PredictionsSpec, task: TaskSpec) -> list[int] | None:
         return align_labels(dict(enumerate(spec.labels)), task, teacher=spec.name)
     except ValueError as err:
         raise ValueError(
-            f"teachers.{spec.name}.labels={list(spec.labels)} do not match task "
-            f"{task.name!r}'s labels {list(task.labels)} by name: write the files' columns "
-            f"with the task's label names, in the files' order."
+            f"teachers.{spec.name}.labels={list(spec.labels)} do not match the labels of task "
+            f"{task.name!r}, {list(task.labels)}, by name (synonyms such as pos/neg are "
+            f"understood): list the files' columns by the task's label names, in the files' order."
         ) from err
 
 
