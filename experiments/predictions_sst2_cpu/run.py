@@ -170,8 +170,8 @@ def _commit() -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--train", type=int, default=4000, help="data.max_train_samples")
-    parser.add_argument("--epochs", type=float, default=2, help="student epochs")
-    parser.add_argument("--teacher-epochs", type=float, default=2)
+    parser.add_argument("--epochs", type=float, default=1, help="student epochs")
+    parser.add_argument("--teacher-epochs", type=float, default=1)
     parser.add_argument("--lr", type=float, default=1e-4, help="student learning rate")
     parser.add_argument("--work", type=Path, default=HERE / "work")
     args = parser.parse_args(argv)
