@@ -185,10 +185,18 @@ def to_logits(
     path, where = predictions.path, predictions.where
     widths = layout.widths
     n, width = len(layout.ids), int(widths.max()) if len(widths) else 0
+    ordered = (
+        predictions.values[rows]
+        if isinstance(predictions.values, np.ndarray)
+        else [predictions.values[row] for row in rows]
+    )
+    fast = _all_rows_at_once(ordered, layout, fmt, epsilon, tolerance)
+    if fast is not None:
+        return fast if columns is None else fast[:, columns]
     out = np.full((n, max(width, 1)), PAD_LOGIT, dtype=np.float32)
     bad: dict[str, list[str]] = {}
     for position, row in enumerate(rows):
-        value, expected = predictions.values[row], int(widths[position])
+        value, expected = ordered[position], int(widths[position])
         try:
             out[position, :expected] = _row_logits(
                 value, expected, fmt, layout, smoothing, epsilon, tolerance
@@ -204,6 +212,29 @@ def to_logits(
     if columns is not None:
         out = out[:, columns]
     return out
+
+
+def _all_rows_at_once(values, layout: Layout, fmt: str, epsilon: float, tolerance: float):
+    """The usual file (every row a full list of good numbers) at numpy speed; None for
+    anything else, which the row-by-row path then reads, saying what is wrong where."""
+    widths = set(layout.widths.tolist())
+    if fmt not in ("logits", "probs", "log_probs") or len(widths) != 1:
+        return None
+    try:
+        matrix = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    if matrix.shape != (len(layout.widths), widths.pop()) or not np.isfinite(matrix).all():
+        return None
+    if fmt == "probs":
+        if (matrix < -tolerance).any() or (abs(matrix.sum(1) - 1.0) > tolerance).any():
+            return None
+        matrix = np.log(np.clip(matrix, epsilon, None))
+    elif fmt == "log_probs":
+        if (matrix > tolerance).any() or (abs(np.exp(matrix).sum(1) - 1.0) > tolerance).any():
+            return None
+        matrix = np.maximum(matrix, np.log(epsilon))
+    return matrix.astype(np.float32)
 
 
 class _RowError(ValueError):
@@ -270,7 +301,8 @@ def _match_ids(predictions: Predictions, ids: np.ndarray, extra_ids: str) -> np.
     values, first_row, counts = np.unique(file_ids, return_index=True, return_counts=True)
     expected = set(ids.tolist())
     problems = []
-    missing = [i for i in ids.tolist() if i not in set(values.tolist())]
+    present = set(values.tolist())
+    missing = [i for i in ids.tolist() if i not in present]
     if missing:
         problems.append(f"{len(missing)} id(s) of the split are missing: {_first(missing)}")
     repeated = values[counts > 1].tolist()
