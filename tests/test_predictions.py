@@ -279,3 +279,24 @@ def test_the_files_content_is_the_cache_identity(tmp_path):
     edited = logits_of(moved)
     assert not edited.hit and edited.fingerprint != first.fingerprint
     np.testing.assert_array_equal(edited.logits, (LOGITS * 2).astype(np.float32))
+
+
+def test_the_shipped_template_says_what_to_fill_in(tmp_path):
+    from tests.helpers import compose
+
+    cfg = compose(["teachers=[files]"])
+    with pytest.raises(ValueError, match=r"teachers.files.predictions must map splits to files"):
+        teacher_specs(cfg.teachers, SST2)
+    path = write(tmp_path / "p.jsonl", IDS, LOGITS, "logits")
+    cfg = compose(["teachers=[files]", f"++teachers.files.predictions.validation={path}"])
+    with pytest.raises(ValueError, match=r"teachers.files.labels is required"):
+        teacher_specs(cfg.teachers, SST2)
+    cfg = compose(
+        [
+            "teachers=[files]",
+            f"++teachers.files.predictions.validation={path}",
+            "teachers.files.labels=[negative,positive]",
+        ]
+    )
+    [made] = teacher_specs(cfg.teachers, SST2)
+    check_predictions(made, SST2, DatasetDict({"validation": split()}))
