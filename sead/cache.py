@@ -17,7 +17,9 @@ An entry is built under a temporary name and renamed into place (atomic on
 POSIX), and verified against its manifest on every load: a missing, truncated,
 edited or mismatched entry is reported in one line and recomputed, never used.
 
-`python -m sead.cache list|show|rm|verify` inspects and prunes the cache.
+`python -m sead.cache list|show|rm|verify` inspects and prunes the cache; `export` writes a
+teacher's cached logits as prediction files (`sead.prediction_files`), which a predictions
+teacher reads on another machine.
 """
 
 from __future__ import annotations
@@ -42,8 +44,10 @@ from safetensors import safe_open
 from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save_file
 
+from sead import prediction_files
 from sead.config import CONF_DIR
 from sead.files import format_table, write_atomic
+from sead.tasks import get_task
 
 log = logging.getLogger(__name__)
 
@@ -558,6 +562,56 @@ def _cmd_verify(root: Path, args) -> int:
     return 1 if bad else 0
 
 
+def _cmd_export(root: Path, args) -> int:
+    """Write the chosen entries as prediction files, and the teacher config that reads them."""
+    if not (args.fingerprints or args.teacher or args.task or args.split):
+        raise SystemExit("Name entries to export: fingerprints, or --teacher/--task/--split.")
+    chosen = _select(root, args)
+    if not chosen:
+        raise SystemExit(f"No cache entry in {root} matches; see `list`.")
+    single = args.output.suffix in prediction_files.SUFFIXES
+    if single and len(chosen) > 1:
+        raise SystemExit(
+            f"{len(chosen)} entries match, one file ({args.output}) takes one: narrow it down "
+            f"(--teacher/--task/--split or a fingerprint), or give a folder."
+        )
+    written: dict[tuple, Path] = {}
+    exported = []  # (teacher, task, split, file, format)
+    for folder in chosen:
+        manifest, logits, idx = read_entry(folder)
+        key, about = manifest["key"], manifest.get("about", {})
+        teacher, task = str(about.get("teacher", key.get("model"))), get_task(key["task"])
+        name = (teacher, task.name, key["split"])
+        if name in written:
+            raise SystemExit(
+                f"Two entries for teacher {teacher}, task {task.name}, split {key['split']} "
+                f"({written[name].name} and {folder.name}): export one by fingerprint."
+            )
+        path = args.output if single else args.output / f"{'-'.join(name)}.{args.format}"
+        fmt = prediction_files.write(path, idx, logits.astype(np.float32), task.is_regression)
+        written[name] = folder
+        print(f"{folder.name} -> {path} ({len(idx):,} rows, format {fmt})")
+        exported.append((teacher, task, key["split"], path, fmt))
+    _print_teacher_config(exported)
+    return 0
+
+
+def _print_teacher_config(written: list[tuple]) -> None:
+    """The teacher config that reads the exported files back (one per teacher and task)."""
+    by_teacher: dict[tuple, dict] = {}
+    for teacher, task, split, path, fmt in written:
+        by_teacher.setdefault((teacher, task.name, fmt), {})[split] = path
+    for (teacher, task_name, fmt), files in by_teacher.items():
+        labels = get_task(task_name).labels if get_task(task_name).kind == "classification" else ()
+        print(f"\n# conf/teachers/{teacher}_files.yaml (task {task_name})\n{teacher}_files:")
+        print("  predictions:")
+        for split, path in files.items():
+            print(f"    {split}: {Path(path).resolve()}")
+        print(f"  format: {fmt}")
+        if labels:
+            print(f"  labels: [{', '.join(labels)}]")
+
+
 def default_root() -> Path:
     """`paths.logits_dir` of the composed config, so the CLI sees what runs use."""
     from hydra import compose, initialize_config_dir
@@ -578,6 +632,7 @@ def main(argv: list[str] | None = None) -> int:
         ("show", "an entry's manifest and files"),
         ("rm", "remove entries by fingerprint, by teacher/task/split, or --all"),
         ("verify", "re-check every entry's checksums (exit 1 if any is bad)"),
+        ("export", "write entries as prediction files a predictions teacher reads"),
     ]:
         sub = commands.add_parser(name, help=helptext)
         sub.add_argument("fingerprints", nargs="*", help="fingerprints or unique prefixes")
@@ -586,11 +641,31 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("--split")
         if name == "rm":
             sub.add_argument("--all", action="store_true", help="every entry and partial run")
+        if name == "export":
+            sub.add_argument(
+                "-o",
+                "--output",
+                type=Path,
+                required=True,
+                help="a file (.jsonl, .npy, .safetensors) for one entry, or a folder",
+            )
+            sub.add_argument(
+                "--format",
+                choices=["jsonl", "npy", "safetensors"],
+                default="jsonl",
+                help="file type when --output is a folder (default jsonl)",
+            )
     args = parser.parse_args(argv)
     if args.command == "show" and not args.fingerprints:
         parser.error("show needs a fingerprint (see `list`).")
     root = args.root or default_root()
-    command = {"list": _cmd_list, "show": _cmd_show, "rm": _cmd_rm, "verify": _cmd_verify}
+    command = {
+        "list": _cmd_list,
+        "show": _cmd_show,
+        "rm": _cmd_rm,
+        "verify": _cmd_verify,
+        "export": _cmd_export,
+    }
     return command[args.command](root, args)
 
 

@@ -83,8 +83,11 @@ def check_inputs(cfg: DictConfig) -> Inputs:
     transfer_set = transfer.build(cfg.get("transfer"), task, splits)
     splits = transfer.apply(transfer_set, task, splits)
     for spec in specs:
-        models.require_installed(spec.source, f"teachers.{spec.name}.model")  # make models
-        teachers.check_labels(spec, task)  # label count and order, from the config alone
+        if isinstance(spec, teachers.PredictionsSpec):  # its files, read and checked now
+            teachers.check_predictions(spec, task, _predicted_splits(cfg, task, splits, plan))
+        else:
+            models.require_installed(spec.source, f"teachers.{spec.name}.model")  # make models
+            teachers.check_labels(spec, task)  # label count and order, from the config alone
         if transfer_set.held_out and not spec.finetune:
             log.warning(
                 "Teacher %s is a loaded checkpoint: sead cannot tell whether it was trained on "
@@ -97,6 +100,14 @@ def check_inputs(cfg: DictConfig) -> Inputs:
     }
     diagnostics = data.load_diagnostics(task, cfg.data)
     return Inputs(task, specs, ensembler, splits, gold, plan, transfer_set, diagnostics)
+
+
+def _predicted_splits(cfg: DictConfig, task: TaskSpec, splits: DatasetDict, plan) -> DatasetDict:
+    """The splits a predictions teacher needs files for: the eval and fit splits for
+    `stage=ensemble`, every loaded split (train, transfer parts) otherwise."""
+    if str(cfg.get("stage", "all")) == "ensemble":
+        return DatasetDict({s: splits[s] for s in dict.fromkeys([*task.eval_splits, plan.split])})
+    return splits
 
 
 def teacher_logits(cfg: DictConfig, inputs: Inputs, cache: SoftLabelCache, logit_splits=None):
@@ -143,6 +154,7 @@ def teacher_logits(cfg: DictConfig, inputs: Inputs, cache: SoftLabelCache, logit
 def _teacher_record(teacher: teachers.Teacher, entries, scores, gate) -> dict:
     speed = teacher.examples_per_second
     store = teacher.store_record
+    predictions = isinstance(teacher, teachers.PredictionsTeacher)
     return {
         "source": teacher.spec.source,
         "model_id": teacher.model_id,
@@ -158,6 +170,8 @@ def _teacher_record(teacher: teachers.Teacher, entries, scores, gate) -> dict:
         "cache_hit": {split: entry.hit for split, entry in entries.items()},
         "metrics": scores,
         "gate": gate,
+        # a teacher read from files: its format, and each split's file and content hash
+        **({"predictions": teacher.record()} if predictions else {}),
     }
 
 

@@ -199,7 +199,12 @@ def transfer_summary(results: dict) -> str:
     )
 
 
-ORIGINS = {"checkpoint": "loaded checkpoint", "finetuned": "fine-tuned now", "store": "from store"}
+ORIGINS = {
+    "checkpoint": "loaded checkpoint",
+    "finetuned": "fine-tuned now",
+    "store": "from store",
+    "predictions": "predictions file",
+}
 
 
 def teacher_table(results: dict) -> str:
@@ -213,7 +218,7 @@ def teacher_table(results: dict) -> str:
         lines.append(
             [
                 name,
-                _shorten(teacher["source"], 40),
+                _source(teacher),
                 _millions(teacher["params"]),
                 *[_metrics(teacher["metrics"][split]) for split in splits],
                 _gate(teacher.get("gate")),
@@ -283,6 +288,16 @@ def _finetune(record: dict, settings: dict | None = None) -> str:
         f"{record['train_seconds']:.0f}s, {record['train_examples']:,} ex x {args['epochs']:g} ep, "
         f"seed {args['seed']}"
     )
+
+
+def _source(teacher: dict) -> str:
+    """The checkpoint; for a predictions teacher, its first eval split's file and hash."""
+    files = (teacher.get("predictions") or {}).get("files")
+    if not files:
+        return _shorten(teacher["source"], 40)
+    split = next((s for s in teacher["metrics"] if s in files), next(iter(files)))
+    name, sha = Path(files[split]["path"]).name, files[split]["sha256"] or "?"
+    return f"predictions {_shorten(name, 24)} {sha[:8]}"
 
 
 def _millions(params: int | None) -> str:

@@ -100,6 +100,11 @@ def compare(
     load_before = _load_average()
     timed = {"student": _Timed(student, tokenizer, sample, task, max_length, batch_size)}
     measured = measured or {}
+    # A teacher read from files has no model here to time.
+    skipped = {s.name: "predictions file: no model to time" for s in specs if _from_files(s)}
+    specs = [spec for spec in specs if not _from_files(spec)]
+    for name, why in skipped.items():
+        log.info("Speed: teacher %s skipped (%s).", name, why)
     reuse = bool(specs) and all(measured.get(spec.name) for spec in specs)
     if reuse:
         log.info("Speed: teachers' throughput as measured while computing their logits")
@@ -138,6 +143,7 @@ def compare(
         "noisy": noisy,
         "load_average": {"before": load_before, "after": _load_average()},
         "cpus": os.cpu_count(),
+        **({"skipped": skipped} if skipped else {}),
     }
     if noisy:
         log.warning(
@@ -170,3 +176,7 @@ def _quiet_store():
         yield
     finally:
         store_log.setLevel(level)
+
+
+def _from_files(spec) -> bool:
+    return isinstance(spec, teachers.PredictionsSpec)

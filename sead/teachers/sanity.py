@@ -14,7 +14,7 @@ import numpy as np
 
 from sead import choices, metrics
 from sead.tasks import TaskSpec
-from sead.teachers.spec import TeacherSpec
+from sead.teachers.spec import PredictionsSpec, TeacherSpec
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,12 @@ def _gate_message(spec: TeacherSpec, task: TaskSpec, metric: str, failed: dict) 
             floor = f"at least teachers.{name}.min_metric={spec.min_metric} (majority-class "
             floor += f"baseline: {c['baseline']:.4f})"
         lines.append(f"  {split}: {metric}={c['score']:.4f}, needs to be {floor}")
-    if spec.finetune:
+    if isinstance(spec, PredictionsSpec):
+        lines.append(
+            f"Its files' columns in another order, or files for another split? Check "
+            f"teachers.{name}.labels ({list(spec.labels or ())}) and teachers.{name}.predictions."
+        )
+    elif spec.finetune:
         lines.append(
             f"It was fine-tuned by sead: try other teachers.{name}.finetune_args "
             f"(lr, epochs, seed) or more training data."
