@@ -260,14 +260,15 @@ def test_check_reads_every_split_the_run_needs_before_any_work(tmp_path):
 
 
 def test_the_files_content_is_the_cache_identity(tmp_path):
-    cache = SoftLabelCache(tmp_path / "cache")
     path = write(tmp_path / "p.jsonl", IDS, LOGITS, "logits")
 
     def logits_of(path, name="t"):
+        """One run's read: a new cache object, since what a run computed is no hit for it."""
         made = spec({"validation": path}, labels=["negative", "positive"])
         made = dataclasses.replace(made, name=name)
         teacher = predictions.prepare(made, SST2)
         splits = DatasetDict({"validation": split()})
+        cache = SoftLabelCache(tmp_path / "cache")
         return predictions.cached_logits(teacher, SST2, splits, cache)["validation"]
 
     first = logits_of(path)
