@@ -25,6 +25,7 @@ from sead import (
     distill,
     distributed,
     ensemble,
+    export,
     metrics,
     report,
     speed,
@@ -180,6 +181,8 @@ def run(cfg: DictConfig) -> dict | None:
     with stage("check"):
         inputs = check_inputs(cfg)
         card.check_settings(cfg.get("report"))
+        if export.enabled(cfg):
+            export.backend(cfg.export)  # its packages are installed (or the fallback is allowed)
         distill.report_to(cfg.train)  # the trackers asked for are installed
         distill.check_student(cfg.student)  # student.keep_layers fits the checkpoint
         _check_distributed(inputs)
@@ -267,6 +270,9 @@ def run(cfg: DictConfig) -> dict | None:
         "speed": speed_results,
         "distributed": distributed.describe(),
     }
+    if export.enabled(cfg):  # 7. ONNX fp32 + int8 beside student/, checked and timed
+        with stage("export"):
+            results["export"] = export.export_run(cfg, out_dir, splits)
     report.save_run(results, cfg, out_dir)
     metrics_log.write("results", results=results)
     log.info("\n%s\n\n%s", report.teacher_table(results), report.summary_table(results))
