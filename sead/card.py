@@ -227,7 +227,7 @@ def deployment_table(record: dict) -> str:
     for name, entry in record["formats"].items():
         value = 100 * entry["metrics"][metric]
         drop = entry.get("metric_drop")
-        change = f" ({-drop:+.2f})" if drop is not None else ""
+        change = f" ({0.0 - drop:+.2f})" if drop is not None else ""  # 0.0 -: never "-0.00"
         lines.append(
             f"| {name} | {entry['size_bytes'] / 2**20:.1f} MiB | {value:.2f}{change} "
             f"| {entry['latency_ms']['p50']:.2f} | {entry['throughput']:,.0f} "

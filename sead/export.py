@@ -263,7 +263,8 @@ def make_batches(encoded: Dataset, tokenizer, n: int, batch_size: int) -> Batche
     multiple_choice = "n_choices" in encoded.column_names
     encoded = encoded.select(range(min(n, len(encoded))))
     columns = [c for c in MODEL_INPUTS if c in encoded.column_names]
-    rows = [{c: encoded[c][i] for c in columns} for i in range(len(encoded))]
+    features = {c: encoded[c][:] for c in columns}  # plain lists: fast row access
+    rows = [{c: features[c][i] for c in columns} for i in range(len(encoded))]
     collate = (
         choices.ChoiceCollator(tokenizer)
         if multiple_choice
@@ -505,8 +506,7 @@ def main(argv=None) -> None:
         record = export_run(cfg, run_dir)
     except ExportError as error:
         sys.exit(f"Export refused: {error}")
-    save_record(run_dir, cfg, record)
-    print(deployment_table(record))
+    save_record(run_dir, cfg, record)  # the table was logged by export_student
 
 
 def _run_config(run_dir: Path, args) -> DictConfig:
