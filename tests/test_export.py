@@ -10,7 +10,7 @@ from datasets import Dataset
 from omegaconf import OmegaConf
 from transformers import AutoModelForMultipleChoice, AutoModelForSequenceClassification
 
-from sead import card, data, export
+from sead import card, data, export, report
 from sead.tasks import get_task
 from tests.test_card import _results
 
@@ -153,7 +153,7 @@ def test_multiple_choice_student_exports_with_a_choice_axis(tiny_assets, tmp_pat
     assert len(session.get_inputs()[0].shape) == 3  # [batch, choices, length]
 
 
-def test_card_has_the_deployment_table(tmp_path):
+def exported_results():
     results = _results()
     results["export"] = {
         "split": "validation_matched",
@@ -178,6 +178,11 @@ def test_card_has_the_deployment_table(tmp_path):
             ]
         },
     }
+    return results
+
+
+def test_card_has_the_deployment_table(tmp_path):
+    results = exported_results()
     text = card.write_model_card(
         results, OmegaConf.create({"student": {"model": "x", "max_length": 128}}), tmp_path
     ).read_text()
@@ -201,3 +206,12 @@ def test_run_exports_at_its_end_and_the_command_reexports(tiny_cfg):
     export.main([str(run_dir / "student"), "max_metric_drop=100", "speed_samples=4", "passes=1"])
     assert (run_dir / "onnx" / "model.onnx").is_file()
     assert json.loads((run_dir / "results.json").read_text())["export"]["speed"]["examples"] == 4
+
+
+def test_sweep_report_has_each_format_metric_and_speedup(tmp_path):
+    path = tmp_path / "job" / "results.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(exported_results()))
+    (row,) = report.job_rows([path])
+    assert row["student onnx int8"] == 0.7990 and row["speedup onnx int8"] == 2.5
+    assert "student pytorch fp32" not in row
