@@ -6,7 +6,7 @@
   `optimum.onnxruntime.ORTModelFor...` loads; a plain `onnxruntime.InferenceSession` loads
   `model.onnx` alone (inputs `input_ids`, `attention_mask`[, `token_type_ids`], output `logits`).
 * `onnx-int8/`: the same graph with ONNX Runtime's dynamic int8 quantization (weights int8,
-  activations quantized on the fly), the same layout.
+  one scale per output channel; activations quantized on the fly), the same layout.
 
 The exporter is `torch.onnx.export` (the torch.export-based one, `dynamo=True`, torch's default
 since 2.9), called directly: optimum-onnx, the Hugging Face wrapper around it, pins
@@ -514,6 +514,8 @@ def main(argv=None) -> None:
     parser.add_argument("--max-length", type=int, default=128, help="(outside a run) default 128")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not args.path.is_dir():
+        sys.exit(f"{args.path}: no such folder (pass a run folder or its student/).")
     run_dir = args.path if (args.path / "student").is_dir() else args.path.parent
     cfg = _run_config(run_dir, args)
     settings = OmegaConf.merge(default_settings(), cfg.get("export") or {})
