@@ -90,7 +90,12 @@ def main() -> None:
         cfg.export = OmegaConf.merge(
             export.default_settings(), EXPORT, {"enabled": True, "threads": args.threads}
         )
-        record = export.export_run(cfg, run_dir)
+        try:
+            record = export.export_run(cfg, run_dir)
+        except export.ExportError as error:  # recorded, and the other student still runs
+            log.error("%s: export refused: %s", name, error)
+            records[name] = {"run_dir": str(run_dir), "refused": str(error)}
+            continue
         export.save_record(run_dir, cfg, record)
         records[name] = {"run_dir": str(run_dir), **record}
         print(f"\n## {name}\n\n{deployment_table(record)}\n", flush=True)
