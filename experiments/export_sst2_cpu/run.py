@@ -83,7 +83,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="for every format")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    records = {}
+    previous = HERE / "results.json"  # students not run now keep their earlier records
+    records = json.loads(previous.read_text())["students"] if previous.is_file() else {}
     for name in args.students:
         run_dir = student_run(name, args.cache.resolve())
         cfg = OmegaConf.load(run_dir / "config.yaml")
