@@ -42,8 +42,9 @@ from safetensors import safe_open
 from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save_file
 
-from sead.config import CONF_DIR
+from sead.config import CONF_DIR, number
 from sead.files import format_table, write_atomic
+from sead.manifest import FileHashes, hash_files  # noqa: F401 (their home was here)
 
 log = logging.getLogger(__name__)
 
@@ -63,62 +64,6 @@ def fingerprint(key: dict) -> str:
     """Stable hash of everything that determines a teacher's logits."""
     blob = json.dumps({"format": FORMAT_VERSION, **key}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
-
-
-def hash_files(paths: Iterable, memo: FileHashes | None = None) -> str:
-    """Content hash of files (e.g. a local checkpoint's weights and config).
-
-    Hashing a 400 MB checkpoint takes about a second; with a `memo` it happens
-    once per version of the files instead of once per run.
-    """
-    paths = sorted(Path(p) for p in paths)
-    if memo is not None:
-        return memo.get(paths)
-    return _hash_contents(paths)
-
-
-def _hash_contents(paths: list[Path]) -> str:
-    h = hashlib.sha256()
-    for path in paths:
-        h.update(path.name.encode())
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
-
-
-class FileHashes:
-    """`hash_files` results memoized in a small json, keyed by each file's stat.
-
-    A file is assumed unchanged while its resolved path, inode, size, mtime_ns
-    and ctime_ns all are (the signals `git status` trusts); any change rehashes.
-    """
-
-    def __init__(self, path):
-        self.path = Path(path)
-
-    def get(self, paths: list[Path]) -> str:
-        stamp = json.dumps([_stat_stamp(p) for p in paths])
-        key = hashlib.sha256(stamp.encode()).hexdigest()
-        known = self._read()
-        if key in known:
-            return known[key]
-        digest = _hash_contents(paths)
-        with FileLock(str(self.path.with_name(f".{self.path.name}.lock"))):
-            known = {**self._read(), key: digest}
-            write_atomic(self.path, json.dumps(known, indent=0))
-        return digest
-
-    def _read(self) -> dict:
-        try:
-            return json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return {}  # absent or damaged: rehash, never trust a bad memo
-
-
-def _stat_stamp(path: Path) -> list:
-    st = path.stat()
-    return [str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
 def _sha256(payload: bytes) -> str:
@@ -208,6 +153,24 @@ class PartialEntry:
 Compute = Callable[[PartialEntry], np.ndarray]
 
 
+def check_settings(dtype: str = "float32", chunk_size: int = 4096, autocast=None) -> None:
+    """The `cache.*` settings, named when out of range (the check stage calls this too)."""
+    if dtype not in STORAGE_DTYPES:
+        raise ValueError(f"cache.dtype={dtype!r}: expected one of {list(STORAGE_DTYPES)}.")
+    number(chunk_size, "cache.chunk_size", int, 1)
+    if autocast not in AUTOCAST_CHOICES:
+        raise ValueError(f"cache.autocast={autocast!r}: expected one of {AUTOCAST_CHOICES}.")
+
+
+def not_writable(root: Path, err: OSError) -> PermissionError:
+    """A write the cache cannot do, naming the settings that move it."""
+    return PermissionError(
+        f"Cannot write to the teacher-logit cache {root} ({err.strerror or err}): an entry "
+        "is missing or damaged and must be computed. Point SEAD_CACHE (or paths.cache_dir, "
+        "or paths.logits_dir) at a writable folder."
+    )
+
+
 class SoftLabelCache:
     """Teacher logits on disk, keyed by `fingerprint(key)`.
 
@@ -218,14 +181,12 @@ class SoftLabelCache:
     """
 
     def __init__(self, root, dtype: str = "float32", chunk_size: int = 4096, autocast=None):
-        if dtype not in STORAGE_DTYPES:
-            raise ValueError(f"cache.dtype={dtype!r}: expected one of {list(STORAGE_DTYPES)}.")
-        if int(chunk_size) < 1:
-            raise ValueError(f"cache.chunk_size={chunk_size!r}: expected a positive integer.")
-        if autocast not in AUTOCAST_CHOICES:
-            raise ValueError(f"cache.autocast={autocast!r}: expected one of {AUTOCAST_CHOICES}.")
+        check_settings(dtype, chunk_size, autocast)
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise not_writable(self.root, err) from err
         self.dtype = dtype
         self.chunk_size = int(chunk_size)
         self.autocast = autocast
@@ -260,13 +221,13 @@ class SoftLabelCache:
         key = self.full_key(key)
         fp = fingerprint(key)
         expected_idx = np.asarray(expected_idx, dtype=np.int64)
+        try:  # a complete entry needs no lock, so a shared read-only cache is usable
+            return self._hit(fp, key, expected_idx, about)
+        except (FileNotFoundError, CorruptEntry):
+            pass  # absent or unusable: decided, and reported, under the lock
         with self.lock(fp):
             try:
-                logits = self._load(fp, key, expected_idx)
-                self.hits += 1
-                log.info("Cache hit %s (%s)", fp, _describe(key, about))
-                shutil.rmtree(self.partial_path(fp), ignore_errors=True)  # killed after writing
-                return CacheEntry(fp, logits, expected_idx, hit=True)
+                return self._hit(fp, key, expected_idx, about)
             except FileNotFoundError:
                 pass
             except CorruptEntry as err:
@@ -285,16 +246,25 @@ class SoftLabelCache:
             stored = self._load(fp, key, expected_idx)  # what every later run will read
             return CacheEntry(fp, stored, expected_idx, hit=False)
 
+    def _hit(self, fp: str, key: dict, expected_idx: np.ndarray, about) -> CacheEntry:
+        logits = self._load(fp, key, expected_idx)
+        self.hits += 1
+        log.info("Cache hit %s (%s)", fp, _describe(key, about))
+        shutil.rmtree(self.partial_path(fp), ignore_errors=True)  # killed after writing
+        return CacheEntry(fp, logits, expected_idx, hit=True)
+
     @contextmanager
     def lock(self, fp: str) -> Iterator[None]:
         """Held while an entry is computed or removed; others wait, then read."""
-        (self.root / LOCK_DIR).mkdir(exist_ok=True)
         lock = FileLock(str(self.root / LOCK_DIR / f"{fp}.lock"))
         try:
+            (self.root / LOCK_DIR).mkdir(exist_ok=True)
             lock.acquire(timeout=0)
-        except Timeout:
+        except Timeout:  # an OSError too, so caught first
             log.info("Cache entry %s is being computed by another process; waiting.", fp)
             lock.acquire()
+        except OSError as err:
+            raise not_writable(self.root, err) from err
         try:
             yield
         finally:

@@ -21,6 +21,7 @@ import numpy as np
 from datasets import Dataset, DatasetDict, load_dataset
 
 from sead import choices, metrics
+from sead.config import number
 from sead.tasks import TASKS, TaskSpec, get_task
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ def load_splits(task: TaskSpec, data_cfg, splits: Iterable[str]) -> DatasetDict:
     `shared/data/glue/<task>/`); unset: `load_dataset(benchmark, task)` from the Hub.
     """
     splits = list(dict.fromkeys(splits))
+    _check_sizes(data_cfg)
     if data_cfg.get("dir"):
         loaded = _load_local(task, Path(data_cfg.get("dir")), splits)
     else:
@@ -52,6 +54,14 @@ def load_splits(task: TaskSpec, data_cfg, splits: Iterable[str]) -> DatasetDict:
         out[split] = subsample(ds, limit, seed=data_cfg.get("subsample_seed", 0), groups=groups)
     log.info("Task %s: %s", task.name, ", ".join(f"{s}={len(d):,}" for s, d in out.items()))
     return out
+
+
+def _check_sizes(data_cfg) -> None:
+    """`data.max_*_samples` and `data.subsample_seed` in range, named, before any loading."""
+    for option in ("max_train_samples", "max_eval_samples"):
+        if data_cfg.get(option) is not None:
+            number(data_cfg.get(option), f"data.{option}", int, 1)  # null: every example
+    number(data_cfg.get("subsample_seed", 0), "data.subsample_seed", int, 0)
 
 
 def _source_name(data_cfg, split: str) -> str:

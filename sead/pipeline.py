@@ -36,7 +36,8 @@ from sead import (
     teachers,
     transfer,
 )
-from sead.cache import SoftLabelCache
+from sead.cache import SoftLabelCache, check_settings
+from sead.config import number
 from sead.inference import count_parameters, predict_logits
 from sead.tasks import TaskSpec, check_trainable, get_task
 from sead.tracking import MetricsLog
@@ -69,7 +70,9 @@ def check_inputs(cfg: DictConfig) -> Inputs:
     """Task, teachers, ensembler and data, validated: bad input fails here, early."""
     task = get_task(cfg.task.name)
     check_trainable(task)
-    specs = teachers.teacher_specs(cfg.teachers, task)
+    check_settings(**OmegaConf.to_container(cfg.cache, resolve=True))
+    number(cfg.seed, "seed", int, 0, 2**32 - 1)
+    specs = teachers.teacher_specs(cfg.get("teachers"), task)
     ensembler = ensemble.build(cfg.ensemble, task, [spec.name for spec in specs])
     plan = ensemble.fit_plan(cfg.ensemble, task)
     if plan.split == task.train_split:
@@ -118,12 +121,13 @@ def teacher_logits(cfg: DictConfig, inputs: Inputs, cache: SoftLabelCache, logit
     records = {}
     seen: dict[tuple, str] = {}
     for spec in inputs.specs:
+        gated = gate_every_teacher and spec.gate
         teacher = teachers.prepare(
-            spec, task, splits, cfg.paths.teachers_dir, cache.file_hashes, cache
+            spec, task, splits, cfg.paths.teachers_dir, cache.file_hashes, cache, gate=gated
         )
         entries = teachers.cached_logits(teacher, task, eval_splits, cache)
         scores = teachers.evaluate(task, {s: e.logits for s, e in entries.items()}, splits)
-        gate = teachers.gate(spec, task, scores, splits, gate_every_teacher and spec.gate)
+        gate = teachers.gate(spec, task, scores, splits, gated)
         entries |= teachers.cached_logits(teacher, task, other_splits, cache)
         logits[spec.name] = {split: entry.logits for split, entry in entries.items()}
         records[spec.name] = _teacher_record(teacher, entries, scores, gate)
@@ -226,6 +230,9 @@ def run(cfg: DictConfig) -> dict | None:
     with stage("check"):
         inputs = check_inputs(cfg)
         card.check_settings(cfg.get("report"))
+        distill.check_train(cfg.train)  # every train.* setting in range
+        number(cfg.student.max_length, "student.max_length", int, 1)
+        number(cfg.get("report", {}).get("speed_samples", 0), "report.speed_samples", int, 0)
         distill.report_to(cfg.train)  # the trackers asked for are installed
         distill.check_student(cfg.student)  # student.keep_layers fits the checkpoint
         _check_distributed(inputs)

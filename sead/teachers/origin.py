@@ -21,11 +21,13 @@ def prepare(
     store_dir,
     file_hashes: FileHashes | None = None,
     cache: SoftLabelCache | None = None,
+    gate: bool = False,
 ) -> Teacher:
     """Resolve a teacher's checkpoint and label order, fine-tuning (or reusing) it when asked.
 
     `file_hashes` memoizes the content hashes that identify local checkpoints;
-    `cache` receives a newly fine-tuned teacher's eval-split logits.
+    `cache` receives a newly fine-tuned teacher's eval-split logits; with `gate`, a newly
+    fine-tuned teacher below its floor stops here and is not stored.
     """
     local = resolve(spec.source, spec.revision)
     tok_name = spec.tokenizer or spec.source
@@ -34,7 +36,7 @@ def prepare(
     if spec.finetune:
         base_id = identity(spec.source, local, file_hashes=file_hashes)
         return store.finetune(
-            spec, task, splits, local, tok_dir, base_id, tok_id, store_dir, cache, file_hashes
+            spec, task, splits, local, tok_dir, base_id, tok_id, store_dir, cache, file_hashes, gate
         )
     model_id = identity(spec.source, local, file_hashes=file_hashes)
     teacher = Teacher(spec, local, tok_dir, model_id, tok_id)
