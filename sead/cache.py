@@ -44,7 +44,8 @@ from safetensors.numpy import save_file
 
 from sead.config import CONF_DIR, number
 from sead.files import format_table, write_atomic
-from sead.manifest import FileHashes, hash_files  # noqa: F401 (their home was here)
+from sead.manifest import DamagedFolder, FileHashes, hash_files
+from sead.manifest import verify as verify_folder
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ LOCK_DIR = ".locks"
 FILE_HASHES = "file_hashes.json"
 FORMAT_VERSION = 1  # part of every fingerprint: bump only when keys change meaning
 MANIFEST_VERSION = 2  # layout of an entry on disk; older entries are rebuilt
+STORE_MARKER = "sead_teacher.json"  # a teacher store entry's record, the last file it gets
 STORAGE_DTYPES = {"float32": np.float32, "float16": np.float16}
 AUTOCAST_CHOICES = (None, "bf16", "fp16")
 
@@ -482,7 +484,50 @@ def _cmd_list(root: Path, args) -> int:
     for partial in sorted(root.glob(f"{PARTIAL_PREFIX}*")) if root.is_dir() else []:
         chunks = len(list(partial.glob("chunk-*.safetensors")))
         print(f"in progress or interrupted: {partial.name} ({chunks} chunk(s) done)")
+    store_rows = [_store_row(folder) for folder in _store_entries(args)]
+    if store_rows:
+        header = ["TEACHER STORE ENTRY", "TEACHER", "TASK", "TRAIN EXAMPLES", "SIZE", "CREATED"]
+        print(f"\nTeacher store {args.store}:\n" + format_table([header, *store_rows]))
     return 0
+
+
+def _store_entries(args) -> list[Path]:
+    """The teacher store's entries (`--store`), unless entries were named by fingerprint."""
+    store = getattr(args, "store", None)
+    if store is None or args.fingerprints or not Path(store).is_dir():
+        return []
+    chosen = []
+    for folder in sorted(p for p in Path(store).iterdir() if p.is_dir()):
+        if folder.name.startswith(".") or folder.name.endswith(".work"):
+            continue  # a temp dir being written, or a fine-tuning's resumable checkpoints
+        record = _store_record(folder)
+        if args.task and not folder.name.startswith(f"{args.task}-"):
+            continue
+        if args.teacher and record.get("teacher") != args.teacher:
+            continue
+        chosen.append(folder)
+    return chosen
+
+
+def _store_record(folder: Path) -> dict:
+    try:
+        record = json.loads((folder / STORE_MARKER).read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _store_row(folder: Path) -> list[str]:
+    record = _store_record(folder)
+    examples = record.get("train_examples")
+    return [
+        folder.name,
+        str(record.get("teacher", "?")),
+        str(record.get("key", {}).get("task", "?")),
+        "?" if examples is None else f"{examples:,}",
+        _human(_folder_size(folder)),
+        str(record.get("created", "incomplete")),
+    ]
 
 
 def _cmd_show(root: Path, args) -> int:
@@ -519,16 +564,33 @@ def _cmd_verify(root: Path, args) -> int:
             bad += 1
             print(f"BAD  {folder.name}: {err}")
     print(f"{len(chosen) - bad} ok, {bad} bad in {root}." + (" Remove with `rm`." if bad else ""))
-    return 1 if bad else 0
+    stored = _store_entries(args)
+    store_bad = 0
+    for folder in stored:
+        try:  # rehashed from the files, not from the memo: this is the check of last resort
+            if not (folder / STORE_MARKER).is_file():
+                raise DamagedFolder(f"incomplete, no {STORE_MARKER}")
+            verify_folder(folder)
+            print(f"ok   teacher {folder.name}")
+        except DamagedFolder as err:
+            store_bad += 1
+            print(f"BAD  teacher {folder.name}: {err}")
+    if stored:
+        print(
+            f"{len(stored) - store_bad} ok, {store_bad} bad in the teacher store {args.store}."
+            + (" A run rebuilds a bad entry; or delete its folder." if store_bad else "")
+        )
+    return 1 if bad or store_bad else 0
 
 
-def default_root() -> Path:
-    """`paths.logits_dir` of the composed config, so the CLI sees what runs use."""
+def default_root(which: str = "logits_dir") -> Path:
+    """`paths.logits_dir` (or `paths.teachers_dir`) of the composed config, so the CLI sees
+    what runs use."""
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config")
-    return Path(cfg.paths.logits_dir)
+    return Path(cfg.paths[which])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -536,6 +598,12 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m sead.cache", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--root", type=Path, help="cache folder (default: paths.logits_dir)")
+    parser.add_argument(
+        "--store",
+        type=Path,
+        help="teacher store, which list and verify cover too (default: paths.teachers_dir, "
+        "or <root>/../teachers with --root)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     for name, helptext in [
         ("list", "entries with teacher, task, split, size, created"),
@@ -554,6 +622,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "show" and not args.fingerprints:
         parser.error("show needs a fingerprint (see `list`).")
     root = args.root or default_root()
+    if args.store is None:
+        args.store = root.parent / "teachers" if args.root else default_root("teachers_dir")
     command = {"list": _cmd_list, "show": _cmd_show, "rm": _cmd_rm, "verify": _cmd_verify}
     return command[args.command](root, args)
 

@@ -87,6 +87,7 @@ def check_inputs(cfg: DictConfig) -> Inputs:
     splits = transfer.apply(transfer_set, task, splits)
     for spec in specs:
         models.require_installed(spec.source, f"teachers.{spec.name}.model")  # make models
+        teachers.check_files(spec, task)  # a local folder holds config, weights, tokenizer
         teachers.check_labels(spec, task)  # label count and order, from the config alone
         if transfer_set.held_out and not spec.finetune:
             log.warning(

@@ -28,7 +28,7 @@ Checkpoint resolution and identity are shared with other stages: `sead.checkpoin
 
 from sead.teachers.labels import LABEL_SYNONYMS, align_labels, check_labels
 from sead.teachers.logits import cache_keys, cached_logits
-from sead.teachers.origin import prepare
+from sead.teachers.origin import check_files, prepare
 from sead.teachers.sanity import TeacherBelowFloor, evaluate, gate, majority_baseline
 from sead.teachers.spec import TEACHER_KEYS, FinetuneArgs, TeacherSpec, teacher_specs
 from sead.teachers.store import STORE_MARKER, finetune, store_key, teacher_train_split
@@ -48,6 +48,7 @@ __all__ = [
     "align_labels",
     "cache_keys",
     "cached_logits",
+    "check_files",
     "check_labels",
     "evaluate",
     "finetune",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datasets import DatasetDict
 
 from sead.cache import FileHashes, SoftLabelCache
-from sead.checkpoints import identity, resolve, tokenizer_identity
+from sead.checkpoints import check_local, identity, resolve, tokenizer_identity
 from sead.tasks import TaskSpec
 from sead.teachers import store
 from sead.teachers.labels import check_labels
@@ -42,3 +42,10 @@ def prepare(
     teacher = Teacher(spec, local, tok_dir, model_id, tok_id)
     teacher.label_alignment = check_labels(spec, task, explain=True)
     return teacher
+
+
+def check_files(spec: TeacherSpec, task: TaskSpec) -> None:
+    """A teacher's local folder holds a checkpoint (and a tokenizer unless another is set),
+    checked for every teacher before the first one runs."""
+    option = f"teachers.{spec.name}." + ("model" if spec.finetune else f"checkpoints.{task.name}")
+    check_local(spec.source, option, tokenizer=not spec.tokenizer)

@@ -26,7 +26,7 @@ from transformers import AutoTokenizer, Trainer, TrainerState, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from sead import choices, data, manifest
-from sead.cache import FileHashes, SoftLabelCache, fingerprint
+from sead.cache import STORE_MARKER, FileHashes, SoftLabelCache, fingerprint
 from sead.checkpoints import identity
 from sead.tasks import TaskSpec, head_config
 from sead.teachers.logits import cached_logits
@@ -37,7 +37,7 @@ from sead.teachers.teacher import FINETUNED, STORE, Teacher
 
 log = logging.getLogger(__name__)
 
-STORE_MARKER = "sead_teacher.json"  # written last: a store entry without it is incomplete
+# STORE_MARKER (sead_teacher.json): an entry's record; without it an entry is incomplete
 
 
 def teacher_train_split(spec: TeacherSpec, task: TaskSpec, splits: DatasetDict):
