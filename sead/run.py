@@ -126,8 +126,31 @@ def unknown_teachers(args: list[str], conf_dir: Path = CONF_DIR) -> list[str]:
     return sorted({str(n) for n in names} - known)
 
 
+def repeated_teachers(args: list[str]) -> list[str]:
+    """Teachers named twice in one `teachers=[...]`: Hydra merges them into one teacher."""
+    overrides = OverridesParser.create().parse_overrides([a for a in args if not a.startswith("-")])
+    repeated: set[str] = set()
+    for override in overrides:
+        if override.key_or_group != "teachers" or override.get_key_element() != "teachers":
+            continue
+        values = override.value()
+        choices = list(override.sweep_iterator()) if override.is_sweep_override() else [values]
+        for choice in choices:
+            names = [str(n) for n in choice] if isinstance(choice, list) else [str(choice)]
+            repeated |= {n for n in names if names.count(n) > 1}
+    return sorted(repeated)
+
+
 def exit_if_unknown_teachers(args: list[str]) -> None:
-    """Stop a command line that names a teacher with no config, listing the ones there are."""
+    """Stop a command line that names a teacher with no config, listing the ones there are,
+    or names one twice (which would silently run it once)."""
+    repeated = repeated_teachers(args)
+    if repeated:
+        sys.exit(
+            f"Teacher(s) {repeated} are listed twice in teachers=[...]: a teacher runs once. "
+            "For several copies of one base model with their own seeds use "
+            f"teachers.{repeated[0]}.seeds=[1,2] (finetune: true)."
+        )
     missing = unknown_teachers(args)
     if missing:
         available = sorted(p.stem for p in (CONF_DIR / "teachers").glob("*.yaml"))
