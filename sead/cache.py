@@ -31,7 +31,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +44,7 @@ from safetensors.numpy import save_file
 
 from sead.config import CONF_DIR, number
 from sead.files import format_table, write_atomic
-from sead.manifest import DamagedFolder, FileHashes, hash_files
+from sead.manifest import DamagedFolder, FileHashes
 from sead.manifest import verify as verify_folder
 
 log = logging.getLogger(__name__)

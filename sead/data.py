@@ -189,7 +189,11 @@ def _check_texts(task: TaskSpec, ds: Dataset, where: str) -> None:
     stop the tokenizer mid-run with an error that names no file, row or field."""
     for field in task.text_fields:
         feature = ds.features[field]
-        if not isinstance(feature, Value) or feature.dtype not in ("string", "large_string", "null"):
+        if not isinstance(feature, Value) or feature.dtype not in (
+            "string",
+            "large_string",
+            "null",
+        ):
             continue  # spans and indices (wic's start1...) are checked by their formatter
         bad = [i for i, value in enumerate(ds[field][:]) if not isinstance(value, str)]
         if bad:

@@ -316,7 +316,9 @@ def check_train(train_cfg) -> None:
     scheduler = train_cfg.get("lr_scheduler", "linear")
     allowed = [s.value for s in SchedulerType]
     if scheduler not in allowed:
-        raise ValueError(f"train.lr_scheduler={scheduler!r} is not allowed: expected one of {allowed}.")
+        raise ValueError(
+            f"train.lr_scheduler={scheduler!r} is not allowed: expected one of {allowed}."
+        )
     for option in ("bf16", "fp16"):
         if not isinstance(train_cfg.get(option, False), bool):
             raise ValueError(f"train.{option}={train_cfg[option]!r}: expected true or false.")

@@ -124,6 +124,8 @@ def verify(folder: Path, memo: FileHashes | None = None) -> None:
             raise DamagedFolder(f"{name} is missing")
         size = path.stat().st_size
         if size != record.get("size"):
-            raise DamagedFolder(f"{name} is {size:,} bytes, the manifest says {record.get('size'):,}")
+            raise DamagedFolder(
+                f"{name} is {size:,} bytes, the manifest says {record.get('size'):,}"
+            )
         if hash_files([path], memo) != record.get("sha256"):
             raise DamagedFolder(f"{name} fails its content hash")

@@ -280,8 +280,9 @@ def _read_file(path: Path) -> Dataset:
     kind = FILE_FORMATS[path.suffix]
     raw = path.read_bytes()
     if b"\0" in raw:
-        raise ValueError(f"Transfer file {path} is binary (a NUL byte at {raw.index(0)}): "
-                         "expected UTF-8 text.")
+        raise ValueError(
+            f"Transfer file {path} is binary (a NUL byte at {raw.index(0)}): expected UTF-8 text."
+        )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:

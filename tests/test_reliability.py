@@ -67,7 +67,10 @@ def _store_entries(cfg) -> list[Path]:
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("train.temperature=0", r"train.temperature=0 is not allowed: expected a number in \(0, inf\)"),
+        (
+            "train.temperature=0",
+            r"train.temperature=0 is not allowed: expected a number in \(0, inf\)",
+        ),
         ("train.temperature=-2", r"train.temperature=-2 is not allowed"),
         ("train.temperature=abc", r"train.temperature='abc' is not allowed"),
         ("train.alpha=1.5", r"train.alpha=1.5 is not allowed: expected a number in \[0, 1\]"),
@@ -89,7 +92,9 @@ def test_bad_settings_stop_the_run_in_the_check_stage(tiny_cfg, monkeypatch, ove
 
 def test_no_teachers_gets_seads_own_message(tiny_assets, tmp_path, monkeypatch):
     _forbid_training(monkeypatch)
-    cfg = compose(["experiment=demo", f"paths.demo_dir={tiny_assets}", "teachers=[]"], str(tmp_path))
+    cfg = compose(
+        ["experiment=demo", f"paths.demo_dir={tiny_assets}", "teachers=[]"], str(tmp_path)
+    )
     with pytest.raises(ValueError, match=r"No teachers configured: pass e.g. 'teachers=\[bert"):
         pipeline.run(cfg)
 
@@ -129,7 +134,9 @@ def test_a_teachers_weights_do_not_depend_on_the_teachers_trained_before_it(tiny
     (roberta,) = _store_entries(alone)
     assert [p.name for p in _store_entries(both)].count(roberta.name) == 1  # one key...
     same_key = Path(both.paths.teachers_dir) / roberta.name
-    assert _sha(same_key / "model.safetensors") == _sha(roberta / "model.safetensors")  # ...one model
+    assert _sha(same_key / "model.safetensors") == _sha(
+        roberta / "model.safetensors"
+    )  # ...one model
 
 
 class Killed(Exception):
@@ -137,7 +144,9 @@ class Killed(Exception):
 
 
 @pytest.mark.slow
-def test_a_run_killed_during_logits_resumes_to_the_uninterrupted_result(tiny_cfg, tmp_path, monkeypatch):
+def test_a_run_killed_during_logits_resumes_to_the_uninterrupted_result(
+    tiny_cfg, tmp_path, monkeypatch
+):
     whole = tiny_cfg(f"paths.cache_dir={tmp_path / 'whole'}", output="whole")
     expected = pipeline.run(whole)
 
@@ -162,7 +171,9 @@ def test_a_run_killed_during_logits_resumes_to_the_uninterrupted_result(tiny_cfg
     assert resumed["ensemble"]["metrics"] == expected["ensemble"]["metrics"]
     assert resumed["student"]["metrics"] == expected["student"]["metrics"]
     student = Path("student") / "model.safetensors"
-    assert _sha(Path(cfg.paths.output_dir) / student) == _sha(Path(whole.paths.output_dir) / student)
+    assert _sha(Path(cfg.paths.output_dir) / student) == _sha(
+        Path(whole.paths.output_dir) / student
+    )
 
 
 # --- 3. one folder per run ------------------------------------------------------------------
@@ -284,12 +295,16 @@ def test_every_teachers_folder_is_checked_before_the_first_is_trained(
     _forbid_training(monkeypatch)
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(FileNotFoundError, match=r"teachers.toy_roberta.model=.* has no config.json"):
+    with pytest.raises(
+        FileNotFoundError, match=r"teachers.toy_roberta.model=.* has no config.json"
+    ):
         pipeline.run(tiny_cfg(f"teachers.toy_roberta.model={empty}"))
     no_config = tmp_path / "no_config"
     shutil.copytree(tiny_assets / "models" / "teacher_roberta", no_config)
     (no_config / "config.json").unlink()
-    with pytest.raises(FileNotFoundError, match=r"not a checkpoint folder: it has no config.json\."):
+    with pytest.raises(
+        FileNotFoundError, match=r"not a checkpoint folder: it has no config.json\."
+    ):
         pipeline.run(tiny_cfg(f"teachers.toy_roberta.model={no_config}"))
 
 

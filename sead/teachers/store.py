@@ -29,8 +29,8 @@ from sead import choices, data, manifest
 from sead.cache import STORE_MARKER, FileHashes, SoftLabelCache, fingerprint
 from sead.checkpoints import identity
 from sead.tasks import TaskSpec, head_config
-from sead.teachers.logits import cached_logits
 from sead.teachers import sanity
+from sead.teachers.logits import cached_logits
 from sead.teachers.sanity import evaluate
 from sead.teachers.spec import TeacherSpec
 from sead.teachers.teacher import FINETUNED, STORE, Teacher
