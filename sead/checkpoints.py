@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sead.cache import FileHashes, hash_files
+from sead.manifest import FileHashes, hash_files
 
 WEIGHT_PATTERNS = ("config.json", "*.safetensors", "*.bin")
 TOKENIZER_PATTERNS = (

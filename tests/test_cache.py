@@ -22,8 +22,8 @@ from sead.cache import (
     PartialEntry,
     SoftLabelCache,
     fingerprint,
-    hash_files,
 )
+from sead.manifest import hash_files
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = {"model": "m@1", "tokenizer": "t", "task": "sst2", "split": "validation", "data": "d"}
