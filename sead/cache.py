@@ -44,8 +44,13 @@ from safetensors.numpy import save_file
 
 from sead.config import CONF_DIR, number
 from sead.files import format_table, write_atomic
-from sead.manifest import DamagedFolder, FileHashes
-from sead.manifest import verify as verify_folder
+from sead.manifest import (
+    DamagedFolder,
+    FileHashes,
+    store_entries,
+    store_record,
+    verify_store_entry,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +62,6 @@ LOCK_DIR = ".locks"
 FILE_HASHES = "file_hashes.json"
 FORMAT_VERSION = 1  # part of every fingerprint: bump only when keys change meaning
 MANIFEST_VERSION = 2  # layout of an entry on disk; older entries are rebuilt
-STORE_MARKER = "sead_teacher.json"  # a teacher store entry's record, the last file it gets
 STORAGE_DTYPES = {"float32": np.float32, "float16": np.float16}
 AUTOCAST_CHOICES = (None, "bf16", "fp16")
 
@@ -493,32 +497,13 @@ def _cmd_list(root: Path, args) -> int:
 
 def _store_entries(args) -> list[Path]:
     """The teacher store's entries (`--store`), unless entries were named by fingerprint."""
-    store = getattr(args, "store", None)
-    if store is None or args.fingerprints or not Path(store).is_dir():
+    if args.store is None or args.fingerprints:
         return []
-    chosen = []
-    for folder in sorted(p for p in Path(store).iterdir() if p.is_dir()):
-        if folder.name.startswith(".") or folder.name.endswith(".work"):
-            continue  # a temp dir being written, or a fine-tuning's resumable checkpoints
-        record = _store_record(folder)
-        if args.task and not folder.name.startswith(f"{args.task}-"):
-            continue
-        if args.teacher and record.get("teacher") != args.teacher:
-            continue
-        chosen.append(folder)
-    return chosen
-
-
-def _store_record(folder: Path) -> dict:
-    try:
-        record = json.loads((folder / STORE_MARKER).read_text())
-    except (OSError, ValueError):
-        return {}
-    return record if isinstance(record, dict) else {}
+    return store_entries(args.store, teacher=args.teacher, task=args.task)
 
 
 def _store_row(folder: Path) -> list[str]:
-    record = _store_record(folder)
+    record = store_record(folder)
     examples = record.get("train_examples")
     return [
         folder.name,
@@ -568,9 +553,7 @@ def _cmd_verify(root: Path, args) -> int:
     store_bad = 0
     for folder in stored:
         try:  # rehashed from the files, not from the memo: this is the check of last resort
-            if not (folder / STORE_MARKER).is_file():
-                raise DamagedFolder(f"incomplete, no {STORE_MARKER}")
-            verify_folder(folder)
+            verify_store_entry(folder)
             print(f"ok   teacher {folder.name}")
         except DamagedFolder as err:
             store_bad += 1

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "sead_manifest.json"
 VERSION = 1
+STORE_MARKER = "sead_teacher.json"  # a teacher store entry's record (sead.teachers.store)
 
 
 def hash_files(paths: Iterable, memo: FileHashes | None = None) -> str:
@@ -129,3 +130,37 @@ def verify(folder: Path, memo: FileHashes | None = None) -> None:
             )
         if hash_files([path], memo) != record.get("sha256"):
             raise DamagedFolder(f"{name} fails its content hash")
+
+
+# --- the teacher store's entries, as `python -m sead.cache list|verify` shows them -----------
+
+
+def store_entries(store, teacher: str | None = None, task: str | None = None) -> list[Path]:
+    """Entry folders of a teacher store (not temp dirs nor resumable `.work` checkpoints)."""
+    store = Path(store)
+    if not store.is_dir():
+        return []
+    return [
+        folder
+        for folder in sorted(p for p in store.iterdir() if p.is_dir())
+        if not folder.name.startswith(".")
+        and not folder.name.endswith(".work")
+        and (task is None or folder.name.startswith(f"{task}-"))
+        and (teacher is None or store_record(folder).get("teacher") == teacher)
+    ]
+
+
+def store_record(folder: Path) -> dict:
+    """An entry's `sead_teacher.json`, or {} when it is absent or unreadable."""
+    try:
+        record = json.loads((Path(folder) / STORE_MARKER).read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def verify_store_entry(folder: Path, memo: FileHashes | None = None) -> None:
+    """DamagedFolder unless the entry is complete and matches its manifest."""
+    if not (Path(folder) / STORE_MARKER).is_file():
+        raise DamagedFolder(f"incomplete, no {STORE_MARKER}")
+    verify(folder, memo)

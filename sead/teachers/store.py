@@ -26,8 +26,9 @@ from transformers import AutoTokenizer, Trainer, TrainerState, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from sead import choices, data, manifest
-from sead.cache import STORE_MARKER, FileHashes, SoftLabelCache, fingerprint
+from sead.cache import FileHashes, SoftLabelCache, fingerprint
 from sead.checkpoints import identity
+from sead.manifest import STORE_MARKER
 from sead.tasks import TaskSpec, head_config
 from sead.teachers import sanity
 from sead.teachers.logits import cached_logits
