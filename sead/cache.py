@@ -17,7 +17,9 @@ An entry is built under a temporary name and renamed into place (atomic on
 POSIX), and verified against its manifest on every load: a missing, truncated,
 edited or mismatched entry is reported in one line and recomputed, never used.
 
-`python -m sead.cache list|show|rm|verify` inspects and prunes the cache.
+`python -m sead.cache list|show|rm|verify` inspects and prunes the cache; `export` writes a
+teacher's cached logits as prediction files (`sead.prediction_files`), which a predictions
+teacher reads on another machine.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from safetensors import safe_open
 from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save_file
 
+from sead import prediction_files
 from sead.config import CONF_DIR, number
 from sead.files import format_table, write_atomic
 from sead.manifest import (
@@ -51,6 +54,7 @@ from sead.manifest import (
     store_record,
     verify_store_entry,
 )
+from sead.tasks import get_task
 
 log = logging.getLogger(__name__)
 
@@ -197,8 +201,11 @@ class SoftLabelCache:
         self.chunk_size = int(chunk_size)
         self.autocast = autocast
         self.file_hashes = FileHashes(self.root / FILE_HASHES)
+        # Counted per run (one cache object): an entry computed in this run and read back
+        # later in it (a fine-tuned teacher's eval logits) counts once, as computed.
         self.hits = 0
         self.misses = 0
+        self.computed: set[str] = set()  # fingerprints this object computed
 
     def path(self, fp: str) -> Path:
         return self.root / fp
@@ -249,14 +256,17 @@ class SoftLabelCache:
             self._store(fp, key, about or {}, logits, expected_idx, seconds)
             shutil.rmtree(partial.folder, ignore_errors=True)
             self.misses += 1
+            self.computed.add(fp)
             stored = self._load(fp, key, expected_idx)  # what every later run will read
             return CacheEntry(fp, stored, expected_idx, hit=False)
 
     def _hit(self, fp: str, key: dict, expected_idx: np.ndarray, about) -> CacheEntry:
         logits = self._load(fp, key, expected_idx)
+        shutil.rmtree(self.partial_path(fp), ignore_errors=True)  # killed after writing
+        if fp in self.computed:  # computed earlier in this run: not a hit
+            return CacheEntry(fp, logits, expected_idx, hit=False)
         self.hits += 1
         log.info("Cache hit %s (%s)", fp, _describe(key, about))
-        shutil.rmtree(self.partial_path(fp), ignore_errors=True)  # killed after writing
         return CacheEntry(fp, logits, expected_idx, hit=True)
 
     @contextmanager
@@ -566,6 +576,56 @@ def _cmd_verify(root: Path, args) -> int:
     return 1 if bad or store_bad else 0
 
 
+def _cmd_export(root: Path, args) -> int:
+    """Write the chosen entries as prediction files, and the teacher config that reads them."""
+    if not (args.fingerprints or args.teacher or args.task or args.split):
+        raise SystemExit("Name entries to export: fingerprints, or --teacher/--task/--split.")
+    chosen = _select(root, args)
+    if not chosen:
+        raise SystemExit(f"No cache entry in {root} matches; see `list`.")
+    single = args.output.suffix in prediction_files.SUFFIXES
+    if single and len(chosen) > 1:
+        raise SystemExit(
+            f"{len(chosen)} entries match, one file ({args.output}) takes one: narrow it down "
+            f"(--teacher/--task/--split or a fingerprint), or give a folder."
+        )
+    written: dict[tuple, Path] = {}
+    exported = []  # (teacher, task, split, file, format)
+    for folder in chosen:
+        manifest, logits, idx = read_entry(folder)
+        key, about = manifest["key"], manifest.get("about", {})
+        teacher, task = str(about.get("teacher", key.get("model"))), get_task(key["task"])
+        name = (teacher, task.name, key["split"])
+        if name in written:
+            raise SystemExit(
+                f"Two entries for teacher {teacher}, task {task.name}, split {key['split']} "
+                f"({written[name].name} and {folder.name}): export one by fingerprint."
+            )
+        path = args.output if single else args.output / f"{'-'.join(name)}.{args.format}"
+        fmt = prediction_files.write(path, idx, logits.astype(np.float32), task.is_regression)
+        written[name] = folder
+        print(f"{folder.name} -> {path} ({len(idx):,} rows, format {fmt})")
+        exported.append((teacher, task, key["split"], path, fmt))
+    _print_teacher_config(exported)
+    return 0
+
+
+def _print_teacher_config(written: list[tuple]) -> None:
+    """The teacher config that reads the exported files back (one per teacher and task)."""
+    by_teacher: dict[tuple, dict] = {}
+    for teacher, task, split, path, fmt in written:
+        by_teacher.setdefault((teacher, task.name, fmt), {})[split] = path
+    for (teacher, task_name, fmt), files in by_teacher.items():
+        labels = get_task(task_name).labels if get_task(task_name).kind == "classification" else ()
+        print(f"\n# conf/teachers/{teacher}_files.yaml (task {task_name})\n{teacher}_files:")
+        print("  predictions:")
+        for split, path in files.items():
+            print(f"    {split}: {Path(path).resolve()}")
+        print(f"  format: {fmt}")
+        if labels:
+            print(f"  labels: [{', '.join(labels)}]")
+
+
 def default_root(which: str = "logits_dir") -> Path:
     """`paths.logits_dir` (or `paths.teachers_dir`) of the composed config, so the CLI sees
     what runs use."""
@@ -593,6 +653,7 @@ def main(argv: list[str] | None = None) -> int:
         ("show", "an entry's manifest and files"),
         ("rm", "remove entries by fingerprint, by teacher/task/split, or --all"),
         ("verify", "re-check every entry's checksums (exit 1 if any is bad)"),
+        ("export", "write entries as prediction files a predictions teacher reads"),
     ]:
         sub = commands.add_parser(name, help=helptext)
         sub.add_argument("fingerprints", nargs="*", help="fingerprints or unique prefixes")
@@ -601,13 +662,33 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("--split")
         if name == "rm":
             sub.add_argument("--all", action="store_true", help="every entry and partial run")
+        if name == "export":
+            sub.add_argument(
+                "-o",
+                "--output",
+                type=Path,
+                required=True,
+                help="a file (.jsonl, .npy, .safetensors) for one entry, or a folder",
+            )
+            sub.add_argument(
+                "--format",
+                choices=["jsonl", "npy", "safetensors"],
+                default="jsonl",
+                help="file type when --output is a folder (default jsonl)",
+            )
     args = parser.parse_args(argv)
     if args.command == "show" and not args.fingerprints:
         parser.error("show needs a fingerprint (see `list`).")
     root = args.root or default_root()
     if args.store is None:
         args.store = root.parent / "teachers" if args.root else default_root("teachers_dir")
-    command = {"list": _cmd_list, "show": _cmd_show, "rm": _cmd_rm, "verify": _cmd_verify}
+    command = {
+        "list": _cmd_list,
+        "show": _cmd_show,
+        "rm": _cmd_rm,
+        "verify": _cmd_verify,
+        "export": _cmd_export,
+    }
     return command[args.command](root, args)
 
 

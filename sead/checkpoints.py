@@ -7,9 +7,13 @@ name that changes exactly when the files do (`identity`, `tokenizer_identity`).
 
 from __future__ import annotations
 
+import logging
+from contextlib import contextmanager
 from pathlib import Path
 
 from sead.manifest import FileHashes, hash_files
+
+log = logging.getLogger(__name__)
 
 WEIGHT_PATTERNS = ("config.json", "*.safetensors", "*.bin")
 TOKENIZER_PATTERNS = (
@@ -90,3 +94,41 @@ def tokenizer_identity(tok_dir: Path, file_hashes: FileHashes | None = None) -> 
             f"the teacher's 'tokenizer' to a Hub id or folder that has them."
         )
     return "sha256:" + hash_files(files, file_hashes)
+
+
+def from_pretrained_with_new_head(model_class, source, who: str, **kwargs):
+    """`model_class.from_pretrained(source, **kwargs)` for a base model that gets a fresh
+    task head (a teacher sead fine-tunes, the student).
+
+    That head is expected, so transformers' LOAD REPORT table of MISSING head weights is
+    replaced by one line saying so; an error in loading is still raised as transformers raises it.
+    """
+    with _no_load_report():
+        model, info = model_class.from_pretrained(source, output_loading_info=True, **kwargs)
+    new = sorted({*info.get("missing_keys", ()), *(k[0] for k in info.get("mismatched_keys", ()))})
+    if new:
+        heads = sorted({key.rsplit(".", 1)[0] for key in new})
+        log.info(
+            "%s: a new task head (%s) is initialised on %s, as expected for a base model; "
+            "training learns it.",
+            who,
+            ", ".join(heads),
+            Path(str(source)).name or source,
+        )
+    unused = sorted(info.get("unexpected_keys", ()))
+    if unused:  # e.g. a pretraining head the task model has no use for
+        log.info("%s: %d checkpoint weights unused (%s)", who, len(unused), ", ".join(unused[:4]))
+    return model
+
+
+@contextmanager
+def _no_load_report():
+    def drop(record: logging.LogRecord) -> bool:
+        return "LOAD REPORT" not in record.getMessage()
+
+    logger = logging.getLogger("transformers.modeling_utils")
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 from datasets import Dataset, DatasetDict, Value, load_dataset
+from datasets import utils as progress_bars
 
 from sead import choices, metrics
 from sead.config import number
@@ -91,12 +92,18 @@ def _read_jsonl(path: Path) -> Dataset:
     """One split file on its own, so a bad file is named and schemas need not agree."""
     if not _has_content(path):
         raise ValueError(f"{path} is empty: expected one JSON object per line.")
+    quiet = not progress_bars.are_progress_bars_disabled()
+    if quiet:  # a local file reads in a blink: no "Generating train split" bar per file
+        progress_bars.disable_progress_bars()
     try:
         return load_dataset("json", data_files=str(path), split="train")
     except Exception as err:  # datasets wraps the cause in several exception types
         cause = err.__cause__ or err
         reason = str(cause).strip() or type(cause).__name__
         raise ValueError(f"Could not read {path} as JSON lines: {reason}") from err
+    finally:
+        if quiet:
+            progress_bars.enable_progress_bars()
 
 
 def _has_content(path: Path) -> bool:

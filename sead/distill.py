@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from datasets import Dataset
+from datasets import Dataset, DatasetDict
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
@@ -35,8 +35,10 @@ from transformers import (
 )
 
 from sead import choices, data, models
+from sead.checkpoints import from_pretrained_with_new_head
 from sead.config import number
 from sead.tasks import UNLABELED, TaskSpec, head_config
+from sead.tracking import EpochReport, eval_scorer
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +116,13 @@ def load_student(student_cfg, task: TaskSpec):
     """
     remote = bool(student_cfg.get("trust_remote_code", False))
     revision = student_cfg.get("revision")
-    model = choices.model_class(task).from_pretrained(
-        student_cfg.model, revision=revision, trust_remote_code=remote, **head_config(task)
+    model = from_pretrained_with_new_head(
+        choices.model_class(task),
+        student_cfg.model,
+        "Student",
+        revision=revision,
+        trust_remote_code=remote,
+        **head_config(task),
     )
     keep_layers = student_cfg.get("keep_layers")
     if keep_layers is not None:
@@ -237,10 +244,12 @@ def distill(
     output_dir: Path,
     seed: int,
     callbacks: list | None = None,
+    eval_splits: DatasetDict | None = None,
 ) -> DistillationTrainer:
     """Train `model` on `train` with the ensemble's `soft_targets` (rows in `train` order).
 
-    `train_cfg` is `cfg.train`; `max_length` the student's truncation length.
+    `train_cfg` is `cfg.train`; `max_length` the student's truncation length. Each epoch
+    logs its loss and, with `eval_splits`, the student's metrics on them.
     Under `torchrun` / `accelerate launch` the Trainer trains with DDP on every rank.
     """
     encoded = data.tokenize(train, tokenizer, task, max_length).remove_columns("idx")
@@ -266,6 +275,10 @@ def distill(
         ddp_timeout=int(train_cfg.get("ddp_timeout", 1800)),
         **choices.training_args(task),
     )
+    scorer = None
+    if eval_splits:
+        eval_batch_size = int(train_cfg.get("eval_batch_size", 128))
+        scorer = eval_scorer(task, eval_splits, tokenizer, max_length, eval_batch_size)
     trainer = DistillationTrainer(
         model=model,
         args=args,
@@ -275,7 +288,7 @@ def distill(
         temperature=float(train_cfg.temperature),
         alpha=float(train_cfg.alpha),
         regression=task.is_regression,
-        callbacks=callbacks,
+        callbacks=[EpochReport("Student", scorer), *(callbacks or [])],
     )
     trainer.train()
     check_finite(trainer.model, "The student")

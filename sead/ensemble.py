@@ -587,14 +587,16 @@ def assess(
     ensembler fitted on the whole fit split (for the student's targets) and its scores.
     """
     fitted = make().fit(logits[plan.split], labels[plan.split])
+    # A strategy that learns nothing (mean_logits, vote...) has nothing to cross-fit.
+    cross_fitted = {split: split == plan.split and fitted.needs_fit for split in eval_splits}
     targets = {}
     for split in eval_splits:
-        if split == plan.split:
+        if cross_fitted[split]:
             targets[split], _ = cross_fit(make, logits[split], labels[split], plan)
         else:
             targets[split] = fitted.combine(logits[split], 1.0)
     scores = split_scores(fitted.task, targets, labels)
-    scores["cross_fitted"] = {split: split == plan.split for split in eval_splits}
+    scores["cross_fitted"] = cross_fitted
     return fitted, scores
 
 

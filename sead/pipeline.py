@@ -86,9 +86,12 @@ def check_inputs(cfg: DictConfig) -> Inputs:
     transfer_set = transfer.build(cfg.get("transfer"), task, splits)
     splits = transfer.apply(transfer_set, task, splits)
     for spec in specs:
-        models.require_installed(spec.source, f"teachers.{spec.name}.model")  # make models
-        teachers.check_files(spec, task)  # a local folder holds config, weights, tokenizer
-        teachers.check_labels(spec, task)  # label count and order, from the config alone
+        if isinstance(spec, teachers.PredictionsSpec):  # its files, read and checked now
+            teachers.check_predictions(spec, task, _predicted_splits(cfg, task, splits, plan))
+        else:
+            models.require_installed(spec.source, f"teachers.{spec.name}.model")  # make models
+            teachers.check_files(spec, task)  # a local folder holds config, weights, tokenizer
+            teachers.check_labels(spec, task)  # label count and order, from the config alone
         if transfer_set.held_out and not spec.finetune:
             log.warning(
                 "Teacher %s is a loaded checkpoint: sead cannot tell whether it was trained on "
@@ -101,6 +104,14 @@ def check_inputs(cfg: DictConfig) -> Inputs:
     }
     diagnostics = data.load_diagnostics(task, cfg.data)
     return Inputs(task, specs, ensembler, splits, gold, plan, transfer_set, diagnostics)
+
+
+def _predicted_splits(cfg: DictConfig, task: TaskSpec, splits: DatasetDict, plan) -> DatasetDict:
+    """The splits a predictions teacher needs files for: the eval and fit splits for
+    `stage=ensemble`, every loaded split (train, transfer parts) otherwise."""
+    if str(cfg.get("stage", "all")) == "ensemble":
+        return DatasetDict({s: splits[s] for s in dict.fromkeys([*task.eval_splits, plan.split])})
+    return splits
 
 
 def teacher_logits(cfg: DictConfig, inputs: Inputs, cache: SoftLabelCache, logit_splits=None):
@@ -132,6 +143,8 @@ def teacher_logits(cfg: DictConfig, inputs: Inputs, cache: SoftLabelCache, logit
         entries |= teachers.cached_logits(teacher, task, other_splits, cache)
         logits[spec.name] = {split: entry.logits for split, entry in entries.items()}
         records[spec.name] = _teacher_record(teacher, entries, scores, gate)
+        if spec.finetune:  # what it was trained with, in effect, and on how much data
+            records[spec.name]["finetune_settings"] = teachers.finetune_settings(spec, task, splits)
         same = (teacher.model_id, tuple(teacher.label_alignment or ()), spec.max_length)
         if same in seen:
             log.warning(
@@ -146,6 +159,7 @@ def teacher_logits(cfg: DictConfig, inputs: Inputs, cache: SoftLabelCache, logit
 def _teacher_record(teacher: teachers.Teacher, entries, scores, gate) -> dict:
     speed = teacher.examples_per_second
     store = teacher.store_record
+    predictions = isinstance(teacher, teachers.PredictionsTeacher)
     return {
         "source": teacher.spec.source,
         "model_id": teacher.model_id,
@@ -161,6 +175,8 @@ def _teacher_record(teacher: teachers.Teacher, entries, scores, gate) -> dict:
         "cache_hit": {split: entry.hit for split, entry in entries.items()},
         "metrics": scores,
         "gate": gate,
+        # a teacher read from files: its format, and each split's file and content hash
+        **({"predictions": teacher.record()} if predictions else {}),
     }
 
 
@@ -194,6 +210,7 @@ def prepare_teachers(cfg: DictConfig) -> dict:
     cache = soft_label_cache(cfg)
     _, records = teacher_logits(cfg, inputs, cache)
     results = teacher_results(inputs, records, cache)
+    results["warnings"] = report.warnings(results)
     report.save_run(results, cfg, Path(cfg.paths.output_dir), name=TEACHERS_FILE)
     return results
 
@@ -270,6 +287,7 @@ def run(cfg: DictConfig) -> dict | None:
             output_dir=out_dir / "trainer",
             seed=int(cfg.seed),
             callbacks=[metrics_log.callback()],
+            eval_splits=DatasetDict({split: splits[split] for split in task.eval_splits}),
         )
         trainer.save_model(str(out_dir / "student"))  # the Trainer saves on rank 0 only
     if not main_process:
@@ -295,6 +313,7 @@ def run(cfg: DictConfig) -> dict | None:
             student_results["eval_runtime_s"][split] = round(elapsed, 3)
         if inputs.diagnostics:
             student_results["diagnostics"] = _diagnostics(cfg, inputs, model, tokenizer)
+        student_results["floor"] = _student_floor(inputs, student_results["metrics"])
 
     # 6. Inference speedup: student and teachers timed on the same examples.
     speed_results = None
@@ -310,6 +329,7 @@ def run(cfg: DictConfig) -> dict | None:
                 store_dir=cfg.paths.teachers_dir,
                 n=int(cfg.report.speed_samples),
                 batch_size=int(cfg.train.eval_batch_size),
+                measured={n: r["examples_per_second"] for n, r in teacher_records.items()},
             )
 
     results = {
@@ -323,6 +343,7 @@ def run(cfg: DictConfig) -> dict | None:
         "speed": speed_results,
         "distributed": distributed.describe(),
     }
+    results["warnings"] = report.warnings(results)  # models that may have learned nothing
     report.save_run(results, cfg, out_dir)
     metrics_log.write("results", results=results)
     log.info("\n%s\n\n%s", report.teacher_table(results), report.summary_table(results))
@@ -385,6 +406,22 @@ def _check_distributed(inputs: Inputs) -> None:
             "teachers.<name>.checkpoints.<task> at the fine-tuned checkpoint it stored under "
             "paths.teachers_dir and set teachers.<name>.finetune=false."
         )
+
+
+def _student_floor(inputs: Inputs, scores: dict[str, dict]) -> dict[str, dict]:
+    """Per eval split, the student against the majority baseline (the teachers' floor):
+    below it, or within noise of it, the student may have learned nothing."""
+    task, metric = inputs.task, inputs.task.main_metric
+    floor = {}
+    for split in task.eval_splits:
+        baseline = teachers.majority_baseline(task, inputs.gold[split])
+        score = float(scores[split][metric])
+        noise = metrics.noise_check(metric, score, baseline, len(inputs.splits[split]))
+        floor[split] = {"score": score, "baseline": baseline, "below": score <= baseline}
+        floor[split]["noise"] = noise
+        if floor[split]["below"] or (noise and noise["within_noise"]):
+            log.warning(report.student_warning(split, metric, floor[split]))
+    return floor
 
 
 def _diagnostics(cfg: DictConfig, inputs: Inputs, model, tokenizer) -> dict[str, dict]:

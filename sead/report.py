@@ -20,7 +20,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from sead import card
+from sead import card, metrics
 from sead.ensemble import FitPlan, loss_name
 from sead.files import format_table, write_atomic
 
@@ -123,7 +123,7 @@ def summary_table(results: dict) -> str:
     ensemble = results["ensemble"]
     rows.append((f"ensemble {ensemble['name']}", ensemble["metrics"], None, ""))
     student = results["student"]
-    rows.append(("student", student["metrics"], student["params"], "distilled"))
+    rows.append(("student", student["metrics"], student["params"], _student_targets(results)))
     header = ["model", *[f"{split}" for split in results["eval_splits"]], "params", "logits"]
     lines = [header]
     for label, split_metrics, params, note in rows:
@@ -131,7 +131,54 @@ def summary_table(results: dict) -> str:
         lines.append([label, *cells, f"{params:,}" if params else "-", note])
     diagnostics = student.get("diagnostics") or {}
     notes = [f"student on diagnostic {name}: {_metrics(m)}" for name, m in diagnostics.items()]
+    notes += [f"WARNING: {w}" for w in results.get("warnings", []) if w.startswith("The student")]
     return "\n".join([format_table(lines), *notes])
+
+
+def _student_targets(results: dict) -> str:
+    """What the student learned from: the ensemble's soft labels, or gold labels alone."""
+    alpha = (results.get("train") or {}).get("alpha")
+    if alpha is None or float(alpha) > 0:
+        return "distilled"
+    transfer = results.get("transfer") or {}
+    if transfer.get("size"):  # unlabelled transfer rows are learned from soft labels only
+        return "gold labels (alpha=0); transfer set distilled"
+    return "gold labels only (alpha=0)"
+
+
+def warnings(results: dict) -> list[str]:
+    """Models that may have learned nothing: teachers that passed their floor by no more
+    than noise, and a student at or below the majority baseline or within noise of it."""
+    found = []
+    metric = results["main_metric"]
+    for name, teacher in results["teachers"].items():
+        for split, check in ((teacher.get("gate") or {}).get("splits") or {}).items():
+            noise = check.get("noise")
+            if check["passed"] and noise and noise["within_noise"]:
+                found.append(
+                    metrics.noise_message(
+                        f"Teacher {name}", split, metric, noise, check["score"], check["baseline"]
+                    )
+                )
+    for split, floor in ((results.get("student") or {}).get("floor") or {}).items():
+        if floor["below"] or (floor["noise"] and floor["noise"]["within_noise"]):
+            found.append(student_warning(split, metric, floor))
+    return found
+
+
+def student_warning(split: str, metric: str, floor: dict) -> str:
+    """The student at or below the majority baseline, or within noise of it."""
+    if floor["noise"] and not floor["below"]:
+        return metrics.noise_message("The student", split, metric, floor["noise"], **_scored(floor))
+    return (
+        f"The student learned nothing usable on {split}: {metric}={floor['score']:.4f}, not "
+        f"above the majority baseline {floor['baseline']:.4f} (always predicting the most "
+        "frequent label)."
+    )
+
+
+def _scored(floor: dict) -> dict:
+    return {"score": floor["score"], "baseline": floor["baseline"]}
 
 
 def transfer_summary(results: dict) -> str:
@@ -152,7 +199,12 @@ def transfer_summary(results: dict) -> str:
     )
 
 
-ORIGINS = {"checkpoint": "loaded checkpoint", "finetuned": "fine-tuned now", "store": "from store"}
+ORIGINS = {
+    "checkpoint": "loaded checkpoint",
+    "finetuned": "fine-tuned now",
+    "store": "from store",
+    "predictions": "predictions file",
+}
 
 
 def teacher_table(results: dict) -> str:
@@ -166,16 +218,17 @@ def teacher_table(results: dict) -> str:
         lines.append(
             [
                 name,
-                _shorten(teacher["source"], 40),
+                _source(teacher),
                 _millions(teacher["params"]),
                 *[_metrics(teacher["metrics"][split]) for split in splits],
                 _gate(teacher.get("gate")),
                 f"{speed:,.1f}" if speed else "cached",
-                _finetune(finetune) if finetune else "-",
+                _finetune(finetune, teacher.get("finetune_settings")) if finetune else "-",
                 ORIGINS.get(teacher.get("origin"), teacher.get("origin", "-")),
             ]
         )
-    return format_table(lines)
+    notes = [f"WARNING: {w}" for w in results.get("warnings", []) if w.startswith("Teacher")]
+    return "\n".join([format_table(lines), *notes])
 
 
 def comparison_table(task, rows: dict[str, dict], plan: FitPlan, notes=()) -> str:
@@ -226,12 +279,25 @@ def _gate(gate: dict | None) -> str:
     return ("pass" if passed else "FAIL") + ("" if gate["enabled"] else " (off)")
 
 
-def _finetune(record: dict) -> str:
+def _finetune(record: dict, settings: dict | None = None) -> str:
+    """Train time and the settings in effect: data (and slice), epochs, lr, batch, seed."""
+    if settings:
+        return f"{record['train_seconds']:.0f}s, {settings['summary']}"
     args = record["finetune_args"]
     return (
         f"{record['train_seconds']:.0f}s, {record['train_examples']:,} ex x {args['epochs']:g} ep, "
         f"seed {args['seed']}"
     )
+
+
+def _source(teacher: dict) -> str:
+    """The checkpoint; for a predictions teacher, its first eval split's file and hash."""
+    files = (teacher.get("predictions") or {}).get("files")
+    if not files:
+        return _shorten(teacher["source"], 40)
+    split = next((s for s in teacher["metrics"] if s in files), next(iter(files)))
+    name, sha = Path(files[split]["path"]).name, files[split]["sha256"] or "?"
+    return f"predictions {_shorten(name, 24)} {sha[:8]}"
 
 
 def _millions(params: int | None) -> str:

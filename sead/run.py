@@ -22,6 +22,7 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import OverrideParseException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
@@ -55,7 +56,8 @@ STAGES = {
 }
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+# An absolute path: the same configs whether this runs as `python -m sead.run` or imported.
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """The student's main metric on the first eval split; None when the job failed, or for a
     stage that trains no student.
@@ -107,16 +109,39 @@ def _empty_cuda_cache() -> None:
         torch.cuda.empty_cache()
 
 
+def command_line_overrides(args: list[str]) -> tuple[list[str], object]:
+    """The overrides on a command line, and Hydra's other flags, parsed by Hydra's own parser.
+
+    Flags that take a value (`--cfg job`, `-p task`, `--info defaults`, `-cn`, `-cd`...) are
+    read exactly as Hydra reads them, so their values are never taken for overrides. A
+    command line Hydra would refuse gives no overrides here: Hydra then says what is wrong.
+    """
+    from hydra._internal.utils import get_args_parser
+
+    try:
+        parsed = get_args_parser().parse_args(args)
+    except SystemExit:  # argparse's own error; Hydra prints it again with its usage
+        return [], None
+    return list(parsed.overrides), parsed
+
+
 def unknown_teachers(args: list[str], conf_dir: Path = CONF_DIR) -> list[str]:
     """Teacher names on the command line with no `conf/teachers/<name>.yaml`.
 
     Hydra reports a missing member of a config *list* without listing the
     choices, so sead checks `teachers=[...]` (and sweeps of such lists) itself.
+    With another config folder (`-cp`, `-cd`) or a rerun, Hydra checks on its own.
     """
-    overrides = OverridesParser.create().parse_overrides([a for a in args if not a.startswith("-")])
+    overrides, flags = command_line_overrides(args)
+    if flags is not None and (flags.config_path or flags.config_dir or flags.experimental_rerun):
+        return []
     known = {p.stem for p in (conf_dir / "teachers").glob("*.yaml")}
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except OverrideParseException:  # Hydra reports a malformed override in its own words
+        return []
     names: list[str] = []
-    for override in overrides:
+    for override in parsed:
         if override.key_or_group != "teachers" or override.get_key_element() != "teachers":
             continue
         values = override.value()
@@ -160,6 +185,11 @@ def exit_if_unknown_teachers(args: list[str]) -> None:
         )
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """`python -m sead.run ...`: sead's own check of the teacher names, then Hydra's main."""
     exit_if_unknown_teachers(sys.argv[1:])
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -355,3 +355,16 @@ def test_an_empty_split_is_cached_too(tmp_path):
     assert not SoftLabelCache(tmp_path).get_or_compute(KEY, [], compute).hit
     entry = SoftLabelCache(tmp_path).get_or_compute(KEY, [], compute)
     assert entry.hit and entry.logits.shape == (0, 2)
+
+
+def test_an_entry_computed_in_this_run_is_not_a_hit_when_read_back(tmp_path):
+    """A fine-tuned teacher's eval logits are computed into the cache, then read by the
+    pipeline: on an empty cache that is one computation, not a miss and a hit."""
+    compute = Counter()
+    run = SoftLabelCache(tmp_path)
+    first = run.get_or_compute(KEY, IDX, compute)
+    again = run.get_or_compute(KEY, IDX, compute)
+    assert (first.hit, again.hit, compute.calls) == (False, False, 1)
+    assert (run.hits, run.misses) == (0, 1)
+    later = SoftLabelCache(tmp_path)  # the next run reads it: a hit
+    assert later.get_or_compute(KEY, IDX, compute).hit and (later.hits, later.misses) == (1, 0)

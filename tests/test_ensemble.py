@@ -344,6 +344,17 @@ def test_assess_cross_fits_the_fit_split_only():
     assert scores["nll"]["validation"] >= nll(fitted.combine(logits), labels) - 1e-9
 
 
+@pytest.mark.parametrize("name", ["mean_logits", "mean_probs", "vote"])
+def test_assess_claims_no_cross_fitting_for_a_strategy_that_fits_nothing(name):
+    good, labels, rng = _sampled_task(n=200)
+    logits = np.stack([good, rng.normal(0, 3, good.shape), good])
+    plan = FitPlan(split="validation", folds=4)
+    splits, gold = {"validation": logits}, {"validation": labels}
+    fitted, scores = assess(lambda: _build(name), splits, gold, ["validation"], plan)
+    assert scores["cross_fitted"] == {"validation": False}
+    assert scores["nll"]["validation"] == pytest.approx(nll(fitted.combine(logits), labels))
+
+
 @pytest.mark.parametrize(
     "settings, message",
     [({"folds": 1}, "folds must be an integer >= 2"), ({"fold_seed": "x"}, "fold_seed")],

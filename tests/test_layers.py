@@ -37,6 +37,7 @@ LAYERS = {
         "sead.tasks",
         "sead.checkpoints",
         "sead.files",
+        "sead.prediction_files",  # read and write teacher prediction files (issue 17)
         "sead.config",
         "sead.distributed",
         "sead.tracking",

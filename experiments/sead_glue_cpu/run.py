@@ -53,7 +53,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's sead, whatever is installed
 
-from sead import metrics, pipeline, teachers  # noqa: E402
+from sead import metrics, pipeline  # noqa: E402
 from sead.files import write_atomic  # noqa: E402
 
 log = logging.getLogger("sead_glue_cpu")
@@ -296,56 +296,37 @@ def run_task(task: str, commit: str) -> None:
 # ------------------------------------------------------------------------------ speed
 
 
-def measure_speed(task: str = "sst2", n: int = 512, rounds: int = 3) -> dict:
-    """Inference ex/s of the students and teachers on the same validation examples.
+def measure_speed(task: str = "sst2", n: int = 512) -> dict:
+    """Each student's inference speedup over each teacher, with sead's own speed stage.
 
-    Models take turns, `rounds` times, and each keeps its best round (sead.speed's best of
-    several passes inside a round): a burst of load elsewhere then hurts one pass, not a model.
+    `speed.compare` times the student and the teachers on the same validation examples in
+    interleaved passes (best of 5), and records the machine load and which figures are noisy.
     """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from sead import speed
-    from sead.tasks import get_task
 
-    spec, settings = get_task(task), TASKS[task]
     cfg = compose_cfg(overrides(task, "ensemble", 1))
     inputs = pipeline.check_inputs(cfg)
-    sample = inputs.splits["validation"].select(range(n))
-    models = {}
-    for name in TEACHERS:
-        teacher = teachers.prepare(
-            next(s for s in inputs.specs if s.name == name),
-            spec,
-            inputs.splits,
-            cfg.paths.teachers_dir,
-        )
-        models[f"teacher {name}"] = teacher.load()
+    out = {}
     for key, condition in (("l2", "ensemble"), ("l6", "transfer_l6")):
         run = RUNS / task / f"{condition}_s1.json"
-        if run.exists():
-            folder = json.loads(run.read_text())["student_dir"]
-            models[f"student {key}"] = (
-                AutoModelForSequenceClassification.from_pretrained(folder).eval(),
-                AutoTokenizer.from_pretrained(folder),
-            )
-    load_before = os.getloadavg()
-    best: dict[str, float] = {}
-    for _ in range(rounds):
-        for name, (model, tokenizer) in models.items():
-            rate = speed.throughput(model, tokenizer, sample, spec, settings["max_length"], 128)
-            best[name] = max(best.get(name, 0.0), rate)
-    params = {name: sum(p.numel() for p in m.parameters()) for name, (m, _) in models.items()}
-    return {
-        "task": task,
-        "examples": n,
-        "batch_size": 128,
-        "max_length": settings["max_length"],
-        "torch_threads": torch.get_num_threads(),
-        "rounds": rounds,
-        "examples_per_second": {k: round(v, 1) for k, v in best.items()},
-        "params": params,
-        "load_average_1_5_15min": {"before": load_before, "after": os.getloadavg()},
-    }
+        if not run.exists():
+            continue
+        folder = json.loads(run.read_text())["student_dir"]
+        student = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+        out[key] = speed.compare(
+            student,
+            AutoTokenizer.from_pretrained(folder),
+            max_length=TASKS[task]["max_length"],
+            task=inputs.task,
+            specs=inputs.specs,
+            splits=inputs.splits,
+            store_dir=cfg.paths.teachers_dir,
+            n=n,
+            batch_size=128,
+        ) | {"student_params": sum(p.numel() for p in student.parameters())}
+    return {"task": task, "torch_threads": torch.get_num_threads(), "students": out}
 
 
 # ------------------------------------------------------------------------------ report
@@ -416,15 +397,8 @@ def _fmt(value) -> str:
 
 def speedups(summary: dict) -> dict[str, dict[str, float]]:
     """Each student's measured inference speedup over each teacher (--speed)."""
-    speed = summary.get("speed") or {}
-    rates = speed.get("examples_per_second", {})
-    return {
-        student: {
-            t: rates[student] / rates[f"teacher {t}"] for t in TEACHERS if f"teacher {t}" in rates
-        }
-        for student in rates
-        if student.startswith("student")
-    }
+    students = (summary.get("speed") or {}).get("students", {})
+    return {f"student {key}": record["speedup"] for key, record in students.items()}
 
 
 def markdown(summary: dict) -> str:

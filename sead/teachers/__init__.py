@@ -1,9 +1,10 @@
 """Teachers you can trust: configure, fine-tune once, align labels, check, cache logits.
 
 A teacher is either a checkpoint already fine-tuned on the task (Hub id or
-local path, listed per task under `checkpoints`) or a base model with
+local path, listed per task under `checkpoints`), a base model with
 `finetune: true`, which sead fine-tunes once with `transformers.Trainer`,
-evaluates, and keeps in a store keyed by everything that shapes the result.
+evaluates, and keeps in a store keyed by everything that shapes the result,
+or prediction files written by any model elsewhere (`predictions:`).
 
 Two things make a teacher silently wrong, and both are checked here:
 * label order: public checkpoints disagree (an MNLI head may order
@@ -14,8 +15,9 @@ Two things make a teacher silently wrong, and both are checked here:
 
 One job a module, each importing only those above it in this list:
 
-    spec      cfg.teachers.<name> -> TeacherSpec, checked before any work
+    spec      cfg.teachers.<name> -> TeacherSpec (or PredictionsSpec), checked before any work
     labels    the checkpoint's output columns in the task's label order
+    predictions  a teacher read from prediction files (any model, run anywhere): checks, logits
     teacher   a teacher ready to predict (files, identity, column order, timing)
     logits    its logits per split, through the soft-label cache
     sanity    its metrics, and the sanity gate (`gate`)
@@ -29,19 +31,38 @@ Checkpoint resolution and identity are shared with other stages: `sead.checkpoin
 from sead.teachers.labels import LABEL_SYNONYMS, align_labels, check_labels
 from sead.teachers.logits import cache_keys, cached_logits
 from sead.teachers.origin import check_files, prepare
+from sead.teachers.predictions import PREDICTIONS, PredictionsTeacher
+from sead.teachers.predictions import check as check_predictions
 from sead.teachers.sanity import TeacherBelowFloor, evaluate, gate, majority_baseline
-from sead.teachers.spec import TEACHER_KEYS, FinetuneArgs, TeacherSpec, teacher_specs
-from sead.teachers.store import STORE_MARKER, finetune, store_key, teacher_train_split
+from sead.teachers.spec import (
+    PREDICTION_KEYS,
+    TEACHER_KEYS,
+    FinetuneArgs,
+    PredictionsSpec,
+    TeacherSpec,
+    teacher_specs,
+)
+from sead.teachers.store import (
+    STORE_MARKER,
+    finetune,
+    finetune_settings,
+    store_key,
+    teacher_train_split,
+)
 from sead.teachers.teacher import CHECKPOINT, FINETUNED, STORE, Teacher
 
 __all__ = [
     "CHECKPOINT",
     "FINETUNED",
     "LABEL_SYNONYMS",
+    "PREDICTIONS",
+    "PREDICTION_KEYS",
     "STORE",
     "STORE_MARKER",
     "TEACHER_KEYS",
     "FinetuneArgs",
+    "PredictionsSpec",
+    "PredictionsTeacher",
     "Teacher",
     "TeacherBelowFloor",
     "TeacherSpec",
@@ -50,8 +71,10 @@ __all__ = [
     "cached_logits",
     "check_files",
     "check_labels",
+    "check_predictions",
     "evaluate",
     "finetune",
+    "finetune_settings",
     "gate",
     "majority_baseline",
     "prepare",

@@ -14,6 +14,7 @@ from sead import choices, data
 from sead.cache import CacheEntry, SoftLabelCache
 from sead.inference import default_device, precision, predict_logits
 from sead.tasks import TaskSpec
+from sead.teachers import predictions
 from sead.teachers.teacher import Teacher
 
 
@@ -45,9 +46,15 @@ def cache_keys(
 
 
 def cached_logits(
-    teacher: Teacher, task: TaskSpec, splits: DatasetDict, cache: SoftLabelCache
+    teacher: Teacher | predictions.PredictionsTeacher,
+    task: TaskSpec,
+    splits: DatasetDict,
+    cache: SoftLabelCache,
 ) -> dict[str, CacheEntry]:
-    """The teacher's logits for every split, computed only on a cache miss."""
+    """The teacher's logits for every split, computed only on a cache miss (a predictions
+    teacher's are read from its files)."""
+    if isinstance(teacher, predictions.PredictionsTeacher):
+        return predictions.cached_logits(teacher, task, splits, cache)
     tokenizer = teacher.load_tokenizer()
     keys = cache_keys(teacher, task, splits, tokenizer, cache)
     model = None

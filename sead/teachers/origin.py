@@ -8,27 +8,30 @@ from datasets import DatasetDict
 from sead.cache import FileHashes, SoftLabelCache
 from sead.checkpoints import check_local, identity, resolve, tokenizer_identity
 from sead.tasks import TaskSpec
-from sead.teachers import store
+from sead.teachers import predictions, store
 from sead.teachers.labels import check_labels
-from sead.teachers.spec import TeacherSpec
+from sead.teachers.spec import PredictionsSpec, TeacherSpec
 from sead.teachers.teacher import Teacher
 
 
 def prepare(
-    spec: TeacherSpec,
+    spec: TeacherSpec | PredictionsSpec,
     task: TaskSpec,
     splits: DatasetDict,
     store_dir,
     file_hashes: FileHashes | None = None,
     cache: SoftLabelCache | None = None,
     gate: bool = False,
-) -> Teacher:
+) -> Teacher | predictions.PredictionsTeacher:
     """Resolve a teacher's checkpoint and label order, fine-tuning (or reusing) it when asked.
 
     `file_hashes` memoizes the content hashes that identify local checkpoints;
     `cache` receives a newly fine-tuned teacher's eval-split logits; with `gate`, a newly
     fine-tuned teacher below its floor stops here and is not stored.
+    A predictions teacher has no model: its files' content hashes are its identity.
     """
+    if isinstance(spec, PredictionsSpec):
+        return predictions.prepare(spec, task)
     local = resolve(spec.source, spec.revision)
     tok_name = spec.tokenizer or spec.source
     tok_dir = resolve(tok_name, spec.revision, patterns=()) if spec.tokenizer else local

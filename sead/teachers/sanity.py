@@ -14,7 +14,7 @@ import numpy as np
 
 from sead import choices, metrics
 from sead.tasks import TaskSpec
-from sead.teachers.spec import TeacherSpec
+from sead.teachers.spec import PredictionsSpec, TeacherSpec
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,12 @@ def gate(
             passed = bool(score > baseline)
         else:
             passed = bool(score >= spec.min_metric)
-        checked[split] = {"score": score, "baseline": baseline, "passed": passed}
+        noise = metrics.noise_check(metric, score, baseline, len(splits[split]))
+        checked[split] = {"score": score, "baseline": baseline, "passed": passed, "noise": noise}
+        if passed and noise and noise["within_noise"]:
+            log.warning(
+                metrics.noise_message(f"Teacher {spec.name}", split, metric, noise, score, baseline)
+            )
     floor = "majority baseline" if spec.min_metric is None else spec.min_metric
     record = {"metric": metric, "floor": floor, "enabled": enabled, "splits": checked}
     failed = {split: c for split, c in checked.items() if not c["passed"]}
@@ -87,7 +92,12 @@ def _gate_message(spec: TeacherSpec, task: TaskSpec, metric: str, failed: dict) 
             floor = f"at least teachers.{name}.min_metric={spec.min_metric} (majority-class "
             floor += f"baseline: {c['baseline']:.4f})"
         lines.append(f"  {split}: {metric}={c['score']:.4f}, needs to be {floor}")
-    if spec.finetune:
+    if isinstance(spec, PredictionsSpec):
+        lines.append(
+            f"Its files' columns in another order, or files for another split? Check "
+            f"teachers.{name}.labels ({list(spec.labels or ())}) and teachers.{name}.predictions."
+        )
+    elif spec.finetune:
         lines.append(
             f"It was fine-tuned by sead: try other teachers.{name}.finetune_args "
             f"(lr, epochs, seed) or more training data."

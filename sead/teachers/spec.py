@@ -8,9 +8,11 @@ expensive starts.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from sead import prediction_files
 from sead.config import check_keys, number
 from sead.tasks import TaskSpec
 
@@ -120,6 +122,9 @@ def teacher_specs(teachers_cfg: DictConfig, task: TaskSpec) -> list[TeacherSpec]
     specs = []
     for name, tcfg in teachers_cfg.items():
         tcfg = OmegaConf.to_container(tcfg, resolve=True)
+        if "predictions" in tcfg:  # a teacher read from files, not a model
+            specs.append(predictions_spec(name, tcfg, task))
+            continue
         check_keys(tcfg, TEACHER_KEYS, f"teachers.{name}")
         spec = TeacherSpec(
             name=name,
@@ -148,6 +153,88 @@ def teacher_specs(teachers_cfg: DictConfig, task: TaskSpec) -> list[TeacherSpec]
     if repeated:
         raise ValueError(f"Teacher name(s) {repeated} appear more than once in {names}.")
     return specs
+
+
+PREDICTION_KEYS = {
+    "predictions": "split -> prediction file (.jsonl, .npy, .safetensors)",
+    "format": f"what the files hold: {', '.join(prediction_files.FORMATS)} (score: regression)",
+    "labels": "the files' columns by label name, matched to the task's labels by name",
+    "smoothing": "format label: the one-hot is (1 - smoothing) on the label + smoothing / k",
+    "epsilon": f"probabilities are clamped to at least this before the log "
+    f"(default {prediction_files.EPSILON:g})",
+    "tolerance": f"how far probabilities may sum from 1 (default {prediction_files.TOLERANCE:g})",
+    "extra_ids": "error (default) or ignore: rows whose idx the split does not have",
+    "gate": "check the teacher against its floor (min_metric) on the eval splits",
+    "min_metric": "floor on the task's main metric; null: the majority-class baseline",
+}
+
+
+@dataclass(frozen=True)
+class PredictionsSpec:
+    """A teacher whose outputs are read from files (`sead.teachers.predictions`): any model,
+    run anywhere. There is nothing to fine-tune, tokenize or time."""
+
+    name: str
+    files: dict[str, Path]  # split -> prediction file
+    format: str
+    labels: tuple[str, ...] | None = None  # the files' columns, by name
+    smoothing: float = 0.1
+    epsilon: float = prediction_files.EPSILON
+    tolerance: float = prediction_files.TOLERANCE
+    extra_ids: str = "error"
+    gate: bool = True
+    min_metric: float | None = None
+    finetune: bool = False  # what every stage asks of a teacher; never true here
+    max_length: int | None = None
+
+    @property
+    def source(self) -> str:
+        return "predictions"
+
+
+def predictions_spec(name: str, tcfg: dict, task: TaskSpec) -> PredictionsSpec:
+    """`teachers.<name>` with `predictions:`, its settings checked against the task."""
+    check_keys(tcfg, PREDICTION_KEYS, f"teachers.{name}")
+    where = f"teachers.{name}"
+    files = tcfg.get("predictions") or {}
+    if not isinstance(files, dict) or not files:
+        raise ValueError(
+            f"{where}.predictions must map splits to files, e.g. "
+            f"{{train: preds/train.jsonl, {task.eval_splits[0]}: preds/validation.jsonl}}."
+        )
+    kinds = "score" if task.is_regression else "logits, probs, log_probs or label"
+    fmt = str(tcfg.get("format") or ("score" if task.is_regression else "logits"))
+    if (fmt == "score") != task.is_regression or fmt not in prediction_files.FORMATS:
+        raise ValueError(f"{where}.format={fmt!r}: task {task.name!r} takes {kinds}.")
+    labels = tcfg.get("labels")
+    if task.kind == "classification" and not labels:
+        raise ValueError(
+            f"{where}.labels is required: the files' columns by label name, e.g. "
+            f"labels: {list(task.labels)} (task {task.name!r}'s order)."
+        )
+    if labels and task.kind != "classification":
+        raise ValueError(f"{where}.labels: task {task.name!r} has no label names to match.")
+    extra_ids = str(tcfg.get("extra_ids", "error"))
+    if extra_ids not in ("error", "ignore"):
+        raise ValueError(f"{where}.extra_ids={extra_ids!r}: expected error or ignore.")
+    try:
+        spec = PredictionsSpec(
+            name=name,
+            files={str(split): Path(str(path)).expanduser() for split, path in files.items()},
+            format=fmt,
+            labels=tuple(str(label) for label in labels) if labels else None,
+            smoothing=float(tcfg.get("smoothing", 0.1)),
+            epsilon=float(tcfg.get("epsilon", prediction_files.EPSILON)),
+            tolerance=float(tcfg.get("tolerance", prediction_files.TOLERANCE)),
+            extra_ids=extra_ids,
+            gate=bool(tcfg.get("gate", True)),
+            min_metric=None if tcfg.get("min_metric") is None else float(tcfg["min_metric"]),
+        )
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{where}: {err}") from err
+    if not 0.0 <= spec.smoothing < 1.0 or not 0.0 < spec.epsilon < 1.0:
+        raise ValueError(f"{where}: smoothing must be in [0, 1) and epsilon in (0, 1).")
+    return spec
 
 
 def _source(name: str, tcfg: dict, task: TaskSpec) -> str:

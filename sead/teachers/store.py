@@ -27,7 +27,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from sead import choices, data, manifest
 from sead.cache import FileHashes, SoftLabelCache, fingerprint
-from sead.checkpoints import identity
+from sead.checkpoints import from_pretrained_with_new_head, identity
 from sead.manifest import STORE_MARKER
 from sead.tasks import TaskSpec, head_config
 from sead.teachers import sanity
@@ -35,6 +35,7 @@ from sead.teachers.logits import cached_logits
 from sead.teachers.sanity import evaluate
 from sead.teachers.spec import TeacherSpec
 from sead.teachers.teacher import FINETUNED, STORE, Teacher
+from sead.tracking import EpochReport, eval_scorer
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,44 @@ def teacher_train_split(spec: TeacherSpec, task: TaskSpec, splits: DatasetDict):
     """The examples a teacher is fine-tuned on: the train split, or its own slice of it."""
     args = spec.finetune_args
     train = splits[task.train_split]
+    if args.max_train_samples and args.max_train_samples >= len(train):
+        log.warning(
+            "Teacher %s: finetune_args.max_train_samples=%d is not smaller than the %s split "
+            "(%d examples): it trains on all of them, no slice.",
+            spec.name,
+            args.max_train_samples,
+            task.train_split,
+            len(train),
+        )
     return data.subsample(train, args.max_train_samples, seed=args.train_subsample_seed)
+
+
+def finetune_settings(spec: TeacherSpec, task: TaskSpec, splits: DatasetDict) -> dict:
+    """The fine-tuning settings in effect (the recipe's defaults filled in), the data they
+    train on, and a one-line `summary` of both for the log and the teacher table."""
+    args = spec.finetune_args
+    available = len(splits[task.train_split])
+    sliced = bool(args.max_train_samples) and args.max_train_samples < available
+    settings = {
+        **args.store_key(),
+        "max_train_samples": args.max_train_samples,
+        "train_subsample_seed": args.train_subsample_seed,
+        "train_examples": args.max_train_samples if sliced else available,
+        "train_split_examples": available,
+        "sliced": sliced,
+    }
+    if sliced:
+        data_used = f"{args.max_train_samples:,} of {available:,} ex (slice seed "
+        data_used += f"{args.train_subsample_seed})"
+    elif args.max_train_samples:
+        data_used = f"all {available:,} ex (slice {args.max_train_samples:,} > split)"
+    else:
+        data_used = f"all {available:,} ex"
+    settings["summary"] = (
+        f"{data_used} x {args.epochs:g} ep, lr {args.lr:g}, batch {args.batch_size}, "
+        f"seed {args.seed}"
+    )
+    return settings
 
 
 def store_key(spec: TeacherSpec, task: TaskSpec, train, base_id: str, tok_id: str) -> dict:
@@ -107,16 +145,17 @@ def finetune(
         last = get_last_checkpoint(work) if work.is_dir() else None
         resumed_from_step = _global_step(last)  # read now: training rotates checkpoints out
         log.info(
-            "Teacher %s: fine-tuning %s on %s (%d examples, %s)%s",
+            "Teacher %s: fine-tuning %s on %s: %s (%s)%s",
             spec.name,
             spec.source,
             task.name,
-            len(train),
+            finetune_settings(spec, task, splits)["summary"],
             spec.finetune_args.store_key(),
             f", resuming from {last}" if last else "",
         )
         started = time.perf_counter()
-        trainer = _teacher_trainer(spec, task, train, base_dir, tok_dir, work)
+        eval_splits = DatasetDict({split: splits[split] for split in task.eval_splits})
+        trainer = _teacher_trainer(spec, task, train, base_dir, tok_dir, work, eval_splits)
         output = trainer.train(resume_from_checkpoint=last)
         train_seconds = time.perf_counter() - started
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=store))
@@ -239,15 +278,17 @@ def _locked(path: Path, what: str):
         lock.release()
 
 
-def _teacher_trainer(spec, task, train, base_dir, tok_dir, work) -> Trainer:
+def _teacher_trainer(spec, task, train, base_dir, tok_dir, work, eval_splits=None) -> Trainer:
     args = spec.finetune_args
     tokenizer = AutoTokenizer.from_pretrained(tok_dir, trust_remote_code=spec.trust_remote_code)
     # Seeded from the teacher's own settings, not from whatever ran earlier in this process:
     # the fresh head's init comes from here (dropout and data order from the Trainer's seed),
     # so one store key always means the same weights, whatever the order of the teachers.
     set_seed(args.seed)
-    model = choices.model_class(task).from_pretrained(
+    model = from_pretrained_with_new_head(
+        choices.model_class(task),
         base_dir,
+        f"Teacher {spec.name}",
         trust_remote_code=spec.trust_remote_code,
         # A base that already has a head of another size (e.g. MNLI's, to fine-tune on RTE)
         # keeps its encoder and gets a fresh head.
@@ -275,6 +316,9 @@ def _teacher_trainer(spec, task, train, base_dir, tok_dir, work) -> Trainer:
         remove_unused_columns=not task.is_multiple_choice,
         **choices.training_args(task),
     )
+    scorer = None
+    if eval_splits:
+        scorer = eval_scorer(task, eval_splits, tokenizer, spec.max_length, spec.batch_size)
     trainer_class = choices.ChoiceTrainer if task.is_multiple_choice else Trainer
     return trainer_class(
         model=model,
@@ -282,4 +326,6 @@ def _teacher_trainer(spec, task, train, base_dir, tok_dir, work) -> Trainer:
         train_dataset=encoded,
         data_collator=choices.collator(task, tokenizer),
         processing_class=tokenizer,
+        # a loss line and the eval metrics every epoch, however short
+        callbacks=[EpochReport(f"Teacher {spec.name}", scorer)],
     )
