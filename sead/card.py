@@ -15,7 +15,7 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from sead import data
-from sead.report import write_atomic
+from sead.files import write_atomic
 from sead.tasks import get_task
 
 log = logging.getLogger(__name__)
@@ -127,6 +127,12 @@ def _body(results: dict, cfg, name: str) -> str:
     for teacher_name, teacher in teachers.items():
         source = teacher.get("source", teacher.get("model_id"))
         source += " (fine-tuned by sead)" if teacher.get("finetuned") else ""
+        files = (teacher.get("predictions") or {}).get("files") or {}
+        if files:  # a teacher read from files: each split's file and content hash
+            source += ": " + ", ".join(
+                f"{split} {Path(f['path']).name} sha256:{(f['sha256'] or '?')[:12]}"
+                for split, f in files.items()
+            )
         lines.append(
             f"| teacher {teacher_name} | `{source}` | {_params(teacher['params'])} "
             f"| {per_second.get(teacher_name, '')} | {100 * teacher['metrics'][split][main]:.2f} |"
@@ -140,6 +146,8 @@ def _body(results: dict, cfg, name: str) -> str:
         f"| {per_second.get('student', '')}{f' ({speedups})' if speedups else ''} "
         f"| **{100 * student['metrics'][split][main]:.2f}** |"
     )
+    for teacher_name, why in (speed.get("skipped") or {}).items():
+        lines.append(f"\nNot timed: teacher {teacher_name} ({why}).")
     lines += _deployment_lines(results.get("export"))
     weights = ensemble.get("weights") or {}
     lines += [

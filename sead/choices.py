@@ -53,7 +53,7 @@ FORMAT_VERSION = 1
 PAD_LOGIT = -1.0e4  # logit of a padding choice (float16-safe; exp underflows to 0)
 COPA_CONNECTORS = {"cause": "because", "effect": "so"}
 TRUNCATION = {"copa": "longest_first", "record": "only_second"}  # record: cut the passage only
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # what a model takes of a batch
 CHOICE_TOKENS = "choice_tokens"  # column: an example's padded size, choices x longest choice
 _REQUIRED = {
     "copa": ("premise", "choice1", "choice2", "question", "label"),

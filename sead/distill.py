@@ -23,19 +23,22 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from datasets import Dataset
+from datasets import Dataset, DatasetDict
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     PreTrainedModel,
+    SchedulerType,
     Trainer,
     TrainingArguments,
 )
 
-from sead import choices, data
-from sead.tasks import UNLABELED, TaskSpec
-from sead.teachers import head_config
+from sead import choices, data, models
+from sead.checkpoints import from_pretrained_with_new_head
+from sead.config import number
+from sead.tasks import UNLABELED, TaskSpec, head_config
+from sead.tracking import EpochReport, eval_scorer
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +99,12 @@ class DistillationTrainer(Trainer):
             self.regression,
             choice_mask=choice_mask,
         )
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"Student training loss is {loss.item()} at step {self.state.global_step + 1} "
+                f"(train.lr={self.args.learning_rate}, train.temperature={self.temperature}, "
+                f"train.alpha={self.alpha}): stopped; nothing was saved."
+            )
         return (loss, outputs) if return_outputs else loss
 
 
@@ -107,8 +116,13 @@ def load_student(student_cfg, task: TaskSpec):
     """
     remote = bool(student_cfg.get("trust_remote_code", False))
     revision = student_cfg.get("revision")
-    model = choices.model_class(task).from_pretrained(
-        student_cfg.model, revision=revision, trust_remote_code=remote, **head_config(task)
+    model = from_pretrained_with_new_head(
+        choices.model_class(task),
+        student_cfg.model,
+        "Student",
+        revision=revision,
+        trust_remote_code=remote,
+        **head_config(task),
     )
     keep_layers = student_cfg.get("keep_layers")
     if keep_layers is not None:
@@ -129,6 +143,7 @@ def check_student(student_cfg) -> None:
     """
     remote = bool(student_cfg.get("trust_remote_code", False))
     source = str(student_cfg.model)
+    models.require_installed(source, "student.model")  # installed by `make models`
     try:
         config = AutoConfig.from_pretrained(
             student_cfg.model, revision=student_cfg.get("revision"), trust_remote_code=remote
@@ -222,15 +237,19 @@ def distill(
     tokenizer,
     train: Dataset,
     soft_targets: np.ndarray,
+    *,
     task: TaskSpec,
     train_cfg,
     max_length: int,
     output_dir: Path,
     seed: int,
     callbacks: list | None = None,
+    eval_splits: DatasetDict | None = None,
 ) -> DistillationTrainer:
     """Train `model` on `train` with the ensemble's `soft_targets` (rows in `train` order).
 
+    `train_cfg` is `cfg.train`; `max_length` the student's truncation length. Each epoch
+    logs its loss and, with `eval_splits`, the student's metrics on them.
     Under `torchrun` / `accelerate launch` the Trainer trains with DDP on every rank.
     """
     encoded = data.tokenize(train, tokenizer, task, max_length).remove_columns("idx")
@@ -256,6 +275,10 @@ def distill(
         ddp_timeout=int(train_cfg.get("ddp_timeout", 1800)),
         **choices.training_args(task),
     )
+    scorer = None
+    if eval_splits:
+        eval_batch_size = int(train_cfg.get("eval_batch_size", 128))
+        scorer = eval_scorer(task, eval_splits, tokenizer, max_length, eval_batch_size)
     trainer = DistillationTrainer(
         model=model,
         args=args,
@@ -265,10 +288,62 @@ def distill(
         temperature=float(train_cfg.temperature),
         alpha=float(train_cfg.alpha),
         regression=task.is_regression,
-        callbacks=callbacks,
+        callbacks=[EpochReport("Student", scorer), *(callbacks or [])],
     )
     trainer.train()
+    check_finite(trainer.model, "The student")
     return trainer
+
+
+# train.<option> -> the range each numeric setting allows (`sead.config.number`'s arguments)
+TRAIN_RANGES = {
+    "lr": dict(kind=float, low=0, low_open=True),
+    "epochs": dict(kind=float, low=0),  # 0 only with max_steps >= 1 (checked below)
+    "max_steps": dict(kind=int, low=-1),
+    "batch_size": dict(kind=int, low=1),
+    "eval_batch_size": dict(kind=int, low=1),
+    "weight_decay": dict(kind=float, low=0),
+    "warmup_ratio": dict(kind=float, low=0, high=1, high_open=True),  # >= 1 would be steps
+    "temperature": dict(kind=float, low=0, low_open=True),
+    "alpha": dict(kind=float, low=0, high=1),
+    "logging_steps": dict(kind=int, low=1),
+    "dataloader_num_workers": dict(kind=int, low=0),
+    "ddp_timeout": dict(kind=int, low=1),
+}
+
+
+def check_train(train_cfg) -> None:
+    """Every `train.*` setting in range before the teachers run: a zero temperature or
+    alpha above 1 would otherwise train to the end and save a broken student."""
+    for option, allowed in TRAIN_RANGES.items():
+        if option in train_cfg:
+            number(train_cfg[option], f"train.{option}", **allowed)
+    max_steps = int(train_cfg.get("max_steps", -1))
+    if max_steps == 0:
+        raise ValueError("train.max_steps=0 is not allowed: expected -1 (use epochs) or >= 1.")
+    if max_steps < 0 and float(train_cfg.epochs) <= 0:
+        raise ValueError(
+            f"train.epochs={train_cfg.epochs!r} is not allowed: expected a number in (0, inf) "
+            "(or set train.max_steps >= 1)."
+        )
+    scheduler = train_cfg.get("lr_scheduler", "linear")
+    allowed = [s.value for s in SchedulerType]
+    if scheduler not in allowed:
+        raise ValueError(
+            f"train.lr_scheduler={scheduler!r} is not allowed: expected one of {allowed}."
+        )
+    for option in ("bf16", "fp16"):
+        if not isinstance(train_cfg.get(option, False), bool):
+            raise ValueError(f"train.{option}={train_cfg[option]!r}: expected true or false.")
+
+
+def check_finite(model, what: str) -> None:
+    """Refuse to save (or report on) weights with NaN or inf in them."""
+    bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        raise FloatingPointError(
+            f"{what} has non-finite weights in {len(bad)} tensor(s), e.g. {bad[0]}: not saved."
+        )
 
 
 def report_to(train_cfg) -> list[str]:

@@ -10,27 +10,25 @@ teachers' logits and the gold labels of `ensemble.fit_split` (default: the task'
 When that split is also reported, `assess` scores it by k-fold cross-fitting, so no
 reported number comes from an example the ensembler was fitted on.
 
-`python -m sead.ensemble task=sst2 'teachers=[a,b,c]'` prints every strategy next to
-each teacher alone, from cached logits, without training a student.
+`python -m sead.run stage=ensemble task=sst2 'teachers=[a,b,c]'` prints every strategy next to
+each teacher alone, from cached logits, without training a student (`compare_strategies`).
 """
 
 from __future__ import annotations
 
-import json
+import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
-import hydra
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from scipy.optimize import minimize, nnls
 from scipy.special import log_softmax, softmax
 from sklearn.model_selection import KFold, StratifiedKFold
 
-from sead import choices, metrics, report
-from sead.cache import SoftLabelCache
+from sead import choices, metrics
+from sead.config import CONF_DIR, check_keys
 from sead.tasks import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -68,12 +66,7 @@ class Ensembler:
     over = "logits"  # average logits (then soften) or probabilities at T
     ensemble_temperature = 1.0  # the combined logits are divided by this (and by the KD T)
 
-    def __init__(self, task: TaskSpec, teacher_names: list[str], **options):
-        if options:
-            raise ValueError(
-                f"Ensemble {self.name!r} got unknown option(s) {sorted(options)}; "
-                f"it takes {self.options() or 'none'}."
-            )
+    def __init__(self, task: TaskSpec, teacher_names: list[str]):
         if task.is_regression and not self.supports_regression:
             raise ValueError(
                 f"Ensemble {self.name!r} needs class probabilities, but task {task.name!r} is "
@@ -86,7 +79,9 @@ class Ensembler:
 
     @classmethod
     def options(cls) -> list[str]:
-        return []
+        """The options `ensemble.<option>` this strategy takes: its `__init__`'s own arguments."""
+        arguments = list(inspect.signature(cls.__init__).parameters)
+        return [name for name in arguments if name not in ("self", "task", "teacher_names")]
 
     def fit(self, logits: np.ndarray, labels: np.ndarray) -> Ensembler:
         """Learn from held-out teacher logits and their gold labels."""
@@ -125,8 +120,7 @@ class Ensembler:
 
     def predict(self, logits: np.ndarray) -> np.ndarray:
         """Hard predictions (label ids, or scores for regression) at T = 1."""
-        targets = self.combine(logits, 1.0)
-        return targets[:, 0] if self.task.is_regression else targets.argmax(-1)
+        return metrics.hard_predictions(self.task, self.combine(logits, 1.0))
 
     def describe(self) -> dict:
         """What the ensembler uses: weights, each teacher's temperature, the ensemble's."""
@@ -182,10 +176,6 @@ class Weighted(Ensembler):
         self._set_over(over)
         self._weights = _validated_weights(weights, self.teacher_names)
 
-    @classmethod
-    def options(cls):
-        return ["weights", "over"]
-
     def weights(self) -> np.ndarray:
         return self._weights
 
@@ -224,16 +214,12 @@ class MetricWeighted(Ensembler):
             raise ValueError(f"ensemble.sharpness must be positive, got {sharpness}.")
         self.mode, self.sharpness = mode, float(sharpness)
 
-    @classmethod
-    def options(cls):
-        return ["metric", "mode", "sharpness", "over"]
-
     def _fit(self, logits, labels):
         rng = np.random.default_rng(0)
         shuffles = [rng.permutation(labels) for _ in range(CHANCE_PERMUTATIONS)]
         skill = []
         for teacher in logits:
-            predictions = _hard(self.task, teacher)
+            predictions = metrics.hard_predictions(self.task, teacher)
             value = self._metric(predictions, labels)
             chance = np.mean([self._metric(predictions, shuffled) for shuffled in shuffles])
             skill.append(np.nan_to_num(value - chance))  # nan: constant predictions
@@ -272,10 +258,6 @@ class Calibrated(Ensembler):
     def __init__(self, task, teacher_names, over="logits"):
         super().__init__(task, teacher_names)
         self._set_over(over)
-
-    @classmethod
-    def options(cls):
-        return ["over"]
 
     def _fit(self, logits, labels):
         scales = [_fit_logit_scales(z[None], labels, lower=MIN_SCALE)[0] for z in logits]
@@ -333,10 +315,6 @@ class Confidence(Calibrated):
         self.sharpness, self.calibrate = float(sharpness), bool(calibrate)
         self.needs_fit = self.calibrate
 
-    @classmethod
-    def options(cls):
-        return ["sharpness", "calibrate", "over"]
-
     def _fit(self, logits, labels):
         if self.calibrate:
             super()._fit(logits, labels)
@@ -375,10 +353,6 @@ class Vote(Ensembler):
         if not 0.0 <= float(smoothing) < 1.0:
             raise ValueError(f"ensemble.smoothing must be in [0, 1), got {smoothing}.")
         self.smoothing = float(smoothing)
-
-    @classmethod
-    def options(cls):
-        return ["smoothing"]
 
     def combine(self, logits, temperature=1.0):
         logits = check_logits(logits, self.task, self.teacher_names)
@@ -515,7 +489,7 @@ def loss_name(task: TaskSpec) -> str:
 
 def score(task: TaskSpec, targets: np.ndarray, labels: np.ndarray) -> tuple[dict, float]:
     """The task's official metrics of targets at T = 1, and their NLL (MSE for regression)."""
-    predictions = _hard(task, targets)
+    predictions = metrics.hard_predictions(task, targets)
     if task.is_regression:
         loss = float(np.mean((targets[:, 0] - labels) ** 2))
     else:
@@ -523,16 +497,14 @@ def score(task: TaskSpec, targets: np.ndarray, labels: np.ndarray) -> tuple[dict
     return metrics.compute(task.name, predictions, labels), loss
 
 
-def _hard(task: TaskSpec, logits: np.ndarray) -> np.ndarray:
-    return logits[:, 0] if task.is_regression else logits.argmax(-1)
-
-
 def build(cfg, task: TaskSpec, teacher_names: list[str]) -> Ensembler:
     """The ensembler named by `cfg.name`, with the rest of `cfg` as its options."""
     name, options = _name_and_options(cfg)
     if name not in ENSEMBLERS:
         raise ValueError(f"Unknown ensemble {name!r}: expected one of {sorted(ENSEMBLERS)}.")
-    return ENSEMBLERS[name](task, teacher_names, **options)
+    strategy = ENSEMBLERS[name]
+    check_keys(options, strategy.options(), f"ensemble={name}", what="option")
+    return strategy(task, teacher_names, **options)
 
 
 def _name_and_options(cfg) -> tuple[str | None, dict]:
@@ -615,14 +587,16 @@ def assess(
     ensembler fitted on the whole fit split (for the student's targets) and its scores.
     """
     fitted = make().fit(logits[plan.split], labels[plan.split])
+    # A strategy that learns nothing (mean_logits, vote...) has nothing to cross-fit.
+    cross_fitted = {split: split == plan.split and fitted.needs_fit for split in eval_splits}
     targets = {}
     for split in eval_splits:
-        if split == plan.split:
+        if cross_fitted[split]:
             targets[split], _ = cross_fit(make, logits[split], labels[split], plan)
         else:
             targets[split] = fitted.combine(logits[split], 1.0)
     scores = split_scores(fitted.task, targets, labels)
-    scores["cross_fitted"] = {split: split == plan.split for split in eval_splits}
+    scores["cross_fitted"] = cross_fitted
     return fitted, scores
 
 
@@ -672,9 +646,7 @@ def stage_record(cfg, ensembler: Ensembler, plan: FitPlan, scores: dict, compari
 
 
 # ---------------------------------------------------------------------------------------------
-# `python -m sead.ensemble`: every strategy against each teacher alone, from cached logits.
-
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+# `stage=ensemble`: every strategy against each teacher alone, from the teachers' logits.
 
 
 def strategy_configs(cfg_ensemble, task: TaskSpec) -> dict:
@@ -696,93 +668,33 @@ def strategy_configs(cfg_ensemble, task: TaskSpec) -> dict:
     return configs
 
 
-def compare(cfg) -> tuple[str, dict]:
-    """The comparison table and its data, from the teachers' (cached) logits."""
-    from sead import pipeline  # lazy: sead.pipeline imports this module
+def compare_strategies(
+    cfg_ensemble,
+    task: TaskSpec,
+    teacher_names: list[str],
+    logits: dict[str, np.ndarray],
+    labels: dict[str, np.ndarray],
+    plan: FitPlan,
+) -> tuple[dict[str, dict], list[str]]:
+    """Each teacher alone, `mean_logits`, and every strategy that applies, scored alike.
 
-    inputs = pipeline.check_inputs(cfg)
-    task, names, plan = inputs.task, inputs.names, inputs.plan
-    needed = list(dict.fromkeys([*task.eval_splits, plan.split]))
-    cache = SoftLabelCache(cfg.paths.logits_dir)
-    per_teacher, records = pipeline.teacher_logits(cfg, inputs, cache, logit_splits=needed)
-    logits = {split: np.stack([per_teacher[n][split] for n in names]) for split in needed}
-    labels = {split: inputs.gold[split] for split in needed}
-    rows = baselines(task, names, logits, labels, list(task.eval_splits))
+    `logits[split]` is stacked `[n_teachers, n_examples, n_labels]` for the eval splits and
+    the fit split. Returns a row per model and a note per strategy that could not run.
+    """
+    eval_splits = list(task.eval_splits)
+    rows = baselines(task, teacher_names, logits, labels, eval_splits)
     notes = []
-    for name, strategy_cfg in strategy_configs(cfg.ensemble, task).items():
+    for name, strategy_cfg in strategy_configs(cfg_ensemble, task).items():
         try:
             fitted, scores = assess(
-                lambda c=strategy_cfg: build(c, task, names),
+                lambda c=strategy_cfg: build(c, task, teacher_names),
                 logits,
                 labels,
-                list(task.eval_splits),
+                eval_splits,
                 plan,
             )
         except ValueError as err:
             notes.append(f"{name}: skipped ({err})")
             continue
         rows[name] = {**fitted.describe(), **scores}
-    table = comparison_table(task, rows, plan, notes)
-    data = {"task": task.name, "fit_split": plan.split, "folds": plan.folds, "fold_seed": plan.seed}
-    return table, {**data, "rows": rows, "teachers": records}
-
-
-def comparison_table(task: TaskSpec, rows: dict[str, dict], plan: FitPlan, notes=()) -> str:
-    """One line per teacher or strategy: main metric and NLL per eval split, and weights."""
-    loss, metric = loss_name(task), task.main_metric
-    header = ["model"]
-    for split in task.eval_splits:
-        mark = "*" if split == plan.split else ""
-        header += [f"{split}{mark} {metric}", f"{split}{mark} {loss}"]
-    header.append("weights / temperatures")
-    lines = [header]
-    for label, row in rows.items():
-        cells = [label]
-        for split in task.eval_splits:
-            cells += [f"{row['metrics'][split][metric]:.4f}", f"{row[loss][split]:.4f}"]
-        cells.append(_describe_short(row))
-        lines.append(cells)
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    text = "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        for line in lines
-    )
-    footer = [
-        f"* {plan.split} is the fit split: fitted strategies are scored by {plan.folds}-fold "
-        f"cross-fitting (fold_seed={plan.seed}); weights shown are fitted on all of it."
-    ]
-    return "\n".join([text, "", *footer, *notes])
-
-
-def _describe_short(row: dict) -> str:
-    parts = []
-    weights = row.get("mean_weights") or row.get("weights")
-    if isinstance(weights, dict):
-        parts.append("w " + " ".join(f"{k}={v:.2f}" for k, v in weights.items()))
-    temperatures = row.get("temperatures", {})
-    if any(t != 1.0 for t in temperatures.values()):
-        parts.append("T " + " ".join(f"{k}={v:.2f}" for k, v in temperatures.items()))
-    if row.get("temperature", 1.0) != 1.0:
-        parts.append(f"T={row['temperature']:.2f}")
-    return "; ".join(parts)
-
-
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    # `python -m sead.ensemble` runs this file as __main__: work through the package
-    # module, whose registry is the one sead.pipeline builds from.
-    from sead import ensemble
-
-    table, data = ensemble.compare(cfg)
-    out = Path(cfg.paths.output_dir) / "ensemble_comparison.json"
-    report.write_atomic(out, json.dumps(data, indent=2) + "\n")
-    print(table)
-
-
-if __name__ == "__main__":
-    import sys
-
-    from sead.run import exit_if_unknown_teachers
-
-    exit_if_unknown_teachers(sys.argv[1:])
-    main()
+    return rows, notes

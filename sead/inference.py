@@ -27,10 +27,10 @@ from transformers import DataCollatorWithPadding
 
 from sead import choices
 from sead.cache import PartialEntry
+from sead.choices import MODEL_INPUTS
 
 log = logging.getLogger(__name__)
 
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -39,6 +39,11 @@ def precision(device: torch.device, autocast: str | None) -> str:
     if autocast is None or device.type != "cuda":
         return "float32"
     return str(AUTOCAST_DTYPES[autocast]).removeprefix("torch.")
+
+
+def default_device() -> torch.device:
+    """Where teachers run: the GPU when there is one."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def length_sorted_batches(input_ids: list, batch_size: int) -> list[np.ndarray]:

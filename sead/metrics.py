@@ -29,7 +29,7 @@ from pathlib import Path
 import datasets
 import evaluate
 import numpy as np
-from scipy.stats import pearsonr, spearmanr
+from scipy.stats import binom, pearsonr, spearmanr
 from sklearn.metrics import f1_score, matthews_corrcoef
 
 METRIC_PATH = str(Path(__file__).resolve())
@@ -288,6 +288,12 @@ def references(task, split) -> np.ndarray:
     return credit
 
 
+def hard_predictions(task, logits: np.ndarray) -> np.ndarray:
+    """Label ids (classification, multiple choice) or scores (regression) from logits or
+    targets `[n_examples, n_labels]`: what a task's metrics compare with the gold labels."""
+    return logits[:, 0] if task.is_regression else logits.argmax(-1)
+
+
 def score_split(task, split, predictions) -> dict[str, float]:
     """Every official metric of `task` (a TaskSpec or its name) for predictions on `split`.
 
@@ -296,3 +302,38 @@ def score_split(task, split, predictions) -> dict[str, float]:
     name = getattr(task, "name", task)
     groups = GROUP_KEYS[name](split) if name in GROUP_KEYS else None
     return compute(name, predictions, references(name, split), groups=groups)
+
+
+NOISE_LEVEL = 0.95  # the binomial interval that "within noise of the floor" refers to
+
+
+def noise_check(metric: str, score: float, baseline: float, n: int) -> dict | None:
+    """Is `score` within noise of the majority baseline on `n` examples?
+
+    A model no better than the baseline (right with the baseline's rate, independently per
+    example) scores inside the `NOISE_LEVEL` binomial interval on `n` examples; a score
+    inside it is no evidence that the model learned anything. Accuracy only: other metrics
+    (F1, MCC, correlations) have no binomial interval. None when it does not apply.
+    """
+    if metric != "accuracy" or n <= 0 or not 0.0 <= baseline <= 1.0:
+        return None
+    tail = (1 - NOISE_LEVEL) / 2
+    low, high = (float(v) / n for v in binom.ppf([tail, 1 - tail], n, baseline))
+    return {
+        "n": n,
+        "level": NOISE_LEVEL,
+        "interval": [round(low, 4), round(high, 4)],
+        "margin_examples": int(round((score - baseline) * n)),
+        "within_noise": bool(score <= high),
+    }
+
+
+def noise_message(who: str, split: str, metric: str, check: dict, score, baseline) -> str:
+    """One line for a model that may have learned nothing (results.json and the table)."""
+    low, high = check["interval"]
+    return (
+        f"{who} may have learned nothing on {split}: {metric}={score:.4f} vs majority baseline "
+        f"{baseline:.4f}, a margin of {check['margin_examples']:+d} of {check['n']} examples; a "
+        f"model no better than the baseline scores in [{low:.4f}, {high:.4f}] "
+        f"{check['level']:.0%} of the time."
+    )

@@ -2,7 +2,11 @@
 
 Read it top to bottom: check the inputs, get each teacher's logits (from the
 cache when they exist), combine them, distil the student, evaluate, save.
-`sead.run` is only the Hydra entry point around it, so tests call `run` directly.
+Two jobs stop part-way with the same checks and the same cache: `prepare_teachers`
+(`stage=teachers`) and `compare_ensembles` (`stage=ensemble`).
+`sead.run` is only the Hydra entry point around them, so tests call them directly.
+
+The only module that knows every stage; it imports stages and kernel, never a command.
 """
 
 from __future__ import annotations
@@ -27,17 +31,21 @@ from sead import (
     ensemble,
     export,
     metrics,
+    models,
     report,
     speed,
     teachers,
     transfer,
 )
-from sead.cache import SoftLabelCache
+from sead.cache import SoftLabelCache, check_settings
+from sead.config import number
 from sead.inference import count_parameters, predict_logits
 from sead.tasks import TaskSpec, check_trainable, get_task
 from sead.tracking import MetricsLog
 
 log = logging.getLogger(__name__)
+
+TEACHERS_FILE = "teachers.json"  # what `stage=teachers` saves, beside a full run's results.json
 
 
 @dataclass
@@ -63,7 +71,9 @@ def check_inputs(cfg: DictConfig) -> Inputs:
     """Task, teachers, ensembler and data, validated: bad input fails here, early."""
     task = get_task(cfg.task.name)
     check_trainable(task)
-    specs = teachers.teacher_specs(cfg.teachers, task)
+    check_settings(**OmegaConf.to_container(cfg.cache, resolve=True))
+    number(cfg.seed, "seed", int, 0, 2**32 - 1)
+    specs = teachers.teacher_specs(cfg.get("teachers"), task)
     ensembler = ensemble.build(cfg.ensemble, task, [spec.name for spec in specs])
     plan = ensemble.fit_plan(cfg.ensemble, task)
     if plan.split == task.train_split:
@@ -77,7 +87,12 @@ def check_inputs(cfg: DictConfig) -> Inputs:
     transfer_set = transfer.build(cfg.get("transfer"), task, splits)
     splits = transfer.apply(transfer_set, task, splits)
     for spec in specs:
-        teachers.check_labels(spec, task)  # label count and order, from the config alone
+        if isinstance(spec, teachers.PredictionsSpec):  # its files, read and checked now
+            teachers.check_predictions(spec, task, _predicted_splits(cfg, task, splits, plan))
+        else:
+            models.require_installed(spec.source, f"teachers.{spec.name}.model")  # make models
+            teachers.check_files(spec, task)  # a local folder holds config, weights, tokenizer
+            teachers.check_labels(spec, task)  # label count and order, from the config alone
         if transfer_set.held_out and not spec.finetune:
             log.warning(
                 "Teacher %s is a loaded checkpoint: sead cannot tell whether it was trained on "
@@ -90,6 +105,14 @@ def check_inputs(cfg: DictConfig) -> Inputs:
     }
     diagnostics = data.load_diagnostics(task, cfg.data)
     return Inputs(task, specs, ensembler, splits, gold, plan, transfer_set, diagnostics)
+
+
+def _predicted_splits(cfg: DictConfig, task: TaskSpec, splits: DatasetDict, plan) -> DatasetDict:
+    """The splits a predictions teacher needs files for: the eval and fit splits for
+    `stage=ensemble`, every loaded split (train, transfer parts) otherwise."""
+    if str(cfg.get("stage", "all")) == "ensemble":
+        return DatasetDict({s: splits[s] for s in dict.fromkeys([*task.eval_splits, plan.split])})
+    return splits
 
 
 def teacher_logits(cfg: DictConfig, inputs: Inputs, cache: SoftLabelCache, logit_splits=None):
@@ -111,15 +134,18 @@ def teacher_logits(cfg: DictConfig, inputs: Inputs, cache: SoftLabelCache, logit
     records = {}
     seen: dict[tuple, str] = {}
     for spec in inputs.specs:
+        gated = gate_every_teacher and spec.gate
         teacher = teachers.prepare(
-            spec, task, splits, cfg.paths.teachers_dir, cache.file_hashes, cache
+            spec, task, splits, cfg.paths.teachers_dir, cache.file_hashes, cache, gate=gated
         )
         entries = teachers.cached_logits(teacher, task, eval_splits, cache)
         scores = teachers.evaluate(task, {s: e.logits for s, e in entries.items()}, splits)
-        gate = teachers.gate(spec, task, scores, splits, gate_every_teacher and spec.gate)
+        gate = teachers.gate(spec, task, scores, splits, gated)
         entries |= teachers.cached_logits(teacher, task, other_splits, cache)
         logits[spec.name] = {split: entry.logits for split, entry in entries.items()}
         records[spec.name] = _teacher_record(teacher, entries, scores, gate)
+        if spec.finetune:  # what it was trained with, in effect, and on how much data
+            records[spec.name]["finetune_settings"] = teachers.finetune_settings(spec, task, splits)
         same = (teacher.model_id, tuple(teacher.label_alignment or ()), spec.max_length)
         if same in seen:
             log.warning(
@@ -134,6 +160,7 @@ def teacher_logits(cfg: DictConfig, inputs: Inputs, cache: SoftLabelCache, logit
 def _teacher_record(teacher: teachers.Teacher, entries, scores, gate) -> dict:
     speed = teacher.examples_per_second
     store = teacher.store_record
+    predictions = isinstance(teacher, teachers.PredictionsTeacher)
     return {
         "source": teacher.spec.source,
         "model_id": teacher.model_id,
@@ -149,6 +176,8 @@ def _teacher_record(teacher: teachers.Teacher, entries, scores, gate) -> dict:
         "cache_hit": {split: entry.hit for split, entry in entries.items()},
         "metrics": scores,
         "gate": gate,
+        # a teacher read from files: its format, and each split's file and content hash
+        **({"predictions": teacher.record()} if predictions else {}),
     }
 
 
@@ -166,6 +195,45 @@ def teacher_results(inputs: Inputs, teacher_records: dict, cache: SoftLabelCache
     }
 
 
+def soft_label_cache(cfg: DictConfig) -> SoftLabelCache:
+    """The teacher-logit cache with the run's `cfg.cache` settings.
+
+    Storage dtype and compute precision are part of every cache key, so every stage builds
+    its cache here: logits prepared by `stage=teachers` are the ones the full run reads.
+    """
+    return SoftLabelCache(cfg.paths.logits_dir, **OmegaConf.to_container(cfg.cache, resolve=True))
+
+
+def prepare_teachers(cfg: DictConfig) -> dict:
+    """`stage=teachers`: fine-tune the teachers that need it and cache their logits for
+    every split, without distilling; saves `teachers.json` in the run folder."""
+    inputs = check_inputs(cfg)
+    cache = soft_label_cache(cfg)
+    _, records = teacher_logits(cfg, inputs, cache)
+    results = teacher_results(inputs, records, cache)
+    results["warnings"] = report.warnings(results)
+    report.save_run(results, cfg, Path(cfg.paths.output_dir), name=TEACHERS_FILE)
+    return results
+
+
+def compare_ensembles(cfg: DictConfig) -> tuple[str, dict]:
+    """`stage=ensemble`: every strategy against each teacher alone, from the teachers' logits.
+
+    Only the eval splits and the fit split get logits (no student, so no train-split
+    pass). Returns the printed table and its data.
+    """
+    inputs = check_inputs(cfg)
+    task, names, plan = inputs.task, inputs.names, inputs.plan
+    needed = list(dict.fromkeys([*task.eval_splits, plan.split]))
+    per_teacher, records = teacher_logits(cfg, inputs, soft_label_cache(cfg), logit_splits=needed)
+    logits = {split: _stacked(per_teacher, names, split) for split in needed}
+    labels = {split: inputs.gold[split] for split in needed}
+    rows, notes = ensemble.compare_strategies(cfg.ensemble, task, names, logits, labels, plan)
+    table = report.comparison_table(task, rows, plan, notes)
+    data = {"task": task.name, "fit_split": plan.split, "folds": plan.folds, "fold_seed": plan.seed}
+    return table, {**data, "rows": rows, "teachers": records}
+
+
 def run(cfg: DictConfig) -> dict | None:
     """Run the pipeline; returns the results (None on the ranks > 0 of a multi-process run)."""
     timings: dict[str, float] = {}
@@ -181,6 +249,9 @@ def run(cfg: DictConfig) -> dict | None:
     with stage("check"):
         inputs = check_inputs(cfg)
         card.check_settings(cfg.get("report"))
+        distill.check_train(cfg.train)  # every train.* setting in range
+        number(cfg.student.max_length, "student.max_length", int, 1)
+        number(cfg.get("report", {}).get("speed_samples", 0), "report.speed_samples", int, 0)
         if export.enabled(cfg):
             export.backend(cfg.export)  # its packages are installed (or the fallback is allowed)
         distill.report_to(cfg.train)  # the trackers asked for are installed
@@ -190,7 +261,7 @@ def run(cfg: DictConfig) -> dict | None:
 
     # 2. Teachers: fine-tune the ones that need it, then logits for every split (cached).
     # Multi-process: rank 0 computes and caches them while the others wait, then reads them.
-    cache = SoftLabelCache(cfg.paths.logits_dir, **OmegaConf.to_container(cfg.cache))
+    cache = soft_label_cache(cfg)
     with stage("teachers"), distributed.main_process_first():
         logits, teacher_records = teacher_logits(cfg, inputs, cache)
 
@@ -213,12 +284,13 @@ def run(cfg: DictConfig) -> dict | None:
             tokenizer,
             student_train,
             soft_targets,
-            task,
-            cfg.train,
-            int(cfg.student.max_length),
-            out_dir / "trainer",
-            int(cfg.seed),
+            task=task,
+            train_cfg=cfg.train,
+            max_length=int(cfg.student.max_length),
+            output_dir=out_dir / "trainer",
+            seed=int(cfg.seed),
             callbacks=[metrics_log.callback()],
+            eval_splits=DatasetDict({split: splits[split] for split in task.eval_splits}),
         )
         trainer.save_model(str(out_dir / "student"))  # the Trainer saves on rank 0 only
     if not main_process:
@@ -238,12 +310,13 @@ def run(cfg: DictConfig) -> dict | None:
             )
             elapsed = time.perf_counter() - started
             student_results["metrics"][split] = metrics.score_split(
-                task, splits[split], _hard(task, student_logits)
+                task, splits[split], metrics.hard_predictions(task, student_logits)
             )
             student_results["examples_per_second"][split] = round(len(encoded) / elapsed, 1)
             student_results["eval_runtime_s"][split] = round(elapsed, 3)
         if inputs.diagnostics:
             student_results["diagnostics"] = _diagnostics(cfg, inputs, model, tokenizer)
+        student_results["floor"] = _student_floor(inputs, student_results["metrics"])
 
     # 6. Inference speedup: student and teachers timed on the same examples.
     speed_results = None
@@ -252,11 +325,14 @@ def run(cfg: DictConfig) -> dict | None:
             speed_results = speed.compare(
                 model,
                 tokenizer,
-                int(cfg.student.max_length),
-                inputs,
-                cfg.paths.teachers_dir,
-                int(cfg.report.speed_samples),
-                int(cfg.train.eval_batch_size),
+                max_length=int(cfg.student.max_length),
+                task=task,
+                specs=inputs.specs,
+                splits=splits,
+                store_dir=cfg.paths.teachers_dir,
+                n=int(cfg.report.speed_samples),
+                batch_size=int(cfg.train.eval_batch_size),
+                measured={n: r["examples_per_second"] for n, r in teacher_records.items()},
             )
 
     results = {
@@ -273,6 +349,7 @@ def run(cfg: DictConfig) -> dict | None:
     if export.enabled(cfg):  # 7. ONNX fp32 + int8 beside student/, checked and timed
         with stage("export"):
             results["export"] = export.export_run(cfg, out_dir, splits)
+    results["warnings"] = report.warnings(results)  # models that may have learned nothing
     report.save_run(results, cfg, out_dir)
     metrics_log.write("results", results=results)
     log.info("\n%s\n\n%s", report.teacher_table(results), report.summary_table(results))
@@ -337,9 +414,20 @@ def _check_distributed(inputs: Inputs) -> None:
         )
 
 
-def _hard(task, logits: np.ndarray) -> np.ndarray:
-    """Label ids (classification) or scores (regression) from a model's logits."""
-    return logits[:, 0] if task.is_regression else logits.argmax(-1)
+def _student_floor(inputs: Inputs, scores: dict[str, dict]) -> dict[str, dict]:
+    """Per eval split, the student against the majority baseline (the teachers' floor):
+    below it, or within noise of it, the student may have learned nothing."""
+    task, metric = inputs.task, inputs.task.main_metric
+    floor = {}
+    for split in task.eval_splits:
+        baseline = teachers.majority_baseline(task, inputs.gold[split])
+        score = float(scores[split][metric])
+        noise = metrics.noise_check(metric, score, baseline, len(inputs.splits[split]))
+        floor[split] = {"score": score, "baseline": baseline, "below": score <= baseline}
+        floor[split]["noise"] = noise
+        if floor[split]["below"] or (noise and noise["within_noise"]):
+            log.warning(report.student_warning(split, metric, floor[split]))
+    return floor
 
 
 def _diagnostics(cfg: DictConfig, inputs: Inputs, model, tokenizer) -> dict[str, dict]:
@@ -350,7 +438,8 @@ def _diagnostics(cfg: DictConfig, inputs: Inputs, model, tokenizer) -> dict[str,
         encoded = data.tokenize(ds, tokenizer, diagnostic, int(cfg.student.max_length))
         batch_size = int(cfg.train.eval_batch_size)
         logits = predict_logits(model, tokenizer, encoded, batch_size, f"Student on {name}")
-        scores[name] = metrics.score_split(diagnostic, ds, _hard(diagnostic, logits))
+        predictions = metrics.hard_predictions(diagnostic, logits)
+        scores[name] = metrics.score_split(diagnostic, ds, predictions)
         log.info("Student on diagnostic %s: %s", name, scores[name])
     return scores
 

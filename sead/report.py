@@ -14,12 +14,15 @@ import logging
 import math
 import os
 import sys
-import tempfile
 import traceback
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from omegaconf import OmegaConf
+
+from sead import card, metrics
+from sead.ensemble import FitPlan, loss_name
+from sead.files import format_table, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -27,29 +30,12 @@ RESULTS_FILE = "results.json"
 TRACEBACK_LINES = 30  # of a failed job's traceback, kept in its results.json
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write to a temp file in the same folder, then rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide results from the rest of a team
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def save_run(results: dict, cfg, out_dir: Path, name: str = RESULTS_FILE) -> None:
     """Write a successful run's results (adding its status, settings and overrides) and card.
 
-    `name`: another file than `results.json` for a stage run on its own (`sead.teachers`
+    `name`: another file than `results.json` for a stage run on its own (`stage=teachers`
     writes `teachers.json`), so that a sweep report does not take it for a full run.
     """
-    from sead import card  # card imports this module's helpers
-
     results.update({"status": "ok", **job_context(cfg)})
     write_atomic(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     write_atomic(out_dir / name, json.dumps(results, indent=2) + "\n")
@@ -57,8 +43,11 @@ def save_run(results: dict, cfg, out_dir: Path, name: str = RESULTS_FILE) -> Non
         card.write_model_card(results, cfg, out_dir / "student")
 
 
-def save_failure(cfg, error: BaseException, out_dir: Path) -> dict:
-    """Record a job that raised, so that a sweep's report lists it as failed, with why."""
+def save_failure(cfg, error: BaseException, out_dir: Path, name: str = RESULTS_FILE) -> dict:
+    """Record a job that raised, so that a sweep's report lists it as failed, with why.
+
+    `name`: the file the job's stage writes its results to (`results.json` for a full run).
+    """
     lines = traceback.format_exception(type(error), error, error.__traceback__)
     results = {
         "status": "failed",
@@ -74,7 +63,7 @@ def save_failure(cfg, error: BaseException, out_dir: Path) -> dict:
     except Exception:  # the failure may be the config itself: keep it unresolved
         config_text = OmegaConf.to_yaml(cfg)
     write_atomic(Path(out_dir) / "config.yaml", config_text)
-    write_atomic(Path(out_dir) / RESULTS_FILE, json.dumps(results, indent=2) + "\n")
+    write_atomic(Path(out_dir) / name, json.dumps(results, indent=2) + "\n")
     return results
 
 
@@ -134,7 +123,7 @@ def summary_table(results: dict) -> str:
     ensemble = results["ensemble"]
     rows.append((f"ensemble {ensemble['name']}", ensemble["metrics"], None, ""))
     student = results["student"]
-    rows.append(("student", student["metrics"], student["params"], "distilled"))
+    rows.append(("student", student["metrics"], student["params"], _student_targets(results)))
     header = ["model", *[f"{split}" for split in results["eval_splits"]], "params", "logits"]
     lines = [header]
     for label, split_metrics, params, note in rows:
@@ -142,7 +131,54 @@ def summary_table(results: dict) -> str:
         lines.append([label, *cells, f"{params:,}" if params else "-", note])
     diagnostics = student.get("diagnostics") or {}
     notes = [f"student on diagnostic {name}: {_metrics(m)}" for name, m in diagnostics.items()]
-    return "\n".join([_format_table(lines), *notes])
+    notes += [f"WARNING: {w}" for w in results.get("warnings", []) if w.startswith("The student")]
+    return "\n".join([format_table(lines), *notes])
+
+
+def _student_targets(results: dict) -> str:
+    """What the student learned from: the ensemble's soft labels, or gold labels alone."""
+    alpha = (results.get("train") or {}).get("alpha")
+    if alpha is None or float(alpha) > 0:
+        return "distilled"
+    transfer = results.get("transfer") or {}
+    if transfer.get("size"):  # unlabelled transfer rows are learned from soft labels only
+        return "gold labels (alpha=0); transfer set distilled"
+    return "gold labels only (alpha=0)"
+
+
+def warnings(results: dict) -> list[str]:
+    """Models that may have learned nothing: teachers that passed their floor by no more
+    than noise, and a student at or below the majority baseline or within noise of it."""
+    found = []
+    metric = results["main_metric"]
+    for name, teacher in results["teachers"].items():
+        for split, check in ((teacher.get("gate") or {}).get("splits") or {}).items():
+            noise = check.get("noise")
+            if check["passed"] and noise and noise["within_noise"]:
+                found.append(
+                    metrics.noise_message(
+                        f"Teacher {name}", split, metric, noise, check["score"], check["baseline"]
+                    )
+                )
+    for split, floor in ((results.get("student") or {}).get("floor") or {}).items():
+        if floor["below"] or (floor["noise"] and floor["noise"]["within_noise"]):
+            found.append(student_warning(split, metric, floor))
+    return found
+
+
+def student_warning(split: str, metric: str, floor: dict) -> str:
+    """The student at or below the majority baseline, or within noise of it."""
+    if floor["noise"] and not floor["below"]:
+        return metrics.noise_message("The student", split, metric, floor["noise"], **_scored(floor))
+    return (
+        f"The student learned nothing usable on {split}: {metric}={floor['score']:.4f}, not "
+        f"above the majority baseline {floor['baseline']:.4f} (always predicting the most "
+        "frequent label)."
+    )
+
+
+def _scored(floor: dict) -> dict:
+    return {"score": floor["score"], "baseline": floor["baseline"]}
 
 
 def transfer_summary(results: dict) -> str:
@@ -163,7 +199,12 @@ def transfer_summary(results: dict) -> str:
     )
 
 
-ORIGINS = {"checkpoint": "loaded checkpoint", "finetuned": "fine-tuned now", "store": "from store"}
+ORIGINS = {
+    "checkpoint": "loaded checkpoint",
+    "finetuned": "fine-tuned now",
+    "store": "from store",
+    "predictions": "predictions file",
+}
 
 
 def teacher_table(results: dict) -> str:
@@ -177,16 +218,54 @@ def teacher_table(results: dict) -> str:
         lines.append(
             [
                 name,
-                _shorten(teacher["source"], 40),
+                _source(teacher),
                 _millions(teacher["params"]),
                 *[_metrics(teacher["metrics"][split]) for split in splits],
                 _gate(teacher.get("gate")),
                 f"{speed:,.1f}" if speed else "cached",
-                _finetune(finetune) if finetune else "-",
+                _finetune(finetune, teacher.get("finetune_settings")) if finetune else "-",
                 ORIGINS.get(teacher.get("origin"), teacher.get("origin", "-")),
             ]
         )
-    return _format_table(lines)
+    notes = [f"WARNING: {w}" for w in results.get("warnings", []) if w.startswith("Teacher")]
+    return "\n".join([format_table(lines), *notes])
+
+
+def comparison_table(task, rows: dict[str, dict], plan: FitPlan, notes=()) -> str:
+    """`stage=ensemble`'s table: per teacher or strategy, the main metric and NLL (MSE for
+    regression) on each eval split, and the weights and temperatures it uses."""
+    loss, metric = loss_name(task), task.main_metric
+    header = ["model"]
+    for split in task.eval_splits:
+        mark = "*" if split == plan.split else ""
+        header += [f"{split}{mark} {metric}", f"{split}{mark} {loss}"]
+    header.append("weights / temperatures")
+    lines = [header]
+    for label, row in rows.items():
+        cells = [label]
+        for split in task.eval_splits:
+            cells += [f"{row['metrics'][split][metric]:.4f}", f"{row[loss][split]:.4f}"]
+        cells.append(_describe_short(row))
+        lines.append(cells)
+    text = format_table(lines)
+    footer = [
+        f"* {plan.split} is the fit split: fitted strategies are scored by {plan.folds}-fold "
+        f"cross-fitting (fold_seed={plan.seed}); weights shown are fitted on all of it."
+    ]
+    return "\n".join([text, "", *footer, *notes])
+
+
+def _describe_short(row: dict) -> str:
+    parts = []
+    weights = row.get("mean_weights") or row.get("weights")
+    if isinstance(weights, dict):
+        parts.append("w " + " ".join(f"{k}={v:.2f}" for k, v in weights.items()))
+    temperatures = row.get("temperatures", {})
+    if any(t != 1.0 for t in temperatures.values()):
+        parts.append("T " + " ".join(f"{k}={v:.2f}" for k, v in temperatures.items()))
+    if row.get("temperature", 1.0) != 1.0:
+        parts.append(f"T={row['temperature']:.2f}")
+    return "; ".join(parts)
 
 
 def _metrics(split_metrics: dict) -> str:
@@ -200,12 +279,25 @@ def _gate(gate: dict | None) -> str:
     return ("pass" if passed else "FAIL") + ("" if gate["enabled"] else " (off)")
 
 
-def _finetune(record: dict) -> str:
+def _finetune(record: dict, settings: dict | None = None) -> str:
+    """Train time and the settings in effect: data (and slice), epochs, lr, batch, seed."""
+    if settings:
+        return f"{record['train_seconds']:.0f}s, {settings['summary']}"
     args = record["finetune_args"]
     return (
         f"{record['train_seconds']:.0f}s, {record['train_examples']:,} ex x {args['epochs']:g} ep, "
         f"seed {args['seed']}"
     )
+
+
+def _source(teacher: dict) -> str:
+    """The checkpoint; for a predictions teacher, its first eval split's file and hash."""
+    files = (teacher.get("predictions") or {}).get("files")
+    if not files:
+        return _shorten(teacher["source"], 40)
+    split = next((s for s in teacher["metrics"] if s in files), next(iter(files)))
+    name, sha = Path(files[split]["path"]).name, files[split]["sha256"] or "?"
+    return f"predictions {_shorten(name, 24)} {sha[:8]}"
 
 
 def _millions(params: int | None) -> str:
@@ -214,14 +306,6 @@ def _millions(params: int | None) -> str:
 
 def _shorten(text: str, width: int) -> str:
     return text if len(text) <= width else "..." + text[-(width - 3) :]
-
-
-def _format_table(lines: list[list]) -> str:
-    widths = [max(len(str(line[i])) for line in lines) for i in range(len(lines[0]))]
-    return "\n".join(
-        "  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        for line in lines
-    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -224,3 +224,17 @@ def check_trainable(task: TaskSpec) -> None:
             f"it with data.diagnostics=[{task.name}], e.g. "
             f"task={task.diagnostic_for[-1]} 'data.diagnostics=[{task.name}]'."
         )
+
+
+def head_config(task: TaskSpec) -> dict:
+    """Output-layer settings for a model trained on `task` (labels named as the task's)."""
+    if task.is_regression:
+        return {"num_labels": 1, "problem_type": "regression"}
+    if task.is_multiple_choice:
+        return {}  # one logit per choice, whatever the count: no labels to name
+    return {
+        "num_labels": task.num_labels,
+        "id2label": dict(enumerate(task.labels)),
+        "label2id": {name: i for i, name in enumerate(task.labels)},
+        "problem_type": "single_label_classification",
+    }

@@ -10,12 +10,19 @@ learning rate, epoch, step) or `results`.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from omegaconf import OmegaConf
 from transformers import TrainerCallback
+
+from sead import data, metrics
+from sead.inference import predict_logits
+
+log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -52,6 +59,69 @@ class _TrainerLogCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and logs:
             self.log.write("train", step=state.global_step, **logs)
+
+
+Scorer = Callable[[object], dict[str, dict]]  # model -> {split: metrics}
+
+
+def eval_scorer(task, splits, tokenizer, max_length: int, batch_size: int) -> Scorer:
+    """Scores a model being trained on `splits` (the task's eval splits) with the task's
+    official metrics; the splits are tokenized once, up front."""
+    encoded = {name: data.tokenize(ds, tokenizer, task, max_length) for name, ds in splits.items()}
+
+    def score(model) -> dict[str, dict]:
+        scores = {}
+        for split, inputs in encoded.items():
+            logits = predict_logits(model, tokenizer, inputs, batch_size, f"Epoch eval {split}")
+            predictions = metrics.hard_predictions(task, logits)
+            scores[split] = metrics.score_split(task, splits[split], predictions)
+        return scores
+
+    return score
+
+
+class EpochReport(TrainerCallback):
+    """At least one line per epoch, however few steps it has: the training loss (the Trainer
+    logs at each epoch's end, not only every `logging_steps`) and, with a `scorer`, the eval
+    metrics, as the Trainer does with `eval_strategy="epoch"`. Metrics go into that epoch's
+    log too, so metrics.jsonl and the trackers get them (`eval_<split>_<metric>`)."""
+
+    def __init__(self, who: str, scorer: Scorer | None = None):
+        self.who = who
+        self.scorer = scorer
+        self.pending = False
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        control.should_log = True  # the Trainer logs now, unless it just did at this step
+        last = state.log_history[-1] if state.log_history else {}
+        if last.get("step") == state.global_step and "loss" in last:
+            self._report(state, kwargs.get("model"), last)  # no new log is coming: report now
+        else:
+            self.pending = True
+        return control
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.pending and logs and "loss" in logs:
+            self.pending = False
+            scores = self._report(state, kwargs.get("model"), logs)
+            flat = {f"eval_{split}_{k}": v for split, m in scores.items() for k, v in m.items()}
+            logs.update(flat)  # the callbacks after this one (metrics.jsonl) see them
+            if state.log_history:
+                state.log_history[-1].update(flat)
+
+    def _report(self, state, model, logs: dict) -> dict[str, dict]:
+        scores = {}
+        if self.scorer is not None and model is not None and state.is_world_process_zero:
+            was_training = model.training
+            scores = self.scorer(model)
+            model.train(was_training)
+        epochs = f"{round(state.epoch or 0)}/{math.ceil(state.num_train_epochs or 0)}"
+        shown = "".join(
+            f"; {split} " + " ".join(f"{k}={v:.4f}" for k, v in split_scores.items())
+            for split, split_scores in scores.items()
+        )
+        log.info("%s, epoch %s: loss %.4f%s", self.who, epochs, logs["loss"], shown)
+        return scores
 
 
 def _finite(value):

@@ -1,5 +1,7 @@
 """Shared test helpers: compose the real configs with Hydra, as the CLI does."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 from hydra import compose as hydra_compose
@@ -12,3 +14,9 @@ def compose(overrides=(), output_dir="/tmp/sead-test-output"):
     """The config `python -m sead.run <overrides>` would get (output_dir fixed for tests)."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return hydra_compose("config", overrides=[f"paths.output_dir={output_dir}", *overrides])
+
+
+def sead_run(*args, timeout=300) -> subprocess.CompletedProcess:
+    """`python -m sead.run <args>` as a user types it, its output captured as text."""
+    command = [sys.executable, "-m", "sead.run", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from safetensors.numpy import load_file, save_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from sead import data, inference, pipeline, teachers
+from sead import checkpoints, data, inference, pipeline, teachers
 from sead.cache import PartialEntry, SoftLabelCache
 from sead.tasks import get_task
 from tests import cache_worker
@@ -175,9 +175,9 @@ def fake_hub(tmp_path, tiny_assets, monkeypatch):
 def test_hub_revision_resolves_to_its_commit(fake_hub):
     repo, commits = fake_hub
     for revision, commit in [(None, "a" * 40), ("main", "a" * 40), ("v1", "b" * 40)]:
-        local = teachers.resolve("org/tiny", revision)
+        local = checkpoints.resolve("org/tiny", revision)
         assert local == repo / "snapshots" / commit
-        assert teachers.identity("org/tiny", local) == f"org/tiny@{commit}"
+        assert checkpoints.identity("org/tiny", local) == f"org/tiny@{commit}"
 
 
 def test_hub_teacher_fingerprint_follows_the_commit(fake_hub, teacher_cfg):

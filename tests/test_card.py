@@ -5,7 +5,7 @@ import yaml
 from huggingface_hub import ModelCard
 
 import sead.distill
-import sead.teachers
+import sead.teachers.store
 from sead import card, pipeline
 from tests.helpers import compose
 
@@ -122,7 +122,7 @@ def test_push_to_hub_without_repo_id_fails_before_any_work(tiny_cfg, monkeypatch
     def fail(*args, **kwargs):
         raise AssertionError("training started before the bad setting was caught")
 
-    monkeypatch.setattr(sead.teachers, "finetune", fail)
+    monkeypatch.setattr(sead.teachers.store, "finetune", fail)
     monkeypatch.setattr(sead.distill, "distill", fail)
     with pytest.raises(ValueError, match=r"report.push_to_hub=true needs report.hub_model_id"):
         pipeline.run(tiny_cfg("report.push_to_hub=true"))

@@ -1,8 +1,6 @@
 """Each ensembler on fixed logits whose right answer is known by hand."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +21,7 @@ from sead.ensemble import (
     nll,
 )
 from sead.tasks import get_task
-from tests.helpers import compose
+from tests.helpers import compose, sead_run
 
 SST2, STSB = get_task("sst2"), get_task("stsb")
 NAMES = ["a", "b"]
@@ -104,6 +102,17 @@ def test_unknown_ensembler_and_unknown_options_fail_clearly():
         _ensemble("nope")
     with pytest.raises(ValueError, match="unknown option"):
         _ensemble("mean_logits", weights=[1, 2])
+
+
+@pytest.mark.parametrize("name", sorted(sead.ensemble.ENSEMBLERS))
+def test_every_strategy_rejects_an_unknown_option_by_name(name):
+    """Options come from each strategy's `__init__`: a misspelling is named, with the options
+    the strategy takes, never a bare TypeError."""
+    options = sead.ensemble.ENSEMBLERS[name].options()
+    taken = ", ".join(options) or "none"
+    message = rf"ensemble={name} has unknown option\(s\) \['smoothnes'\]; expected some of: {taken}"
+    with pytest.raises(ValueError, match=message):
+        _ensemble(name, smoothnes=0.2)
 
 
 def test_logits_that_disagree_with_task_or_each_other_fail_clearly():
@@ -335,6 +344,17 @@ def test_assess_cross_fits_the_fit_split_only():
     assert scores["nll"]["validation"] >= nll(fitted.combine(logits), labels) - 1e-9
 
 
+@pytest.mark.parametrize("name", ["mean_logits", "mean_probs", "vote"])
+def test_assess_claims_no_cross_fitting_for_a_strategy_that_fits_nothing(name):
+    good, labels, rng = _sampled_task(n=200)
+    logits = np.stack([good, rng.normal(0, 3, good.shape), good])
+    plan = FitPlan(split="validation", folds=4)
+    splits, gold = {"validation": logits}, {"validation": labels}
+    fitted, scores = assess(lambda: _build(name), splits, gold, ["validation"], plan)
+    assert scores["cross_fitted"] == {"validation": False}
+    assert scores["nll"]["validation"] == pytest.approx(nll(fitted.combine(logits), labels))
+
+
 @pytest.mark.parametrize(
     "settings, message",
     [({"folds": 1}, "folds must be an integer >= 2"), ({"fold_seed": "x"}, "fold_seed")],
@@ -360,7 +380,7 @@ def test_stage_keys_are_not_strategy_options():
     assert build(cfg, SST2, NAMES).name == "learned"
 
 
-# --- The ensemble stage of the pipeline, and `python -m sead.ensemble` -----------------------
+# --- The ensemble stage of the pipeline, and `python -m sead.run stage=ensemble` -------------
 
 
 def _forbid_student_training(monkeypatch):
@@ -402,7 +422,7 @@ def test_cli_compares_every_strategy_from_cached_logits(tiny_assets, tmp_path, m
         "ensemble.mode=softmax",
         "ensemble.folds=4",
     ]
-    table, data = sead.ensemble.compare(compose(overrides, output_dir=str(tmp_path / "out")))
+    table, data = pipeline.compare_ensembles(compose(overrides, output_dir=str(tmp_path / "out")))
     fitted = ["metric_weighted", "calibrated", "learned", "confidence", "vote"]
     assert set(data["rows"]) >= {"teacher toy_bert", "mean_logits", "mean_probs", *fitted}
     assert data["rows"]["metric_weighted"]["cross_fitted"] == {"validation": True}
@@ -412,12 +432,7 @@ def test_cli_compares_every_strategy_from_cached_logits(tiny_assets, tmp_path, m
 
     # The literal command line reads the same cache and prints the same table.
     run_dir = tmp_path / "cli"
-    proc = subprocess.run(
-        [sys.executable, "-m", "sead.ensemble", *overrides, f"hydra.run.dir={run_dir}"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = sead_run("stage=ensemble", *overrides, f"hydra.run.dir={run_dir}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert table in proc.stdout
     assert json.loads((run_dir / "ensemble_comparison.json").read_text())["folds"] == 4

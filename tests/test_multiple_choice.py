@@ -4,6 +4,7 @@ Fixtures in `tests/fixtures/super_glue/{copa,record}/` are in the exact HF `supe
 (record: `idx` a dict, `entity_spans` a dict of lists, `answers` instead of a label).
 """
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -372,9 +373,9 @@ def test_training_batches_group_examples_of_similar_padded_size(task, mc_model, 
 
     _, _, folder = mc_model
     spec = teachers.TeacherSpec("t", str(folder), True, None, 48, None, False, 8)
-    spec = teachers.replace(spec, finetune_args=teachers.FinetuneArgs(batch_size=4))
+    spec = dataclasses.replace(spec, finetune_args=teachers.FinetuneArgs(batch_size=4))
     train = _splits(task, "train")["train"]
-    trainer = teachers._teacher_trainer(spec, task, train, folder, folder, tmp_path)
+    trainer = teachers.store._teacher_trainer(spec, task, train, folder, folder, tmp_path)
     sampler = trainer._get_train_sampler(trainer.train_dataset)
     assert isinstance(sampler, LengthGroupedSampler)
     assert sampler.lengths == trainer.train_dataset[choices.CHOICE_TOKENS][:]

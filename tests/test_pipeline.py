@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 import sead.distill
-import sead.teachers
+import sead.teachers.logits
+import sead.teachers.store
 from sead import pipeline, toy
 
 pytestmark = pytest.mark.slow
@@ -19,13 +20,13 @@ SHARED_SST2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue" /
 def forward_passes(monkeypatch):
     """Counts teacher inference calls (each one is a full pass over a split)."""
     calls = []
-    real = sead.teachers.predict_logits
+    real = sead.teachers.logits.predict_logits
 
     def counting(*args, **kwargs):
         calls.append(kwargs.get("desc") or args[-1])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sead.teachers, "predict_logits", counting)
+    monkeypatch.setattr(sead.teachers.logits, "predict_logits", counting)
     return calls
 
 
@@ -45,6 +46,9 @@ def test_end_to_end_writes_results_and_second_run_reuses_the_cache(tiny_cfg, for
     assert (out / "student" / "tokenizer_config.json").is_file()
     assert (out / "config.yaml").is_file()
     assert len(forward_passes) == 4  # 2 teachers x (train, validation)
+    # Everything was computed in this run (eval logits while fine-tuning, read back after).
+    assert (first["cache"]["hits"], first["cache"]["misses"]) == (0, 4)
+    assert not any(any(t["cache_hit"].values()) for t in first["teachers"].values())
 
     forward_passes.clear()
     second = pipeline.run(tiny_cfg(output="run2"))
@@ -97,7 +101,7 @@ def _forbid_training(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("training started before the bad input was caught")
 
-    monkeypatch.setattr(sead.teachers, "finetune", fail)
+    monkeypatch.setattr(sead.teachers.store, "finetune", fail)
     monkeypatch.setattr(sead.distill, "distill", fail)
 
 

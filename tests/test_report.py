@@ -129,3 +129,69 @@ def test_cli_writes_into_the_sweep_dir_and_names_a_missing_dir(sweep, tmp_path):
     )
     assert proc.returncode != 0
     assert "No results.json under" in proc.stderr and str(empty) in proc.stderr
+
+
+def _run_results(student=0.54, teacher=0.58, alpha=0.5):
+    """A finished run's results.json, as far as the console tables and warnings read it."""
+    floor = {"score": student, "baseline": 0.55, "below": student <= 0.55}
+    floor["noise"] = {"n": 100, "level": 0.95, "interval": [0.45, 0.65], "within_noise": True}
+    floor["noise"]["margin_examples"] = round((student - 0.55) * 100)
+    gate_split = {"score": teacher, "baseline": 0.55, "passed": True}
+    gate_split["noise"] = {**floor["noise"], "margin_examples": round((teacher - 0.55) * 100)}
+    teacher_record = {
+        "source": "base",
+        "params": 22_700_000,
+        "metrics": {"validation": {"accuracy": teacher}},
+        "cache_hit": {"validation": False},
+        "gate": {"metric": "accuracy", "floor": "majority baseline", "enabled": True},
+        "origin": "finetuned",
+    }
+    teacher_record["gate"]["splits"] = {"validation": gate_split}
+    student_record = {"params": 1000, "metrics": {"validation": {"accuracy": student}}}
+    student_record["floor"] = {"validation": floor}
+    return {
+        "main_metric": "accuracy",
+        "eval_splits": ["validation"],
+        "teachers": {"minilm": teacher_record},
+        "ensemble": {"name": "mean_logits", "metrics": {"validation": {"accuracy": teacher}}},
+        "train": {"alpha": alpha},
+        "transfer": {"size": 0},
+        "student": student_record,
+    }
+
+
+def test_models_that_learned_nothing_are_warned_about_in_results_and_tables():
+    results = _run_results()
+    results["warnings"] = report.warnings(results)
+    assert len(results["warnings"]) == 2
+    teacher, student = results["warnings"]
+    assert teacher.startswith("Teacher minilm may have learned nothing on validation")
+    assert "a margin of +3 of 100 examples" in teacher
+    assert student.startswith("The student learned nothing usable on validation")
+    assert "0.5400, not above the majority baseline 0.5500" in student
+    assert f"WARNING: {teacher}" in report.teacher_table(results)
+    assert f"WARNING: {student}" in report.summary_table(results)
+    within = _run_results(student=0.6)  # above the baseline, but by noise only
+    assert report.warnings(within)[1].startswith("The student may have learned nothing")
+
+
+def test_no_warning_for_models_clear_of_their_floor():
+    results = _run_results(student=0.8, teacher=0.8)
+    results["student"]["floor"]["validation"]["noise"]["within_noise"] = False
+    results["teachers"]["minilm"]["gate"]["splits"]["validation"]["noise"]["within_noise"] = False
+    assert report.warnings(results) == []
+
+
+@pytest.mark.parametrize(
+    "alpha, transfer, expected",
+    [
+        (0.5, 0, "distilled"),
+        (0.0, 0, "gold labels only (alpha=0)"),
+        (0.0, 500, "gold labels (alpha=0); transfer set distilled"),
+    ],
+)
+def test_the_student_row_says_what_it_learned_from(alpha, transfer, expected):
+    results = _run_results(student=0.8, alpha=alpha)
+    results["transfer"]["size"] = transfer
+    student_row = report.summary_table(results).splitlines()[-1]
+    assert student_row.rstrip().endswith(expected)

@@ -2,8 +2,7 @@
 
 import json
 import random
-import subprocess
-import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ from sead import pipeline, report, teachers, toy
 from sead.cache import SoftLabelCache
 from sead.tasks import get_task
 from tests.conftest import TINY
-from tests.helpers import compose
+from tests.helpers import compose, sead_run
 
 SST2, MNLI, RTE, MRPC, COLA, STSB = map(get_task, ["sst2", "mnli", "rte", "mrpc", "cola", "stsb"])
 
@@ -106,8 +105,8 @@ def test_checkpoint_labels_are_aligned_to_the_task_order(task, id2label, expecte
     alignment = teachers.align_labels(id2label, task)
     assert alignment == expected
     if expected is not None:  # the aligned columns carry the task's names, in order
-        names = [teachers._canonical(id2label[column]) for column in expected]
-        assert names == [teachers._canonical(name) for name in task.labels]
+        names = [teachers.labels._canonical(id2label[column]) for column in expected]
+        assert names == [teachers.labels._canonical(name) for name in task.labels]
 
 
 def test_generic_label_names_are_taken_as_the_task_label_ids():
@@ -190,7 +189,32 @@ def test_a_teacher_not_above_the_majority_baseline_stops_the_run_with_a_clear_me
     assert "teachers.bad.gate=false" in message and "teacher_gate=false" in message
     assert "teachers.bad.min_metric=<value>" in message
     passed = teachers.gate(_spec(), SST2, {"validation": {"accuracy": 0.8}}, splits)
-    assert passed["splits"]["validation"] == {"score": 0.8, "baseline": 0.75, "passed": True}
+    checked = passed["splits"]["validation"]
+    assert {k: checked[k] for k in ("score", "baseline", "passed")} == {
+        "score": 0.8,
+        "baseline": 0.75,
+        "passed": True,
+    }
+    assert checked["noise"]["within_noise"]  # 4 examples: no evidence either way
+
+
+def test_a_teacher_that_passes_by_noise_is_warned_about(caplog):
+    """COPA as met on real data: 100 validation examples, majority 0.55, teachers at 0.58
+    and 0.62 passed the gate though a guesser at 0.55 often scores that high."""
+    splits = _labels([1] * 55 + [0] * 45)
+    with caplog.at_level("WARNING"):
+        record = teachers.gate(_spec(), SST2, {"validation": {"accuracy": 0.58}}, splits)
+    noise = record["splits"]["validation"]["noise"]
+    assert record["splits"]["validation"]["passed"] and noise["within_noise"]
+    assert noise["n"] == 100 and noise["margin_examples"] == 3 and noise["interval"] == [0.45, 0.65]
+    assert "Teacher bad may have learned nothing on validation" in caplog.text
+    assert "a margin of +3 of 100 examples" in caplog.text and "[0.4500, 0.6500] 95%" in caplog.text
+    caplog.clear()
+    clear = teachers.gate(_spec(), SST2, {"validation": {"accuracy": 0.75}}, splits)
+    assert not clear["splits"]["validation"]["noise"]["within_noise"] and not caplog.text
+    # No binomial interval for F1, MCC or correlations: not checked, said as None.
+    mcc = teachers.gate(_spec(), COLA, {"validation": {"matthews_correlation": 0.3}}, splits)
+    assert mcc["splits"]["validation"]["noise"] is None
 
 
 def test_min_metric_sets_the_floor_and_the_gate_can_be_switched_off():
@@ -311,7 +335,7 @@ def test_interrupted_fine_tuning_resumes_from_its_last_checkpoint(
         "+teachers.toy_bert.finetune_args.save_steps=3",
     )
     steps = 320 // 16
-    real = teachers._teacher_trainer
+    real = teachers.store._teacher_trainer
 
     class StopAtStep5(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
@@ -323,13 +347,13 @@ def test_interrupted_fine_tuning_resumes_from_its_last_checkpoint(
         trainer.add_callback(StopAtStep5())
         return trainer
 
-    monkeypatch.setattr(teachers, "_teacher_trainer", interrupted_trainer)
+    monkeypatch.setattr(teachers.store, "_teacher_trainer", interrupted_trainer)
     with pytest.raises(Interrupt):
         _prepare(cfg)
     work = next(Path(cfg.paths.teachers_dir).glob("*.work"))
     assert sorted(p.name for p in work.glob("checkpoint-*")) == ["checkpoint-3"]
 
-    monkeypatch.setattr(teachers, "_teacher_trainer", real)
+    monkeypatch.setattr(teachers.store, "_teacher_trainer", real)
     teacher = _prepare(cfg)
     assert trainings[-1]["resume_from_checkpoint"] == str(work / "checkpoint-3")
     assert trainings[-1]["steps"] == steps - 3  # resumed at step 3, not from scratch
@@ -373,7 +397,9 @@ def test_a_permuted_head_gives_the_same_cached_logits_after_alignment(
     assert (plain.label_alignment, aligned.label_alignment) == (None, [1, 0])
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     assert not np.allclose(expected[:, 0], expected[:, 1])  # the columns do differ
-    again = teachers.cached_logits(aligned, SST2, splits, cache)["validation"]
+    # Read by a later run (a new cache object: within one run, its own entries are not hits).
+    later = SoftLabelCache(tmp_path / "cache")
+    again = teachers.cached_logits(aligned, SST2, splits, later)["validation"]
     assert again.hit and np.array_equal(again.logits, got)  # the aligned logits were cached
 
 
@@ -394,9 +420,9 @@ def test_a_checkpoint_in_the_wrong_order_is_caught_by_the_gate_before_its_train_
         f"+teachers.toy_bert.checkpoints={{sst2: '{flipped}'}}",
     ]
     passes = []
-    real = teachers.predict_logits
+    real = teachers.logits.predict_logits
     monkeypatch.setattr(
-        teachers, "predict_logits", lambda *a, **k: passes.append(a[-1]) or real(*a, **k)
+        teachers.logits, "predict_logits", lambda *a, **k: passes.append(a[-1]) or real(*a, **k)
     )
     cfg = teacher_cfg(*overrides)
     inputs = pipeline.check_inputs(cfg)
@@ -438,7 +464,9 @@ def test_teacher_records_and_table(teacher_cfg):
     ]  # fmt: skip
     accuracy = records["toy_bert"]["metrics"]["validation"]["accuracy"]
     assert table[1].startswith("toy_bert") and f"accuracy={accuracy:.4f}" in table[1]
-    assert "fine-tuned now" in table[1] and "320 ex x 5 ep, seed 1" in table[1]
+    assert (
+        "fine-tuned now" in table[1] and "all 320 ex x 5 ep, lr 0.003, batch 16, seed 1" in table[1]
+    )
 
     _, again = pipeline.teacher_logits(cfg, inputs, SoftLabelCache(cfg.paths.logits_dir))
     assert all(r["origin"] == "store" and r["examples_per_second"] is None for r in again.values())
@@ -466,9 +494,7 @@ def test_seed_variants_of_one_base_get_their_own_store_and_cache_entries(teacher
 def test_teachers_stage_cli_prepares_teachers_without_distilling(keyword_overrides, tmp_path):
     out = tmp_path / "stage"
     args = [*keyword_overrides, f"hydra.run.dir={out}"]
-    proc = subprocess.run(
-        [sys.executable, "-m", "sead.teachers", *args], capture_output=True, text=True, timeout=300
-    )
+    proc = sead_run("stage=teachers", *args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     header, row = proc.stdout.strip().splitlines()[-2:]
     assert header.split()[:3] == ["teacher", "source", "params"]
@@ -477,10 +503,71 @@ def test_teachers_stage_cli_prepares_teachers_without_distilling(keyword_overrid
     assert saved["teachers"]["toy_bert"]["origin"] == "finetuned"
     assert "student" not in saved and not (out / "student").exists()
 
-    unknown = subprocess.run(
-        [sys.executable, "-m", "sead.teachers", "teachers=[toy_bert,nope]"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    unknown = sead_run("stage=teachers", "teachers=[toy_bert,nope]", timeout=120)
     assert unknown.returncode == 1 and "Unknown teacher(s) ['nope']" in unknown.stderr
+
+
+@pytest.mark.slow
+def test_teachers_stage_prepares_the_logits_the_full_run_reads(keyword_overrides, tmp_path):
+    """`stage=teachers` builds its cache with `cfg.cache`, as the full run does: storage dtype
+    and precision are part of every key, so with another dtype it used to fill entries the run
+    never read."""
+    stage = sead_run(
+        "stage=teachers",
+        "cache.dtype=float16",
+        *keyword_overrides,
+        f"hydra.run.dir={tmp_path / 'stage'}",
+    )
+    assert stage.returncode == 0, stage.stderr[-3000:]
+    manifests = list((tmp_path / "cache" / "logits").glob("*/manifest.json"))
+    assert {json.loads(m.read_text())["dtype"] for m in manifests} == {"float16"}
+
+    cfg = compose(
+        [*keyword_overrides, "cache.dtype=float16", "train.epochs=1", "report.speed_samples=0"],
+        output_dir=str(tmp_path / "run"),
+    )
+    results = pipeline.run(cfg)
+    teacher = results["teachers"]["toy_bert"]
+    assert teacher["origin"] == "store" and all(teacher["cache_hit"].values())
+    assert results["cache"]["misses"] == 0
+
+
+@pytest.mark.slow
+def test_every_stage_records_its_failure_in_its_results_file(tmp_path):
+    for stage, results_file in [("teachers", "teachers.json"), ("bogus", "results.json")]:
+        out = tmp_path / stage
+        proc = sead_run(f"stage={stage}", "task=axb", f"hydra.run.dir={out}", timeout=120)
+        assert proc.returncode == 1
+        saved = json.loads((out / results_file).read_text())
+        assert saved["status"] == "failed" and saved["error"]["type"] == "ValueError"
+        expected = "diagnostic set" if stage == "teachers" else "expected one of all, teachers"
+        assert expected in saved["error"]["message"]
+
+
+def test_shipped_minilm_teachers_use_the_recipe_the_readme_states():
+    """README: whatever a config leaves out gets 3 epochs on all of train; the shipped
+    MiniLM pair does exactly that (minilm_weak is the documented exception)."""
+    cfg = compose(["teachers=[minilm,minilm_s2]"])
+    recipe = teachers.FinetuneArgs()
+    for spec in teachers.teacher_specs(cfg.teachers, SST2):
+        args = spec.finetune_args
+        assert (args.epochs, args.max_train_samples) == (recipe.epochs, None), spec.name
+        assert (args.batch_size, args.warmup_ratio) == (recipe.batch_size, recipe.warmup_ratio)
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "3 epochs" in readme and "4,000-example slice of train)" not in readme
+
+
+def test_the_teacher_table_states_the_effective_settings_and_a_slice_too_big(caplog):
+    cfg = compose(["teachers=[minilm_s2]", "teachers.minilm_s2.finetune_args.max_train_samples=50"])
+    (spec,) = teachers.teacher_specs(cfg.teachers, SST2)
+    train = Dataset.from_dict({"sentence": ["a"] * 40, "label": [0, 1] * 20, "idx": range(40)})
+    splits = DatasetDict({"train": train})
+    settings = teachers.finetune_settings(spec, SST2, splits)
+    assert settings["summary"] == "all 40 ex (slice 50 > split) x 3 ep, lr 5e-05, batch 32, seed 2"
+    assert (settings["train_examples"], settings["sliced"]) == (40, False)
+    with caplog.at_level("WARNING"):
+        assert len(teachers.teacher_train_split(spec, SST2, splits)) == 40
+    assert "max_train_samples=50 is not smaller than the train split (40 examples)" in caplog.text
+    small = replace(spec, finetune_args=replace(spec.finetune_args, max_train_samples=10))
+    summary = teachers.finetune_settings(small, SST2, splits)["summary"]
+    assert summary.startswith("10 of 40 ex (slice seed 2) x 3 ep")

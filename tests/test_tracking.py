@@ -1,6 +1,7 @@
 """metrics.jsonl and `train.report_to`: tracking that needs no service."""
 
 import json
+from pathlib import Path
 
 import pytest
 from transformers import TrainerControl, TrainerState, TrainingArguments
@@ -71,3 +72,26 @@ def test_pipeline_checks_report_to_before_any_work(tiny_cfg, monkeypatch):
 
 def _never(*args, **kwargs):
     raise AssertionError("work started before the bad setting was caught")
+
+
+@pytest.mark.slow
+def test_every_epoch_logs_its_loss_and_eval_metric_however_few_steps(tiny_cfg, caplog):
+    """A small task (a few dozen steps) with logging_steps far above them: still one loss
+    line and the eval metric per epoch, for the teacher sead fine-tunes and for the student."""
+    cfg = tiny_cfg(
+        "teachers.toy_bert.finetune_args.epochs=2",
+        "train.epochs=2",
+        "train.logging_steps=100000",
+        "data.max_train_samples=96",
+        "report.speed_samples=0",
+    )
+    with caplog.at_level("INFO", logger="sead"):
+        pipeline.run(cfg)
+    for who in ("Teacher toy_bert", "Student"):
+        for epoch in (1, 2):
+            lines = [m for m in caplog.messages if m.startswith(f"{who}, epoch {epoch}/2: loss ")]
+            assert len(lines) == 1 and "; validation accuracy=" in lines[0], caplog.messages
+    metrics_file = Path(cfg.paths.output_dir) / "metrics.jsonl"
+    logged = [json.loads(line) for line in metrics_file.read_text().splitlines()]
+    per_epoch = [line for line in logged if "eval_validation_accuracy" in line]
+    assert [round(line["epoch"]) for line in per_epoch] == [1, 2]

@@ -13,7 +13,8 @@ from omegaconf import OmegaConf
 from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
 import sead.distill
-import sead.teachers
+import sead.teachers.logits
+import sead.teachers.store
 import sead.transfer
 from sead import data, pipeline, report, toy
 from sead.distill import kd_loss
@@ -329,13 +330,13 @@ def test_fill_mask_model_without_a_masked_lm_head_is_refused(tiny_assets):
 @pytest.fixture
 def forward_passes(monkeypatch):
     calls = []
-    real = sead.teachers.predict_logits
+    real = sead.teachers.logits.predict_logits
 
     def counting(*args, **kwargs):
         calls.append(args[4] if len(args) > 4 else kwargs.get("desc"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sead.teachers, "predict_logits", counting)
+    monkeypatch.setattr(sead.teachers.logits, "predict_logits", counting)
     return calls
 
 
@@ -421,7 +422,7 @@ def test_bad_transfer_file_stops_the_run_before_any_training(tiny_cfg, tmp_path,
     def fail(*args, **kwargs):
         raise AssertionError("training started before the bad transfer file was caught")
 
-    monkeypatch.setattr(sead.teachers, "finetune", fail)
+    monkeypatch.setattr(sead.teachers.store, "finetune", fail)
     monkeypatch.setattr(sead.distill, "distill", fail)
     path = tmp_path / "extra.jsonl"
     path.write_text('{"review": "no sentence field here"}\n')

@@ -43,7 +43,8 @@ from transformers import (
 
 from sead import data, teachers
 from sead.cache import SoftLabelCache
-from sead.inference import MODEL_INPUTS, length_sorted_batches
+from sead.choices import MODEL_INPUTS
+from sead.inference import length_sorted_batches
 from sead.tasks import get_task
 
 HERE = Path(__file__).resolve().parent

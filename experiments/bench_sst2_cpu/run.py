@@ -4,10 +4,11 @@
     python experiments/bench_sst2_cpu/run.py --quick    # a few hundred examples, for plumbing
 
 Everything goes through sead's own stages: the teachers are fine-tuned by the teacher store,
-their logits cached, the strategies compared by `sead.ensemble.compare` and every student run
-is `sead.pipeline.run` on a composed config. This script adds only what the pipeline does not
-measure: the hard-label student (alpha=0), the training-step timings (plain / cached soft
-labels / online teachers, on the same batches) and the inference speed on the validation split.
+their logits cached, the strategies compared by `sead.pipeline.compare_ensembles` and every
+student run is `sead.pipeline.run` on a composed config. This script adds only what the
+pipeline does not measure: the hard-label student (alpha=0), the training-step timings
+(plain / cached soft labels / online teachers, on the same batches) and the inference speed on
+the validation split.
 
 Resumable: teachers and logits live in the cache; each student run keeps its results.json
 (`<cache>/runs/<name>/`) and the timing and speed steps their own JSON, and a rerun skips
@@ -40,8 +41,8 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 from transformers import DataCollatorWithPadding  # noqa: E402
 
-from sead import data, distill, ensemble, pipeline, report, speed, teachers  # noqa: E402
-from sead.cache import SoftLabelCache  # noqa: E402
+from sead import data, distill, ensemble, pipeline, speed, teachers  # noqa: E402
+from sead.files import write_atomic  # noqa: E402
 from sead.inference import count_parameters, predict_logits  # noqa: E402
 
 log = logging.getLogger("bench_sst2_cpu")
@@ -89,8 +90,12 @@ def base_overrides(size: dict, cache_dir: Path, teacher_names=TEACHERS) -> list[
         "minilm": [
             f"++teachers.minilm.finetune_args.max_train_samples={slice_}",
             "++teachers.minilm.finetune_args.train_subsample_seed=1",
+            "teachers.minilm.finetune_args.epochs=1",  # as measured (the config says 3)
         ],
-        "minilm_s2": [f"teachers.minilm_s2.finetune_args.max_train_samples={slice_}"],
+        "minilm_s2": [
+            f"teachers.minilm_s2.finetune_args.max_train_samples={slice_}",
+            "teachers.minilm_s2.finetune_args.epochs=1",
+        ],
     }
     overrides = [
         "task=sst2",
@@ -128,15 +133,15 @@ def reuse(path: Path, settings: dict):
 
 
 def write_json(path: Path, value) -> None:
-    report.write_atomic(path, json.dumps(value, indent=2) + "\n")
+    write_atomic(path, json.dumps(value, indent=2) + "\n")
 
 
 # --------------------------------------------------------------------------------------------
-# 1. Teachers and every ensemble strategy (sead.ensemble.compare: fits the teachers if needed).
+# 1. Teachers and every ensemble strategy (pipeline.compare_ensembles: fits the teachers if needed).
 
 
 def compare_strategies(base: list[str], cache_dir: Path) -> dict:
-    _, comparison = ensemble.compare(compose_cfg(base, cache_dir / "compare"))
+    _, comparison = pipeline.compare_ensembles(compose_cfg(base, cache_dir / "compare"))
     rows = comparison["rows"]
     teacher_acc = {name: rows[f"teacher {name}"]["metrics"]["validation"] for name in TEACHERS}
     best_teacher = max(TEACHERS, key=lambda name: teacher_acc[name]["accuracy"])
@@ -221,7 +226,7 @@ def time_training_steps(base: list[str], cache_dir: Path, size: dict) -> dict:
     inputs = pipeline.check_inputs(cfg)
     task, splits = inputs.task, inputs.splits
     train = splits[task.train_split]
-    cache = SoftLabelCache(cfg.paths.logits_dir)
+    cache = pipeline.soft_label_cache(cfg)
     logits, _ = pipeline.teacher_logits(cfg, inputs, cache, logit_splits=[task.train_split])
     stacked = np.stack([logits[name][task.train_split] for name in inputs.names])
     soft_targets = torch.tensor(
@@ -706,7 +711,7 @@ def invocations(out_dir: Path, from_scratch: bool, wall_s: float, commit: str) -
 
 def write_report(results: dict, size_name: str, out_dir: Path) -> None:
     text = markdown(results, size_name, results.get("wall_seconds_this_invocation"))
-    report.write_atomic(out_dir / "RESULTS.md", text)
+    write_atomic(out_dir / "RESULTS.md", text)
     plot(results, out_dir / "results.png")
     print(text)
 

@@ -13,11 +13,14 @@
 set -euo pipefail
 here=experiments/ensemble_sst2
 name="${NAME:-main}"
-flock /tmp/sead-cpu.lock time -p python -m sead.ensemble \
+flock /tmp/sead-cpu.lock time -p python -m sead.run stage=ensemble \
   task=sst2 \
   'teachers=[minilm,minilm_s2,minilm_weak]' \
   ++teachers.minilm.finetune_args.max_train_samples=4000 \
   ++teachers.minilm.finetune_args.train_subsample_seed=1 \
+  teachers.minilm.finetune_args.epochs=1 \
+  teachers.minilm_s2.finetune_args.max_train_samples=4000 \
+  teachers.minilm_s2.finetune_args.epochs=1 \
   data.dir="${SEAD_GLUE_DIR:-../shared/data/glue}/sst2" \
   paths.cache_dir="${SEAD_CACHE:-/work/wt/sead-cache}" \
   hydra.run.dir="$here/run" \

@@ -40,7 +40,7 @@ ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's sead, whatever is installed
 
 from sead import pipeline  # noqa: E402
-from sead.report import write_atomic  # noqa: E402
+from sead.files import write_atomic  # noqa: E402
 
 log = logging.getLogger("transfer_sst2_cpu")
 SST2 = ROOT.parent / "shared" / "data" / "glue" / "sst2"

@@ -1,0 +1,601 @@
+"""SEAD's table on real data: MPNet-base and MiniLM teachers, a small student, 2 CPU cores.
+
+Per task (SST-2, MRPC, RTE first; then CoLA, STS-B, CB), with the settings in TASKS:
+  teachers    all-mpnet-base-v2 (109M) and all-MiniLM-L6-v2 (22.7M), each fine-tuned by sead
+              on the task's train rows (minus a held-out slice, below)
+  ensembles   every ensembler, 5-fold cross-fitted on validation (sead's ensemble comparison)
+  students    the same student and settings for every condition, 3 seeds each:
+                hard      gold labels only (train.alpha=0)
+                best      KD from the single teacher with the best held-out score
+                ensemble  KD from the `learned` ensemble (weights + temperature fitted on the
+                          held-out slice, never on validation)
+              and, where the task has unlabelled text (SST-2: the rest of the train split),
+                transfer      KD from the ensemble on train + a transfer set
+                transfer_l6   the same with the 6-layer all-MiniLM-L6-v2 student
+  speed       inference ex/s of each student and teacher on validation (`--speed`)
+
+The held-out slice (`heldout`, a fixed random part of the train file) is what the best teacher
+is picked on and what the learned ensemble is fitted on, so validation, the reported split,
+tunes nothing. The study writes its own data folders (train minus heldout, heldout, validation)
+under work/, from ../shared/data, and never commits them.
+
+Resumable: each unit (task, condition, seed) is saved to runs/<task>/<unit>.json as it ends,
+and a rerun skips the units there; commit runs/ as tasks complete. The teacher store and logit
+cache live in work/cache: on a fresh machine a task's teachers are fine-tuned again (one task's
+cost), and finished units are never redone.
+
+Run from the repository root, under the CPU lock:
+    make models   # all-mpnet-base-v2, once
+    flock /tmp/sead-cpu.lock python experiments/sead_glue_cpu/run.py --tasks sst2
+    flock /tmp/sead-cpu.lock python experiments/sead_glue_cpu/run.py --speed
+    python experiments/sead_glue_cpu/run.py --report-only   # rebuild RESULTS.md, results.*
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import transformers
+from hydra import compose, initialize_config_dir
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's sead, whatever is installed
+
+from sead import metrics, pipeline  # noqa: E402
+from sead.files import write_atomic  # noqa: E402
+
+log = logging.getLogger("sead_glue_cpu")
+SHARED = ROOT.parent / "shared" / "data"
+WORK = HERE / "work"
+RUNS = HERE / "runs"
+SEEDS = (1, 2, 3)
+EXTRA: list[str] = []  # overrides for every job (--quick: the gate is off for its tiny teachers)
+
+# Chosen once for the study, to fit 2 CPU cores (MPNet trains ~6.6 SST-2 sentences/s, pairs
+# 2-3x slower), and kept for every condition of a task. `train`: labelled rows the teachers and
+# students learn from (null: all of train minus heldout); `heldout`: rows carved out of train.
+TASKS = {
+    "sst2": dict(
+        source="glue/sst2", train=4000, heldout=1000, max_length=64,
+        mpnet_epochs=2, minilm_epochs=3, student_epochs=3, transfer=16000, transfer_epochs=2,
+    ),
+    "mrpc": dict(
+        source="glue/mrpc", train=None, heldout=400, max_length=128,
+        mpnet_epochs=2, minilm_epochs=3, student_epochs=3, transfer=0,
+    ),
+    "rte": dict(
+        source="glue/rte", train=None, heldout=250, max_length=128,
+        mpnet_epochs=2, minilm_epochs=3, student_epochs=3, transfer=0,
+    ),
+    "cola": dict(
+        source="glue/cola", train=4000, heldout=800, max_length=64,
+        mpnet_epochs=2, minilm_epochs=3, student_epochs=3, transfer=0,
+    ),
+    "stsb": dict(
+        source="glue/stsb", train=4000, heldout=500, max_length=128,
+        mpnet_epochs=2, minilm_epochs=3, student_epochs=3, transfer=0,
+    ),
+    "cb": dict(
+        source="super_glue/cb", train=None, heldout=50, max_length=128,
+        mpnet_epochs=5, minilm_epochs=5, student_epochs=5, transfer=0,
+    ),
+}  # fmt: skip
+TEACHERS = ("mpnet", "minilm")
+TEACHER_LR = {"mpnet": 2e-5, "minilm": 5e-5}
+STUDENTS = {"l2": "minilm_l2", "l6": "minilm_l6"}
+STUDENT_LR = {"l2": 1e-4, "l6": 5e-5}
+CONDITIONS = {  # name: (student, overrides)
+    "hard": ("l2", ["train.alpha=0"]),
+    "best": ("l2", []),  # teachers=[<best on heldout>], filled in at run time
+    "ensemble": ("l2", []),
+    "transfer": ("l2", ["transfer=unlabeled_split"]),
+    "transfer_l6": ("l6", ["transfer=unlabeled_split"]),
+}
+DESCRIPTIONS = {
+    "hard": "student, hard labels only",
+    "best": "student, KD from the best single teacher",
+    "ensemble": "student, KD from the learned ensemble",
+    "transfer": "student, KD from the ensemble + transfer set",
+    "transfer_l6": "6-layer student, KD from the ensemble + transfer set",
+}
+
+
+# ------------------------------------------------------------------------------ data
+
+
+def data_dir(task: str) -> Path:
+    """work/data/<task>: train minus heldout, heldout, validation (HF schema, made once)."""
+    settings = TASKS[task]
+    folder = WORK / "data" / task
+    if (folder / "validation.jsonl").exists():
+        return folder
+    source = SHARED / settings["source"]
+    rows = (source / "train.jsonl").read_text(encoding="utf-8").splitlines()
+    held = set(random.Random(0).sample(range(len(rows)), settings["heldout"]))
+    tmp = folder.with_name(folder.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    for name, keep in (("train", False), ("heldout", True)):
+        lines = [row for i, row in enumerate(rows) if (i in held) == keep]
+        (tmp / f"{name}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (tmp / "validation.jsonl").write_bytes((source / "validation.jsonl").read_bytes())
+    os.replace(tmp, folder)
+    return folder
+
+
+# ------------------------------------------------------------------------------ jobs
+
+
+def overrides(task: str, condition: str, seed: int, used=TEACHERS) -> list[str]:
+    settings, (student, extra) = TASKS[task], CONDITIONS[condition]
+    out = [
+        f"task={task}",
+        f"data.dir={data_dir(task)}",
+        f"teachers=[{','.join(used)}]",
+        "ensemble=learned" if len(used) > 1 else "ensemble=mean_logits",
+        "ensemble.fit_split=heldout",
+        f"student={STUDENTS[student]}",
+        f"student.max_length={settings['max_length']}",
+        f"train.epochs={settings['student_epochs']}",
+        f"train.lr={STUDENT_LR[student]}",
+        "train.logging_steps=100",
+        "report.speed_samples=0",  # timed apart, on a quiet machine (--speed)
+        f"seed={seed}",
+        f"paths.cache_dir={WORK / 'cache'}",
+        f"paths.output_dir={WORK / 'outputs' / task / f'{condition}_s{seed}'}",
+    ]
+    for name in used:
+        out += [
+            f"teachers.{name}.max_length={settings['max_length']}",
+            f"teachers.{name}.finetune_args.epochs={settings[name + '_epochs']}",
+            f"teachers.{name}.finetune_args.lr={TEACHER_LR[name]}",
+            f"teachers.{name}.finetune_args.seed=1",
+        ]
+    if condition.startswith("transfer"):
+        # transfer.labeled picks the same rows as data.max_train_samples (seed 0 both), so the
+        # teachers and the labelled part are those of the other conditions.
+        out += [
+            f"transfer.labeled={settings['train']}",
+            f"transfer.max_unlabeled={settings['transfer']}",
+            f"train.epochs={settings['transfer_epochs']}",  # 5x the rows: fewer passes
+        ]
+    elif settings["train"]:
+        out.append(f"data.max_train_samples={settings['train']}")
+    return out + extra + EXTRA
+
+
+def compose_cfg(args: list[str]):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("config", overrides=args)
+
+
+def student_job(task: str, condition: str, seed: int, used=TEACHERS) -> dict:
+    args = overrides(task, condition, seed, used)
+    started = time.perf_counter()
+    results = pipeline.run(compose_cfg(args))
+    split, main = results["eval_splits"][0], results["main_metric"]
+    return {
+        "task": task,
+        "condition": condition,
+        "seed": seed,
+        "metric": main,
+        "score": results["student"]["metrics"][split][main],
+        "metrics": results["student"]["metrics"][split],
+        "student": {"model": results["student"]["model"], "params": results["student"]["params"]},
+        "train_examples": results["n_examples"]["train"]
+        + (results.get("transfer") or {}).get("unlabeled", 0),
+        "teachers_used": list(used),
+        "teachers": {
+            name: {
+                "metrics": t["metrics"][split],
+                "params": t["params"],
+                "finetune": t.get("finetune"),
+                "origin": t["origin"],
+            }
+            for name, t in results["teachers"].items()
+        },
+        "ensemble": {
+            "strategy": results["ensemble"].get("name"),
+            "metrics": results["ensemble"]["metrics"][split],
+            "weights": results["ensemble"].get("weights"),
+            "temperature": results["ensemble"].get("temperature"),
+        },
+        "transfer": {
+            k: (results.get("transfer") or {}).get(k)
+            for k in ("size", "labeled", "unlabeled", "ensemble_agreement")
+        },
+        "timings_s": results["timings_s"],
+        "wall_s": round(time.perf_counter() - started, 1),
+        "overrides": args,
+        "student_dir": str(WORK / "outputs" / task / f"{condition}_s{seed}" / "student"),
+        "load_average_after": os.getloadavg(),
+    }
+
+
+def teacher_unit(task: str) -> dict:
+    """Every ensembler against each teacher (cached logits), cross-fitted on validation; and
+    each teacher's held-out score, which picks the best single teacher."""
+    cfg = compose_cfg(overrides(task, "ensemble", 1) + ["ensemble.fit_split=null"])
+    table, comparison = pipeline.compare_ensembles(cfg)
+    print(table)
+    held_cfg = compose_cfg(overrides(task, "ensemble", 1))
+    inputs = pipeline.check_inputs(held_cfg)
+    cache = pipeline.soft_label_cache(held_cfg)
+    per_teacher, _ = pipeline.teacher_logits(held_cfg, inputs, cache, logit_splits=["heldout"])
+    task_spec, heldout = inputs.task, inputs.splits["heldout"]
+    held_scores = {
+        name: metrics.score_split(
+            task_spec, heldout, metrics.hard_predictions(task_spec, logits["heldout"])
+        )
+        for name, logits in per_teacher.items()
+    }
+    main = task_spec.main_metric
+    best = max(held_scores, key=lambda n: held_scores[n][main])
+    return {
+        "task": task,
+        "comparison": _plain(comparison),
+        "table": table,
+        "heldout_scores": held_scores,
+        "best_teacher": best,
+    }
+
+
+def _plain(value):
+    """JSON-safe copy (numpy scalars and arrays to Python)."""
+    return json.loads(
+        json.dumps(value, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v))
+    )
+
+
+def units(task: str) -> list[tuple[str, int]]:
+    names = ["ensemble", "best", "hard"]
+    if TASKS[task]["transfer"]:
+        names += ["transfer", "transfer_l6"]
+    # seed 1 of every condition first: a partial study already has a full row per condition
+    return [(name, seed) for seed in SEEDS for name in names]
+
+
+def save(path: Path, record: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(_plain(record), indent=2) + "\n")
+
+
+def run_task(task: str, commit: str) -> None:
+    folder = RUNS / task
+    first = folder / "ensemble_s1.json"
+    if not first.exists():  # fine-tunes both teachers and caches their logits
+        save(first, student_job(task, "ensemble", 1) | {"commit": commit})
+    teacher_file = folder / "teachers.json"
+    if not teacher_file.exists():
+        save(teacher_file, teacher_unit(task) | {"commit": commit})
+    best = json.loads(teacher_file.read_text())["best_teacher"]
+    for condition, seed in units(task):
+        path = folder / f"{condition}_s{seed}.json"
+        if path.exists():
+            continue
+        log.info("== %s: %s, seed %d ==", task, condition, seed)
+        used = (best,) if condition == "best" else TEACHERS
+        save(path, student_job(task, condition, seed, used) | {"commit": commit})
+    try:
+        render()
+    except Exception:  # the saved units are what matters; --report-only redoes this
+        log.exception("Could not render the report; the units are saved in %s", folder)
+
+
+# ------------------------------------------------------------------------------ speed
+
+
+def measure_speed(task: str = "sst2", n: int = 512) -> dict:
+    """Each student's inference speedup over each teacher, with sead's own speed stage.
+
+    `speed.compare` times the student and the teachers on the same validation examples in
+    interleaved passes (best of 5), and records the machine load and which figures are noisy.
+    """
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from sead import speed
+
+    cfg = compose_cfg(overrides(task, "ensemble", 1))
+    inputs = pipeline.check_inputs(cfg)
+    out = {}
+    for key, condition in (("l2", "ensemble"), ("l6", "transfer_l6")):
+        run = RUNS / task / f"{condition}_s1.json"
+        if not run.exists():
+            continue
+        folder = json.loads(run.read_text())["student_dir"]
+        student = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+        out[key] = speed.compare(
+            student,
+            AutoTokenizer.from_pretrained(folder),
+            max_length=TASKS[task]["max_length"],
+            task=inputs.task,
+            specs=inputs.specs,
+            splits=inputs.splits,
+            store_dir=cfg.paths.teachers_dir,
+            n=n,
+            batch_size=128,
+        ) | {"student_params": sum(p.numel() for p in student.parameters())}
+    return {"task": task, "torch_threads": torch.get_num_threads(), "students": out}
+
+
+# ------------------------------------------------------------------------------ report
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def collect() -> dict:
+    tasks = {}
+    for task in TASKS:
+        folder = RUNS / task
+        if not (folder / "teachers.json").exists():
+            continue
+        teacher_unit_record = json.loads((folder / "teachers.json").read_text())
+        jobs = [json.loads(p.read_text()) for p in sorted(folder.glob("*_s*.json"))]
+        first = next(j for j in jobs if j["condition"] == "ensemble" and j["seed"] == 1)
+        rows = {}
+        for condition in CONDITIONS:
+            done = [j for j in jobs if j["condition"] == condition]
+            if done:
+                mean, std = _mean_std([j["score"] for j in done])
+                rows[condition] = {
+                    "mean": mean,
+                    "std": std,
+                    "scores": [j["score"] for j in done],
+                    "seeds": [j["seed"] for j in done],
+                    "params": done[0]["student"]["params"],
+                    "train_examples": done[0]["train_examples"],
+                    "teachers_used": done[0]["teachers_used"],
+                }
+        comparison = teacher_unit_record["comparison"]["rows"]
+        tasks[task] = {
+            "metric": first["metric"],
+            "teachers": {n: t["metrics"][first["metric"]] for n, t in first["teachers"].items()},
+            "teacher_params": {n: t["params"] for n, t in first["teachers"].items()},
+            "best_teacher": teacher_unit_record["best_teacher"],
+            "heldout_scores": teacher_unit_record["heldout_scores"],
+            "ensembles": {  # cross-fitted on validation
+                name: row["metrics"]["validation"][first["metric"]]
+                for name, row in comparison.items()
+                if not name.startswith("teacher ")
+            },
+            "student_ensemble_fit_on_heldout": first["ensemble"],
+            "students": rows,
+            "settings": TASKS[task],
+        }
+    speed_file = HERE / "speed.json"
+    return {
+        "tasks": tasks,
+        "speed": json.loads(speed_file.read_text()) if speed_file.exists() else None,
+    }
+
+
+def render() -> None:
+    summary = collect() | {"machine": machine()}
+    summary["verdicts"] = verdicts(summary)
+    write_atomic(HERE / "results.json", json.dumps(_plain(summary), indent=2) + "\n")
+    write_atomic(HERE / "RESULTS.md", markdown(summary))
+    plot(summary, HERE / "results.png")
+    log.info("wrote %s", HERE / "RESULTS.md")
+
+
+def _fmt(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else "-"
+
+
+def speedups(summary: dict) -> dict[str, dict[str, float]]:
+    """Each student's measured inference speedup over each teacher (--speed)."""
+    students = (summary.get("speed") or {}).get("students", {})
+    return {f"student {key}": record["speedup"] for key, record in students.items()}
+
+
+def markdown(summary: dict) -> str:
+    """The GLUE-style table (models x tasks, params, speedup, average) and the verdicts."""
+    tasks, names = summary["tasks"], list(summary["tasks"])
+    fast = speedups(summary)
+    head = "| model | params | speedup vs MPNet | " + " | ".join(
+        f"{t} ({tasks[t]['metric']})" for t in names
+    )
+    lines = [head + " | average |", "|---" * (len(names) + 4) + "|"]
+
+    def row(label: str, params: str, speedup: str, cells: list, means: list) -> None:
+        known = [m for m in means if m is not None]
+        average = _fmt(statistics.mean(known)) if known and len(known) == len(means) else "-"
+        lines.append(f"| {label} | {params} | {speedup} | " + " | ".join(cells) + f" | {average} |")
+
+    first = tasks[names[0]] if names else {}
+    for teacher in TEACHERS:
+        params = first.get("teacher_params", {}).get(teacher)
+        values = [tasks[t]["teachers"].get(teacher) for t in names]
+        speedup = "1.0x" if teacher == "mpnet" else "-"
+        row(f"teacher {teacher}", f"{params / 1e6:.1f}M" if params else "-", speedup,
+            [_fmt(v) for v in values], values)  # fmt: skip
+    for strategy in ("mean_logits", "learned"):
+        values = [tasks[t]["ensembles"].get(strategy) for t in names]
+        row(
+            f"ensemble {strategy} (5-fold cross-fitted)",
+            "-",
+            "-",
+            [_fmt(v) for v in values],
+            values,
+        )
+    for condition in CONDITIONS:
+        done = [tasks[t]["students"].get(condition) for t in names]
+        if not any(done):
+            continue
+        params = next(f"{r['params'] / 1e6:.1f}M" for r in done if r)
+        student = "student l6" if condition.endswith("_l6") else "student l2"
+        speedup = fast.get(student, {}).get("mpnet")
+        row(DESCRIPTIONS[condition], params, f"{speedup:.1f}x" if speedup else "-",
+            [f"{r['mean']:.4f} ± {r['std']:.4f}" if r else "-" for r in done],
+            [r["mean"] if r else None for r in done])  # fmt: skip
+    lines += ["", "Every ensembler, 5-fold cross-fitted on validation:", ""]
+    strategies = list(dict.fromkeys(k for t in names for k in tasks[t]["ensembles"]))
+    lines += ["| ensembler | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for strategy in strategies:
+        cells = [_fmt(tasks[t]["ensembles"].get(strategy)) for t in names]
+        lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
+    lines += ["", "Targets (as measured):", ""]
+    lines += [f"- **{v['target']}**: {v['verdict']}. {v['detail']}" for v in summary["verdicts"]]
+    return "\n".join(lines) + "\n"
+
+
+def verdicts(summary: dict) -> list[dict]:
+    """The issue's five targets, each met or not, from the numbers as they stand."""
+    tasks = summary["tasks"]
+    out = []
+
+    def add(target: str, met: bool | None, detail: str) -> None:
+        verdict = "not measured yet" if met is None else ("met" if met else "not met")
+        out.append({"target": target, "verdict": verdict, "detail": detail})
+
+    ens = {
+        t: r["ensembles"].get("learned") >= max(r["teachers"].values()) for t, r in tasks.items()
+    }
+    add("Learned ensemble >= best teacher on most tasks",
+        sum(ens.values()) > len(ens) / 2 if ens else None,
+        _count(ens))  # fmt: skip
+
+    def both(t, a, b):
+        rows = tasks[t]["students"]
+        return (rows[a], rows[b]) if a in rows and b in rows else None
+
+    kd = {}
+    for t in tasks:
+        pair = both(t, "ensemble", "hard")
+        if pair:
+            kd[t] = pair[0]["mean"] - pair[1]["mean"] > max(pair[0]["std"], pair[1]["std"])
+    add("Ensemble-KD student beats hard labels by more than the larger seed std on >= 4 of 6 tasks",
+        None if len(kd) < 6 and sum(kd.values()) < 4 else sum(kd.values()) >= 4,
+        _count(kd))  # fmt: skip
+    single = {}
+    for t in tasks:
+        pair = both(t, "ensemble", "best")
+        if pair:
+            single[t] = pair[0]["mean"] >= pair[1]["mean"]
+    add("Ensemble-KD student >= best-single-teacher-KD student on most tasks",
+        sum(single.values()) > len(single) / 2 if single else None,
+        _count(single))  # fmt: skip
+    sst2 = tasks.get("sst2", {})
+    l6 = sst2.get("students", {}).get("transfer_l6")
+    mpnet = sst2.get("teachers", {}).get("mpnet")
+    add(
+        "SST-2: the 6-layer student with the transfer set within 1 point of MPNet",
+        None if not l6 else l6["mean"] >= mpnet - 0.01,
+        f"student {l6['mean']:.4f} ± {l6['std']:.4f} vs MPNet {mpnet:.4f}." if l6 else "",
+    )
+    fast = speedups(summary).get("student l6", {}).get("mpnet")
+    add(
+        "6-layer student's inference speedup over MPNet >= 5x",
+        None if fast is None else fast >= 5,
+        f"{fast:.2f}x measured." if fast else "",
+    )
+    return out
+
+
+def _count(met: dict[str, bool]) -> str:
+    which = ", ".join(task for task, ok in met.items() if ok) or "none"
+    return f"{sum(met.values())} of {len(met)} tasks measured ({which})."
+
+
+def plot(summary: dict, path: Path) -> None:
+    """One panel per task: teachers, ensembles and students (mean ± std over seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = summary["tasks"]
+    if not tasks:
+        return
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 4), squeeze=False)
+    for ax, (task, r) in zip(axes[0], tasks.items(), strict=True):
+        labels, means, stds = [], [], []
+        for name, value in r["teachers"].items():
+            labels, means, stds = [*labels, f"T {name}"], [*means, value], [*stds, 0.0]
+        for name in ("mean_logits", "learned"):
+            if r["ensembles"].get(name) is not None:
+                labels += [f"E {name}"]
+                means += [r["ensembles"][name]]
+                stds += [0.0]
+        for name, row in r["students"].items():
+            labels, means, stds = [*labels, f"S {name}"], [*means, row["mean"]], [*stds, row["std"]]
+        ax.bar(range(len(means)), means, yerr=stds, color=["#888"] * len(r["teachers"])
+               + ["#6a9"] * (len(means) - len(r["teachers"]) - len(r["students"]))
+               + ["#369"] * len(r["students"]))  # fmt: skip
+        ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=8)
+        low = min(means) - 0.05
+        ax.set_ylim(max(0.0, low), min(1.0, max(means) + 0.03))
+        ax.set_title(f"{task} ({r['metric']}, validation)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def machine() -> dict:
+    return {
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def commit() -> str:
+    out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "sead", "conf"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    return out.stdout.strip() + (" (uncommitted changes)" if dirty else "")
+
+
+def quick() -> None:
+    """Plumbing check: tiny slices, one epoch, into work-quick/ and runs-quick/."""
+    global WORK, RUNS, HERE
+    HERE = HERE / "quick"
+    WORK, RUNS = HERE / "work", HERE / "runs"
+    for settings in TASKS.values():
+        settings.update(train=200, heldout=100, transfer=200 if settings["transfer"] else 0)
+        settings.update(mpnet_epochs=1, minilm_epochs=1, student_epochs=1, transfer_epochs=1)
+    EXTRA.append("teacher_gate=false")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tasks", default="sst2,mrpc,rte,cola,stsb,cb")
+    parser.add_argument("--speed", action="store_true", help="time students and teachers")
+    parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="a tiny run into work-quick/")
+    args = parser.parse_args(argv)
+    if args.quick:
+        quick()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.report_only:
+        return render()
+    if args.speed:
+        write_atomic(HERE / "speed.json", json.dumps(_plain(measure_speed()), indent=2) + "\n")
+        return render()
+    head = commit()
+    for task in args.tasks.split(","):
+        if task not in TASKS:
+            parser.error(f"unknown task {task!r}: one of {', '.join(TASKS)}")
+    for task in args.tasks.split(","):
+        run_task(task, head)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""Where a checkpoint's files are, and what identifies them.
+
+Teachers, the transfer set's fill-mask model and the cache keys all need the same two
+answers: a local folder with the files (`resolve`; a Hub id is snapshot-downloaded), and a
+name that changes exactly when the files do (`identity`, `tokenizer_identity`).
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from pathlib import Path
+
+from sead.manifest import FileHashes, hash_files
+
+log = logging.getLogger(__name__)
+
+WEIGHT_PATTERNS = ("config.json", "*.safetensors", "*.bin")
+TOKENIZER_PATTERNS = (
+    "tokenizer*.json",
+    "vocab*",
+    "merges.txt",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "*.model",
+)
+
+
+def resolve(name_or_path: str, revision: str | None, patterns=WEIGHT_PATTERNS) -> Path:
+    """A local directory holding the model's files (a Hub id is snapshot-downloaded).
+
+    `snapshot_download` resolves a branch or tag `revision` (null: main) to the
+    commit it points to now and returns `snapshots/<commit>/`, so `identity`
+    names the exact weights even when the branch moves.
+    """
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    if path.is_absolute() or name_or_path.startswith((".", "~")) or path.exists():
+        raise FileNotFoundError(f"Model path {name_or_path!r} is not a directory.")
+    from huggingface_hub import snapshot_download
+
+    allow = [*patterns, *TOKENIZER_PATTERNS]
+    return Path(snapshot_download(name_or_path, revision=revision, allow_patterns=allow))
+
+
+def check_local(name_or_path: str, option: str, tokenizer: bool = True) -> None:
+    """A local checkpoint folder has what loading it needs; otherwise say what it lacks.
+
+    Run in the check stage for every teacher, so the last teacher's bad path stops the run
+    before the first is fine-tuned. A Hub id is left to `resolve`, when its turn comes.
+    """
+    path = Path(name_or_path).expanduser()
+    if not (path.exists() or path.is_absolute() or name_or_path.startswith((".", "~"))):
+        return
+    if not path.is_dir():
+        raise FileNotFoundError(f"{option}={name_or_path!r} is not a directory.")
+    lacks = []
+    if not (path / "config.json").is_file():
+        lacks.append("config.json")
+    if not any(p.is_file() for pattern in WEIGHT_PATTERNS[1:] for p in path.glob(pattern)):
+        lacks.append("weights (*.safetensors or *.bin)")
+    if tokenizer and not any(p.is_file() for pat in TOKENIZER_PATTERNS for p in path.glob(pat)):
+        lacks.append(f"tokenizer files ({', '.join(TOKENIZER_PATTERNS)})")
+    if lacks:
+        raise FileNotFoundError(
+            f"{option}={name_or_path!r} is not a checkpoint folder: it has no {', '.join(lacks)}."
+        )
+
+
+def identity(
+    name_or_path: str,
+    local_dir: Path,
+    patterns=WEIGHT_PATTERNS,
+    file_hashes: FileHashes | None = None,
+) -> str:
+    """What a checkpoint is: Hub id + resolved commit, or a content hash of local files."""
+    commit = local_dir.name
+    is_snapshot = len(commit) == 40 and all(c in "0123456789abcdef" for c in commit)
+    if Path(name_or_path).expanduser().is_dir() or not is_snapshot:
+        files = [p for pattern in patterns for p in local_dir.glob(pattern) if p.is_file()]
+        if not files:
+            raise FileNotFoundError(f"No {'/'.join(patterns)} files in {local_dir}.")
+        return "sha256:" + hash_files(files, file_hashes)
+    return f"{name_or_path}@{commit}"  # snapshot folders are named by commit
+
+
+def tokenizer_identity(tok_dir: Path, file_hashes: FileHashes | None = None) -> str:
+    """Content hash of a tokenizer's files (vocabulary, merges, special tokens, settings)."""
+    files = [p for pattern in TOKENIZER_PATTERNS for p in tok_dir.glob(pattern) if p.is_file()]
+    if not files:
+        raise FileNotFoundError(
+            f"No tokenizer files ({', '.join(TOKENIZER_PATTERNS)}) in {tok_dir}: set "
+            f"the teacher's 'tokenizer' to a Hub id or folder that has them."
+        )
+    return "sha256:" + hash_files(files, file_hashes)
+
+
+def from_pretrained_with_new_head(model_class, source, who: str, **kwargs):
+    """`model_class.from_pretrained(source, **kwargs)` for a base model that gets a fresh
+    task head (a teacher sead fine-tunes, the student).
+
+    That head is expected, so transformers' LOAD REPORT table of MISSING head weights is
+    replaced by one line saying so; an error in loading is still raised as transformers raises it.
+    """
+    with _no_load_report():
+        model, info = model_class.from_pretrained(source, output_loading_info=True, **kwargs)
+    new = sorted({*info.get("missing_keys", ()), *(k[0] for k in info.get("mismatched_keys", ()))})
+    if new:
+        heads = sorted({key.rsplit(".", 1)[0] for key in new})
+        log.info(
+            "%s: a new task head (%s) is initialised on %s, as expected for a base model; "
+            "training learns it.",
+            who,
+            ", ".join(heads),
+            Path(str(source)).name or source,
+        )
+    unused = sorted(info.get("unexpected_keys", ()))
+    if unused:  # e.g. a pretraining head the task model has no use for
+        log.info("%s: %d checkpoint weights unused (%s)", who, len(unused), ", ".join(unused[:4]))
+    return model
+
+
+@contextmanager
+def _no_load_report():
+    def drop(record: logging.LogRecord) -> bool:
+        return "LOAD REPORT" not in record.getMessage()
+
+    logger = logging.getLogger("transformers.modeling_utils")
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)

@@ -1,0 +1,98 @@
+"""A teacher's logits for each split, through the soft-label cache.
+
+Computed only on a cache miss; the key (`cache_keys`) holds everything that determines
+the logits and nothing else, so every run and sweep job that changes only the student,
+ensembler, temperature or seed reads the same entries.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from datasets import DatasetDict
+
+from sead import choices, data
+from sead.cache import CacheEntry, SoftLabelCache
+from sead.inference import default_device, precision, predict_logits
+from sead.tasks import TaskSpec
+from sead.teachers import predictions
+from sead.teachers.teacher import Teacher
+
+
+def cache_keys(
+    teacher: Teacher, task: TaskSpec, splits: DatasetDict, tokenizer, cache: SoftLabelCache
+) -> dict[str, dict]:
+    """Per split, everything that determines the teacher's logits, and nothing else.
+
+    The student, ensembler, temperature, seed and output dir are absent on
+    purpose: every run and sweep job that changes only those reads these entries.
+    The teacher's name is absent too (two names for one checkpoint share logits).
+    """
+    return {
+        split: {
+            "model": teacher.model_id,
+            "tokenizer": teacher.tokenizer_id,
+            "max_length": teacher.spec.max_length,
+            "truncation": task.truncation,
+            "truncation_side": tokenizer.truncation_side,
+            "task": task.name,
+            "split": split,
+            "label_alignment": teacher.label_alignment,
+            "precision": precision(default_device(), cache.autocast),
+            "data": data.input_fingerprint(ds, task),
+            **choices.cache_key(task),  # multiple choice: formatting version, truncation
+        }
+        for split, ds in splits.items()
+    }
+
+
+def cached_logits(
+    teacher: Teacher | predictions.PredictionsTeacher,
+    task: TaskSpec,
+    splits: DatasetDict,
+    cache: SoftLabelCache,
+) -> dict[str, CacheEntry]:
+    """The teacher's logits for every split, computed only on a cache miss (a predictions
+    teacher's are read from its files)."""
+    if isinstance(teacher, predictions.PredictionsTeacher):
+        return predictions.cached_logits(teacher, task, splits, cache)
+    tokenizer = teacher.load_tokenizer()
+    keys = cache_keys(teacher, task, splits, tokenizer, cache)
+    model = None
+    entries = {}
+    for split, ds in splits.items():
+
+        def compute(partial, ds=ds, split=split):
+            nonlocal model
+            if model is None:
+                model, _ = teacher.load()
+            encoded = data.tokenize(ds, tokenizer, task, teacher.spec.max_length)
+            return teacher.align(
+                predict_logits(
+                    model,
+                    tokenizer,
+                    encoded,
+                    teacher.spec.batch_size,
+                    f"Teacher {teacher.spec.name} on {split}",
+                    autocast=cache.autocast,
+                    partial=partial,
+                )
+            )
+
+        about = {"teacher": teacher.spec.name, "source": teacher.spec.source}
+        ids = data.example_ids(ds, task)
+        entries[split] = cache.get_or_compute(keys[split], ids, compute, about)
+    if teacher.params is None:
+        teacher.params = _count_params_from_disk(teacher)
+    return entries
+
+
+def _count_params_from_disk(teacher: Teacher) -> int:
+    """Parameter count without building the model (safetensors headers only)."""
+    from safetensors import safe_open
+
+    total = 0
+    for path in teacher.model_dir.glob("*.safetensors"):
+        with safe_open(str(path), "np") as f:
+            for name in f.keys():  # noqa: SIM118 (safe_open is not iterable)
+                total += int(np.prod(f.get_slice(name).get_shape()))
+    return total

@@ -1,0 +1,132 @@
+"""Hydra's own command-line flags work on `python -m sead.run` as in any Hydra app.
+
+sead reads `teachers=[...]` off the command line before Hydra does (to list the teachers
+there are); these tests make sure that check never takes a flag's value for an override.
+Each runs the real entry point in-process (`sead.run.cli` with `sys.argv` set), which is
+what `python -m sead.run` calls.
+"""
+
+import logging
+import pickle
+import sys
+
+import pytest
+
+from sead import run
+from sead.config import CONF_DIR
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was():
+    """Hydra's main configures logging (handlers, levels); undo that for the tests after."""
+    loggers = [logging.getLogger()] + [
+        logger
+        for logger in logging.Logger.manager.loggerDict.values()
+        if isinstance(logger, logging.Logger)
+    ]
+    saved = [(lg, lg.handlers[:], lg.level, lg.propagate, lg.disabled) for lg in loggers]
+    yield
+    for logger, handlers, level, propagate, disabled in saved:
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
+        logger.propagate, logger.disabled = propagate, disabled
+
+
+def _cli(monkeypatch, tmp_path, *args) -> int:
+    """Run `python -m sead.run <args>` in-process; its exit code (0 when it returns)."""
+    monkeypatch.chdir(tmp_path)  # anything Hydra writes lands in the test's folder
+    monkeypatch.setattr(sys, "argv", ["sead/run.py", *args])
+    try:
+        run.cli()
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else 1
+    return 0
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--cfg", "job"],
+        ["--cfg=job"],
+        ["-c", "job"],
+        ["-cjob"],
+        ["--cfg", "hydra"],
+        ["--cfg", "all"],
+        ["--cfg", "job", "--resolve"],
+        ["--cfg", "job", "--package", "task"],
+        ["--cfg", "job", "--package=task"],
+        ["-c", "job", "-p", "task"],
+        ["-cn", "config", "--cfg", "job"],
+        ["--config-name", "config", "--cfg", "job"],
+        ["--config-name=config", "--cfg", "job"],
+        ["-cp", str(CONF_DIR), "--cfg", "job"],
+        ["--config-path", str(CONF_DIR), "--cfg", "job"],
+        ["-cd", str(CONF_DIR), "--cfg", "job"],
+        ["--config-dir", str(CONF_DIR), "--cfg", "job"],
+    ],
+    ids=lambda flags: " ".join(flags).replace(str(CONF_DIR), "CONF"),
+)
+def test_hydra_config_flags_print_the_config(monkeypatch, tmp_path, capsys, flags):
+    code = _cli(monkeypatch, tmp_path, "task=cb", "teachers=[minilm]", *flags)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    if "task" in flags or "--package=task" in flags:
+        assert "name: cb" in out and "stage:" not in out  # only the task package
+    elif "hydra" in flags:
+        assert "hydra:" in out and "run:" in out
+    else:
+        assert "name: cb" in out and "minilm:" in out
+
+
+def test_cfg_resolve_resolves_interpolations(monkeypatch, tmp_path, capsys):
+    assert _cli(monkeypatch, tmp_path, "--cfg", "job", "--resolve", "paths.cache_dir=/c") == 0
+    out = capsys.readouterr().out
+    assert "/c/logits" in out and "${paths.cache_dir}" not in out
+
+
+@pytest.mark.parametrize(
+    "flags", [["--info"], ["--info", "defaults"], ["--info=searchpath"], ["--info", "config"]]
+)
+def test_hydra_info_flag(monkeypatch, tmp_path, capsys, flags):
+    assert _cli(monkeypatch, tmp_path, "task=cb", *flags) == 0
+    assert capsys.readouterr().out.strip()
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h", "--hydra-help"])
+def test_help_flags(monkeypatch, tmp_path, capsys, flag):
+    assert _cli(monkeypatch, tmp_path, flag) == 0
+    out = capsys.readouterr().out
+    assert ("Powered by Hydra" in out) or ("Hydra" in out and "--cfg" in out)
+
+
+@pytest.mark.parametrize("flag", ["-m", "--multirun"])
+def test_multirun_flag_runs_a_sweep(monkeypatch, tmp_path, flag):
+    """A sweep of two jobs that fail at once (no such stage): each records its failure and
+    the sweep goes on, which is all this needs to show that -m reached Hydra."""
+    assert _cli(monkeypatch, tmp_path, flag, "stage=nope,other", "teachers=[minilm]") == 0
+    failed = sorted(tmp_path.glob("multirun/*/*/*/results.json"))
+    assert len(failed) == 2 and all('"failed"' in path.read_text() for path in failed)
+
+
+def test_experimental_rerun_reads_its_file_not_an_override(monkeypatch, tmp_path, capsys):
+    """The rerun's path is the flag's value: Hydra says the file is not a pickled config,
+    rather than sead failing to parse the path as an override."""
+    bad = tmp_path / "config.pickle"
+    bad.write_bytes(pickle.dumps({"not": "a config"}))
+    with pytest.raises(Exception) as error:
+        _cli(monkeypatch, tmp_path, "--experimental-rerun", str(bad))
+    assert "Error parsing override" not in str(error.value)
+
+
+def test_unknown_teacher_check_reads_flag_values_as_hydra_does():
+    for flags in (["--cfg", "job"], ["-c", "job"], ["-p", "task"], ["--info", "defaults"]):
+        assert run.unknown_teachers([*flags, "teachers=[minilm,nope]"]) == ["nope"]
+        assert run.unknown_teachers(["teachers=[minilm]", *flags]) == []
+    # Another config folder or a rerun: Hydra checks the names against its own configs.
+    assert run.unknown_teachers(["-cd", "/elsewhere", "teachers=[mine]"]) == []
+    assert run.unknown_teachers(["--experimental-rerun", "x.pickle"]) == []
+
+
+def test_cli_still_lists_the_teachers_when_a_flag_is_present(monkeypatch, tmp_path, capsys):
+    code = _cli(monkeypatch, tmp_path, "--cfg", "job", "teachers=[minilm,nope]")
+    assert code == 1

@@ -1,0 +1,91 @@
+"""The speed stage: cheap (reuses the teachers' throughput measured while filling the cache)
+and honest (interleaved passes, best of several, machine load recorded, noise marked)."""
+
+import itertools
+import logging
+
+import pytest
+from datasets import DatasetDict, load_dataset
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from sead import speed, teachers
+from sead.tasks import get_task
+
+SST2 = get_task("sst2")
+
+
+@pytest.fixture
+def tiny(tiny_assets):
+    folder = tiny_assets / "models" / "student"
+    model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=2)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    files = str(tiny_assets / "data" / "sst2_toy" / "validation.jsonl")
+    splits = DatasetDict({"validation": load_dataset("json", data_files=files, split="train")})
+    return model, tokenizer, splits
+
+
+def _specs(*names):
+    base = dict(source="x", finetune=True, tokenizer=None, revision=None)
+    base |= dict(max_length=32, trust_remote_code=False, batch_size=8)
+    return [teachers.TeacherSpec(name=name, **base) for name in names]
+
+
+def _compare(tiny, specs, **kwargs):
+    model, tokenizer, splits = tiny
+    return speed.compare(
+        model, tokenizer, max_length=32, task=SST2, specs=specs, splits=splits,
+        store_dir="unused", n=16, batch_size=8, **kwargs,
+    )  # fmt: skip
+
+
+def test_teachers_measured_while_filling_the_cache_are_not_loaded_again(tiny, monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("a teacher measured in this run must not be reloaded")
+
+    monkeypatch.setattr(teachers, "prepare", fail)
+    result = _compare(tiny, _specs("a", "b"), measured={"a": 100.0, "b": 50.0})
+    assert result["method"] == "teachers measured while computing logits"
+    assert result["examples_per_second"]["a"] == 100.0
+    student = result["examples_per_second"]["student"]
+    assert result["speedup"]["b"] == pytest.approx(student / 50.0, rel=0.01)
+    assert result["load_average"]["before"] is None or len(result["load_average"]["before"]) == 3
+
+
+def test_otherwise_models_are_timed_interleaved_and_noisy_figures_marked(tiny, monkeypatch, caplog):
+    model, tokenizer, _ = tiny
+
+    class Loaded:
+        def __init__(self, spec, *args):
+            pass
+
+        def load(self):
+            return model, tokenizer
+
+    monkeypatch.setattr(teachers, "prepare", Loaded)
+    order = []
+    # student steady; teacher b's passes vary by 2x (a burst of load mid-measurement)
+    durations = {"student": itertools.repeat(0.1), "a": itertools.repeat(0.4)}
+    durations["b"] = itertools.cycle([0.4, 0.8])
+    names = {}
+
+    def one_pass(self):
+        name = names[id(self)]
+        order.append(name)
+        self.seconds.append(next(durations[name]))
+
+    real_init = speed._Timed.__init__
+
+    def init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        names[id(self)] = ["student", "a", "b"][len(names)]
+
+    monkeypatch.setattr(speed._Timed, "__init__", init)
+    monkeypatch.setattr(speed._Timed, "one_pass", one_pass)
+    with caplog.at_level(logging.WARNING):
+        result = _compare(tiny, _specs("a", "b"), measured={"a": 100.0, "b": None}, passes=3)
+    assert order == ["student", "a", "b"] * 3  # interleaved, not one model after another
+    assert result["method"] == "interleaved"
+    assert result["examples_per_second"] == {"student": 160.0, "a": 40.0, "b": 40.0}  # best pass
+    assert result["speedup"] == {"a": 4.0, "b": 4.0}
+    assert result["noisy"] == ["b"] and result["spread"]["b"] == 1.0
+    assert "Speed figures for b are noisy" in caplog.text and "25%" in caplog.text
