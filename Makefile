@@ -8,9 +8,11 @@ ARGS ?=
 CACHE_ARGS ?=
 DIR ?= $(shell ls -td multirun/*/*/ 2>/dev/null | head -n 1)
 NAME ?=
+# make export: the run to export (default: the newest outputs/<date>/<time>/)
+RUN = $(if $(filter command line,$(origin DIR)),$(DIR),$(shell ls -td outputs/*/*/ 2>/dev/null | head -n 1))
 
 .DEFAULT_GOAL := help
-.PHONY: help install models test test-fast lint format demo demo-sweep run teachers ensemble sweep cache-list cache-clean clean report experiment bench
+.PHONY: help install models test test-fast lint format demo demo-sweep run teachers ensemble sweep cache-list cache-clean clean report experiment bench export bench-export
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -74,6 +76,13 @@ experiment: ## Run conf/experiment/<NAME>.yaml: make experiment NAME=sead_glue_l
 
 bench: ## Real SST-2 benchmark on this CPU (MiniLM teachers, 2-layer student; ~25 min, resumable; ARGS=--grid adds the stated grids)
 	flock /tmp/sead-cpu.lock $(PYTHON) experiments/bench_sst2_cpu/run.py $(ARGS)
+
+export: ## ONNX fp32 + int8 of a run's student, checked and timed: make export DIR=outputs/<date>/<time>
+	@test -n "$(RUN)" || { echo "Pass DIR=<run dir with student/> (none found under outputs/)"; exit 2; }
+	$(PYTHON) -m sead.export $(RUN) $(ARGS)
+
+bench-export: ## Real SST-2 students exported and timed on this CPU (PyTorch vs ONNX fp32 vs int8)
+	flock /tmp/sead-cpu.lock $(PYTHON) experiments/export_sst2_cpu/run.py $(ARGS)
 
 clean: ## Remove run outputs, caches of tools and the demo assets (keeps the logit cache)
 	rm -rf outputs multirun $(DEMO_DIR) .pytest_cache .ruff_cache

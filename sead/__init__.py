@@ -1,6 +1,7 @@
 """sead: SEAD-style multi-teacher ensemble knowledge distillation on GLUE and SuperGLUE."""
 
 import importlib
+import secrets
 
 from omegaconf import OmegaConf
 
@@ -28,3 +29,15 @@ def _sead_model_path(name: str) -> str:
 
 OmegaConf.register_new_resolver("packaged_model", _packaged_model_path, replace=True)
 OmegaConf.register_new_resolver("sead_model", _sead_model_path, replace=True)
+
+
+_RUN_ID = secrets.token_hex(3)
+
+
+def _run_id() -> str:
+    """`${sead_run_id:}`: six hex digits drawn once per process, so that two runs started in
+    the same instant still get their own `hydra.run.dir` (conf/config.yaml)."""
+    return _RUN_ID
+
+
+OmegaConf.register_new_resolver("sead_run_id", _run_id, replace=True)

@@ -33,7 +33,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,8 +45,15 @@ from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save_file
 
 from sead import prediction_files
-from sead.config import CONF_DIR
+from sead.config import CONF_DIR, number
 from sead.files import format_table, write_atomic
+from sead.manifest import (
+    DamagedFolder,
+    FileHashes,
+    store_entries,
+    store_record,
+    verify_store_entry,
+)
 from sead.tasks import get_task
 
 log = logging.getLogger(__name__)
@@ -67,62 +74,6 @@ def fingerprint(key: dict) -> str:
     """Stable hash of everything that determines a teacher's logits."""
     blob = json.dumps({"format": FORMAT_VERSION, **key}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
-
-
-def hash_files(paths: Iterable, memo: FileHashes | None = None) -> str:
-    """Content hash of files (e.g. a local checkpoint's weights and config).
-
-    Hashing a 400 MB checkpoint takes about a second; with a `memo` it happens
-    once per version of the files instead of once per run.
-    """
-    paths = sorted(Path(p) for p in paths)
-    if memo is not None:
-        return memo.get(paths)
-    return _hash_contents(paths)
-
-
-def _hash_contents(paths: list[Path]) -> str:
-    h = hashlib.sha256()
-    for path in paths:
-        h.update(path.name.encode())
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
-
-
-class FileHashes:
-    """`hash_files` results memoized in a small json, keyed by each file's stat.
-
-    A file is assumed unchanged while its resolved path, inode, size, mtime_ns
-    and ctime_ns all are (the signals `git status` trusts); any change rehashes.
-    """
-
-    def __init__(self, path):
-        self.path = Path(path)
-
-    def get(self, paths: list[Path]) -> str:
-        stamp = json.dumps([_stat_stamp(p) for p in paths])
-        key = hashlib.sha256(stamp.encode()).hexdigest()
-        known = self._read()
-        if key in known:
-            return known[key]
-        digest = _hash_contents(paths)
-        with FileLock(str(self.path.with_name(f".{self.path.name}.lock"))):
-            known = {**self._read(), key: digest}
-            write_atomic(self.path, json.dumps(known, indent=0))
-        return digest
-
-    def _read(self) -> dict:
-        try:
-            return json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return {}  # absent or damaged: rehash, never trust a bad memo
-
-
-def _stat_stamp(path: Path) -> list:
-    st = path.stat()
-    return [str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
 def _sha256(payload: bytes) -> str:
@@ -212,6 +163,24 @@ class PartialEntry:
 Compute = Callable[[PartialEntry], np.ndarray]
 
 
+def check_settings(dtype: str = "float32", chunk_size: int = 4096, autocast=None) -> None:
+    """The `cache.*` settings, named when out of range (the check stage calls this too)."""
+    if dtype not in STORAGE_DTYPES:
+        raise ValueError(f"cache.dtype={dtype!r}: expected one of {list(STORAGE_DTYPES)}.")
+    number(chunk_size, "cache.chunk_size", int, 1)
+    if autocast not in AUTOCAST_CHOICES:
+        raise ValueError(f"cache.autocast={autocast!r}: expected one of {AUTOCAST_CHOICES}.")
+
+
+def not_writable(root: Path, err: OSError) -> PermissionError:
+    """A write the cache cannot do, naming the settings that move it."""
+    return PermissionError(
+        f"Cannot write to the teacher-logit cache {root} ({err.strerror or err}): an entry "
+        "is missing or damaged and must be computed. Point SEAD_CACHE (or paths.cache_dir, "
+        "or paths.logits_dir) at a writable folder."
+    )
+
+
 class SoftLabelCache:
     """Teacher logits on disk, keyed by `fingerprint(key)`.
 
@@ -222,14 +191,12 @@ class SoftLabelCache:
     """
 
     def __init__(self, root, dtype: str = "float32", chunk_size: int = 4096, autocast=None):
-        if dtype not in STORAGE_DTYPES:
-            raise ValueError(f"cache.dtype={dtype!r}: expected one of {list(STORAGE_DTYPES)}.")
-        if int(chunk_size) < 1:
-            raise ValueError(f"cache.chunk_size={chunk_size!r}: expected a positive integer.")
-        if autocast not in AUTOCAST_CHOICES:
-            raise ValueError(f"cache.autocast={autocast!r}: expected one of {AUTOCAST_CHOICES}.")
+        check_settings(dtype, chunk_size, autocast)
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise not_writable(self.root, err) from err
         self.dtype = dtype
         self.chunk_size = int(chunk_size)
         self.autocast = autocast
@@ -267,15 +234,13 @@ class SoftLabelCache:
         key = self.full_key(key)
         fp = fingerprint(key)
         expected_idx = np.asarray(expected_idx, dtype=np.int64)
+        try:  # a complete entry needs no lock, so a shared read-only cache is usable
+            return self._hit(fp, key, expected_idx, about)
+        except (FileNotFoundError, CorruptEntry):
+            pass  # absent or unusable: decided, and reported, under the lock
         with self.lock(fp):
             try:
-                logits = self._load(fp, key, expected_idx)
-                shutil.rmtree(self.partial_path(fp), ignore_errors=True)  # killed after writing
-                if fp in self.computed:  # computed earlier in this run: not a hit
-                    return CacheEntry(fp, logits, expected_idx, hit=False)
-                self.hits += 1
-                log.info("Cache hit %s (%s)", fp, _describe(key, about))
-                return CacheEntry(fp, logits, expected_idx, hit=True)
+                return self._hit(fp, key, expected_idx, about)
             except FileNotFoundError:
                 pass
             except CorruptEntry as err:
@@ -295,16 +260,27 @@ class SoftLabelCache:
             stored = self._load(fp, key, expected_idx)  # what every later run will read
             return CacheEntry(fp, stored, expected_idx, hit=False)
 
+    def _hit(self, fp: str, key: dict, expected_idx: np.ndarray, about) -> CacheEntry:
+        logits = self._load(fp, key, expected_idx)
+        shutil.rmtree(self.partial_path(fp), ignore_errors=True)  # killed after writing
+        if fp in self.computed:  # computed earlier in this run: not a hit
+            return CacheEntry(fp, logits, expected_idx, hit=False)
+        self.hits += 1
+        log.info("Cache hit %s (%s)", fp, _describe(key, about))
+        return CacheEntry(fp, logits, expected_idx, hit=True)
+
     @contextmanager
     def lock(self, fp: str) -> Iterator[None]:
         """Held while an entry is computed or removed; others wait, then read."""
-        (self.root / LOCK_DIR).mkdir(exist_ok=True)
         lock = FileLock(str(self.root / LOCK_DIR / f"{fp}.lock"))
         try:
+            (self.root / LOCK_DIR).mkdir(exist_ok=True)
             lock.acquire(timeout=0)
-        except Timeout:
+        except Timeout:  # an OSError too, so caught first
             log.info("Cache entry %s is being computed by another process; waiting.", fp)
             lock.acquire()
+        except OSError as err:
+            raise not_writable(self.root, err) from err
         try:
             yield
         finally:
@@ -522,7 +498,31 @@ def _cmd_list(root: Path, args) -> int:
     for partial in sorted(root.glob(f"{PARTIAL_PREFIX}*")) if root.is_dir() else []:
         chunks = len(list(partial.glob("chunk-*.safetensors")))
         print(f"in progress or interrupted: {partial.name} ({chunks} chunk(s) done)")
+    store_rows = [_store_row(folder) for folder in _store_entries(args)]
+    if store_rows:
+        header = ["TEACHER STORE ENTRY", "TEACHER", "TASK", "TRAIN EXAMPLES", "SIZE", "CREATED"]
+        print(f"\nTeacher store {args.store}:\n" + format_table([header, *store_rows]))
     return 0
+
+
+def _store_entries(args) -> list[Path]:
+    """The teacher store's entries (`--store`), unless entries were named by fingerprint."""
+    if args.store is None or args.fingerprints:
+        return []
+    return store_entries(args.store, teacher=args.teacher, task=args.task)
+
+
+def _store_row(folder: Path) -> list[str]:
+    record = store_record(folder)
+    examples = record.get("train_examples")
+    return [
+        folder.name,
+        str(record.get("teacher", "?")),
+        str(record.get("key", {}).get("task", "?")),
+        "?" if examples is None else f"{examples:,}",
+        _human(_folder_size(folder)),
+        str(record.get("created", "incomplete")),
+    ]
 
 
 def _cmd_show(root: Path, args) -> int:
@@ -559,7 +559,21 @@ def _cmd_verify(root: Path, args) -> int:
             bad += 1
             print(f"BAD  {folder.name}: {err}")
     print(f"{len(chosen) - bad} ok, {bad} bad in {root}." + (" Remove with `rm`." if bad else ""))
-    return 1 if bad else 0
+    stored = _store_entries(args)
+    store_bad = 0
+    for folder in stored:
+        try:  # rehashed from the files, not from the memo: this is the check of last resort
+            verify_store_entry(folder)
+            print(f"ok   teacher {folder.name}")
+        except DamagedFolder as err:
+            store_bad += 1
+            print(f"BAD  teacher {folder.name}: {err}")
+    if stored:
+        print(
+            f"{len(stored) - store_bad} ok, {store_bad} bad in the teacher store {args.store}."
+            + (" A run rebuilds a bad entry; or delete its folder." if store_bad else "")
+        )
+    return 1 if bad or store_bad else 0
 
 
 def _cmd_export(root: Path, args) -> int:
@@ -612,13 +626,14 @@ def _print_teacher_config(written: list[tuple]) -> None:
             print(f"  labels: [{', '.join(labels)}]")
 
 
-def default_root() -> Path:
-    """`paths.logits_dir` of the composed config, so the CLI sees what runs use."""
+def default_root(which: str = "logits_dir") -> Path:
+    """`paths.logits_dir` (or `paths.teachers_dir`) of the composed config, so the CLI sees
+    what runs use."""
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config")
-    return Path(cfg.paths.logits_dir)
+    return Path(cfg.paths[which])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -626,6 +641,12 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m sead.cache", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--root", type=Path, help="cache folder (default: paths.logits_dir)")
+    parser.add_argument(
+        "--store",
+        type=Path,
+        help="teacher store, which list and verify cover too (default: paths.teachers_dir, "
+        "or <root>/../teachers with --root)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     for name, helptext in [
         ("list", "entries with teacher, task, split, size, created"),
@@ -659,6 +680,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "show" and not args.fingerprints:
         parser.error("show needs a fingerprint (see `list`).")
     root = args.root or default_root()
+    if args.store is None:
+        args.store = root.parent / "teachers" if args.root else default_root("teachers_dir")
     command = {
         "list": _cmd_list,
         "show": _cmd_show,

@@ -148,6 +148,7 @@ def _body(results: dict, cfg, name: str) -> str:
     )
     for teacher_name, why in (speed.get("skipped") or {}).items():
         lines.append(f"\nNot timed: teacher {teacher_name} ({why}).")
+    lines += _deployment_lines(results.get("export"))
     weights = ensemble.get("weights") or {}
     lines += [
         "",
@@ -182,6 +183,64 @@ def _body(results: dict, cfg, name: str) -> str:
     if not task.is_regression:
         lines.append("print(model.config.id2label[prediction])")
     lines += ["```", ""]
+    return "\n".join(lines)
+
+
+def _deployment_lines(export: dict | None) -> list[str]:
+    """The exported formats side by side (sead.export), when the student was exported."""
+    if not export or not export.get("formats"):
+        return []
+    check = export.get("equivalence")
+    agreement = (
+        f" The ONNX fp32 logits match PyTorch's within {check['max_abs_diff']:.1e} "
+        f"(tolerance {check['atol']:g})."
+        if check
+        else ""
+    )
+    return [
+        "",
+        "## Deployment",
+        "",
+        f"Measured on {export['examples']} {export['split']} examples, {export['threads']} "
+        "CPU thread(s) for every format; latency at batch 1, throughput with length-sorted "
+        f"batches of {export['speed']['batch_size']}; int8 change in points in brackets."
+        + agreement,
+        "",
+        deployment_table(export),
+        "",
+        "The folders `onnx/` and `onnx-int8/` beside the weights hold `model.onnx`, the config "
+        "and the tokenizer (`optimum.onnxruntime.ORTModelFor...` loads them too):",
+        "",
+        "```python",
+        "import onnxruntime",
+        "from transformers import AutoTokenizer",
+        "",
+        'tokenizer = AutoTokenizer.from_pretrained("onnx-int8")',
+        'session = onnxruntime.InferenceSession("onnx-int8/model.onnx")',
+        'inputs = tokenizer(["A gripping film."], padding=True, return_tensors="np")',
+        "names = [i.name for i in session.get_inputs()]",
+        "logits = session.run(None, {n: inputs[n] for n in names})[0]",
+        "```",
+    ]
+
+
+def deployment_table(record: dict) -> str:
+    """The formats side by side: size, metric, p50 latency, throughput (markdown)."""
+    metric, speed = record["main_metric"], record["speed"]
+    lines = [
+        f"| Format | Size on disk | {metric} ({record['split']}) | p50 latency, batch 1 (ms) "
+        f"| Throughput, batch {speed['batch_size']} (ex/s) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, entry in record["formats"].items():
+        value = 100 * entry["metrics"][metric]
+        drop = entry.get("metric_drop")
+        change = f" ({0.0 - drop:+.2f})" if drop is not None else ""  # 0.0 -: never "-0.00"
+        lines.append(
+            f"| {name} | {entry['size_bytes'] / 2**20:.1f} MiB | {value:.2f}{change} "
+            f"| {entry['latency_ms']['p50']:.2f} | {entry['throughput']:,.0f} "
+            f"({entry['speedup']:.2f}x) |"
+        )
     return "\n".join(lines)
 
 

@@ -11,7 +11,7 @@ import logging
 from contextlib import contextmanager
 from pathlib import Path
 
-from sead.cache import FileHashes, hash_files
+from sead.manifest import FileHashes, hash_files
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,30 @@ def resolve(name_or_path: str, revision: str | None, patterns=WEIGHT_PATTERNS) -
 
     allow = [*patterns, *TOKENIZER_PATTERNS]
     return Path(snapshot_download(name_or_path, revision=revision, allow_patterns=allow))
+
+
+def check_local(name_or_path: str, option: str, tokenizer: bool = True) -> None:
+    """A local checkpoint folder has what loading it needs; otherwise say what it lacks.
+
+    Run in the check stage for every teacher, so the last teacher's bad path stops the run
+    before the first is fine-tuned. A Hub id is left to `resolve`, when its turn comes.
+    """
+    path = Path(name_or_path).expanduser()
+    if not (path.exists() or path.is_absolute() or name_or_path.startswith((".", "~"))):
+        return
+    if not path.is_dir():
+        raise FileNotFoundError(f"{option}={name_or_path!r} is not a directory.")
+    lacks = []
+    if not (path / "config.json").is_file():
+        lacks.append("config.json")
+    if not any(p.is_file() for pattern in WEIGHT_PATTERNS[1:] for p in path.glob(pattern)):
+        lacks.append("weights (*.safetensors or *.bin)")
+    if tokenizer and not any(p.is_file() for pat in TOKENIZER_PATTERNS for p in path.glob(pat)):
+        lacks.append(f"tokenizer files ({', '.join(TOKENIZER_PATTERNS)})")
+    if lacks:
+        raise FileNotFoundError(
+            f"{option}={name_or_path!r} is not a checkpoint folder: it has no {', '.join(lacks)}."
+        )
 
 
 def identity(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -23,3 +24,34 @@ def check_keys(given: Iterable[str], known, where: str, what: str = "key") -> No
     else:
         expected = ": " + (", ".join(known) or "none")
     raise ValueError(f"{where} has unknown {what}(s) {unknown}; expected some of{expected}")
+
+
+def number(value, option: str, kind=float, low=None, high=None, *, low_open=False, high_open=False):
+    """`value` as `kind` (int or float), checked to be finite and within its range.
+
+    A setting out of range (a zero temperature, a negative batch size) can run to the end and
+    save a broken model, or fail late with a message that names no option; checked up front,
+    the error names the option, the value and what is allowed.
+    """
+    left = "(" if low_open else "["
+    right = ")" if high_open or high is None else "]"
+    allowed = f"{'an integer' if kind is int else 'a number'}"
+    if low is not None or high is not None:
+        span = f"{left}{'-inf' if low is None else low}, {'inf' if high is None else high}{right}"
+        allowed += f" in {span}"
+    try:
+        if isinstance(value, bool) or value is None:
+            raise ValueError
+        converted = kind(value)
+        if kind is int and float(value) != converted:
+            raise ValueError
+        bad = not math.isfinite(converted)
+        if low is not None:
+            bad |= converted <= low if low_open else converted < low
+        if high is not None:
+            bad |= converted >= high if high_open else converted > high
+    except (TypeError, ValueError, OverflowError):
+        bad = True
+    if bad:
+        raise ValueError(f"{option}={value!r} is not allowed: expected {allowed}.")
+    return converted

@@ -18,10 +18,11 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
-from datasets import Dataset, DatasetDict, load_dataset
+from datasets import Dataset, DatasetDict, Value, load_dataset
 from datasets import utils as progress_bars
 
 from sead import choices, metrics
+from sead.config import number
 from sead.tasks import TASKS, TaskSpec, get_task
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ def load_splits(task: TaskSpec, data_cfg, splits: Iterable[str]) -> DatasetDict:
     `shared/data/glue/<task>/`); unset: `load_dataset(benchmark, task)` from the Hub.
     """
     splits = list(dict.fromkeys(splits))
+    _check_sizes(data_cfg)
     if data_cfg.get("dir"):
         loaded = _load_local(task, Path(data_cfg.get("dir")), splits)
     else:
@@ -53,6 +55,14 @@ def load_splits(task: TaskSpec, data_cfg, splits: Iterable[str]) -> DatasetDict:
         out[split] = subsample(ds, limit, seed=data_cfg.get("subsample_seed", 0), groups=groups)
     log.info("Task %s: %s", task.name, ", ".join(f"{s}={len(d):,}" for s, d in out.items()))
     return out
+
+
+def _check_sizes(data_cfg) -> None:
+    """`data.max_*_samples` and `data.subsample_seed` in range, named, before any loading."""
+    for option in ("max_train_samples", "max_eval_samples"):
+        if data_cfg.get(option) is not None:
+            number(data_cfg.get(option), f"data.{option}", int, 1)  # null: every example
+    number(data_cfg.get("subsample_seed", 0), "data.subsample_seed", int, 0)
 
 
 def _source_name(data_cfg, split: str) -> str:
@@ -80,6 +90,8 @@ def _load_local(task: TaskSpec, folder: Path, splits: list[str]) -> DatasetDict:
 
 def _read_jsonl(path: Path) -> Dataset:
     """One split file on its own, so a bad file is named and schemas need not agree."""
+    if not _has_content(path):
+        raise ValueError(f"{path} is empty: expected one JSON object per line.")
     quiet = not progress_bars.are_progress_bars_disabled()
     if quiet:  # a local file reads in a blink: no "Generating train split" bar per file
         progress_bars.disable_progress_bars()
@@ -87,10 +99,20 @@ def _read_jsonl(path: Path) -> Dataset:
         return load_dataset("json", data_files=str(path), split="train")
     except Exception as err:  # datasets wraps the cause in several exception types
         cause = err.__cause__ or err
-        raise ValueError(f"Could not read {path} as JSON lines: {cause}") from err
+        reason = str(cause).strip() or type(cause).__name__
+        raise ValueError(f"Could not read {path} as JSON lines: {reason}") from err
     finally:
         if quiet:
             progress_bars.enable_progress_bars()
+
+
+def _has_content(path: Path) -> bool:
+    """Whether the file holds anything but whitespace (read until the first such byte)."""
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 16), b""):
+            if block.strip():
+                return True
+    return False
 
 
 def _load_hub(task: TaskSpec, splits: list[str]) -> DatasetDict:
@@ -134,6 +156,7 @@ def _validate(task: TaskSpec, ds: Dataset, split: str, source: str) -> None:
                 f"{where} has no field {field!r}: "
                 f"expected fields {[*task.text_fields, 'label']}, found {ds.column_names}."
             )
+    _check_texts(task, ds, where)
     labels = np.asarray(ds["label"])
     if task.is_regression:
         if not np.issubdtype(labels.dtype, np.number) or np.isnan(labels.astype(float)).any():
@@ -165,6 +188,26 @@ def _validate(task: TaskSpec, ds: Dataset, split: str, source: str) -> None:
                 where,
                 len(issues),
                 "\n  ".join(shown),
+            )
+
+
+def _check_texts(task: TaskSpec, ds: Dataset, where: str) -> None:
+    """Every row's text fields are text: a row without one (null in the file) would otherwise
+    stop the tokenizer mid-run with an error that names no file, row or field."""
+    for field in task.text_fields:
+        feature = ds.features[field]
+        if not isinstance(feature, Value) or feature.dtype not in (
+            "string",
+            "large_string",
+            "null",
+        ):
+            continue  # spans and indices (wic's start1...) are checked by their formatter
+        bad = [i for i, value in enumerate(ds[field][:]) if not isinstance(value, str)]
+        if bad:
+            ids = ds["idx"][: bad[0] + 1][-1] if "idx" in ds.column_names else bad[0]
+            raise ValueError(
+                f"{where}: row {bad[0]} (idx {ids}) has no text in field {field!r} "
+                f"({len(bad)} row(s) in all, e.g. rows {bad[:5]}): expected a string in every row."
             )
 
 

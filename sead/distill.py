@@ -29,12 +29,14 @@ from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
     PreTrainedModel,
+    SchedulerType,
     Trainer,
     TrainingArguments,
 )
 
 from sead import choices, data, models
 from sead.checkpoints import from_pretrained_with_new_head
+from sead.config import number
 from sead.tasks import UNLABELED, TaskSpec, head_config
 from sead.tracking import EpochReport, eval_scorer
 
@@ -97,6 +99,12 @@ class DistillationTrainer(Trainer):
             self.regression,
             choice_mask=choice_mask,
         )
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"Student training loss is {loss.item()} at step {self.state.global_step + 1} "
+                f"(train.lr={self.args.learning_rate}, train.temperature={self.temperature}, "
+                f"train.alpha={self.alpha}): stopped; nothing was saved."
+            )
         return (loss, outputs) if return_outputs else loss
 
 
@@ -283,7 +291,59 @@ def distill(
         callbacks=[EpochReport("Student", scorer), *(callbacks or [])],
     )
     trainer.train()
+    check_finite(trainer.model, "The student")
     return trainer
+
+
+# train.<option> -> the range each numeric setting allows (`sead.config.number`'s arguments)
+TRAIN_RANGES = {
+    "lr": dict(kind=float, low=0, low_open=True),
+    "epochs": dict(kind=float, low=0),  # 0 only with max_steps >= 1 (checked below)
+    "max_steps": dict(kind=int, low=-1),
+    "batch_size": dict(kind=int, low=1),
+    "eval_batch_size": dict(kind=int, low=1),
+    "weight_decay": dict(kind=float, low=0),
+    "warmup_ratio": dict(kind=float, low=0, high=1, high_open=True),  # >= 1 would be steps
+    "temperature": dict(kind=float, low=0, low_open=True),
+    "alpha": dict(kind=float, low=0, high=1),
+    "logging_steps": dict(kind=int, low=1),
+    "dataloader_num_workers": dict(kind=int, low=0),
+    "ddp_timeout": dict(kind=int, low=1),
+}
+
+
+def check_train(train_cfg) -> None:
+    """Every `train.*` setting in range before the teachers run: a zero temperature or
+    alpha above 1 would otherwise train to the end and save a broken student."""
+    for option, allowed in TRAIN_RANGES.items():
+        if option in train_cfg:
+            number(train_cfg[option], f"train.{option}", **allowed)
+    max_steps = int(train_cfg.get("max_steps", -1))
+    if max_steps == 0:
+        raise ValueError("train.max_steps=0 is not allowed: expected -1 (use epochs) or >= 1.")
+    if max_steps < 0 and float(train_cfg.epochs) <= 0:
+        raise ValueError(
+            f"train.epochs={train_cfg.epochs!r} is not allowed: expected a number in (0, inf) "
+            "(or set train.max_steps >= 1)."
+        )
+    scheduler = train_cfg.get("lr_scheduler", "linear")
+    allowed = [s.value for s in SchedulerType]
+    if scheduler not in allowed:
+        raise ValueError(
+            f"train.lr_scheduler={scheduler!r} is not allowed: expected one of {allowed}."
+        )
+    for option in ("bf16", "fp16"):
+        if not isinstance(train_cfg.get(option, False), bool):
+            raise ValueError(f"train.{option}={train_cfg[option]!r}: expected true or false.")
+
+
+def check_finite(model, what: str) -> None:
+    """Refuse to save (or report on) weights with NaN or inf in them."""
+    bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        raise FloatingPointError(
+            f"{what} has non-finite weights in {len(bad)} tensor(s), e.g. {bad[0]}: not saved."
+        )
 
 
 def report_to(train_cfg) -> list[str]:

@@ -29,6 +29,7 @@ from sead import (
     distill,
     distributed,
     ensemble,
+    export,
     metrics,
     models,
     report,
@@ -36,7 +37,8 @@ from sead import (
     teachers,
     transfer,
 )
-from sead.cache import SoftLabelCache
+from sead.cache import SoftLabelCache, check_settings
+from sead.config import number
 from sead.inference import count_parameters, predict_logits
 from sead.tasks import TaskSpec, check_trainable, get_task
 from sead.tracking import MetricsLog
@@ -69,7 +71,9 @@ def check_inputs(cfg: DictConfig) -> Inputs:
     """Task, teachers, ensembler and data, validated: bad input fails here, early."""
     task = get_task(cfg.task.name)
     check_trainable(task)
-    specs = teachers.teacher_specs(cfg.teachers, task)
+    check_settings(**OmegaConf.to_container(cfg.cache, resolve=True))
+    number(cfg.seed, "seed", int, 0, 2**32 - 1)
+    specs = teachers.teacher_specs(cfg.get("teachers"), task)
     ensembler = ensemble.build(cfg.ensemble, task, [spec.name for spec in specs])
     plan = ensemble.fit_plan(cfg.ensemble, task)
     if plan.split == task.train_split:
@@ -87,6 +91,7 @@ def check_inputs(cfg: DictConfig) -> Inputs:
             teachers.check_predictions(spec, task, _predicted_splits(cfg, task, splits, plan))
         else:
             models.require_installed(spec.source, f"teachers.{spec.name}.model")  # make models
+            teachers.check_files(spec, task)  # a local folder holds config, weights, tokenizer
             teachers.check_labels(spec, task)  # label count and order, from the config alone
         if transfer_set.held_out and not spec.finetune:
             log.warning(
@@ -129,12 +134,13 @@ def teacher_logits(cfg: DictConfig, inputs: Inputs, cache: SoftLabelCache, logit
     records = {}
     seen: dict[tuple, str] = {}
     for spec in inputs.specs:
+        gated = gate_every_teacher and spec.gate
         teacher = teachers.prepare(
-            spec, task, splits, cfg.paths.teachers_dir, cache.file_hashes, cache
+            spec, task, splits, cfg.paths.teachers_dir, cache.file_hashes, cache, gate=gated
         )
         entries = teachers.cached_logits(teacher, task, eval_splits, cache)
         scores = teachers.evaluate(task, {s: e.logits for s, e in entries.items()}, splits)
-        gate = teachers.gate(spec, task, scores, splits, gate_every_teacher and spec.gate)
+        gate = teachers.gate(spec, task, scores, splits, gated)
         entries |= teachers.cached_logits(teacher, task, other_splits, cache)
         logits[spec.name] = {split: entry.logits for split, entry in entries.items()}
         records[spec.name] = _teacher_record(teacher, entries, scores, gate)
@@ -243,6 +249,11 @@ def run(cfg: DictConfig) -> dict | None:
     with stage("check"):
         inputs = check_inputs(cfg)
         card.check_settings(cfg.get("report"))
+        distill.check_train(cfg.train)  # every train.* setting in range
+        number(cfg.student.max_length, "student.max_length", int, 1)
+        number(cfg.get("report", {}).get("speed_samples", 0), "report.speed_samples", int, 0)
+        if export.enabled(cfg):
+            export.backend(cfg.export)  # its packages are installed (or the fallback is allowed)
         distill.report_to(cfg.train)  # the trackers asked for are installed
         distill.check_student(cfg.student)  # student.keep_layers fits the checkpoint
         _check_distributed(inputs)
@@ -335,6 +346,9 @@ def run(cfg: DictConfig) -> dict | None:
         "speed": speed_results,
         "distributed": distributed.describe(),
     }
+    if export.enabled(cfg):  # 7. ONNX fp32 + int8 beside student/, checked and timed
+        with stage("export"):
+            results["export"] = export.export_run(cfg, out_dir, splits)
     results["warnings"] = report.warnings(results)  # models that may have learned nothing
     report.save_run(results, cfg, out_dir)
     metrics_log.write("results", results=results)

@@ -386,6 +386,11 @@ def _scores(results: dict) -> dict:
         row[f"params {name}"] = teacher.get("params")
     for name, speedup in (results.get("speed") or {}).get("speedup", {}).items():
         row[f"speedup vs {name}"] = speedup
+    # sead.export: each exported format's main metric and speedup over PyTorch fp32
+    for name, entry in ((results.get("export") or {}).get("formats") or {}).items():
+        if name != "pytorch fp32":
+            row[f"student {name}"] = entry["metrics"][metric]
+            row[f"speedup {name}"] = entry["speedup"]
     return row
 
 
@@ -457,6 +462,7 @@ def _markdown(table, swept, seeds_swept, plots, sources) -> str:
     score_columns = [c for c in table.columns if c.startswith("teacher ")] + [
         c for c in ("ensemble", "student") if c in table
     ]
+    score_columns += [c for c in table.columns if c.startswith(("student onnx", "student pytorch"))]
     other = [c for c in table.columns if c.startswith(("params ", "speedup "))]
     columns = ["job", "status", *swept, "metric", *score_columns, *other]
     columns += ["error"] if "error" in table else []

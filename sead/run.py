@@ -125,34 +125,52 @@ def command_line_overrides(args: list[str]) -> tuple[list[str], object]:
     return list(parsed.overrides), parsed
 
 
-def unknown_teachers(args: list[str], conf_dir: Path = CONF_DIR) -> list[str]:
-    """Teacher names on the command line with no `conf/teachers/<name>.yaml`.
-
-    Hydra reports a missing member of a config *list* without listing the
-    choices, so sead checks `teachers=[...]` (and sweeps of such lists) itself.
-    With another config folder (`-cp`, `-cd`) or a rerun, Hydra checks on its own.
-    """
+def teacher_lists(args: list[str]) -> list[list[str]]:
+    """Each list of teacher names that `teachers=[...]` on the command line asks for (one per
+    choice of a sweep), read with Hydra's own parsers; none where Hydra checks on its own
+    (another config folder with `-cp`/`-cd`, a rerun) or will refuse the command line."""
     overrides, flags = command_line_overrides(args)
     if flags is not None and (flags.config_path or flags.config_dir or flags.experimental_rerun):
         return []
-    known = {p.stem for p in (conf_dir / "teachers").glob("*.yaml")}
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except OverrideParseException:  # Hydra reports a malformed override in its own words
         return []
-    names: list[str] = []
+    lists = []
     for override in parsed:
         if override.key_or_group != "teachers" or override.get_key_element() != "teachers":
             continue
         values = override.value()
         choices = list(override.sweep_iterator()) if override.is_sweep_override() else [values]
-        for choice in choices:
-            names += choice if isinstance(choice, list) else [choice]
-    return sorted({str(n) for n in names} - known)
+        lists += [[str(n) for n in c] if isinstance(c, list) else [str(c)] for c in choices]
+    return lists
+
+
+def unknown_teachers(args: list[str], conf_dir: Path = CONF_DIR) -> list[str]:
+    """Teacher names on the command line with no `conf/teachers/<name>.yaml`.
+
+    Hydra reports a missing member of a config *list* without listing the
+    choices, so sead checks `teachers=[...]` (and sweeps of such lists) itself.
+    """
+    known = {p.stem for p in (conf_dir / "teachers").glob("*.yaml")}
+    return sorted({name for names in teacher_lists(args) for name in names} - known)
+
+
+def repeated_teachers(args: list[str]) -> list[str]:
+    """Teachers named twice in one `teachers=[...]`: Hydra merges them into one teacher."""
+    return sorted({n for names in teacher_lists(args) for n in names if names.count(n) > 1})
 
 
 def exit_if_unknown_teachers(args: list[str]) -> None:
-    """Stop a command line that names a teacher with no config, listing the ones there are."""
+    """Stop a command line that names a teacher with no config, listing the ones there are,
+    or names one twice (which would silently run it once)."""
+    repeated = repeated_teachers(args)
+    if repeated:
+        sys.exit(
+            f"Teacher(s) {repeated} are listed twice in teachers=[...]: a teacher runs once. "
+            "For several copies of one base model with their own seeds use "
+            f"teachers.{repeated[0]}.seeds=[1,2] (finetune: true)."
+        )
     missing = unknown_teachers(args)
     if missing:
         available = sorted(p.stem for p in (CONF_DIR / "teachers").glob("*.yaml"))

@@ -276,9 +276,23 @@ def read_files(settings: TransferSettings, task: TaskSpec) -> Dataset:
 
 
 def _read_file(path: Path) -> Dataset:
+    """One transfer file, refused with its name when it is empty, binary or not UTF-8 text."""
     kind = FILE_FORMATS[path.suffix]
+    raw = path.read_bytes()
+    if b"\0" in raw:
+        raise ValueError(
+            f"Transfer file {path} is binary (a NUL byte at {raw.index(0)}): expected UTF-8 text."
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"Transfer file {path} is not UTF-8 text (byte {err.start}: {err.reason})."
+        ) from None
+    if not text.strip():
+        raise ValueError(f"Transfer file {path} is empty: expected at least one example.")
     if kind == "text":
-        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        lines = [line.strip() for line in text.splitlines()]
         return Dataset.from_dict({"text": [line for line in lines if line]})
     options = {"delimiter": "\t", "quoting": 3} if kind == "tsv" else {}  # 3: csv.QUOTE_NONE
     try:
@@ -291,6 +305,8 @@ def _read_file(path: Path) -> Dataset:
 
 def _to_task_fields(ds: Dataset, task: TaskSpec, columns: dict, source: str) -> Dataset:
     """Rename the source's columns to the task's fields; fail naming what is missing."""
+    if len(ds) == 0:
+        raise ValueError(f"Transfer data {source} has no rows: expected at least one example.")
     wanted = {f: columns.get(f, f) for f in task.text_fields}
     if list(ds.column_names) == ["text"] and len(task.text_fields) == 1:
         wanted = {task.text_fields[0]: "text"}  # plain text: one example a line

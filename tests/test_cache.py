@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
+import sead.manifest
 from sead import cache as cache_module
 from sead.cache import (
     FILE_HASHES,
@@ -21,8 +22,8 @@ from sead.cache import (
     PartialEntry,
     SoftLabelCache,
     fingerprint,
-    hash_files,
 )
+from sead.manifest import hash_files
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = {"model": "m@1", "tokenizer": "t", "task": "sst2", "split": "validation", "data": "d"}
@@ -193,7 +194,10 @@ def test_temp_dir_of_a_killed_writer_is_cleaned_up(tmp_path):
     "setting, message",
     [
         ({"dtype": "int8"}, r"cache.dtype='int8': expected one of \['float32', 'float16'\]"),
-        ({"chunk_size": 0}, "cache.chunk_size=0: expected a positive integer"),
+        (
+            {"chunk_size": 0},
+            "cache.chunk_size=0 is not allowed: expected an integer in \\[1, inf\\)",
+        ),
         ({"autocast": "fp8"}, "cache.autocast='fp8': expected one of"),
     ],
 )
@@ -268,7 +272,7 @@ def test_file_hashes_are_memoized_until_a_file_changes(tmp_path, monkeypatch):
     def no_rehash(paths):
         raise AssertionError("rehashed an unchanged file")
 
-    monkeypatch.setattr(cache_module, "_hash_contents", no_rehash)
+    monkeypatch.setattr(sead.manifest, "_hash_contents", no_rehash)
     assert hash_files([weights], FileHashes(tmp_path / FILE_HASHES)) == digest
     monkeypatch.undo()
 

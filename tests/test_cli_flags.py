@@ -6,6 +6,7 @@ Each runs the real entry point in-process (`sead.run.cli` with `sys.argv` set), 
 what `python -m sead.run` calls.
 """
 
+import logging
 import pickle
 import sys
 
@@ -13,6 +14,22 @@ import pytest
 
 from sead import run
 from sead.config import CONF_DIR
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was():
+    """Hydra's main configures logging (handlers, levels); undo that for the tests after."""
+    loggers = [logging.getLogger()] + [
+        logger
+        for logger in logging.Logger.manager.loggerDict.values()
+        if isinstance(logger, logging.Logger)
+    ]
+    saved = [(lg, lg.handlers[:], lg.level, lg.propagate, lg.disabled) for lg in loggers]
+    yield
+    for logger, handlers, level, propagate, disabled in saved:
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
+        logger.propagate, logger.disabled = propagate, disabled
 
 
 def _cli(monkeypatch, tmp_path, *args) -> int:

@@ -30,7 +30,7 @@ Checkpoint resolution and identity are shared with other stages: `sead.checkpoin
 
 from sead.teachers.labels import LABEL_SYNONYMS, align_labels, check_labels
 from sead.teachers.logits import cache_keys, cached_logits
-from sead.teachers.origin import prepare
+from sead.teachers.origin import check_files, prepare
 from sead.teachers.predictions import PREDICTIONS, PredictionsTeacher
 from sead.teachers.predictions import check as check_predictions
 from sead.teachers.sanity import TeacherBelowFloor, evaluate, gate, majority_baseline
@@ -69,6 +69,7 @@ __all__ = [
     "align_labels",
     "cache_keys",
     "cached_logits",
+    "check_files",
     "check_labels",
     "check_predictions",
     "evaluate",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datasets import DatasetDict
 
 from sead.cache import FileHashes, SoftLabelCache
-from sead.checkpoints import identity, resolve, tokenizer_identity
+from sead.checkpoints import check_local, identity, resolve, tokenizer_identity
 from sead.tasks import TaskSpec
 from sead.teachers import predictions, store
 from sead.teachers.labels import check_labels
@@ -21,11 +21,13 @@ def prepare(
     store_dir,
     file_hashes: FileHashes | None = None,
     cache: SoftLabelCache | None = None,
+    gate: bool = False,
 ) -> Teacher | predictions.PredictionsTeacher:
     """Resolve a teacher's checkpoint and label order, fine-tuning (or reusing) it when asked.
 
     `file_hashes` memoizes the content hashes that identify local checkpoints;
-    `cache` receives a newly fine-tuned teacher's eval-split logits.
+    `cache` receives a newly fine-tuned teacher's eval-split logits; with `gate`, a newly
+    fine-tuned teacher below its floor stops here and is not stored.
     A predictions teacher has no model: its files' content hashes are its identity.
     """
     if isinstance(spec, PredictionsSpec):
@@ -37,9 +39,16 @@ def prepare(
     if spec.finetune:
         base_id = identity(spec.source, local, file_hashes=file_hashes)
         return store.finetune(
-            spec, task, splits, local, tok_dir, base_id, tok_id, store_dir, cache, file_hashes
+            spec, task, splits, local, tok_dir, base_id, tok_id, store_dir, cache, file_hashes, gate
         )
     model_id = identity(spec.source, local, file_hashes=file_hashes)
     teacher = Teacher(spec, local, tok_dir, model_id, tok_id)
     teacher.label_alignment = check_labels(spec, task, explain=True)
     return teacher
+
+
+def check_files(spec: TeacherSpec, task: TaskSpec) -> None:
+    """A teacher's local folder holds a checkpoint (and a tokenizer unless another is set),
+    checked for every teacher before the first one runs."""
+    option = f"teachers.{spec.name}." + ("model" if spec.finetune else f"checkpoints.{task.name}")
+    check_local(spec.source, option, tokenizer=not spec.tokenizer)

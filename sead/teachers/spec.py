@@ -13,7 +13,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from sead import prediction_files
-from sead.config import check_keys
+from sead.config import check_keys, number
 from sead.tasks import TaskSpec
 
 
@@ -53,12 +53,32 @@ class FinetuneArgs:
         except (TypeError, ValueError) as err:
             raise ValueError(f"teachers.{teacher}.finetune_args: {err}") from err
 
+    def check(self, teacher: str) -> None:
+        """Each setting in its range, named, before any teacher is fine-tuned."""
+        where = f"teachers.{teacher}.finetune_args"
+        for option, allowed in FINETUNE_RANGES.items():
+            value = getattr(self, option)
+            if value is not None:
+                number(value, f"{where}.{option}", **allowed)
+
     def store_key(self) -> dict:
         """The settings that shape the fine-tuned model. Not `save_steps`, nor the slice
         settings: the store key holds the training data the slice selects, by content."""
         left_out = {"save_steps", "max_train_samples", "train_subsample_seed"}
         return {k: v for k, v in asdict(self).items() if k not in left_out}
 
+
+FINETUNE_RANGES = {
+    "lr": dict(kind=float, low=0, low_open=True),
+    "epochs": dict(kind=float, low=0, low_open=True),
+    "batch_size": dict(kind=int, low=1),
+    "weight_decay": dict(kind=float, low=0),
+    "warmup_ratio": dict(kind=float, low=0, high=1, high_open=True),
+    "seed": dict(kind=int, low=0, high=2**32 - 1),
+    "max_train_samples": dict(kind=int, low=1),
+    "train_subsample_seed": dict(kind=int, low=0),
+    "save_steps": dict(kind=int, low=1),
+}
 
 TEACHER_KEYS = {
     "checkpoints": "task -> fine-tuned checkpoint (Hub id or local path)",
@@ -111,15 +131,16 @@ def teacher_specs(teachers_cfg: DictConfig, task: TaskSpec) -> list[TeacherSpec]
             source=_source(name, tcfg, task),
             finetune=bool(tcfg.get("finetune", False)),
             tokenizer=tcfg.get("tokenizer"),
-            max_length=int(tcfg.get("max_length", 128)),
+            max_length=number(tcfg.get("max_length", 128), f"teachers.{name}.max_length", int, 1),
             revision=tcfg.get("revision"),
             trust_remote_code=bool(tcfg.get("trust_remote_code", False)),
-            batch_size=int(tcfg.get("batch_size", 128)),
+            batch_size=number(tcfg.get("batch_size", 128), f"teachers.{name}.batch_size", int, 1),
             finetune_args=FinetuneArgs.from_config(name, tcfg.get("finetune_args")),
             label_map=tcfg.get("label_map") or None,
             gate=bool(tcfg.get("gate", True)),
             min_metric=None if tcfg.get("min_metric") is None else float(tcfg["min_metric"]),
         )
+        spec.finetune_args.check(name)
         if spec.label_map and spec.finetune:
             raise ValueError(
                 f"teachers.{name}.label_map is set, but teachers.{name}.finetune is true: sead "

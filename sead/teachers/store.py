@@ -22,13 +22,15 @@ import numpy as np
 import torch
 from datasets import DatasetDict
 from filelock import FileLock, Timeout
-from transformers import AutoTokenizer, Trainer, TrainerState, TrainingArguments
+from transformers import AutoTokenizer, Trainer, TrainerState, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
-from sead import choices, data
+from sead import choices, data, manifest
 from sead.cache import FileHashes, SoftLabelCache, fingerprint
 from sead.checkpoints import from_pretrained_with_new_head, identity
+from sead.manifest import STORE_MARKER
 from sead.tasks import TaskSpec, head_config
+from sead.teachers import sanity
 from sead.teachers.logits import cached_logits
 from sead.teachers.sanity import evaluate
 from sead.teachers.spec import TeacherSpec
@@ -37,7 +39,7 @@ from sead.tracking import EpochReport, eval_scorer
 
 log = logging.getLogger(__name__)
 
-STORE_MARKER = "sead_teacher.json"  # written last: a store entry without it is incomplete
+# STORE_MARKER (sead_teacher.json): an entry's record; without it an entry is incomplete
 
 
 def teacher_train_split(spec: TeacherSpec, task: TaskSpec, splits: DatasetDict):
@@ -87,6 +89,9 @@ def finetune_settings(spec: TeacherSpec, task: TaskSpec, splits: DatasetDict) ->
 def store_key(spec: TeacherSpec, task: TaskSpec, train, base_id: str, tok_id: str) -> dict:
     """Everything that shapes a fine-tuned teacher (not its name: equal settings, one entry)."""
     return {
+        # 2: fine-tuning seeded from the teacher's own seed at its start; entries from before
+        # depended on what ran earlier in the process, so they are not reused.
+        "recipe": 2,
         "base": base_id,
         "tokenizer": tok_id,
         "task": task.name,
@@ -108,6 +113,7 @@ def finetune(
     store_dir,
     cache: SoftLabelCache | None = None,
     file_hashes: FileHashes | None = None,
+    gate: bool = False,
 ) -> Teacher:
     """Fine-tune `base_dir` on the task's train split once, evaluate it, and store it.
 
@@ -115,18 +121,26 @@ def finetune(
     its `sead_teacher.json` records the key, settings, train time and the
     teacher's metrics on the eval splits. An interrupted run resumes from its
     last Trainer checkpoint (in `<entry>.work/`); parallel jobs wait on a lock.
+    Every file is listed with its size and hash (`sead.manifest`) and checked on reuse: a
+    damaged entry is reported in one line and rebuilt. With `gate`, a teacher below its
+    floor (`sanity.gate`) is not stored.
     """
     train = teacher_train_split(spec, task, splits)
     key = store_key(spec, task, train, base_id, tok_id)
     store = Path(store_dir)
-    store.mkdir(parents=True, exist_ok=True)
     final = store / f"{task.name}-{fingerprint(key)}"
+    # A complete, verified entry is read without a lock, so a read-only store works.
+    reused = _reuse(spec, final, tok_id, file_hashes, warn=True)
+    if reused is not None:
+        return reused
+    try:
+        store.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise _not_writable(store, err, f"teacher {spec.name}") from err
     with _locked(final, f"teacher {spec.name}"):
-        if (final / STORE_MARKER).is_file():
-            record = json.loads((final / STORE_MARKER).read_text())
-            log.info("Teacher %s: reusing fine-tuned %s (%s)", spec.name, final, _scores(record))
-            model_id = identity(str(final), final, file_hashes=file_hashes)
-            return Teacher(spec, final, final, model_id, tok_id, STORE, store_record=record)
+        reused = _reuse(spec, final, tok_id, file_hashes, warn=False)  # built while we waited
+        if reused is not None:
+            return reused
         work = Path(str(final) + ".work")
         last = get_last_checkpoint(work) if work.is_dir() else None
         resumed_from_step = _global_step(last)  # read now: training rotates checkpoints out
@@ -167,6 +181,15 @@ def finetune(
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }
             (tmp / STORE_MARKER).write_text(json.dumps(teacher.store_record, indent=2))
+            if gate:  # a teacher below its floor is not kept: no later run may reuse it
+                scores = {split: result["metrics"] for split, result in evaluation.items()}
+                try:
+                    sanity.gate(spec, task, scores, splits, True)
+                except sanity.TeacherBelowFloor:
+                    shutil.rmtree(work, ignore_errors=True)
+                    log.warning("Teacher %s fails the gate: not kept in the store.", spec.name)
+                    raise
+            manifest.write(tmp, file_hashes)  # sizes and hashes, verified on every reuse
             if final.exists():
                 shutil.rmtree(final)  # an incomplete entry (no marker) from a crashed run
             os.replace(tmp, final)
@@ -182,6 +205,31 @@ def finetune(
             final,
         )
         return teacher
+
+
+def _reuse(spec, final: Path, tok_id: str, file_hashes, warn: bool) -> Teacher | None:
+    """The stored teacher when its entry is complete and matches its manifest, else None."""
+    if not (final / STORE_MARKER).is_file():
+        return None
+    try:
+        manifest.verify(final, file_hashes)
+        record = json.loads((final / STORE_MARKER).read_text())
+    except (manifest.DamagedFolder, ValueError) as err:
+        if warn:
+            reason = " ".join(str(err).split())
+            log.warning("Teacher store entry %s is damaged (%s); rebuilding it.", final, reason)
+        return None
+    log.info("Teacher %s: reusing fine-tuned %s (%s)", spec.name, final, _scores(record))
+    model_id = identity(str(final), final, file_hashes=file_hashes)
+    return Teacher(spec, final, final, model_id, tok_id, STORE, store_record=record)
+
+
+def _not_writable(folder: Path, err: OSError, what: str) -> PermissionError:
+    return PermissionError(
+        f"Cannot write to the teacher store {folder} ({err.strerror or err}), where {what} "
+        "must be fine-tuned and kept. Point SEAD_CACHE (or paths.cache_dir, or "
+        "paths.teachers_dir) at a writable folder."
+    )
 
 
 def _evaluate_into_cache(teacher: Teacher, task: TaskSpec, splits, cache) -> dict:
@@ -219,9 +267,11 @@ def _locked(path: Path, what: str):
     lock = FileLock(str(path) + ".lock")
     try:
         lock.acquire(timeout=0)
-    except Timeout:
+    except Timeout:  # an OSError too, so caught first
         log.info("Waiting for another job that is preparing %s (%s.lock)", what, path)
         lock.acquire()
+    except OSError as err:  # a read-only store
+        raise _not_writable(path.parent, err, what) from err
     try:
         yield
     finally:
@@ -231,6 +281,10 @@ def _locked(path: Path, what: str):
 def _teacher_trainer(spec, task, train, base_dir, tok_dir, work, eval_splits=None) -> Trainer:
     args = spec.finetune_args
     tokenizer = AutoTokenizer.from_pretrained(tok_dir, trust_remote_code=spec.trust_remote_code)
+    # Seeded from the teacher's own settings, not from whatever ran earlier in this process:
+    # the fresh head's init comes from here (dropout and data order from the Trainer's seed),
+    # so one store key always means the same weights, whatever the order of the teachers.
+    set_seed(args.seed)
     model = from_pretrained_with_new_head(
         choices.model_class(task),
         base_dir,

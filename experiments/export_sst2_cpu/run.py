@@ -1,0 +1,118 @@
+"""Real SST-2 students shipped on this CPU: PyTorch fp32 vs ONNX fp32 vs ONNX int8.
+
+    flock /tmp/sead-cpu.lock python experiments/export_sst2_cpu/run.py   # make bench-export
+
+Two students, each made by sead itself (`sead.pipeline.run`, one all-MiniLM-L6-v2 teacher
+fine-tuned by sead on 4,000 SST-2 examples, 2 epochs of distillation on them):
+
+* `minilm_l2`: the 2-layer student cut from all-MiniLM-L6-v2 (`student=minilm_l2`);
+* `minilm_l6`: all six layers (`student.keep_layers=null`).
+
+Each is then exported by `sead.export` (the same code as `python -m sead.export <run dir>`),
+with PyTorch dynamic int8 timed beside the ONNX formats, on all 872 validation examples and
+with every core of the machine for every format. Results: `results.json` beside this file
+(the export records, the machine) and the tables on stdout; README.md reports them.
+
+Resumable: a student whose run folder (`<cache>/export_sst2_cpu/<name>/`) has an ok
+results.json is reused; the teacher and its logits are in the cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+from importlib import metadata
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's sead, whatever the cwd
+
+from hydra import compose, initialize_config_dir  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+from sead import export, pipeline  # noqa: E402
+from sead.card import deployment_table  # noqa: E402
+
+log = logging.getLogger("export_sst2_cpu")
+
+DATA = Path(os.environ.get("SEAD_SHARED", ROOT.parent / "shared")) / "data" / "glue" / "sst2"
+COMMON = [
+    "task=sst2",
+    "teachers=[minilm]",
+    "student=minilm_l2",
+    "data.max_train_samples=4000",
+    "train.epochs=2",
+]
+STUDENTS = {
+    "minilm_l2": [],
+    "minilm_l6": ["student.keep_layers=null"],  # all six layers of all-MiniLM-L6-v2
+}
+EXPORT = {"torch_int8": True, "speed_samples": 1000, "passes": 5}  # 1000 > 872: all of them
+
+
+def student_run(name: str, cache: Path) -> Path:
+    """The student's run folder, trained now unless an earlier run finished there."""
+    run_dir = cache / "export_sst2_cpu" / name
+    results = run_dir / "results.json"
+    if results.is_file() and json.loads(results.read_text()).get("status") == "ok":
+        log.info("%s: reusing %s", name, run_dir)
+        return run_dir
+    overrides = [
+        *COMMON,
+        *STUDENTS[name],
+        f"data.dir={DATA}",
+        f"paths.cache_dir={cache}",
+        f"paths.output_dir={run_dir}",
+    ]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    log.info("%s: training (%s)", name, " ".join(overrides))
+    pipeline.run(cfg)
+    return run_dir
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cache", type=Path, default=Path(os.environ.get("SEAD_CACHE", "cache")))
+    parser.add_argument("--students", nargs="+", default=list(STUDENTS), choices=list(STUDENTS))
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="for every format")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    previous = HERE / "results.json"  # students not run now keep their earlier records
+    records = json.loads(previous.read_text())["students"] if previous.is_file() else {}
+    for name in args.students:
+        run_dir = student_run(name, args.cache.resolve())
+        cfg = OmegaConf.load(run_dir / "config.yaml")
+        cfg.export = OmegaConf.merge(
+            export.default_settings(), EXPORT, {"enabled": True, "threads": args.threads}
+        )
+        try:
+            record = export.export_run(cfg, run_dir)
+        except export.ExportError as error:  # recorded, and the other student still runs
+            log.error("%s: export refused: %s", name, error)
+            records[name] = {"run_dir": str(run_dir), "refused": str(error)}
+            continue
+        export.save_record(run_dir, cfg, record)
+        records[name] = {"run_dir": str(run_dir), **record}
+        print(f"\n## {name}\n\n{deployment_table(record)}\n", flush=True)
+    out = {
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version(),
+            "torch_threads": args.threads,
+            **{p: metadata.version(p) for p in ("torch", "transformers", "onnx", "onnxruntime")},
+        },
+        "command": " ".join(["python", *sys.argv]),
+        "students": records,
+    }
+    (HERE / "results.json").write_text(json.dumps(out, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,563 @@
+"""Ship the student: ONNX fp32 and int8 exports, checked against PyTorch and timed side by side.
+
+`export_student(student_dir, out_dir, task, split, max_length, cfg)` writes, beside `student/`:
+
+* `onnx/`: `model.onnx` (fp32), `config.json` and the tokenizer, the layout that
+  `optimum.onnxruntime.ORTModelFor...` loads; a plain `onnxruntime.InferenceSession` loads
+  `model.onnx` alone (inputs `input_ids`, `attention_mask`[, `token_type_ids`], output `logits`).
+* `onnx-int8/`: the same graph with ONNX Runtime's dynamic int8 quantization (weights int8,
+  one scale per output channel; activations quantized on the fly), the same layout.
+
+The exporter is `torch.onnx.export` (the torch.export-based one, `dynamo=True`, torch's default
+since 2.9), called directly: optimum-onnx, the Hugging Face wrapper around it, pins
+transformers < 4.58 in its latest release and cannot be installed beside transformers 5.
+
+Nothing ships unchecked. The fp32 graph's logits must match PyTorch's on every example of the
+eval split within `export.atol`, else the export is refused naming the largest deviation. The
+int8 model is scored with the task's official metric (`sead.metrics`), and a drop of more than
+`export.max_metric_drop` points (x100) below PyTorch fp32 refuses it too. Refused folders are
+never left behind: each is written under a temporary name and renamed once it passes.
+
+Speed: every format predicts the same pre-tokenized examples with the same thread count:
+batch 1 (latency p50/p95, ms) and length-sorted batches of 32 (throughput, examples/s).
+
+Without ONNX Runtime (`export.backend=auto`), PyTorch dynamic quantization
+(`torch.ao.quantization.quantize_dynamic` on `nn.Linear`) is checked and timed instead; it is
+applied when the model is loaded, so nothing is written for it.
+
+Classification, regression (stsb: one output column) and multiple choice (copa, record: inputs
+`[batch, choices, length]`) students all export.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+from datasets import Dataset
+from omegaconf import DictConfig, OmegaConf
+from transformers import AutoTokenizer, DataCollatorWithPadding
+
+from sead import card, choices, data, metrics
+from sead.card import deployment_table
+from sead.inference import MODEL_INPUTS, predict_logits
+from sead.report import RESULTS_FILE, write_atomic
+from sead.tasks import TaskSpec, get_task
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "pip install -e '.[export]'"
+ONNX_DIR, INT8_DIR = "onnx", "onnx-int8"
+ONNX_FILE = "model.onnx"
+EXPORT_FILE = "export.json"  # the record, beside the folders, when there is no results.json
+CONF_FILE = Path(__file__).resolve().parents[1] / "conf" / "export" / "onnx.yaml"
+PYTORCH_FP32, ONNX_FP32, ONNX_INT8, PYTORCH_INT8 = (
+    "pytorch fp32",
+    "onnx fp32",
+    "onnx int8",
+    "pytorch int8",
+)
+
+
+class ExportError(RuntimeError):
+    """The export was refused: a check failed, or a dependency is missing."""
+
+
+# --------------------------------------------------------------------------------------------
+# Dependencies: an optional group, named in the error.
+# --------------------------------------------------------------------------------------------
+
+
+def onnx_available() -> bool:
+    """onnx, onnxscript (the exporter's) and onnxruntime are all importable."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def backend(cfg) -> str:
+    """`onnx` or `torch`, from `export.backend` (auto: onnx when its packages are installed)."""
+    wanted = str(cfg.get("backend", "auto"))
+    if wanted not in ("auto", "onnx", "torch"):
+        raise ExportError(f"export.backend={wanted!r}: use auto, onnx or torch.")
+    if wanted == "torch" or onnx_available():
+        return wanted if wanted != "auto" else "onnx"
+    if wanted == "onnx":
+        raise ExportError(
+            "The ONNX export needs onnx, onnxscript and onnxruntime, which are not all installed: "
+            f"{INSTALL_HINT} (or export.backend=torch for PyTorch int8 only)."
+        )
+    log.warning(
+        "onnx/onnxscript/onnxruntime are not installed (%s): no ONNX export; measuring PyTorch "
+        "dynamic int8 quantization instead.",
+        INSTALL_HINT,
+    )
+    return "torch"
+
+
+# --------------------------------------------------------------------------------------------
+# Export and quantize.
+# --------------------------------------------------------------------------------------------
+
+
+class _LogitsOnly(torch.nn.Module):
+    """The model with named tensor inputs and one output, `logits`: what the graph exposes."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+        inputs = {"attention_mask": attention_mask, "token_type_ids": token_type_ids}
+        inputs = {name: value for name, value in inputs.items() if value is not None}
+        return self.model(input_ids=input_ids, **inputs).logits
+
+
+def export_onnx(model, tokenizer, example: dict, folder: Path, opset: int) -> Path:
+    """`folder/model.onnx` (fp32, one file), config.json and the tokenizer; returns the file.
+
+    Every input dimension is dynamic (batch, [choices,] length): `example` only traces it.
+    """
+    names = [name for name in MODEL_INPUTS if name in example]
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / ONNX_FILE
+    dynamic = torch.export.Dim.DYNAMIC
+    dims = {name: dict.fromkeys(range(example[name].dim()), dynamic) for name in names}
+    try:
+        torch.onnx.export(
+            _LogitsOnly(model).eval(),
+            (),
+            str(path),
+            kwargs={name: example[name] for name in names},
+            input_names=names,
+            output_names=["logits"],
+            dynamic_shapes=dims,
+            opset_version=opset,
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
+    except Exception as error:
+        raise ExportError(
+            f"torch.onnx.export could not export {type(model).__name__}: "
+            f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        ) from error
+    model.config.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return path
+
+
+def quantize_onnx(source: Path, folder: Path, per_channel: bool = True) -> Path:
+    """ONNX Runtime's dynamic int8 quantization of `source` (weights int8, activations on the
+    fly), with the config and tokenizer files copied beside it.
+
+    Per channel by default: one scale per output column keeps the 6-layer MiniLM student's
+    SST-2 accuracy within 0.1 point, where one scale per tensor lost 1.7 (experiments/
+    export_sst2_cpu/README.md).
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / ONNX_FILE
+    quantize_dynamic(str(source), str(path), weight_type=QuantType.QInt8, per_channel=per_channel)
+    for file in source.parent.iterdir():
+        if file.name != ONNX_FILE and file.is_file():
+            shutil.copy2(file, folder / file.name)
+    return path
+
+
+def quantize_torch(model):
+    """PyTorch dynamic quantization of every nn.Linear (int8 weights, fp32 activations)."""
+    return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def session(path: Path, threads: int):
+    """An ONNX Runtime CPU session with `threads` intra-op threads (the same as torch's)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class OrtModel(torch.nn.Module):
+    """An ONNX Runtime session behind a transformers model's call (`model(**batch).logits`),
+    so that sead's inference loop (length-sorted batches, multiple-choice padding) runs it
+    unchanged. The one empty parameter only tells that loop the device (CPU)."""
+
+    def __init__(self, ort_session, config):
+        super().__init__()
+        self.session, self.config = ort_session, config
+        self.input_names = [i.name for i in ort_session.get_inputs()]
+        self.device_marker = torch.nn.Parameter(torch.empty(0), requires_grad=False)
+
+    def forward(self, **batch):
+        feeds = {name: batch[name].numpy() for name in self.input_names}
+        return SimpleNamespace(logits=torch.from_numpy(self.session.run(None, feeds)[0]))
+
+
+# --------------------------------------------------------------------------------------------
+# Checks: logits and the task's metric.
+# --------------------------------------------------------------------------------------------
+
+
+def hard_predictions(task: TaskSpec, logits: np.ndarray) -> np.ndarray:
+    """Label ids (classification, choices) or scores (regression), as the pipeline scores."""
+    return logits[:, 0] if task.is_regression else logits.argmax(-1)
+
+
+def check_logits(reference: np.ndarray, exported: np.ndarray, ids, atol: float) -> dict:
+    """The largest |difference| of two models' logits; refuses the export above `atol`."""
+    deviation = np.abs(reference.astype(np.float64) - exported.astype(np.float64))
+    row, column = np.unravel_index(int(deviation.argmax()), deviation.shape)
+    worst = float(deviation[row, column])
+    record = {"atol": atol, "max_abs_diff": worst, "mean_abs_diff": float(deviation.mean())}
+    if not np.isfinite(worst) or worst > atol:
+        raise ExportError(
+            f"The ONNX fp32 export does not match PyTorch: largest |logit difference| {worst:.3g} "
+            f"> export.atol={atol:g} (example idx {ids[row]}, column {column}: PyTorch "
+            f"{reference[row, column]:.6g}, ONNX {exported[row, column]:.6g}). Not shipped."
+        )
+    return record
+
+
+def metric_drop(task: TaskSpec, reference: dict, quantized: dict) -> float:
+    """How many points (x100) the main metric fell from fp32 to int8 (negative: it rose)."""
+    return round(100 * (reference[task.main_metric] - quantized[task.main_metric]), 4)
+
+
+def check_drop(task: TaskSpec, drop: float, limit: float, name: str) -> None:
+    if drop > limit:
+        raise ExportError(
+            f"The {name} model loses {drop:.2f} points of {task.main_metric} against PyTorch fp32 "
+            f"(export.max_metric_drop={limit:g}). Not shipped."
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Speed: the same batches for every format.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Batches:
+    """Pre-tokenized, pre-padded batches: tokenization and padding are not timed."""
+
+    single: list[dict]  # one example each (latency)
+    sorted32: list[dict]  # length-sorted batches of `batch_size` (throughput)
+    n_examples: int
+
+
+def make_batches(encoded: Dataset, tokenizer, n: int, batch_size: int) -> Batches:
+    multiple_choice = "n_choices" in encoded.column_names
+    encoded = encoded.select(range(min(n, len(encoded))))
+    columns = [c for c in MODEL_INPUTS if c in encoded.column_names]
+    features = {c: encoded[c][:] for c in columns}  # plain lists: fast row access
+    rows = [{c: features[c][i] for c in columns} for i in range(len(encoded))]
+    collate = (
+        choices.ChoiceCollator(tokenizer)
+        if multiple_choice
+        else DataCollatorWithPadding(tokenizer, return_tensors="pt")
+    )
+
+    def batch(indices) -> dict:
+        out = collate([rows[i] for i in indices])
+        return {k: v for k, v in out.items() if k in MODEL_INPUTS}
+
+    if multiple_choice:  # padded size: choices x longest choice
+        size = np.asarray(encoded[choices.CHOICE_TOKENS][:])
+    else:
+        size = np.asarray([len(row["input_ids"]) for row in rows])
+    order = np.argsort(-size, kind="stable")  # longest first, as sead's inference runs
+    sorted32 = [batch(order[i : i + batch_size]) for i in range(0, len(order), batch_size)]
+    return Batches([batch([i]) for i in range(len(rows))], sorted32, len(rows))
+
+
+def time_models(models: dict, batches: Batches, passes: int) -> dict[str, dict]:
+    """Per model: p50/p95 latency (ms) at batch 1 and throughput (examples/s, the best of
+    `passes` passes over the sorted batches), after a warm-up.
+
+    The models take turns (example by example for latency, pass by pass for throughput), so
+    a burst of other work on the machine slows them all alike instead of one format.
+    """
+    latencies = {name: [] for name in models}
+    best = dict.fromkeys(models, float("inf"))
+    with torch.inference_mode():
+        for model in models.values():
+            model.eval()
+            for batch in batches.single[:5] + batches.sorted32[:1]:
+                model(**batch)
+        for batch in batches.single:
+            for name, model in models.items():
+                started = time.perf_counter()
+                model(**batch)
+                latencies[name].append(1000 * (time.perf_counter() - started))
+        for _ in range(passes):
+            for name, model in models.items():
+                started = time.perf_counter()
+                for batch in batches.sorted32:
+                    model(**batch)
+                best[name] = min(best[name], time.perf_counter() - started)
+    return {
+        name: {
+            "latency_ms": {
+                "p50": round(float(np.percentile(latencies[name], 50)), 3),
+                "p95": round(float(np.percentile(latencies[name], 95)), 3),
+            },
+            "throughput": round(batches.n_examples / best[name], 1),
+        }
+        for name in models
+    }
+
+
+def size_on_disk(*paths: Path) -> int:
+    return sum(Path(p).stat().st_size for p in paths if Path(p).is_file())
+
+
+def _weights(student_dir: Path) -> list[Path]:
+    return sorted(Path(student_dir).glob("*.safetensors")) or sorted(
+        Path(student_dir).glob("*.bin")
+    )
+
+
+def _torch_int8_size(model) -> int:
+    """Bytes of the quantized model's state dict, serialized (it is quantized at load time)."""
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.getbuffer().nbytes
+
+
+# --------------------------------------------------------------------------------------------
+# The stage.
+# --------------------------------------------------------------------------------------------
+
+
+def export_student(
+    student_dir: Path, out_dir: Path, task: TaskSpec, split: Dataset, split_name: str,
+    max_length: int, cfg,
+) -> dict:  # fmt: skip
+    """Export, check and time the student in `student_dir`; writes `onnx/` and `onnx-int8/`
+    (ONNX backend) under `out_dir` and returns the `export` record of results.json."""
+    chosen = backend(cfg)
+    student_dir, out_dir = Path(student_dir), Path(out_dir)
+    threads = int(cfg.get("threads") or torch.get_num_threads())
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _export(student_dir, out_dir, task, split, split_name, max_length, cfg, chosen)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _export(student_dir, out_dir, task, split, split_name, max_length, cfg, chosen) -> dict:
+    threads = torch.get_num_threads()
+    model = choices.model_class(task).from_pretrained(student_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(student_dir)
+    encoded = data.tokenize(split, tokenizer, task, max_length)
+    ids = np.asarray(split["idx"][:], dtype=object)
+    batch_size = int(cfg.get("batch_size", 32))
+    limit = float(cfg.get("max_metric_drop", 1.0))
+
+    def score(logits):
+        return metrics.score_split(task, split, hard_predictions(task, logits))
+
+    reference = predict_logits(model, tokenizer, encoded, 128, "PyTorch fp32")
+    formats = {
+        PYTORCH_FP32: {
+            "path": str(student_dir),
+            "size_bytes": size_on_disk(*_weights(student_dir)),
+            "metrics": score(reference),
+        }
+    }
+    models = {PYTORCH_FP32: model}
+    record = {
+        "backend": chosen,
+        "split": split_name,
+        "examples": len(split),
+        "threads": threads,
+        "max_metric_drop": limit,
+        "main_metric": task.main_metric,
+        "versions": {"torch": torch.__version__},
+    }
+    if chosen == "onnx":
+        import onnx
+        import onnxruntime
+
+        record["versions"] |= {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
+        opset = int(cfg.get("opset", 18))
+        record["exporter"] = f"torch.onnx.export (dynamo=True, opset {opset})"
+        fp32_dir, int8_dir = out_dir / ONNX_DIR, out_dir / INT8_DIR
+        staging = out_dir / ".export-tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            example = make_batches(encoded, tokenizer, 2, 2).sorted32[0]
+            fp32_file = export_onnx(model, tokenizer, example, staging / ONNX_DIR, opset)
+            models[ONNX_FP32] = OrtModel(session(fp32_file, threads), model.config)
+            exported = predict_logits(models[ONNX_FP32], tokenizer, encoded, 128, "ONNX fp32")
+            atol = float(cfg.get("atol", 1e-4))
+            record["equivalence"] = check_logits(reference, exported, ids, atol)
+            formats[ONNX_FP32] = {
+                "path": str(fp32_dir),
+                "size_bytes": size_on_disk(fp32_file),
+                "metrics": score(exported),
+            }
+            per_channel = bool(cfg.get("per_channel", True))
+            int8_file = quantize_onnx(fp32_file, staging / INT8_DIR, per_channel)
+            record["quantization"] = {"weights": "int8", "per_channel": per_channel}
+            models[ONNX_INT8] = OrtModel(session(int8_file, threads), model.config)
+            quantized = score(predict_logits(models[ONNX_INT8], tokenizer, encoded, 128, "int8"))
+            drop = metric_drop(task, formats[PYTORCH_FP32]["metrics"], quantized)
+            formats[ONNX_INT8] = {
+                "path": str(int8_dir),
+                "size_bytes": size_on_disk(int8_file),
+                "metrics": quantized,
+                "metric_drop": drop,
+            }
+            check_drop(task, drop, limit, ONNX_INT8)
+            for name, folder in ((ONNX_DIR, fp32_dir), (INT8_DIR, int8_dir)):
+                shutil.rmtree(folder, ignore_errors=True)
+                (staging / name).rename(folder)
+            for name in (ONNX_FP32, ONNX_INT8):  # the sessions read the files: reopen them
+                file = Path(formats[name]["path"]) / ONNX_FILE
+                models[name] = OrtModel(session(file, threads), model.config)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    if chosen == "torch" or cfg.get("torch_int8", False):
+        models[PYTORCH_INT8] = quantize_torch(model)
+        quantized = score(predict_logits(models[PYTORCH_INT8], tokenizer, encoded, 128, "int8"))
+        drop = metric_drop(task, formats[PYTORCH_FP32]["metrics"], quantized)
+        formats[PYTORCH_INT8] = {
+            "path": None,  # quantized when loaded: quantize_dynamic(model, {nn.Linear}, qint8)
+            "size_bytes": _torch_int8_size(models[PYTORCH_INT8]),
+            "metrics": quantized,
+            "metric_drop": drop,
+        }
+        if chosen == "torch":  # what ships; beside ONNX (export.torch_int8) it is only compared
+            check_drop(task, drop, limit, PYTORCH_INT8)
+
+    batches = make_batches(encoded, tokenizer, int(cfg.get("speed_samples", 1000)), batch_size)
+    passes = int(cfg.get("passes", 5))
+    log.info("Timing %s (%d threads)...", ", ".join(models), threads)
+    for name, timing in time_models(models, batches, passes).items():
+        formats[name] |= timing
+    base = formats[PYTORCH_FP32]["throughput"]
+    for entry in formats.values():
+        entry["speedup"] = round(entry["throughput"] / base, 2)
+    record["speed"] = {"examples": batches.n_examples, "batch_size": batch_size, "passes": passes}
+    record["formats"] = formats
+    log.info("\n%s", deployment_table(record))
+    return record
+
+
+# --------------------------------------------------------------------------------------------
+# From a run's config: the pipeline's call, and the command's.
+# --------------------------------------------------------------------------------------------
+
+
+def enabled(cfg: DictConfig) -> bool:
+    export_cfg = cfg.get("export")
+    return bool(export_cfg is not None and export_cfg.get("enabled", False))
+
+
+def export_run(cfg: DictConfig, out_dir: Path, splits=None) -> dict:
+    """Export `<out_dir>/student` with the run's task, data and max length (`cfg`).
+
+    `splits`: the run's loaded splits (the pipeline's), else the eval split is loaded.
+    """
+    task = get_task(cfg.task.name)
+    export_cfg = cfg.export
+    split_name = export_cfg.get("split") or task.eval_splits[0]
+    if splits is None or split_name not in splits:
+        splits = data.load_splits(task, cfg.data, [split_name])
+    max_length = int(cfg.student.max_length)
+    return export_student(
+        Path(out_dir) / "student", out_dir, task, splits[split_name], split_name, max_length,
+        export_cfg,
+    )  # fmt: skip
+
+
+def default_settings() -> DictConfig:
+    """conf/export/onnx.yaml: the command's defaults, the same as `export=onnx` in a run."""
+    return OmegaConf.load(CONF_FILE)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m sead.export",
+        description="Export a sead student to ONNX fp32 and int8, checked and timed: writes "
+        "onnx/ and onnx-int8/ beside student/, and the 'export' record into results.json (and "
+        "the model card), or export.json when the folder has no run results.",
+    )
+    parser.add_argument("path", type=Path, help="a run folder (with student/) or a student folder")
+    parser.add_argument(
+        "overrides", nargs="*", help="export settings (conf/export/onnx.yaml), e.g. atol=1e-5"
+    )
+    parser.add_argument("--task", help="the task, for a student folder outside a sead run")
+    parser.add_argument("--data-dir", help="its data: a folder of <split>.jsonl (default: Hub)")
+    parser.add_argument("--max-length", type=int, default=128, help="(outside a run) default 128")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not args.path.is_dir():
+        sys.exit(f"{args.path}: no such folder (pass a run folder or its student/).")
+    run_dir = args.path if (args.path / "student").is_dir() else args.path.parent
+    cfg = _run_config(run_dir, args)
+    settings = OmegaConf.merge(default_settings(), cfg.get("export") or {})
+    settings = OmegaConf.merge(settings, OmegaConf.from_dotlist(args.overrides), {"enabled": True})
+    cfg.export = settings
+    try:
+        record = export_run(cfg, run_dir)
+    except ExportError as error:
+        sys.exit(f"Export refused: {error}")
+    save_record(run_dir, cfg, record)  # the table was logged by export_student
+
+
+def _run_config(run_dir: Path, args) -> DictConfig:
+    """The run's resolved config; for a student folder of its own, one from the options."""
+    if (run_dir / "config.yaml").is_file() and not args.task:
+        return OmegaConf.load(run_dir / "config.yaml")
+    if not args.task:
+        sys.exit(f"{args.path}: not a sead run (no config.yaml beside student/): pass --task.")
+    if (run_dir / "student").resolve() != args.path.resolve():
+        sys.exit(f"{args.path}: the student folder must be named student/ (exports go beside it).")
+    return OmegaConf.create(
+        {
+            "task": {"name": args.task},
+            "data": {"dir": args.data_dir},
+            "student": {"model": str(args.path), "max_length": args.max_length},
+        }
+    )
+
+
+def save_record(run_dir: Path, cfg, record: dict) -> None:
+    """Into results.json (and so the model card) under `export`; else `export.json`."""
+    results_file = run_dir / RESULTS_FILE
+    if not results_file.is_file():
+        write_atomic(run_dir / EXPORT_FILE, json.dumps(record, indent=2) + "\n")
+        return
+    results = json.loads(results_file.read_text())
+    results["export"] = record
+    write_atomic(results_file, json.dumps(results, indent=2) + "\n")
+    if results.get("status", "ok") == "ok":
+        card.write_model_card(results, cfg, run_dir / "student")
+
+
+if __name__ == "__main__":
+    main()

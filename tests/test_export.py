@@ -1,0 +1,217 @@
+"""sead.export: a tiny student exported to ONNX fp32 and int8, checked, timed, and refused when a
+check fails; regression and multiple-choice students; the card's deployment table."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from datasets import Dataset
+from omegaconf import OmegaConf
+from transformers import AutoModelForMultipleChoice, AutoModelForSequenceClassification
+
+from sead import card, data, export, report
+from sead.tasks import get_task
+from tests.test_card import _results
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+FIXTURES = Path(__file__).parent / "fixtures" / "super_glue"
+QUICK = {"speed_samples": 8, "passes": 1, "threads": 1, "batch_size": 4}
+
+
+def settings(**overrides):
+    return OmegaConf.merge(export.default_settings(), QUICK, overrides)
+
+
+def make_student(tiny_assets, run_dir: Path, model_class=AutoModelForSequenceClassification, **kw):
+    """A run folder with the tiny student (random head) saved as `student/`."""
+    source = tiny_assets / "models" / "student"
+    model = model_class.from_pretrained(source, **kw)
+    model.save_pretrained(run_dir / "student")
+    for file in source.iterdir():
+        if "token" in file.name or file.name == "vocab.txt":
+            (run_dir / "student" / file.name).write_bytes(file.read_bytes())
+    return run_dir / "student"
+
+
+def toy_split(tiny_assets, n=40):
+    task = get_task("sst2")
+    cfg = OmegaConf.create({"dir": str(tiny_assets / "data" / "sst2_toy"), "max_eval_samples": n})
+    return task, data.load_splits(task, cfg, ["validation"])["validation"]
+
+
+@pytest.fixture
+def student(tiny_assets, tmp_path):
+    return make_student(tiny_assets, tmp_path / "run", num_labels=2)
+
+
+def test_fp32_and_int8_exports_load_match_and_are_timed(tiny_assets, student):
+    import onnxruntime
+
+    task, split = toy_split(tiny_assets)
+    run_dir = student.parent
+    record = export.export_student(
+        student, run_dir, task, split, "validation", 64, settings(max_metric_drop=100)
+    )
+    for folder in ("onnx", "onnx-int8"):
+        files = {p.name for p in (run_dir / folder).iterdir()}
+        assert {"model.onnx", "config.json", "tokenizer_config.json"} <= files
+    assert not (run_dir / ".export-tmp").exists()
+    # A plain InferenceSession reproduces PyTorch's logits, with dynamic batch and length.
+    model = AutoModelForSequenceClassification.from_pretrained(student).eval()
+    tokenizer = export.AutoTokenizer.from_pretrained(run_dir / "onnx")
+    texts = ["a good film", "not a good film at all , honestly", "dull"]
+    inputs = tokenizer(texts, padding=True, return_tensors="pt")
+    session = onnxruntime.InferenceSession(str(run_dir / "onnx" / "model.onnx"))
+    names = [i.name for i in session.get_inputs()]
+    onnx_logits = session.run(None, {n: inputs[n].numpy() for n in names})[0]
+    np.testing.assert_allclose(onnx_logits, model(**inputs).logits.detach().numpy(), atol=1e-4)
+
+    assert record["equivalence"]["max_abs_diff"] <= 1e-4 == record["equivalence"]["atol"]
+    assert record["exporter"].startswith("torch.onnx.export")
+    formats = record["formats"]
+    assert list(formats) == ["pytorch fp32", "onnx fp32", "onnx int8"]
+    assert formats["onnx int8"]["size_bytes"] < formats["onnx fp32"]["size_bytes"]
+    assert formats["onnx fp32"]["metrics"] == formats["pytorch fp32"]["metrics"]
+    assert "metric_drop" in formats["onnx int8"]
+    for entry in formats.values():
+        assert entry["latency_ms"]["p50"] > 0 and entry["throughput"] > 0
+    assert formats["pytorch fp32"]["speedup"] == 1.0
+    assert record["threads"] == 1 and record["speed"]["examples"] == 8
+
+
+def test_deviating_logits_refuse_the_export_naming_the_largest(tiny_assets, student):
+    task, split = toy_split(tiny_assets, n=8)
+    with pytest.raises(export.ExportError, match=r"largest \|logit difference\|.*example idx"):
+        export.export_student(
+            student, student.parent, task, split, "validation", 64, settings(atol=-1)
+        )
+    assert not (student.parent / "onnx").exists() and not (student.parent / "onnx-int8").exists()
+
+
+def test_int8_metric_drop_over_the_bound_refuses_the_export(tiny_assets, student):
+    task, split = toy_split(tiny_assets, n=8)
+    refused = r"onnx int8 model loses .*\(export\.max_metric_drop=-100\)"
+    with pytest.raises(export.ExportError, match=refused):
+        export.export_student(
+            student, student.parent, task, split, "validation", 64, settings(max_metric_drop=-100)
+        )
+    assert not (student.parent / "onnx-int8").exists() and not (student.parent / "onnx").exists()
+
+
+def test_missing_packages_name_the_extra_or_fall_back_to_pytorch_int8(
+    tiny_assets, student, monkeypatch
+):
+    monkeypatch.setattr(export, "onnx_available", lambda: False)
+    with pytest.raises(export.ExportError, match=r"pip install -e '\.\[export\]'"):
+        export.backend(settings(backend="onnx"))
+    task, split = toy_split(tiny_assets, n=8)
+    record = export.export_student(
+        student, student.parent, task, split, "validation", 64, settings(max_metric_drop=100)
+    )
+    assert record["backend"] == "torch"
+    assert list(record["formats"]) == ["pytorch fp32", "pytorch int8"]
+    assert not (student.parent / "onnx").exists()
+
+
+def test_regression_student_exports(tiny_assets, tmp_path):
+    task = get_task("stsb")
+    student = make_student(tiny_assets, tmp_path / "run", num_labels=1, problem_type="regression")
+    rng = np.random.default_rng(0)
+    words = ["good", "film", "dull", "plot", "not", "a", "great", "story"]
+    split = Dataset.from_dict(
+        {
+            "sentence1": [" ".join(rng.choice(words, 5)) for _ in range(12)],
+            "sentence2": [" ".join(rng.choice(words, 4)) for _ in range(12)],
+            "label": rng.uniform(0, 5, 12).tolist(),
+            "idx": list(range(12)),
+        }
+    )
+    record = export.export_student(
+        student, student.parent, task, split, "validation", 64, settings(max_metric_drop=1000)
+    )
+    assert record["main_metric"] == "pearson"
+    assert record["equivalence"]["max_abs_diff"] <= 1e-4
+
+
+def test_multiple_choice_student_exports_with_a_choice_axis(tiny_assets, tmp_path):
+    import onnxruntime
+
+    task = get_task("copa")
+    student = make_student(tiny_assets, tmp_path / "run", AutoModelForMultipleChoice)
+    split = data.load_splits(
+        task, OmegaConf.create({"dir": str(FIXTURES / "copa")}), ["validation"]
+    )
+    record = export.export_student(
+        student, student.parent, task, split["validation"], "validation", 64,
+        settings(max_metric_drop=1000),
+    )  # fmt: skip
+    assert record["equivalence"]["max_abs_diff"] <= 1e-4
+    session = onnxruntime.InferenceSession(str(student.parent / "onnx" / "model.onnx"))
+    assert len(session.get_inputs()[0].shape) == 3  # [batch, choices, length]
+
+
+def exported_results():
+    results = _results()
+    results["export"] = {
+        "split": "validation_matched",
+        "examples": 98,
+        "threads": 2,
+        "main_metric": "accuracy",
+        "equivalence": {"atol": 1e-4, "max_abs_diff": 2.5e-6},
+        "speed": {"batch_size": 32, "examples": 98},
+        "formats": {
+            name: {
+                "size_bytes": size,
+                "metrics": {"accuracy": accuracy},
+                "latency_ms": {"p50": p50, "p95": 2 * p50},
+                "throughput": rate,
+                "speedup": rate / 400.0,
+                **({"metric_drop": drop} if drop is not None else {}),
+            }
+            for name, size, accuracy, p50, rate, drop in [
+                ("pytorch fp32", 52_000_000, 0.8012, 4.0, 400.0, None),
+                ("onnx fp32", 52_100_000, 0.8012, 3.0, 600.0, None),
+                ("onnx int8", 13_500_000, 0.7990, 1.5, 1000.0, 0.22),
+            ]
+        },
+    }
+    return results
+
+
+def test_card_has_the_deployment_table(tmp_path):
+    results = exported_results()
+    text = card.write_model_card(
+        results, OmegaConf.create({"student": {"model": "x", "max_length": 128}}), tmp_path
+    ).read_text()
+    assert "## Deployment" in text and "2.5e-06" in text
+    assert "| onnx int8 | 12.9 MiB | 79.90 (-0.22) | 1.50 | 1,000 (2.50x) |" in text
+    assert "| pytorch fp32 | 49.6 MiB | 80.12 | 4.00 | 400 (1.00x) |" in text
+
+
+@pytest.mark.slow
+def test_run_exports_at_its_end_and_the_command_reexports(tiny_cfg):
+    cfg = tiny_cfg("export=onnx", "export.max_metric_drop=100", "export.speed_samples=8")
+    from sead import pipeline
+
+    results = pipeline.run(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    assert set(results["export"]["formats"]) == {"pytorch fp32", "onnx fp32", "onnx int8"}
+    assert "## Deployment" in (run_dir / "student" / "README.md").read_text()
+    assert json.loads((run_dir / "results.json").read_text())["export"]["backend"] == "onnx"
+
+    (run_dir / "onnx").rename(run_dir / "old-onnx")
+    export.main([str(run_dir / "student"), "max_metric_drop=100", "speed_samples=4", "passes=1"])
+    assert (run_dir / "onnx" / "model.onnx").is_file()
+    assert json.loads((run_dir / "results.json").read_text())["export"]["speed"]["examples"] == 4
+
+
+def test_sweep_report_has_each_format_metric_and_speedup(tmp_path):
+    path = tmp_path / "job" / "results.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(exported_results()))
+    (row,) = report.job_rows([path])
+    assert row["student onnx int8"] == 0.7990 and row["speedup onnx int8"] == 2.5
+    assert "student pytorch fp32" not in row
