@@ -21,7 +21,6 @@ import argparse
 import json
 import logging
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ sys.path.insert(0, str(HERE))
 
 import tfidf_teacher  # noqa: E402
 
+from experiments.provenance import code_commit  # noqa: E402
 from sead import pipeline  # noqa: E402
 from sead.files import write_atomic  # noqa: E402
 
@@ -159,14 +159,6 @@ def summarise(jobs: list[dict], strategies: dict, tfidf: dict, args) -> dict:
     }
 
 
-def _commit() -> str:
-    out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "sead", "conf"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
-    return out.stdout.strip() + (" (uncommitted changes)" if dirty else "")
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--train", type=int, default=4000, help="data.max_train_samples")
@@ -175,7 +167,7 @@ def main(argv=None) -> None:
     parser.add_argument("--lr", type=float, default=1e-4, help="student learning rate")
     parser.add_argument("--work", type=Path, default=HERE / "work")
     args = parser.parse_args(argv)
-    args.commit = _commit()
+    args.commit = code_commit(ROOT)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     work = args.work.resolve()
     args.work = str(args.work)

@@ -40,7 +40,6 @@ import os
 import platform
 import random
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -53,6 +52,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's sead, whatever is installed
 
+from experiments.provenance import code_commit  # noqa: E402
 from sead import metrics, pipeline  # noqa: E402
 from sead.files import write_atomic  # noqa: E402
 
@@ -555,14 +555,6 @@ def machine() -> dict:
     }
 
 
-def commit() -> str:
-    out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "sead", "conf"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
-    return out.stdout.strip() + (" (uncommitted changes)" if dirty else "")
-
-
 def quick() -> None:
     """Plumbing check: tiny slices, one epoch, into work-quick/ and runs-quick/."""
     global WORK, RUNS, HERE
@@ -589,7 +581,7 @@ def main(argv=None) -> None:
     if args.speed:
         write_atomic(HERE / "speed.json", json.dumps(_plain(measure_speed()), indent=2) + "\n")
         return render()
-    head = commit()
+    head = code_commit(ROOT)
     for task in args.tasks.split(","):
         if task not in TASKS:
             parser.error(f"unknown task {task!r}: one of {', '.join(TASKS)}")

@@ -27,7 +27,6 @@ import logging
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,6 +38,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's sead, whatever is installed
 
+from experiments.provenance import code_commit  # noqa: E402
 from sead import pipeline  # noqa: E402
 from sead.files import write_atomic  # noqa: E402
 
@@ -176,20 +176,6 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True)
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "sead", "conf"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        return out.stdout.decode().strip() + (" (uncommitted changes)" if dirty else "")
-    except OSError:
-        return "unknown"
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--labeled", type=int, default=2000)
@@ -201,7 +187,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.quick:
         args.labeled, args.unlabeled, args.epochs, args.teacher_epochs = 200, 300, 1, 1
-    args.commit = _commit()
+    args.commit = code_commit(ROOT)
     args.load_average_at_start = os.getloadavg()  # other processes distort the wall times
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     work = HERE / ("work-quick" if args.quick else "work")
