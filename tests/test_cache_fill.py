@@ -18,7 +18,8 @@ from safetensors.numpy import load_file, save_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from sead import checkpoints, data, inference, pipeline, teachers
-from sead.cache import PartialEntry, SoftLabelCache
+from sead.cache import SoftLabelCache
+from sead.chunks import PartialEntry
 from sead.tasks import get_task
 from tests import cache_worker
 from tests.helpers import compose
