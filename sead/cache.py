@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -213,20 +213,15 @@ class SoftLabelCache:
             self._load(fp, self.full_key(key), expected_idx)
         except (FileNotFoundError, CorruptEntry):  # absent or unusable: fill this shard
             log.info("Cache fill %s (%s), chunk set %s", fp, _describe(key, about), shard)
-            compute(self._partial(fp, self.full_key(key), about, shard))
+            # Assembled: by a process that found every chunk while this one waited for one
+            with suppress(chunks.Assembled):
+                compute(self._partial(fp, self.full_key(key), about, shard))
         if shard.sync is not None:
             shard.sync()
         pending = self.pending(key)
         if pending is not None:
-            done, total = pending
-            log.info(
-                "Cache entry %s (%s): %d of %d chunks saved; the process that finds all of "
-                "them assembles it.",
-                fp,
-                _describe(key, about),
-                done,
-                total,
-            )
+            what = f"{fp} ({_describe(key, about)}): {pending[0]} of {pending[1]} chunks saved"
+            log.info("Cache entry %s; the process that finds all of them assembles it.", what)
             return CacheEntry(fp, None, expected_idx, hit=False, pending=pending)
         return self.get_or_compute(key, expected_idx, compute, about)
 

@@ -55,11 +55,17 @@ class Shard:
 
     Round robin, because chunks run longest examples first: every shard gets a like mix.
     `sync` is called once a split's shard is filled (a barrier across the ranks of one run).
+    `team` (ranks only) is the chunk set the ranks of one run share: a rank done with its own
+    chunks takes the team's chunks no one has started, from the end, so a rank with longer
+    sentences or a slower device does not hold the others at the barrier. A job
+    (`cache.shard=i/n`) has no team: it computes its chunk set and no more, so its time
+    limit can be sized for it.
     """
 
     index: int
     count: int
     sync: Callable[[], None] | None = None
+    team: tuple[int, int] | None = None  # (index, count) of the chunk set the ranks share
 
     @classmethod
     def parse(cls, value) -> Shard | None:
@@ -76,10 +82,17 @@ class Shard:
 
     def among_ranks(self, rank: int, world_size: int, sync: Callable[[], None]) -> Shard:
         """This job's chunk set, split again among the ranks of a multi-process run."""
-        return Shard(self.index + rank * self.count, self.count * world_size, sync)
+        team = (self.index, self.count)
+        return Shard(self.index + rank * self.count, self.count * world_size, sync, team)
 
     def owns(self, chunk: int) -> bool:
         return chunk % self.count == self.index
+
+    def may_take(self, chunk: int) -> bool:
+        """A chunk of the team's set that another rank owns (taken once it is idle)."""
+        return (
+            self.team is not None and chunk % self.team[1] == self.team[0] and not self.owns(chunk)
+        )
 
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"
@@ -87,6 +100,10 @@ class Shard:
 
 class ChunkConflict(RuntimeError):
     """Another process is filling the same entry with another plan."""
+
+
+class Assembled(Exception):
+    """The entry was assembled (and its chunks removed) by another process meanwhile."""
 
 
 class PartialEntry:
@@ -105,11 +122,14 @@ class PartialEntry:
         *,
         shard: Shard | None = None,
         about: dict | None = None,
+        stored: Path | None = None,
     ):
         self.folder = Path(folder)
         self.chunk_size = chunk_size
         self.shard = shard  # None: every chunk
         self.about = about or {}  # teacher, task, split: for `python -m sead.cache list`
+        # A file that exists once the entry is stored: a shard that finds it stops (`Assembled`)
+        self.stored = stored
         self.lock_dir = self.folder.parent / LOCK_DIR
         self.reused = 0  # chunks read back (saved earlier, or by another process)
         self.saved = 0  # chunks computed and saved by this object
@@ -121,6 +141,7 @@ class PartialEntry:
         """Record the plan, or resume under the same one; drop chunks saved under another."""
         self.lock_dir.mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.lock_dir / f"{self.folder.name}.lock")):
+            self._check_not_assembled()
             saved = read_plan(self.folder)
             if saved is not None and saved.get("plan") == plan:
                 done = len(list(self.folder.glob(CHUNK_GLOB)))
@@ -139,6 +160,10 @@ class PartialEntry:
                 shutil.rmtree(self.folder)
             self.folder.mkdir(parents=True)
             write_atomic(self.folder / PLAN_FILE, json.dumps({"plan": plan, **self.about}))
+
+    def _check_not_assembled(self) -> None:
+        if self.stored is not None and self.stored.exists():
+            raise Assembled(self.stored.parent)
 
     def claimed_elsewhere(self) -> list[int]:
         """Chunks whose claim another process holds now (being computed)."""
@@ -162,7 +187,8 @@ class PartialEntry:
     def fill(
         self, chunk_rows: list[np.ndarray], compute: Callable[[int], np.ndarray]
     ) -> Iterator[tuple[int, np.ndarray, bool]]:
-        """(chunk, logits, computed now) for each of `chunks_to_fill`.
+        """(chunk, logits, computed now) for each of `chunks_to_fill`, then for each chunk
+        taken from the team (`Shard.team`, ranks only).
 
         A saved chunk is read back. A missing one is claimed, computed by `compute(chunk)`
         and saved; one that another process has claimed is left for the end, then waited for
@@ -180,6 +206,13 @@ class PartialEntry:
                 later.append(index)
                 continue
             yield index, *done
+        for index in reversed(range(len(chunk_rows))):  # the team's unstarted chunks, last first
+            if not self.shard or not self.shard.may_take(index) or self._chunk_path(index).exists():
+                continue
+            with self.claim(index, wait=False) as claimed:
+                done = self._load_or_compute(index, chunk_rows[index], compute) if claimed else None
+            if done is not None:
+                yield index, *done
         if later:
             log.info("Waiting for %d chunk(s) that another process is computing", len(later))
         for index in later:
@@ -191,6 +224,7 @@ class PartialEntry:
         logits = self.load(index, rows)  # saved by another process before we claimed it
         if logits is not None:
             return logits, False
+        self._check_not_assembled()  # its chunks are gone because the entry is done
         logits = compute(index)
         self.save(index, rows, logits)
         self.computed.append(index)

@@ -146,6 +146,8 @@ def predict_logits(
     ):
 
         def compute(index: int) -> np.ndarray:
+            if index not in todo:  # taken from another rank (`Shard.team`)
+                bar.total += len(chunk_rows[index])
             parts = []
             for batch_rows in chunks[index]:
                 batch = collate([{c: features[c][i] for c in columns} for i in batch_rows])

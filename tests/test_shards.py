@@ -19,7 +19,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from sead import cache as cache_module
 from sead.cache import SoftLabelCache, read_entry
-from sead.chunks import LOCK_DIR, ChunkConflict, PartialEntry, Shard
+from sead.chunks import LOCK_DIR, Assembled, ChunkConflict, PartialEntry, Shard
 from tests import cache_worker
 from tests.helpers import compose
 
@@ -145,6 +145,52 @@ def test_a_chunk_claimed_elsewhere_is_waited_for_then_read_not_computed(tmp_path
     assert computed == [0, 2]  # never chunk 1
     assert filled == [(0, True), (2, True), (1, False)]  # chunk 1 last, once it was saved
     assert np.all(partial.load(1, rows[1]) == 7)
+
+
+def test_a_shard_waiting_for_a_chunk_stops_when_another_process_assembled_the_entry(tmp_path):
+    """Its chunks are gone because the entry is stored: it must not compute them again."""
+    rows = [np.arange(i, i + 1) for i in range(2)]
+    stored = tmp_path / "entry" / "manifest.json"
+    partial = PartialEntry(tmp_path / ".partial-x", 1, shard=Shard(0, 1), stored=stored)
+    partial.start({"n_chunks": 2})
+    claimed = threading.Event()
+
+    def another_process_finishes_and_assembles():
+        with FileLock(str(tmp_path / LOCK_DIR / ".partial-x.chunk-00000.lock")):
+            claimed.set()
+            time.sleep(0.3)
+            stored.parent.mkdir()
+            stored.write_text("{}")
+            PartialEntry(tmp_path / ".partial-x", 1).remove()
+
+    thread = threading.Thread(target=another_process_finishes_and_assembles)
+    thread.start()
+    claimed.wait(10)
+    computed = []
+    with pytest.raises(Assembled):
+        for _ in partial.fill(rows, lambda i: computed.append(i) or np.zeros((1, 2))):
+            pass
+    thread.join()
+    assert computed == [1]  # chunk 1 before the entry was stored; never chunk 0
+
+
+def test_an_idle_rank_takes_its_teams_unstarted_chunks_from_the_end_and_a_job_does_not(
+    tmp_path,
+):
+    rows = [np.arange(i, i + 1) for i in range(8)]
+
+    def fill(shard, folder):
+        partial = PartialEntry(tmp_path / folder, chunk_size=1, shard=shard)
+        partial.start({"n_chunks": 8})
+        return [i for i, _, now in partial.fill(rows, lambda i: np.zeros((1, 2))) if now]
+
+    rank_1 = Shard(0, 2).among_ranks(1, 2, sync=None)  # job 0/2, rank 1 of 2: chunk 2, 6
+    assert str(rank_1) == "2/4" and rank_1.team == (0, 2)
+    PartialEntry(tmp_path / "ranks", 1).start({"n_chunks": 8})
+    PartialEntry(tmp_path / "ranks", 1).save(4, rows[4], np.zeros((1, 2)))  # rank 0 did chunk 4
+    # its own chunks, then rank 0's (0, 4) not yet started, last first; never job 1/2's chunks
+    assert fill(rank_1, "ranks") == [2, 6, 0]
+    assert fill(Shard(0, 2), "job") == [0, 2, 4, 6]  # a job: its chunk set only
 
 
 def test_another_plan_while_a_chunk_is_claimed_is_an_error_not_a_wipe(tmp_path):
