@@ -4,8 +4,6 @@ The ranks of one `torchrun` run are covered with the DDP test in `test_sweeps.py
 """
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import threading
@@ -21,7 +19,7 @@ from sead import cache as cache_module
 from sead.cache import SoftLabelCache, read_entry
 from sead.chunks import LOCK_DIR, Assembled, ChunkConflict, PartialEntry, Shard
 from tests import cache_worker
-from tests.helpers import compose
+from tests.helpers import compose, kill_after_chunks
 
 REPO = Path(__file__).resolve().parents[1]
 CHUNK, BATCH = 16, 8  # the toy train split (240 rows) in about 15 chunks
@@ -258,13 +256,7 @@ def test_a_killed_shard_job_is_redone_on_the_rerun_and_nothing_else_is(
 ):
     root = tmp_path / "cache"
     child = _worker(teacher, tiny_assets, root, "1/2", delay=1.0)
-    deadline = time.monotonic() + 180
-    while len(list(root.glob(".partial-*/chunk-*.safetensors"))) < 2:
-        assert child.poll() is None, child.stderr.read()[-3000:]
-        assert time.monotonic() < deadline, "the shard job saved no chunks in 180 s"
-        time.sleep(0.05)
-    os.kill(child.pid, signal.SIGKILL)
-    child.wait(timeout=30)
+    kill_after_chunks(child, root)
     done = sorted(int(p.stem.split("-")[1]) for p in root.glob(".partial-*/chunk-*"))
     odds = set(range(1, n_chunks, 2))
     assert 2 <= len(done) < len(odds) and set(done) <= odds
