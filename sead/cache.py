@@ -9,8 +9,9 @@ Layout under the cache root (`paths.logits_dir`):
 
     <fingerprint>/logits.safetensors   logits [n_examples, n_labels] (+ idx when not a range)
     <fingerprint>/manifest.json        key, shape, dtype, idx order, checksum, created
-    .partial-<fingerprint>/            chunks of an entry being computed (resume after a kill)
-    .locks/<fingerprint>.lock          one process computes, the others wait and read
+    .partial-<fingerprint>/            chunks of an entry being computed (`sead.chunks`: resume
+                                       after a kill; several processes or jobs fill one entry)
+    .locks/<fingerprint>.lock          one process assembles or computes, the others wait and read
     file_hashes.json                   content hashes of checkpoint files, by (path, size, mtime)
 
 An entry is built under a temporary name and renamed into place (atomic on
@@ -34,19 +35,19 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from filelock import FileLock, Timeout
-from safetensors import safe_open
 from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save_file
 
-from sead import prediction_files
+from sead import chunks, prediction_files
+from sead.chunks import LOCK_DIR, PartialEntry, Shard
 from sead.config import CONF_DIR, number
-from sead.files import format_table, write_atomic
+from sead.files import format_table
 from sead.manifest import (
     DamagedFolder,
     FileHashes,
@@ -60,9 +61,7 @@ log = logging.getLogger(__name__)
 
 LOGITS_FILE = "logits.safetensors"
 MANIFEST_FILE = "manifest.json"
-PLAN_FILE = "plan.json"
 PARTIAL_PREFIX = ".partial-"
-LOCK_DIR = ".locks"
 FILE_HASHES = "file_hashes.json"
 FORMAT_VERSION = 1  # part of every fingerprint: bump only when keys change meaning
 MANIFEST_VERSION = 2  # layout of an entry on disk; older entries are rebuilt
@@ -76,100 +75,33 @@ def fingerprint(key: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
-def _sha256(payload: bytes) -> str:
-    return hashlib.sha256(payload).hexdigest()
-
-
 @dataclass
 class CacheEntry:
     fingerprint: str
-    logits: np.ndarray  # [n_examples, n_labels] float32, rows in `idx` order
+    logits: np.ndarray | None  # [n_examples, n_labels] float32, rows in `idx` order
     idx: np.ndarray  # [n_examples] the dataset's example ids
     hit: bool  # True when read from disk, False when computed now
+    # (chunks saved, chunks in all) of an entry other shards are still filling: no logits yet
+    pending: tuple[int, int] | None = None
 
 
 class CorruptEntry(Exception):
     """An entry on disk that must not be used (truncated, edited, mismatched)."""
 
 
-class PartialEntry:
-    """Chunks of an entry being computed, so that a killed run resumes where it stopped.
-
-    The computation states its `plan` (example count, batch size, chunk
-    boundaries, example order) before it starts; chunks saved under another plan
-    are dropped, so a resumed run batches exactly as an uninterrupted one and
-    gets bitwise-identical logits. Each chunk is its own safetensors file,
-    written atomically with a checksum of its contents in the header.
-    """
-
-    def __init__(self, folder: Path, chunk_size: int):
-        self.folder = folder
-        self.chunk_size = chunk_size
-        self.reused = 0  # chunks read back from a previous, interrupted run
-        self.saved = 0  # chunks computed by this run
-
-    def start(self, plan: dict) -> None:
-        plan_path = self.folder / PLAN_FILE
-        if self.folder.is_dir():
-            try:
-                same = json.loads(plan_path.read_text()) == plan
-            except (OSError, ValueError):
-                same = False
-            if same:
-                done = len(list(self.folder.glob("chunk-*.safetensors")))
-                if done:
-                    log.info("Resuming from %d chunk(s) in %s", done, self.folder)
-                return
-            log.info("Dropping partial results in %s: made with another plan", self.folder)
-            shutil.rmtree(self.folder)
-        self.folder.mkdir(parents=True)
-        write_atomic(plan_path, json.dumps(plan, indent=2))
-
-    def load(self, index: int, rows: np.ndarray) -> np.ndarray | None:
-        """Chunk `index`'s logits, or None if absent or not exactly this chunk's rows."""
-        path = self._chunk_path(index)
-        if not path.is_file():
-            return None
-        try:
-            with safe_open(str(path), "np") as f:
-                checksum = f.metadata().get("sha256")
-                saved_rows, logits = f.get_tensor("rows"), f.get_tensor("logits")
-        except Exception as err:  # safetensors raises several types on bad bytes
-            log.warning("Chunk %s is unreadable (%s); recomputing it.", path, err)
-            return None
-        if checksum != _sha256(saved_rows.tobytes() + logits.tobytes()):
-            log.warning("Chunk %s fails its checksum; recomputing it.", path)
-            return None
-        if not np.array_equal(saved_rows, rows):
-            log.warning("Chunk %s holds other examples; recomputing it.", path)
-            return None
-        self.reused += 1
-        return logits
-
-    def save(self, index: int, rows: np.ndarray, logits: np.ndarray) -> None:
-        rows = np.ascontiguousarray(rows, dtype=np.int64)
-        logits = np.ascontiguousarray(logits, dtype=np.float32)
-        checksum = _sha256(rows.tobytes() + logits.tobytes())
-        path = self._chunk_path(index)
-        tmp = path.with_name(f".{path.name}.tmp")
-        save_file({"rows": rows, "logits": logits}, str(tmp), metadata={"sha256": checksum})
-        os.replace(tmp, path)
-        self.saved += 1
-
-    def _chunk_path(self, index: int) -> Path:
-        return self.folder / f"chunk-{index:05d}.safetensors"
-
-
 Compute = Callable[[PartialEntry], np.ndarray]
 
 
-def check_settings(dtype: str = "float32", chunk_size: int = 4096, autocast=None) -> None:
+def check_settings(
+    dtype: str = "float32", chunk_size: int = 4096, autocast=None, shard=None
+) -> None:
     """The `cache.*` settings, named when out of range (the check stage calls this too)."""
     if dtype not in STORAGE_DTYPES:
         raise ValueError(f"cache.dtype={dtype!r}: expected one of {list(STORAGE_DTYPES)}.")
     number(chunk_size, "cache.chunk_size", int, 1)
     if autocast not in AUTOCAST_CHOICES:
         raise ValueError(f"cache.autocast={autocast!r}: expected one of {AUTOCAST_CHOICES}.")
+    Shard.parse(shard)
 
 
 def not_writable(root: Path, err: OSError) -> PermissionError:
@@ -186,12 +118,17 @@ class SoftLabelCache:
 
     `dtype` is how logits are stored (float16 halves the size, at ~1e-3
     relative rounding; it is part of each entry's key). `chunk_size` and
-    `autocast` are read by whoever fills the cache (`sead.teachers.logits`). Build it from
-    the run's config with `sead.pipeline.soft_label_cache`, so that every stage keys alike.
+    `autocast` are read by whoever fills the cache (`sead.teachers.logits`). `shard` ('i/n')
+    is the chunk set this process fills of each entry that `fill_shard` is asked for; it is
+    not part of any key. Build it from the run's config with `sead.pipeline.soft_label_cache`,
+    so that every stage keys alike.
     """
 
-    def __init__(self, root, dtype: str = "float32", chunk_size: int = 4096, autocast=None):
-        check_settings(dtype, chunk_size, autocast)
+    def __init__(
+        self, root, dtype: str = "float32", chunk_size: int = 4096, autocast=None, shard=None
+    ):
+        check_settings(dtype, chunk_size, autocast, shard)
+        self.shard = Shard.parse(shard)
         self.root = Path(root)
         try:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -248,21 +185,63 @@ class SoftLabelCache:
                 log.warning("Cache entry %s is unusable (%s); recomputing it.", fp, reason)
             log.info("Cache miss %s (%s): computing", fp, _describe(key, about))
             self._remove_stale_temps(fp)
-            partial = PartialEntry(self.partial_path(fp), self.chunk_size)
+            partial = self._partial(fp, key, about)
             started = time.perf_counter()
             logits = np.ascontiguousarray(compute(partial), dtype=np.float32)
             seconds = time.perf_counter() - started
             _check_computed(logits, expected_idx, key)
             self._store(fp, key, about or {}, logits, expected_idx, seconds)
-            shutil.rmtree(partial.folder, ignore_errors=True)
+            partial.remove()
             self.misses += 1
             self.computed.add(fp)
             stored = self._load(fp, key, expected_idx)  # what every later run will read
             return CacheEntry(fp, stored, expected_idx, hit=False)
 
+    def fill_shard(
+        self, key: dict, expected_idx, compute: Compute, about: dict | None, shard: Shard
+    ) -> CacheEntry:
+        """Compute `shard`'s chunks of the entry for `key` while other processes compute the
+        rest, then assemble the entry if every chunk is there (as `get_or_compute` does).
+
+        No entry lock is held while computing: chunk claims keep processes apart. Returns the
+        entry, or one with `pending` = (chunks saved, chunks in all) and no logits while other
+        shards are missing. `shard.sync` (ranks: a barrier) is called before that check.
+        """
+        fp = self.fingerprint(key)
+        expected_idx = np.asarray(expected_idx, dtype=np.int64)
+        try:
+            self._load(fp, self.full_key(key), expected_idx)
+        except (FileNotFoundError, CorruptEntry):  # absent or unusable: fill this shard
+            log.info("Cache fill %s (%s), chunk set %s", fp, _describe(key, about), shard)
+            # Assembled: by a process that found every chunk while this one waited for one
+            with suppress(chunks.Assembled):
+                compute(self._partial(fp, self.full_key(key), about, shard))
+        if shard.sync is not None:
+            shard.sync()
+        pending = self.pending(key)
+        if pending is not None:
+            what = f"{fp} ({_describe(key, about)}): {pending[0]} of {pending[1]} chunks saved"
+            log.info("Cache entry %s; the process that finds all of them assembles it.", what)
+            return CacheEntry(fp, None, expected_idx, hit=False, pending=pending)
+        return self.get_or_compute(key, expected_idx, compute, about)
+
+    def pending(self, key: dict) -> tuple[int, int] | None:
+        """(chunks saved, chunks in all) of an entry still being filled; None when it is
+        stored or every chunk is there to assemble it."""
+        fp = self.fingerprint(key)
+        if (self.path(fp) / MANIFEST_FILE).is_file():
+            return None
+        done, total = chunks.progress(self.partial_path(fp))
+        return None if total is not None and done >= total else (done, total or 0)
+
+    def _partial(self, fp: str, key: dict, about: dict | None, shard=None) -> PartialEntry:
+        described = {k: key.get(k) for k in ("task", "split")}
+        described["teacher"] = (about or {}).get("teacher", key.get("model"))
+        return PartialEntry(self.partial_path(fp), self.chunk_size, shard=shard, about=described)
+
     def _hit(self, fp: str, key: dict, expected_idx: np.ndarray, about) -> CacheEntry:
         logits = self._load(fp, key, expected_idx)
-        shutil.rmtree(self.partial_path(fp), ignore_errors=True)  # killed after writing
+        PartialEntry(self.partial_path(fp), self.chunk_size).remove()  # killed after writing
         if fp in self.computed:  # computed earlier in this run: not a hit
             return CacheEntry(fp, logits, expected_idx, hit=False)
         self.hits += 1
@@ -318,8 +297,8 @@ class SoftLabelCache:
                 "shape": list(stored.shape),
                 "dtype": self.dtype,
                 "n_examples": int(stored.shape[0]),
-                "idx": {**idx_record, "sha256": _sha256(idx.tobytes())},
-                "sha256": _sha256(payload),
+                "idx": {**idx_record, "sha256": chunks.sha256(idx.tobytes())},
+                "sha256": chunks.sha256(payload),
                 "size_bytes": len(payload),
                 "compute_seconds": round(seconds, 3),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -341,7 +320,7 @@ class SoftLabelCache:
         """An entry with its partial chunks and temp dirs, once no one is writing it."""
         with self.lock(fp):
             shutil.rmtree(self.path(fp), ignore_errors=True)
-            shutil.rmtree(self.partial_path(fp), ignore_errors=True)
+            PartialEntry(self.partial_path(fp), self.chunk_size).remove()
             self._remove_stale_temps(fp)
 
 
@@ -363,7 +342,9 @@ def read_entry(folder: Path) -> tuple[dict, np.ndarray, np.ndarray]:
         payload = (folder / LOGITS_FILE).read_bytes()
     except OSError as err:
         raise CorruptEntry(f"{LOGITS_FILE} unreadable: {err.__class__.__name__}") from err
-    if len(payload) != manifest.get("size_bytes") or _sha256(payload) != manifest.get("sha256"):
+    if len(payload) != manifest.get("size_bytes") or chunks.sha256(payload) != manifest.get(
+        "sha256"
+    ):
         raise CorruptEntry(f"{LOGITS_FILE} fails its checksum ({len(payload):,} bytes)")
     try:
         tensors = load_safetensors(payload)
@@ -378,7 +359,7 @@ def read_entry(folder: Path) -> tuple[dict, np.ndarray, np.ndarray]:
         )
     if not len(idx) == len(logits) == manifest.get("n_examples"):
         raise CorruptEntry(f"{len(idx)} idx for {len(logits)} rows of logits")
-    if _sha256(idx.tobytes()) != manifest["idx"].get("sha256"):
+    if chunks.sha256(idx.tobytes()) != manifest["idx"].get("sha256"):
         raise CorruptEntry("example idx order fails its checksum")
     return manifest, logits, idx
 
@@ -495,14 +476,31 @@ def _cmd_list(root: Path, args) -> int:
     rows = [_row(folder) for folder in _select(root, args)]
     header = ["FINGERPRINT", "TEACHER", "TASK", "SPLIT", "EXAMPLES", "DTYPE", "SIZE", "CREATED"]
     print(format_table([header, *rows]) if rows else f"No cache entries in {root}.")
-    for partial in sorted(root.glob(f"{PARTIAL_PREFIX}*")) if root.is_dir() else []:
-        chunks = len(list(partial.glob("chunk-*.safetensors")))
-        print(f"in progress or interrupted: {partial.name} ({chunks} chunk(s) done)")
+    partial_rows = [_partial_row(folder) for folder in sorted(root.glob(f"{PARTIAL_PREFIX}*"))]
+    if partial_rows:
+        header = ["PARTIAL ENTRY", "TEACHER", "TASK", "SPLIT", "CHUNKS SAVED", "STATE"]
+        print("\nEntries being filled, or interrupted:\n" + format_table([header, *partial_rows]))
     store_rows = [_store_row(folder) for folder in _store_entries(args)]
     if store_rows:
         header = ["TEACHER STORE ENTRY", "TEACHER", "TASK", "TRAIN EXAMPLES", "SIZE", "CREATED"]
         print(f"\nTeacher store {args.store}:\n" + format_table([header, *store_rows]))
     return 0
+
+
+def _partial_row(folder: Path) -> list[str]:
+    """A partial entry: whose, how many of its chunks are saved, and whether anyone is on it."""
+    about = chunks.read_plan(folder) or {}
+    done, total = chunks.progress(folder)
+    claimed = PartialEntry(folder, 0).claimed_elsewhere()
+    state = f"filling ({len(claimed)} chunk(s) claimed)" if claimed else "idle: rerun to finish"
+    return [
+        folder.name.removeprefix(PARTIAL_PREFIX),
+        str(about.get("teacher", "?")),
+        str(about.get("task", "?")),
+        str(about.get("split", "?")),
+        f"{done} of {'?' if total is None else total}",
+        state,
+    ]
 
 
 def _store_entries(args) -> list[Path]:

@@ -1,16 +1,15 @@
 """Which process am I: rank helpers for runs under `torchrun` / `accelerate launch`.
 
 The Trainer already trains with DDP when a launcher starts several processes; what it does not
-know is sead's own work around training. These helpers let the pipeline run the teachers on
-rank 0 while the other ranks wait (then every rank reads the same cache entries) and let only
-rank 0 write results. A plain `python -m sead.run` is one process: every helper is then a no-op
+know is sead's own work around training. These helpers let every rank fill its share of the
+teachers' cache entries (`sead.chunks.Shard`, a barrier after each) and let only rank 0 write
+results. A plain `python -m sead.run` is one process: every helper is then a no-op
 and `accelerate` is never initialised, so the single-process path is unchanged.
 """
 
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
 from datetime import timedelta
 
 import torch
@@ -28,8 +27,9 @@ def is_distributed() -> bool:
 def _state(timeout_s: int | None = None):
     """accelerate's process state, a singleton shared with the Trainer.
 
-    The first call creates the process group and fixes its timeout: waiting ranks must
-    outlast rank 0's teacher inference, which can take longer than torch's default.
+    The first call creates the process group and fixes its timeout: a rank at a barrier must
+    outlast the slowest rank's share of a teacher's cache fill, or the teachers' fine-tuning
+    that runs first, which can take longer than torch's default.
     """
     from accelerate import PartialState
 
@@ -54,20 +54,6 @@ def is_main_process() -> bool:
 def barrier() -> None:
     if is_distributed():
         _state().wait_for_everyone()
-
-
-@contextmanager
-def main_process_first():
-    """Rank 0 runs the block first while the others wait, then the others run it.
-
-    Used for work whose result rank 0 writes to a shared place (the logit cache): the other
-    ranks then find it there instead of computing it again.
-    """
-    if not is_distributed():
-        yield
-        return
-    with _state().main_process_first():
-        yield
 
 
 def describe() -> dict:

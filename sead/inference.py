@@ -26,8 +26,8 @@ from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding
 
 from sead import choices
-from sead.cache import PartialEntry
 from sead.choices import MODEL_INPUTS
+from sead.chunks import PartialEntry
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +122,7 @@ def predict_logits(
                 "n_examples": len(encoded),
                 "batch_size": batch_size,
                 "chunk_size": partial.chunk_size,
+                "n_chunks": len(chunks),
                 "batches_sha256": hashlib.sha256(b"".join(a.tobytes() for a in layout)).hexdigest(),
             }
         )
@@ -131,40 +132,54 @@ def predict_logits(
     else:
         collate = DataCollatorWithPadding(tokenizer, return_tensors="pt")
         width = model.config.num_labels
-    out = np.empty((len(encoded), width), dtype=np.float32)
+    chunk_rows = [np.concatenate(chunk) for chunk in chunks]
+    todo = partial.chunks_to_fill(len(chunks)) if partial else range(len(chunks))
+    # a shard fills only its own chunks: the other rows stay NaN (and are never cached)
+    out = np.full((len(encoded), width), np.nan if partial and partial.shard else 0, np.float32)
     started = time.perf_counter()
     with (
         torch.inference_mode(),
         _autocast(device, autocast),
-        tqdm(total=len(encoded), desc=desc, unit="ex", unit_scale=True) as bar,
+        tqdm(
+            total=sum(len(chunk_rows[i]) for i in todo), desc=desc, unit="ex", unit_scale=True
+        ) as bar,
     ):
-        for index, chunk in enumerate(chunks):
-            rows = np.concatenate(chunk)
-            logits = partial.load(index, rows) if partial else None
-            if logits is not None:
-                bar.update(len(rows))
-            else:
-                parts = []
-                for batch_rows in chunk:
-                    batch = collate([{c: features[c][i] for c in columns} for i in batch_rows])
-                    batch.pop("choice_mask", None)
-                    batch_logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
-                    batch_logits = batch_logits.float().cpu().numpy()
-                    if multiple_choice:  # each batch as wide as its widest example
-                        batch_logits = choices.pad_logits(batch_logits, counts[batch_rows], width)
-                    parts.append(batch_logits)
-                    bar.update(len(batch_rows))
-                logits = np.concatenate(parts)
-                if partial is not None:
-                    partial.save(index, rows, logits)
-            out[rows] = logits
+
+        def compute(index: int) -> np.ndarray:
+            if index not in todo:  # taken from another rank (`Shard.team`)
+                bar.total += len(chunk_rows[index])
+            parts = []
+            for batch_rows in chunks[index]:
+                batch = collate([{c: features[c][i] for c in columns} for i in batch_rows])
+                batch.pop("choice_mask", None)
+                batch_logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
+                batch_logits = batch_logits.float().cpu().numpy()
+                if multiple_choice:  # each batch as wide as its widest example
+                    batch_logits = choices.pad_logits(batch_logits, counts[batch_rows], width)
+                parts.append(batch_logits)
+                bar.update(len(batch_rows))
+            return np.concatenate(parts)
+
+        ran = 0  # examples run through the model here (not read back from saved chunks)
+        if partial is None:
+            for index in todo:
+                out[chunk_rows[index]] = compute(index)
+                ran += len(chunk_rows[index])
+        else:  # saved chunks are read back; the others are claimed, computed and saved
+            for index, logits, computed in partial.fill(chunk_rows, compute):
+                out[chunk_rows[index]] = logits
+                ran += len(chunk_rows[index]) if computed else 0
+                if not computed:
+                    bar.update(len(chunk_rows[index]))
     seconds = time.perf_counter() - started
+    shard = f" (shard {partial.shard})" if partial and partial.shard else ""
     log.info(
-        "%s: %d examples in %.1fs (%.0f ex/s)",
+        "%s%s: %d examples in %.1fs (%.0f ex/s)",
         desc,
-        len(out),
+        shard,
+        ran,
         seconds,
-        len(out) / max(seconds, 1e-9),
+        ran / max(seconds, 1e-9),
     )
     return out
 

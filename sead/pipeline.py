@@ -38,6 +38,7 @@ from sead import (
     transfer,
 )
 from sead.cache import SoftLabelCache, check_settings
+from sead.chunks import Shard
 from sead.config import number
 from sead.inference import count_parameters, predict_logits
 from sead.tasks import TaskSpec, check_trainable, get_task
@@ -72,6 +73,13 @@ def check_inputs(cfg: DictConfig) -> Inputs:
     task = get_task(cfg.task.name)
     check_trainable(task)
     check_settings(**OmegaConf.to_container(cfg.cache, resolve=True))
+    stage = str(cfg.get("stage", "all"))
+    if cfg.cache.get("shard") is not None and stage != "teachers":
+        raise ValueError(
+            f"cache.shard={cfg.cache.shard} fills one chunk set of each teacher-logit entry, for "
+            f"stage=teachers jobs that share a cache; stage={stage} needs every entry whole. "
+            "Run the shards with stage=teachers, then this job without cache.shard."
+        )
     number(cfg.seed, "seed", int, 0, 2**32 - 1)
     specs = teachers.teacher_specs(cfg.get("teachers"), task)
     ensembler = ensemble.build(cfg.ensemble, task, [spec.name for spec in specs])
@@ -141,8 +149,9 @@ def teacher_logits(cfg: DictConfig, inputs: Inputs, cache: SoftLabelCache, logit
         entries = teachers.cached_logits(teacher, task, eval_splits, cache)
         scores = teachers.evaluate(task, {s: e.logits for s, e in entries.items()}, splits)
         gate = teachers.gate(spec, task, scores, splits, gated)
-        entries |= teachers.cached_logits(teacher, task, other_splits, cache)
-        logits[spec.name] = {split: entry.logits for split, entry in entries.items()}
+        # The rest (train, transfer set: the bulk) is sharded over ranks or jobs (cache.shard).
+        entries |= teachers.cached_logits(teacher, task, other_splits, cache, sharded=True)
+        logits[spec.name] = {s: e.logits for s, e in entries.items() if e.logits is not None}
         records[spec.name] = _teacher_record(teacher, entries, scores, gate)
         if spec.finetune:  # what it was trained with, in effect, and on how much data
             records[spec.name]["finetune_settings"] = teachers.finetune_settings(spec, task, splits)
@@ -174,11 +183,17 @@ def _teacher_record(teacher: teachers.Teacher, entries, scores, gate) -> dict:
         "examples_per_second": None if speed is None else round(speed, 1),
         "cache": {split: entry.fingerprint for split, entry in entries.items()},
         "cache_hit": {split: entry.hit for split, entry in entries.items()},
+        # cache.shard: entries other jobs are still filling, as [chunks saved, chunks in all]
+        **({"cache_pending": pending} if (pending := _pending(entries)) else {}),
         "metrics": scores,
         "gate": gate,
         # a teacher read from files: its format, and each split's file and content hash
         **({"predictions": teacher.record()} if predictions else {}),
     }
+
+
+def _pending(entries) -> dict[str, list[int]]:
+    return {split: list(e.pending) for split, e in entries.items() if e.pending is not None}
 
 
 def teacher_results(inputs: Inputs, teacher_records: dict, cache: SoftLabelCache) -> dict:
@@ -200,19 +215,33 @@ def soft_label_cache(cfg: DictConfig) -> SoftLabelCache:
 
     Storage dtype and compute precision are part of every cache key, so every stage builds
     its cache here: logits prepared by `stage=teachers` are the ones the full run reads.
+    Under a multi-process launcher each rank fills its share of every missing entry (of
+    this job's `cache.shard`, if any); a barrier ends each entry's fill.
     """
-    return SoftLabelCache(cfg.paths.logits_dir, **OmegaConf.to_container(cfg.cache, resolve=True))
+    cache = SoftLabelCache(cfg.paths.logits_dir, **OmegaConf.to_container(cfg.cache, resolve=True))
+    if distributed.is_distributed():
+        job = cache.shard or Shard(0, 1)
+        rank, world_size = distributed.rank(), distributed.world_size()
+        cache.shard = job.among_ranks(rank, world_size, distributed.barrier)
+    return cache
 
 
 def prepare_teachers(cfg: DictConfig) -> dict:
     """`stage=teachers`: fine-tune the teachers that need it and cache their logits for
-    every split, without distilling; saves `teachers.json` in the run folder."""
+    every split, without distilling; saves `teachers.json` in the run folder.
+
+    With `cache.shard=i/n`, only chunk set i of each missing entry (see `sead.chunks`); the job
+    that finds every chunk saved assembles the entry.
+    """
+    distributed.init(cfg.train.get("ddp_timeout"))
     inputs = check_inputs(cfg)
+    _check_distributed(inputs)
     cache = soft_label_cache(cfg)
     _, records = teacher_logits(cfg, inputs, cache)
     results = teacher_results(inputs, records, cache)
     results["warnings"] = report.warnings(results)
-    report.save_run(results, cfg, Path(cfg.paths.output_dir), name=TEACHERS_FILE)
+    if distributed.is_main_process():
+        report.save_run(results, cfg, Path(cfg.paths.output_dir), name=TEACHERS_FILE)
     return results
 
 
@@ -260,9 +289,9 @@ def run(cfg: DictConfig) -> dict | None:
     task, splits = inputs.task, inputs.splits
 
     # 2. Teachers: fine-tune the ones that need it, then logits for every split (cached).
-    # Multi-process: rank 0 computes and caches them while the others wait, then reads them.
+    # Multi-process: every rank computes its share of the chunks of each missing entry.
     cache = soft_label_cache(cfg)
-    with stage("teachers"), distributed.main_process_first():
+    with stage("teachers"):
         logits, teacher_records = teacher_logits(cfg, inputs, cache)
 
     # 3. Ensemble: fitted on ensemble.fit_split (cross-fitted where that split is reported),
@@ -400,8 +429,8 @@ def _stacked(logits: dict, names: list[str], split: str) -> np.ndarray:
 def _check_distributed(inputs: Inputs) -> None:
     """Teachers are fine-tuned by one process; under a multi-process launcher, do it first.
 
-    Rank 0 computes the teachers' logits while the other ranks wait, but a Trainer started
-    there would wait for those ranks too (DDP), and never start.
+    Every rank fills its share of the teachers' logits, but a Trainer started on one rank to
+    fine-tune a teacher would wait for the others (DDP), and never start.
     """
     to_finetune = [spec.name for spec in inputs.specs if spec.finetune]
     if distributed.is_distributed() and to_finetune:

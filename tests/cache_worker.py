@@ -3,9 +3,11 @@
 race ROOT BARRIER: wait until two processes have checked in under the folder BARRIER,
     then ask ROOT for one entry whose compute is slow and appends a line to
     $SEAD_TEST_COUNTER; print {"hit", "logits"} as json.
-fill MODEL DATA ROOT CHUNK BATCH DELAY: fill the train logits of the teacher
+fill MODEL DATA ROOT CHUNK BATCH DELAY [SHARD]: fill the train logits of the teacher
     checkpoint MODEL on the task folder DATA into ROOT through the real teacher
-    path, sleeping DELAY s after each saved chunk (so a test can SIGKILL it mid-way).
+    path, sleeping DELAY s after each saved chunk (so a test can SIGKILL it mid-way);
+    with SHARD ('i/n'), only that chunk set, as a `cache.shard=i/n` job does. Prints
+    {"computed": [chunks this process computed], "pending": [saved, in all] or null} as json.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sead.cache import PartialEntry, SoftLabelCache
+from sead.cache import SoftLabelCache
+from sead.chunks import PartialEntry
 
 RACE_KEY = {"model": "m@1", "task": "sst2", "split": "train", "data": "d"}
 
@@ -38,8 +41,9 @@ def race(root: str, barrier: str) -> None:
     print(json.dumps({"hit": entry.hit, "logits": entry.logits.tolist()}))
 
 
-def fill(model_dir, data_dir, root, chunk_size: int, batch_size: int) -> np.ndarray:
-    """A teacher's logits on an sst2-shaped train split, via `cached_logits`."""
+def fill(model_dir, data_dir, root, chunk_size: int, batch_size: int, shard=None):
+    """A teacher's train-split cache entry on an sst2-shaped task, via `cached_logits`
+    (its logits; with `shard`, the entry, which has no logits while other shards are missing)."""
     from omegaconf import OmegaConf  # heavy imports here, so that `race` starts fast
 
     from sead import data, teachers
@@ -58,9 +62,10 @@ def fill(model_dir, data_dir, root, chunk_size: int, batch_size: int) -> np.ndar
         trust_remote_code=False,
         batch_size=batch_size,
     )
-    cache = SoftLabelCache(root, chunk_size=chunk_size)
+    cache = SoftLabelCache(root, chunk_size=chunk_size, shard=shard)
     teacher = teachers.prepare(spec, task, splits, Path(root) / "teachers", cache.file_hashes)
-    return teachers.cached_logits(teacher, task, splits, cache)["train"].logits
+    entry = teachers.cached_logits(teacher, task, splits, cache, sharded=True)["train"]
+    return entry if shard else entry.logits
 
 
 def main(argv: list[str]) -> None:
@@ -69,15 +74,21 @@ def main(argv: list[str]) -> None:
     if mode == "race":
         race(*args)
     elif mode == "fill":
-        model_dir, data_dir, root, chunk_size, batch_size, delay = args
-        save = PartialEntry.save
+        model_dir, data_dir, root, chunk_size, batch_size, delay, *shard = args
+        save, computed = PartialEntry.save, []
 
-        def save_slowly(self, *a, **kw):
-            save(self, *a, **kw)
+        def save_slowly(self, index, *a, **kw):
+            save(self, index, *a, **kw)
+            computed.append(index)
             time.sleep(float(delay))
 
         PartialEntry.save = save_slowly
-        fill(model_dir, data_dir, root, int(chunk_size), int(batch_size))
+        import torch
+
+        torch.set_num_threads(1)  # every process alike: logits bitwise equal across processes
+        entry = fill(model_dir, data_dir, root, int(chunk_size), int(batch_size), *shard)
+        pending = getattr(entry, "pending", None)
+        print(json.dumps({"computed": computed, "pending": pending and list(pending)}))
     else:
         sys.exit(f"unknown mode {mode!r}")
 

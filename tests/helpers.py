@@ -1,7 +1,10 @@
 """Shared test helpers: compose the real configs with Hydra, as the CLI does."""
 
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from hydra import compose as hydra_compose
@@ -20,3 +23,15 @@ def sead_run(*args, timeout=300) -> subprocess.CompletedProcess:
     """`python -m sead.run <args>` as a user types it, its output captured as text."""
     command = [sys.executable, "-m", "sead.run", *map(str, args)]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+def kill_after_chunks(child: subprocess.Popen, root: Path, chunks: int = 2, timeout=180) -> None:
+    """SIGKILL a cache-filling process once `chunks` chunks are saved under `root`."""
+    deadline = time.monotonic() + timeout
+    while len(list(root.glob(".partial-*/chunk-*.safetensors"))) < chunks:
+        assert child.poll() is None, child.stderr.read()[-3000:]
+        assert time.monotonic() < deadline, f"no {chunks} chunks saved in {timeout} s"
+        time.sleep(0.05)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait(timeout=30)
+    assert child.returncode == -signal.SIGKILL

@@ -15,14 +15,13 @@ import sead.manifest
 from sead import cache as cache_module
 from sead.cache import (
     FILE_HASHES,
-    LOCK_DIR,
     LOGITS_FILE,
     MANIFEST_FILE,
     FileHashes,
-    PartialEntry,
     SoftLabelCache,
     fingerprint,
 )
+from sead.chunks import LOCK_DIR, PartialEntry
 from sead.manifest import hash_files
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,12 +1,9 @@
 """Filling the cache from real (tiny) teachers: fingerprints, Hub revisions, speed path, resume."""
 
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +15,11 @@ from safetensors.numpy import load_file, save_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from sead import checkpoints, data, inference, pipeline, teachers
-from sead.cache import PartialEntry, SoftLabelCache
+from sead.cache import SoftLabelCache
+from sead.chunks import PartialEntry
 from sead.tasks import get_task
 from tests import cache_worker
-from tests.helpers import compose
+from tests.helpers import compose, kill_after_chunks
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -267,14 +265,7 @@ def test_fill_killed_mid_way_resumes_from_its_chunks_and_equals_an_uninterrupted
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 120
-    while len(list(root.glob(".partial-*/chunk-*.safetensors"))) < 2:
-        assert child.poll() is None, child.stderr.read()[-3000:]
-        assert time.monotonic() < deadline, "the child saved no chunks in 120 s"
-        time.sleep(0.05)
-    os.kill(child.pid, signal.SIGKILL)
-    child.wait(timeout=30)
-    assert child.returncode == -signal.SIGKILL
+    kill_after_chunks(child, root)
     done = len(list(root.glob(".partial-*/chunk-*.safetensors")))
     assert done >= 2
     assert not [p for p in root.iterdir() if p.is_dir() and p.name[0] != "."]  # no entry yet

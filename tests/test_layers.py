@@ -30,6 +30,7 @@ LAYERS = {
     "kernel": {
         "sead",  # the package itself (its resolver for configs)
         "sead.cache",
+        "sead.chunks",  # the chunks of an entry being filled, shared by ranks and jobs (issue 19)
         "sead.inference",
         "sead.data",
         "sead.choices",

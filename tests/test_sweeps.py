@@ -1,6 +1,7 @@
 """Sweeps as users run them: parallel jobs, a failing job, Optuna, and DDP with torchrun."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -143,8 +144,9 @@ def test_optuna_sweep_counts_a_failed_trial_and_finds_the_best(tiny_assets, tmp_
     assert f"best_value: {ok['student']['metrics']['validation']['accuracy']}" in best
 
 
-def test_ddp_with_torchrun_writes_the_cache_and_results_once(tiny_assets, tmp_path):
-    """Two CPU processes (gloo): rank 0 computes the teachers' logits, rank 1 reads them."""
+def test_ddp_with_torchrun_shares_the_cache_fill_and_writes_results_once(tiny_assets, tmp_path):
+    """Two CPU processes (gloo): each rank computes half the chunks of the train entries, one
+    assembles each entry, and the entries equal a single process's byte for byte."""
     teachers = {}
     for name, kind, arch in (("bert", "wordpiece", "bert"), ("roberta", "bpe", "roberta")):
         path = tmp_path / f"finetuned_{name}"
@@ -153,9 +155,10 @@ def test_ddp_with_torchrun_writes_the_cache_and_results_once(tiny_assets, tmp_pa
                              num_layers=2, num_heads=2, intermediate_size=64)  # fmt: skip
         teachers[f"toy_{name}"] = path
     cache, run_dir = tmp_path / "cache", tmp_path / "run"
-    checkpoints = []
+    checkpoints = ["cache.chunk_size=16"]  # the 120 train rows in several chunks
     for name, path in teachers.items():
         checkpoints += [
+            f"teachers.{name}.batch_size=8",  # a chunk holds whole batches
             f"teachers.{name}.finetune=false",
             f"+teachers.{name}.checkpoints.sst2={path}",
         ]
@@ -170,14 +173,31 @@ def test_ddp_with_torchrun_writes_the_cache_and_results_once(tiny_assets, tmp_pa
     results = json.loads((run_dir / "results.json").read_text())
     assert results["status"] == "ok"
     assert results["distributed"] == {"world_size": 2, "backend": "gloo"}
-    assert results["cache"]["misses"] == 4  # rank 0 computed every entry
     assert len(_logit_entries(cache)) == 4  # one per teacher and split, no temporary leftovers
     output = proc.stdout + proc.stderr
-    assert output.count("Cache miss") == 4 and output.count("Cache hit") == 4  # rank 1 read them
+    # Each entry computed (or assembled) once, and read by the other rank.
+    assert output.count("Cache miss") == 4 and output.count("Cache hit") == 4
+    for rank_shard in ("0/2", "1/2"):  # both ranks filled their chunk set of each train entry
+        assert output.count(f"chunk set {rank_shard}") == 2
+    # Per teacher, the ranks ran the 120 train rows once between them (an idle rank takes the
+    # other's unstarted chunks, so how they split depends on which rank starts first).
+    ran = re.findall(r"Teacher (toy_\w+) on train \(shard ./2\): (\d+) examples", output)
+    assert sorted(name for name, _ in ran) == ["toy_bert"] * 2 + ["toy_roberta"] * 2
+    for teacher in teachers:
+        assert sum(int(n) for name, n in ran if name == teacher) == 120, ran
     events = [json.loads(x)["event"] for x in (run_dir / "metrics.jsonl").open()]
     assert events.count("config") == 1 and events.count("results") == 1  # rank 0 only
     assert (run_dir / "student" / "model.safetensors").is_file()
     assert (run_dir / "student" / "README.md").is_file()
+
+    single = tmp_path / "single"  # the same teachers in one process, threads alike (1)
+    proc = _sead_run(*_demo(tiny_assets, single, *checkpoints), "stage=teachers",
+                     f"hydra.run.dir={tmp_path / 'single_run'}")  # fmt: skip
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert _logit_entries(single) == _logit_entries(cache)  # the same fingerprints
+    for fp in _logit_entries(cache):
+        shared, alone = (root / "logits" / fp / "logits.safetensors" for root in (cache, single))
+        assert shared.read_bytes() == alone.read_bytes(), fp
 
 
 def test_ddp_refuses_teachers_it_would_have_to_fine_tune(tiny_assets, tmp_path):

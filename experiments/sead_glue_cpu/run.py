@@ -332,6 +332,13 @@ def measure_speed(task: str = "sst2", n: int = 512) -> dict:
 # ------------------------------------------------------------------------------ report
 
 
+def _spread(row: dict) -> str:
+    """mean ± std over the seeds run so far (one seed has no spread yet)."""
+    if len(row["scores"]) < 2:
+        return f"{row['mean']:.4f} (seed {row['seeds'][0]} only)"
+    return f"{row['mean']:.4f} ± {row['std']:.4f} ({len(row['scores'])} seeds)"
+
+
 def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
@@ -439,7 +446,7 @@ def markdown(summary: dict) -> str:
         student = "student l6" if condition.endswith("_l6") else "student l2"
         speedup = fast.get(student, {}).get("mpnet")
         row(DESCRIPTIONS[condition], params, f"{speedup:.1f}x" if speedup else "-",
-            [f"{r['mean']:.4f} ± {r['std']:.4f}" if r else "-" for r in done],
+            [_spread(r) if r else "-" for r in done],
             [r["mean"] if r else None for r in done])  # fmt: skip
     lines += ["", "Every ensembler, 5-fold cross-fitted on validation:", ""]
     strategies = list(dict.fromkeys(k for t in names for k in tasks[t]["ensembles"]))
@@ -494,7 +501,7 @@ def verdicts(summary: dict) -> list[dict]:
     add(
         "SST-2: the 6-layer student with the transfer set within 1 point of MPNet",
         None if not l6 else l6["mean"] >= mpnet - 0.01,
-        f"student {l6['mean']:.4f} ± {l6['std']:.4f} vs MPNet {mpnet:.4f}." if l6 else "",
+        f"student {_spread(l6)} vs MPNet {mpnet:.4f}." if l6 else "",
     )
     fast = speedups(summary).get("student l6", {}).get("mpnet")
     add(

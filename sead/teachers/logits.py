@@ -50,9 +50,15 @@ def cached_logits(
     task: TaskSpec,
     splits: DatasetDict,
     cache: SoftLabelCache,
+    sharded: bool = False,
 ) -> dict[str, CacheEntry]:
     """The teacher's logits for every split, computed only on a cache miss (a predictions
-    teacher's are read from its files)."""
+    teacher's are read from its files).
+
+    `sharded`: this process computes only its chunk set (`cache.shard`) of each missing entry,
+    while other ranks or jobs compute the rest; an entry still missing chunks then comes back
+    with `pending` set and no logits.
+    """
     if isinstance(teacher, predictions.PredictionsTeacher):
         return predictions.cached_logits(teacher, task, splits, cache)
     tokenizer = teacher.load_tokenizer()
@@ -80,7 +86,10 @@ def cached_logits(
 
         about = {"teacher": teacher.spec.name, "source": teacher.spec.source}
         ids = data.example_ids(ds, task)
-        entries[split] = cache.get_or_compute(keys[split], ids, compute, about)
+        if sharded and cache.shard is not None:
+            entries[split] = cache.fill_shard(keys[split], ids, compute, about, cache.shard)
+        else:
+            entries[split] = cache.get_or_compute(keys[split], ids, compute, about)
     if teacher.params is None:
         teacher.params = _count_params_from_disk(teacher)
     return entries
