@@ -200,8 +200,7 @@ class PartialEntry:
             if logits is not None:
                 yield index, logits, False
                 continue
-            with self.claim(index, wait=False) as claimed:
-                done = self._load_or_compute(index, chunk_rows[index], compute) if claimed else None
+            done = self._unless_claimed(index, chunk_rows[index], compute)
             if done is None:
                 later.append(index)
                 continue
@@ -209,8 +208,7 @@ class PartialEntry:
         for index in reversed(range(len(chunk_rows))):  # the team's unstarted chunks, last first
             if not self.shard or not self.shard.may_take(index) or self._chunk_path(index).exists():
                 continue
-            with self.claim(index, wait=False) as claimed:
-                done = self._load_or_compute(index, chunk_rows[index], compute) if claimed else None
+            done = self._unless_claimed(index, chunk_rows[index], compute)
             if done is not None:
                 yield index, *done
         if later:
@@ -219,6 +217,11 @@ class PartialEntry:
             with self.claim(index, wait=True):
                 done = self._load_or_compute(index, chunk_rows[index], compute)
             yield index, *done
+
+    def _unless_claimed(self, index: int, rows: np.ndarray, compute):
+        """`_load_or_compute` under the chunk's claim; None when another process holds it."""
+        with self.claim(index, wait=False) as claimed:
+            return self._load_or_compute(index, rows, compute) if claimed else None
 
     def _load_or_compute(self, index: int, rows: np.ndarray, compute) -> tuple[np.ndarray, bool]:
         logits = self.load(index, rows)  # saved by another process before we claimed it
