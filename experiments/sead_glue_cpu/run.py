@@ -412,21 +412,28 @@ def markdown(summary: dict) -> str:
     """The GLUE-style table (models x tasks, params, speedup, average) and the verdicts."""
     tasks, names = summary["tasks"], list(summary["tasks"])
     fast = speedups(summary)
-    head = "| model | params | speedup vs MPNet | " + " | ".join(
-        f"{t} ({tasks[t]['metric']})" for t in names
+    head = (
+        "| model | params | speedup vs "
+        + " | vs ".join(TEACHERS)
+        + " | "
+        + " | ".join(f"{t} ({tasks[t]['metric']})" for t in names)
     )
-    lines = [head + " | average |", "|---" * (len(names) + 4) + "|"]
+    lines = [head + " | average |", "|---" * (len(names) + 3 + len(TEACHERS)) + "|"]
 
-    def row(label: str, params: str, speedup: str, cells: list, means: list) -> None:
+    def row(label: str, params: str, speedup: list[str], cells: list, means: list) -> None:
         known = [m for m in means if m is not None]
         average = _fmt(statistics.mean(known)) if known and len(known) == len(means) else "-"
-        lines.append(f"| {label} | {params} | {speedup} | " + " | ".join(cells) + f" | {average} |")
+        lines.append(
+            f"| {label} | {params} | {' | '.join(speedup)} | "
+            + " | ".join(cells)
+            + f" | {average} |"
+        )
 
     first = tasks[names[0]] if names else {}
     for teacher in TEACHERS:
         params = first.get("teacher_params", {}).get(teacher)
         values = [tasks[t]["teachers"].get(teacher) for t in names]
-        speedup = "1.0x" if teacher == "mpnet" else "-"
+        speedup = ["1.0x" if other == teacher else "-" for other in TEACHERS]
         row(f"teacher {teacher}", f"{params / 1e6:.1f}M" if params else "-", speedup,
             [_fmt(v) for v in values], values)  # fmt: skip
     for strategy in ("mean_logits", "learned"):
@@ -434,7 +441,7 @@ def markdown(summary: dict) -> str:
         row(
             f"ensemble {strategy} (5-fold cross-fitted)",
             "-",
-            "-",
+            ["-"] * len(TEACHERS),
             [_fmt(v) for v in values],
             values,
         )
@@ -444,8 +451,9 @@ def markdown(summary: dict) -> str:
             continue
         params = next(f"{r['params'] / 1e6:.1f}M" for r in done if r)
         student = "student l6" if condition.endswith("_l6") else "student l2"
-        speedup = fast.get(student, {}).get("mpnet")
-        row(DESCRIPTIONS[condition], params, f"{speedup:.1f}x" if speedup else "-",
+        measured = fast.get(student, {})
+        speedup = [f"{measured[t]:.1f}x" if measured.get(t) else "-" for t in TEACHERS]
+        row(DESCRIPTIONS[condition], params, speedup,
             [_spread(r) if r else "-" for r in done],
             [r["mean"] if r else None for r in done])  # fmt: skip
     lines += ["", "Every ensembler, 5-fold cross-fitted on validation:", ""]
