@@ -12,6 +12,10 @@ Per task (SST-2, MRPC, RTE first; then CoLA, STS-B, CB), with the settings in TA
               and, where the task has unlabelled text (SST-2: the rest of the train split),
                 transfer      KD from the ensemble on train + a transfer set
                 transfer_l6   the same with the 6-layer all-MiniLM-L6-v2 student
+                transfer_l6_full  the same on all the unlabelled rest of train (SST-2: 62,349
+                              sentences, 1 epoch): the SEAD setting, and the row that the
+                              "within 1 point of MPNet" target is judged on (fixed before
+                              its result was known; transfer_l6 is the smaller budget)
   speed       inference ex/s of each student and teacher on validation (`--speed`)
 
 The held-out slice (`heldout`, a fixed random part of the train file) is what the best teacher
@@ -102,6 +106,12 @@ CONDITIONS = {  # name: (student, overrides)
     "ensemble": ("l2", []),
     "transfer": ("l2", ["transfer=unlabeled_split"]),
     "transfer_l6": ("l6", ["transfer=unlabeled_split"]),
+    # the other point of the stated grid: every unlabelled train row, one pass (these come
+    # after the task's transfer settings in overrides(), so they win)
+    "transfer_l6_full": (
+        "l6",
+        ["transfer=unlabeled_split", "transfer.max_unlabeled=null", "train.epochs=1"],
+    ),
 }
 DESCRIPTIONS = {
     "hard": "student, hard labels only",
@@ -109,6 +119,7 @@ DESCRIPTIONS = {
     "ensemble": "student, KD from the learned ensemble",
     "transfer": "student, KD from the ensemble + transfer set",
     "transfer_l6": "6-layer student, KD from the ensemble + transfer set",
+    "transfer_l6_full": "6-layer student, KD from the ensemble + the whole transfer set",
 }
 
 
@@ -261,7 +272,7 @@ def _plain(value):
 def units(task: str) -> list[tuple[str, int]]:
     names = ["ensemble", "best", "hard"]
     if TASKS[task]["transfer"]:
-        names += ["transfer", "transfer_l6"]
+        names += ["transfer", "transfer_l6", "transfer_l6_full"]
     # seed 1 of every condition first: a partial study already has a full row per condition
     return [(name, seed) for seed in SEEDS for name in names]
 
@@ -450,7 +461,7 @@ def markdown(summary: dict) -> str:
         if not any(done):
             continue
         params = next(f"{r['params'] / 1e6:.1f}M" for r in done if r)
-        student = "student l6" if condition.endswith("_l6") else "student l2"
+        student = f"student {CONDITIONS[condition][0]}"
         measured = fast.get(student, {})
         speedup = [f"{measured[t]:.1f}x" if measured.get(t) else "-" for t in TEACHERS]
         row(DESCRIPTIONS[condition], params, speedup,
@@ -504,12 +515,15 @@ def verdicts(summary: dict) -> list[dict]:
         sum(single.values()) > len(single) / 2 if single else None,
         _count(single))  # fmt: skip
     sst2 = tasks.get("sst2", {})
-    l6 = sst2.get("students", {}).get("transfer_l6")
-    mpnet = sst2.get("teachers", {}).get("mpnet")
+    students, mpnet = sst2.get("students", {}), sst2.get("teachers", {}).get("mpnet")
+    full, budget = students.get("transfer_l6_full"), students.get("transfer_l6")
+    grid = [f"{label} {_spread(r)}" for label, r in (("whole transfer set", full),
+            ("16,000-sentence transfer set", budget)) if r]  # fmt: skip
     add(
-        "SST-2: the 6-layer student with the transfer set within 1 point of MPNet",
-        None if not l6 else l6["mean"] >= mpnet - 0.01,
-        f"student {_spread(l6)} vs MPNet {mpnet:.4f}." if l6 else "",
+        "SST-2: the 6-layer student with the transfer set within 1 point of MPNet "
+        "(judged on the whole transfer set)",
+        None if not full else full["mean"] >= mpnet - 0.01,
+        f"student: {'; '.join(grid)}; MPNet {mpnet:.4f}." if grid else "",
     )
     fast = speedups(summary).get("student l6", {}).get("mpnet")
     add(
