@@ -400,13 +400,22 @@ def collect() -> dict:
     }
 
 
+RESULTS_START, RESULTS_END = "<!-- results: run.py --report-only -->", "<!-- /results -->"
+
+
 def render() -> None:
     summary = collect() | {"machine": machine()}
     summary["verdicts"] = verdicts(summary)
     write_atomic(HERE / "results.json", json.dumps(_plain(summary), indent=2) + "\n")
-    write_atomic(HERE / "RESULTS.md", markdown(summary))
+    table = markdown(summary)
+    write_atomic(HERE / "RESULTS.md", table)
+    readme = HERE / "README.md"
+    if readme.exists():  # the same table in the README, between its two markers
+        head, rest = readme.read_text(encoding="utf-8").split(RESULTS_START, 1)
+        _, tail = rest.split(RESULTS_END, 1)
+        write_atomic(readme, f"{head}{RESULTS_START}\n{table}{RESULTS_END}{tail}")
     plot(summary, HERE / "results.png")
-    log.info("wrote %s", HERE / "RESULTS.md")
+    log.info("wrote %s and the table in %s", HERE / "RESULTS.md", readme)
 
 
 def _fmt(value) -> str:
@@ -484,7 +493,7 @@ def verdicts(summary: dict) -> list[dict]:
     out = []
 
     def add(target: str, met: bool | None, detail: str) -> None:
-        verdict = "not measured yet" if met is None else ("met" if met else "not met")
+        verdict = "open (not enough measured yet)" if met is None else ("met" if met else "not met")
         out.append({"target": target, "verdict": verdict, "detail": detail})
 
     ens = {
@@ -536,7 +545,7 @@ def verdicts(summary: dict) -> list[dict]:
 
 def _count(met: dict[str, bool]) -> str:
     which = ", ".join(task for task, ok in met.items() if ok) or "none"
-    return f"{sum(met.values())} of {len(met)} tasks measured ({which})."
+    return f"Holds on {sum(met.values())} of the {len(met)} tasks measured so far ({which})."
 
 
 def plot(summary: dict, path: Path) -> None:
