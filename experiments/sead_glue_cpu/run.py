@@ -105,6 +105,11 @@ CONDITIONS = {  # name: (student, overrides)
     "best": ("l2", []),  # teachers=[<best on heldout>], filled in at run time
     "ensemble": ("l2", []),
     "transfer": ("l2", ["transfer=unlabeled_split"]),
+    # The 6-layer student (SEAD's shape), added once the 2-layer one was seen not to beat the
+    # majority class on MRPC in any condition; the targets are judged on these rows.
+    "hard_l6": ("l6", ["train.alpha=0"]),
+    "best_l6": ("l6", []),
+    "ensemble_l6": ("l6", []),
     "transfer_l6": ("l6", ["transfer=unlabeled_split"]),
     # the other point of the stated grid: every unlabelled train row, one pass (these come
     # after the task's transfer settings in overrides(), so they win)
@@ -118,6 +123,9 @@ DESCRIPTIONS = {
     "best": "student, KD from the best single teacher",
     "ensemble": "student, KD from the learned ensemble",
     "transfer": "student, KD from the ensemble + transfer set",
+    "hard_l6": "6-layer student, hard labels only",
+    "best_l6": "6-layer student, KD from the best single teacher",
+    "ensemble_l6": "6-layer student, KD from the learned ensemble",
     "transfer_l6": "6-layer student, KD from the ensemble + transfer set",
     "transfer_l6_full": "6-layer student, KD from the ensemble + the whole transfer set",
 }
@@ -273,6 +281,7 @@ def units(task: str) -> list[tuple[str, int]]:
     names = ["ensemble", "best", "hard"]
     if TASKS[task]["transfer"]:
         names += ["transfer", "transfer_l6", "transfer_l6_full"]
+    names += ["ensemble_l6", "best_l6", "hard_l6"]
     # seed 1 of every condition first: a partial study already has a full row per condition
     return [(name, seed) for seed in SEEDS for name in names]
 
@@ -296,7 +305,7 @@ def run_task(task: str, commit: str) -> None:
         if path.exists():
             continue
         log.info("== %s: %s, seed %d ==", task, condition, seed)
-        used = (best,) if condition == "best" else TEACHERS
+        used = (best,) if condition.startswith("best") else TEACHERS
         save(path, student_job(task, condition, seed, used) | {"commit": commit})
     try:
         render()
@@ -500,29 +509,34 @@ def verdicts(summary: dict) -> list[dict]:
         t: r["ensembles"].get("learned") >= max(r["teachers"].values()) for t, r in tasks.items()
     }
     add("Learned ensemble >= best teacher on most tasks",
-        sum(ens.values()) > len(ens) / 2 if ens else None,
-        _count(ens))  # fmt: skip
+        _at_least(ens, MOST),
+        "Cross-fitted on validation: " + _count(ens))  # fmt: skip
 
     def both(t, a, b):
         rows = tasks[t]["students"]
         return (rows[a], rows[b]) if a in rows and b in rows else None
 
-    kd = {}
-    for t in tasks:
-        pair = both(t, "ensemble", "hard")
-        if pair:
-            kd[t] = pair[0]["mean"] - pair[1]["mean"] > max(pair[0]["std"], pair[1]["std"])
+    def compare(a: str, b: str, holds) -> dict[str, dict[str, bool]]:
+        """Per student (l6 first: the verdict's), the tasks where row a vs row b holds."""
+        out = {}
+        for student, suffix in (("6-layer", "_l6"), ("2-layer", "")):
+            pairs = {t: both(t, a + suffix, b + suffix) for t in tasks}
+            out[student] = {t: holds(*pair) for t, pair in pairs.items() if pair}
+        return out
+
+    def detail(per_student: dict[str, dict[str, bool]]) -> str:
+        return " ".join(f"{name} student: {_count(met)}" for name, met in per_student.items())
+
+    kd = compare("ensemble", "hard", lambda e, h: e["mean"] - h["mean"] > max(e["std"], h["std"]))
+    l6 = kd["6-layer"]
     add("Ensemble-KD student beats hard labels by more than the larger seed std on >= 4 of 6 tasks",
-        None if len(kd) < 6 and sum(kd.values()) < 4 else sum(kd.values()) >= 4,
-        _count(kd))  # fmt: skip
-    single = {}
-    for t in tasks:
-        pair = both(t, "ensemble", "best")
-        if pair:
-            single[t] = pair[0]["mean"] >= pair[1]["mean"]
+        _at_least(l6, 4),
+        detail(kd))  # fmt: skip
+    single = compare("ensemble", "best", lambda e, b: e["mean"] >= b["mean"])
+    l6 = single["6-layer"]
     add("Ensemble-KD student >= best-single-teacher-KD student on most tasks",
-        sum(single.values()) > len(single) / 2 if single else None,
-        _count(single))  # fmt: skip
+        _at_least(l6, MOST),
+        detail(single))  # fmt: skip
     sst2 = tasks.get("sst2", {})
     students, mpnet = sst2.get("students", {}), sst2.get("teachers", {}).get("mpnet")
     full, budget = students.get("transfer_l6_full"), students.get("transfer_l6")
@@ -543,9 +557,20 @@ def verdicts(summary: dict) -> list[dict]:
     return out
 
 
+MOST = len(TASKS) // 2 + 1  # "most tasks": 4 of the 6
+
+
+def _at_least(met: dict[str, bool], k: int) -> bool | None:
+    """Met once k tasks hold, missed once too few tasks are left to get there, open between."""
+    holds, fails = sum(met.values()), len(met) - sum(met.values())
+    return True if holds >= k else False if fails > len(TASKS) - k else None
+
+
 def _count(met: dict[str, bool]) -> str:
     which = ", ".join(task for task, ok in met.items() if ok) or "none"
-    return f"Holds on {sum(met.values())} of the {len(met)} tasks measured so far ({which})."
+    if not met:
+        return "no task measured yet."
+    return f"holds on {sum(met.values())} of the {len(met)} tasks measured so far ({which})."
 
 
 def plot(summary: dict, path: Path) -> None:
