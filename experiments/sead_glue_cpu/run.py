@@ -420,7 +420,10 @@ def render() -> None:
     write_atomic(HERE / "RESULTS.md", table)
     readme = HERE / "README.md"
     if readme.exists():  # the same table in the README, between its two markers
-        head, rest = readme.read_text(encoding="utf-8").split(RESULTS_START, 1)
+        text = readme.read_text(encoding="utf-8")
+        if RESULTS_START not in text or RESULTS_END not in text.split(RESULTS_START, 1)[1]:
+            raise ValueError(f"{readme}: expected the lines {RESULTS_START} then {RESULTS_END}")
+        head, rest = text.split(RESULTS_START, 1)
         _, tail = rest.split(RESULTS_END, 1)
         write_atomic(readme, f"{head}{RESULTS_START}\n{table}{RESULTS_END}{tail}")
     plot(summary, HERE / "results.png")
