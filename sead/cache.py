@@ -237,7 +237,11 @@ class SoftLabelCache:
     def _partial(self, fp: str, key: dict, about: dict | None, shard=None) -> PartialEntry:
         described = {k: key.get(k) for k in ("task", "split")}
         described["teacher"] = (about or {}).get("teacher", key.get("model"))
-        return PartialEntry(self.partial_path(fp), self.chunk_size, shard=shard, about=described)
+        # a shard stops once another process stores the entry (and removes these chunks)
+        stored = self.path(fp) / MANIFEST_FILE if shard is not None else None
+        return PartialEntry(
+            self.partial_path(fp), self.chunk_size, shard=shard, about=described, stored=stored
+        )
 
     def _hit(self, fp: str, key: dict, expected_idx: np.ndarray, about) -> CacheEntry:
         logits = self._load(fp, key, expected_idx)

@@ -128,8 +128,10 @@ class PartialEntry:
         self.chunk_size = chunk_size
         self.shard = shard  # None: every chunk
         self.about = about or {}  # teacher, task, split: for `python -m sead.cache list`
-        # A file that exists once the entry is stored: a shard that finds it stops (`Assembled`)
+        # A file that exists once the entry is stored: a shard that finds it stops (`Assembled`).
+        # One already there (an entry being refilled because it failed verification) is not.
         self.stored = stored
+        self._stored_before = _identity(stored)
         self.lock_dir = self.folder.parent / LOCK_DIR
         self.reused = 0  # chunks read back (saved earlier, or by another process)
         self.saved = 0  # chunks computed and saved by this object
@@ -162,7 +164,7 @@ class PartialEntry:
             write_atomic(self.folder / PLAN_FILE, json.dumps({"plan": plan, **self.about}))
 
     def _check_not_assembled(self) -> None:
-        if self.stored is not None and self.stored.exists():
+        if _identity(self.stored) not in (None, self._stored_before):
             raise Assembled(self.stored.parent)
 
     def claimed_elsewhere(self) -> list[int]:
@@ -287,6 +289,15 @@ class PartialEntry:
         shutil.rmtree(self.folder, ignore_errors=True)
         for path in self.lock_dir.glob(f"{self.folder.name}.*"):
             path.unlink(missing_ok=True)
+
+
+def _identity(path: Path | None) -> tuple[int, int] | None:
+    """(inode, mtime) of a file, None when absent: tells a newly stored entry from an old one."""
+    try:
+        stat = path.stat() if path is not None else None
+    except OSError:
+        return None
+    return None if stat is None else (stat.st_ino, stat.st_mtime_ns)
 
 
 def read_plan(folder: Path) -> dict | None:

@@ -172,6 +172,43 @@ def test_a_shard_waiting_for_a_chunk_stops_when_another_process_assembled_the_en
     assert computed == [1]  # chunk 1 before the entry was stored; never chunk 0
 
 
+def test_a_shard_job_reads_the_entry_another_job_stored_while_it_started(tmp_path):
+    """The race CI once hit: a job whose chunks were assembled and removed meanwhile must read
+    the stored entry, not recreate the partial folder and compute its chunks again."""
+    key, idx, about = {"model": "m", "task": "t", "split": "train"}, np.arange(2), None
+    other_job = SoftLabelCache(tmp_path, chunk_size=1)
+    stored = np.array([[1.0, 2.0], [3.0, 4.0]], dtype=np.float32)
+    computed = []
+
+    def compute(partial):  # what `inference.predict_logits` does with the partial entry
+        other_job.get_or_compute(key, idx, lambda _: stored, about)  # it finishes first
+        partial.start({"n_chunks": 2})
+        rows = [np.arange(i, i + 1) for i in range(2)]
+        return np.concatenate([out for _, out, _ in partial.fill(rows, computed.append)])
+
+    entry = SoftLabelCache(tmp_path, chunk_size=1).fill_shard(key, idx, compute, about, Shard(0, 2))
+    assert computed == [] and entry.pending is None
+    assert np.array_equal(entry.logits, stored)
+    assert not list(tmp_path.glob(".partial-*"))
+
+
+def test_a_shard_job_refills_an_entry_that_failed_verification(tmp_path):
+    """A manifest already there when the fill starts is the broken entry, not a finished one."""
+    key, idx = {"model": "m", "task": "t", "split": "train"}, np.arange(2)
+    cache = SoftLabelCache(tmp_path, chunk_size=1)
+    cache.get_or_compute(key, idx, lambda _: np.zeros((2, 2), np.float32))
+    (cache.path(cache.fingerprint(key)) / "logits.safetensors").write_bytes(b"broken")
+
+    def compute(partial):
+        partial.start({"n_chunks": 2})
+        rows = [np.arange(i, i + 1) for i in range(2)]
+        filled = partial.fill(rows, lambda i: np.full((1, 2), 5.0 + i, np.float32))
+        return np.concatenate([out for _, out, _ in sorted(filled, key=lambda t: t[0])])
+
+    entry = SoftLabelCache(tmp_path, chunk_size=1).fill_shard(key, idx, compute, None, Shard(0, 1))
+    assert np.array_equal(entry.logits, [[5.0, 5.0], [6.0, 6.0]])
+
+
 def test_an_idle_rank_takes_its_teams_unstarted_chunks_from_the_end_and_a_job_does_not(
     tmp_path,
 ):
