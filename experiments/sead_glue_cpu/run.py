@@ -519,7 +519,7 @@ def verdicts(summary: dict) -> list[dict]:
         """Rows a and b of task t once each has every seed: a seed spread needs them all."""
         rows = tasks[t]["students"]
         pair = rows.get(a), rows.get(b)
-        return pair if all(r and len(r["scores"]) == len(SEEDS) for r in pair) else None
+        return pair if all(map(_every_seed, pair)) else None
 
     def compare(a: str, b: str, holds) -> dict[str, dict[str, bool]]:
         """Per student (l6 first: the verdict's), the tasks where row a vs row b holds."""
@@ -551,7 +551,7 @@ def verdicts(summary: dict) -> list[dict]:
     add(
         "SST-2: the 6-layer student with the transfer set within 1 point of MPNet "
         "(judged on the whole transfer set)",
-        None if not full or len(full["scores"]) < len(SEEDS) else full["mean"] >= mpnet - 0.01,
+        full["mean"] >= mpnet - 0.01 if _every_seed(full) else None,
         f"student: {'; '.join(grid)}; MPNet {mpnet:.4f}." if grid else "",
     )
     fast = speedups(summary).get("student l6", {}).get("mpnet")
@@ -561,6 +561,11 @@ def verdicts(summary: dict) -> list[dict]:
         f"{fast:.2f}x measured." if fast else "",
     )
     return out
+
+
+def _every_seed(row: dict | None) -> bool:
+    """A row with all its seeds: a seed spread (and a verdict) needs them all."""
+    return bool(row) and len(row["scores"]) == len(SEEDS)
 
 
 MOST = len(TASKS) // 2 + 1  # "most tasks": 4 of the 6
@@ -657,8 +662,8 @@ def main(argv=None) -> None:
     for task in args.tasks.split(","):
         if task not in TASKS:
             parser.error(f"unknown task {task!r}: one of {', '.join(TASKS)}")
-    seeds = tuple(int(seed) for seed in args.seeds.split(","))
-    if not set(seeds) <= set(SEEDS):
+    seeds = tuple(int(s) for s in args.seeds.split(",") if s.strip().isdigit())
+    if not seeds or len(seeds) != len(args.seeds.split(",")) or not set(seeds) <= set(SEEDS):
         parser.error(f"--seeds {args.seeds!r}: each one of {', '.join(map(str, SEEDS))}")
     for task in args.tasks.split(","):
         run_task(task, head, seeds)
