@@ -662,9 +662,10 @@ def main(argv=None) -> None:
     for task in args.tasks.split(","):
         if task not in TASKS:
             parser.error(f"unknown task {task!r}: one of {', '.join(TASKS)}")
-    seeds = tuple(int(s) for s in args.seeds.split(",") if s.strip().isdigit())
-    if not seeds or len(seeds) != len(args.seeds.split(",")) or not set(seeds) <= set(SEEDS):
+    parts = args.seeds.split(",")
+    if not all(part.strip().isdigit() and int(part) in SEEDS for part in parts):
         parser.error(f"--seeds {args.seeds!r}: each one of {', '.join(map(str, SEEDS))}")
+    seeds = tuple(int(part) for part in parts)
     for task in args.tasks.split(","):
         run_task(task, head, seeds)
 
