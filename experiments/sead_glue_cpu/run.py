@@ -32,6 +32,8 @@ Run from the repository root, under the CPU lock:
     make models   # all-mpnet-base-v2, once
     flock /tmp/sead-cpu.lock python experiments/sead_glue_cpu/run.py --tasks sst2
     flock /tmp/sead-cpu.lock python experiments/sead_glue_cpu/run.py --tasks rte,mrpc --seeds 1
+    flock /tmp/sead-cpu.lock python experiments/sead_glue_cpu/run.py --tasks sst2 --seeds 3 \
+        --conditions transfer_l6_full   # one row's last seed before the rest
     flock /tmp/sead-cpu.lock python experiments/sead_glue_cpu/run.py --speed
     python experiments/sead_glue_cpu/run.py --report-only   # rebuild RESULTS.md, results.*
 """
@@ -278,12 +280,12 @@ def _plain(value):
     )
 
 
-def units(task: str, seeds=SEEDS) -> list[tuple[str, int]]:
+def units(task: str, seeds=SEEDS, conditions=tuple(CONDITIONS)) -> list[tuple[str, int]]:
     names = ["ensemble", "best", "hard", "ensemble_l6", "best_l6", "hard_l6"]
     if TASKS[task]["transfer"]:  # the costliest last
         names += ["transfer", "transfer_l6", "transfer_l6_full"]
     # seed 1 of every condition first: a partial study already has a full row per condition
-    return [(name, seed) for seed in seeds for name in names]
+    return [(name, seed) for seed in seeds for name in names if name in conditions]
 
 
 def save(path: Path, record: dict) -> None:
@@ -291,7 +293,7 @@ def save(path: Path, record: dict) -> None:
     write_atomic(path, json.dumps(_plain(record), indent=2) + "\n")
 
 
-def run_task(task: str, commit: str, seeds=SEEDS) -> None:
+def run_task(task: str, commit: str, seeds=SEEDS, conditions=tuple(CONDITIONS)) -> None:
     folder = RUNS / task
     first = folder / "ensemble_s1.json"
     if not first.exists():  # fine-tunes both teachers and caches their logits
@@ -300,7 +302,7 @@ def run_task(task: str, commit: str, seeds=SEEDS) -> None:
     if not teacher_file.exists():
         save(teacher_file, teacher_unit(task) | {"commit": commit})
     best = json.loads(teacher_file.read_text())["best_teacher"]
-    for condition, seed in units(task, seeds):
+    for condition, seed in units(task, seeds, conditions):
         path = folder / f"{condition}_s{seed}.json"
         if path.exists():
             continue
@@ -647,6 +649,11 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--seeds", default="1,2,3", help="run these seeds only (seed 1 of every task first)"
     )
+    parser.add_argument(
+        "--conditions",
+        default=",".join(CONDITIONS),
+        help="run these rows only, in the study's order (e.g. one row's last seed first)",
+    )
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--quick", action="store_true", help="a tiny run into work-quick/")
     args = parser.parse_args(argv)
@@ -666,8 +673,12 @@ def main(argv=None) -> None:
     if not all(part.strip().isdigit() and int(part) in SEEDS for part in parts):
         parser.error(f"--seeds {args.seeds!r}: each one of {', '.join(map(str, SEEDS))}")
     seeds = tuple(int(part) for part in parts)
+    conditions = [part.strip() for part in args.conditions.split(",")]
+    for condition in conditions:
+        if condition not in CONDITIONS:
+            parser.error(f"unknown condition {condition!r}: one of {', '.join(CONDITIONS)}")
     for task in args.tasks.split(","):
-        run_task(task, head, seeds)
+        run_task(task, head, seeds, conditions)
 
 
 if __name__ == "__main__":
