@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from filelock import FileLock, Timeout
@@ -46,7 +47,7 @@ from safetensors.numpy import save_file
 
 from sead import chunks, prediction_files
 from sead.chunks import LOCK_DIR, PartialEntry, Shard
-from sead.config import CONF_DIR, number
+from sead.config import CONF_DIR, build, setting
 from sead.files import format_table
 from sead.manifest import (
     DamagedFolder,
@@ -66,7 +67,6 @@ FILE_HASHES = "file_hashes.json"
 FORMAT_VERSION = 1  # part of every fingerprint: bump only when keys change meaning
 MANIFEST_VERSION = 2  # layout of an entry on disk; older entries are rebuilt
 STORAGE_DTYPES = {"float32": np.float32, "float16": np.float16}
-AUTOCAST_CHOICES = (None, "bf16", "fp16")
 
 
 def fingerprint(key: dict) -> str:
@@ -92,16 +92,17 @@ class CorruptEntry(Exception):
 Compute = Callable[[PartialEntry], np.ndarray]
 
 
-def check_settings(
-    dtype: str = "float32", chunk_size: int = 4096, autocast=None, shard=None
-) -> None:
-    """The `cache.*` settings, named when out of range (the check stage calls this too)."""
-    if dtype not in STORAGE_DTYPES:
-        raise ValueError(f"cache.dtype={dtype!r}: expected one of {list(STORAGE_DTYPES)}.")
-    number(chunk_size, "cache.chunk_size", int, 1)
-    if autocast not in AUTOCAST_CHOICES:
-        raise ValueError(f"cache.autocast={autocast!r}: expected one of {AUTOCAST_CHOICES}.")
-    Shard.parse(shard)
+@dataclass(frozen=True)
+class CacheSettings:
+    """`cfg.cache` (conf/cache/default.yaml): how teacher logits are computed and stored."""
+
+    dtype: Literal["float32", "float16"]  # storage (`STORAGE_DTYPES`), part of every key
+    chunk_size: int = setting(low=1)  # examples per resumable chunk
+    autocast: Literal["bf16", "fp16"] | None  # on a GPU; null: float32
+    shard: str | None  # 'i/n': fill only chunk set i of n of each missing entry
+
+    def __post_init__(self):
+        Shard.parse(self.shard)
 
 
 def not_writable(root: Path, err: OSError) -> PermissionError:
@@ -120,14 +121,15 @@ class SoftLabelCache:
     relative rounding; it is part of each entry's key). `chunk_size` and
     `autocast` are read by whoever fills the cache (`sead.teachers.logits`). `shard` ('i/n')
     is the chunk set this process fills of each entry that `fill_shard` is asked for; it is
-    not part of any key. Build it from the run's config with `sead.pipeline.soft_label_cache`,
-    so that every stage keys alike.
+    not part of any key. Build it from the run's settings with `sead.pipeline.soft_label_cache`,
+    so that every stage keys alike; the keyword defaults serve library callers that only read.
     """
 
     def __init__(
         self, root, dtype: str = "float32", chunk_size: int = 4096, autocast=None, shard=None
     ):
-        check_settings(dtype, chunk_size, autocast, shard)
+        given = {"dtype": dtype, "chunk_size": chunk_size, "autocast": autocast, "shard": shard}
+        build(CacheSettings, given, "cache")  # checked, each setting named
         self.shard = Shard.parse(shard)
         self.root = Path(root)
         try:

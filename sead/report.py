@@ -20,7 +20,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from sead import card, metrics
+from sead import metrics
 from sead.ensemble import FitPlan, loss_name
 from sead.files import format_table, write_atomic
 
@@ -31,7 +31,8 @@ TRACEBACK_LINES = 30  # of a failed job's traceback, kept in its results.json
 
 
 def save_run(results: dict, cfg, out_dir: Path, name: str = RESULTS_FILE) -> None:
-    """Write a successful run's results (adding its status, settings and overrides) and card.
+    """Write a successful run's results (adding its status, settings and overrides) and its
+    resolved config (the student's card is `sead.card`'s).
 
     `name`: another file than `results.json` for a stage run on its own (`stage=teachers`
     writes `teachers.json`), so that a sweep report does not take it for a full run.
@@ -39,8 +40,6 @@ def save_run(results: dict, cfg, out_dir: Path, name: str = RESULTS_FILE) -> Non
     results.update({"status": "ok", **job_context(cfg)})
     write_atomic(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     write_atomic(out_dir / name, json.dumps(results, indent=2) + "\n")
-    if (out_dir / "student").is_dir():
-        card.write_model_card(results, cfg, out_dir / "student")
 
 
 def save_failure(cfg, error: BaseException, out_dir: Path, name: str = RESULTS_FILE) -> dict:
@@ -110,7 +109,7 @@ def run_settings(cfg) -> dict:
         return value if isinstance(value, str | int | float | bool) or value is None else str(value)
 
     settings = {column: select(key) for column, key in SETTINGS.items()}
-    teachers = "+".join(str(name) for name in cfg.get("teachers") or {})
+    teachers = "+".join(str(name) for name in OmegaConf.select(cfg, "teachers") or {})
     return {"task": settings.pop("task"), "teachers": teachers, **settings}
 
 

@@ -24,7 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import OverrideParseException
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from sead import distributed, models, pipeline, report
 from sead.config import CONF_DIR
@@ -65,11 +65,9 @@ def main(cfg: DictConfig) -> float | None:
     None (not NaN) because the Optuna sweeper marks a trial whose value is not a float as
     failed and goes on, while a NaN makes it raise.
     """
-    stage = str(cfg.get("stage", "all"))
-    run_stage, results_file = STAGES.get(stage, (None, report.RESULTS_FILE))
+    stage = OmegaConf.select(cfg, "stage")  # checked with every other setting by the job
+    run_stage, results_file = STAGES.get(stage, (pipeline.read_settings, report.RESULTS_FILE))
     try:
-        if run_stage is None:
-            raise ValueError(f"stage={stage!r}: expected one of {', '.join(STAGES)}.")
         results = run_stage(cfg)
     except Exception as error:
         _record_failure(cfg, error, results_file)  # re-raises unless a sweep should go on
@@ -96,7 +94,8 @@ def _record_failure(cfg: DictConfig, error: Exception, results_file: str) -> Non
     if distributed.is_main_process():
         report.save_failure(cfg, error, out_dir, name=results_file)
     log.error("Job failed (%s: %s); recorded in %s", type(error).__name__, error, out_dir)
-    if HydraConfig.get().mode != RunMode.MULTIRUN or cfg.get("fail_fast", False):
+    fail_fast = OmegaConf.select(cfg, "fail_fast")  # not a bool: too broken to go on
+    if HydraConfig.get().mode != RunMode.MULTIRUN or fail_fast is not False:
         if isinstance(error, models.ModelNotInstalledError):
             sys.exit(f"Error: {error}")  # the fix is one command: no traceback to read
         raise error

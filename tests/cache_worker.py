@@ -44,14 +44,12 @@ def race(root: str, barrier: str) -> None:
 def fill(model_dir, data_dir, root, chunk_size: int, batch_size: int, shard=None):
     """A teacher's train-split cache entry on an sst2-shaped task, via `cached_logits`
     (its logits; with `shard`, the entry, which has no logits while other shards are missing)."""
-    from omegaconf import OmegaConf  # heavy imports here, so that `race` starts fast
-
-    from sead import data, teachers
+    from sead import data, teachers  # heavy imports here, so that `race` starts fast
     from sead.tasks import get_task
+    from tests.helpers import settings
 
     task = get_task("sst2")
-    data_cfg = OmegaConf.create({"dir": str(data_dir)})
-    splits = data.load_splits(task, data_cfg, ["train"])
+    splits = data.load_splits(task, settings("data", dir=str(data_dir)), ["train"])
     spec = teachers.TeacherSpec(
         name="toy_bert",
         source=str(model_dir),

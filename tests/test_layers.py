@@ -13,10 +13,14 @@ from pathlib import Path
 SEAD = Path(__file__).resolve().parents[1] / "sead"
 
 # Floors, top first. A module may import from its own floor and the floors below it.
-# A name covers the module and, for a package, everything inside it.
+# A name covers the module and, for a package, everything inside it; `sead` itself (its
+# `__init__`) covers only itself, so that a new module with no floor is caught.
 LAYERS = {
     "commands": {"sead.run", "sead.toy"},
-    "pipeline": {"sead.pipeline"},
+    "pipeline": {
+        "sead.pipeline",
+        "sead.settings",  # every group's typed settings, read once (issue 29)
+    },
     "stages": {
         "sead.teachers",
         "sead.ensemble",
@@ -28,7 +32,7 @@ LAYERS = {
         "sead.export",  # planned in DESIGN.md (issue 18)
     },
     "kernel": {
-        "sead",  # the package itself (its resolver for configs)
+        "sead",  # the package itself (its resolver for configs), and nothing inside it
         "sead.cache",
         "sead.chunks",  # the chunks of an entry being filled, shared by ranks and jobs (issue 19)
         "sead.inference",
@@ -43,8 +47,10 @@ LAYERS = {
         "sead.distributed",
         "sead.tracking",
         "sead.models",  # installs real weights offline (make models); its main() is a command
+        "sead.manifest",  # manifests and content hashes of store and cache entries
     },
 }
+ROOT = "sead"
 RANK = {floor: rank for rank, floor in enumerate(reversed(list(LAYERS)))}  # kernel 0 ... up
 
 
@@ -65,7 +71,8 @@ def floor(module: str) -> str | None:
     best = None
     for name, members in LAYERS.items():
         for member in members:
-            covers = module == member or module.startswith(member + ".")
+            inside = member != ROOT and module.startswith(member + ".")
+            covers = module == member or inside
             if covers and (best is None or len(member) > len(best[1])):
                 best = (name, member)
     return best[0] if best else None
@@ -98,14 +105,15 @@ def imports(module: str, path: Path, known: dict[str, Path]) -> list[tuple[str, 
     return sorted(ours, key=lambda item: item[1])
 
 
-def import_graph() -> tuple[dict[str, set[str]], list[str]]:
+def import_graph(root: Path | None = None) -> tuple[dict[str, set[str]], list[str]]:
     """Edges between sead's modules, and every upward or unplaced import, as messages."""
-    known = modules()
+    root = root or SEAD
+    known = modules(root)
     graph: dict[str, set[str]] = {module: set() for module in known}
     problems = []
     for module, path in known.items():
         if floor(module) is None:
-            problems.append(f"{path.relative_to(SEAD.parent)}: in no floor; add it to LAYERS")
+            problems.append(f"{path.relative_to(root.parent)}: in no floor; add it to LAYERS")
             continue
         for target, line in imports(module, path, known):
             graph[module].add(target)
@@ -113,7 +121,7 @@ def import_graph() -> tuple[dict[str, set[str]], list[str]]:
                 continue
             if RANK[floor(target)] > RANK[floor(module)]:
                 problems.append(
-                    f"{path.relative_to(SEAD.parent)}:{line}: upward import of {target} "
+                    f"{path.relative_to(root.parent)}:{line}: upward import of {target} "
                     f"({floor(target)}) from {module} ({floor(module)})"
                 )
     return graph, problems
@@ -153,6 +161,18 @@ def test_no_import_cycles():
     graph, _ = import_graph()
     found = cycles(graph)
     assert not found, "Import cycles:\n" + "\n".join(" -> ".join(cycle) for cycle in found)
+
+
+def test_a_module_in_no_floor_is_caught(tmp_path):
+    """A new module nobody placed fails the layer test (the package itself covers nothing)."""
+    package = tmp_path / "sead"
+    package.mkdir()
+    for name in ("__init__", "pipeline", "cache", "newcomer"):
+        (package / f"{name}.py").write_text("")
+    _, problems = import_graph(package)
+    assert problems == ["sead/newcomer.py: in no floor; add it to LAYERS"]
+    assert floor("sead") == "kernel" and floor("sead.newcomer") is None
+    assert floor("sead.teachers.store") == "stages"  # a listed package covers its modules
 
 
 def test_every_import_is_seen_wherever_it_stands(tmp_path):

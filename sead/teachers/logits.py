@@ -10,11 +10,11 @@ from __future__ import annotations
 import numpy as np
 from datasets import DatasetDict
 
+import sead.teachers.predictions as predictions
 from sead import choices, data
 from sead.cache import CacheEntry, SoftLabelCache
 from sead.inference import default_device, precision, predict_logits
 from sead.tasks import TaskSpec
-from sead.teachers import predictions
 from sead.teachers.teacher import Teacher
 
 

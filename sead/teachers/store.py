@@ -25,12 +25,12 @@ from filelock import FileLock, Timeout
 from transformers import AutoTokenizer, Trainer, TrainerState, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
+import sead.teachers.sanity as sanity
 from sead import choices, data, manifest
 from sead.cache import FileHashes, SoftLabelCache, fingerprint
 from sead.checkpoints import from_pretrained_with_new_head, identity
 from sead.manifest import STORE_MARKER
 from sead.tasks import TaskSpec, head_config
-from sead.teachers import sanity
 from sead.teachers.logits import cached_logits
 from sead.teachers.sanity import evaluate
 from sead.teachers.spec import TeacherSpec
