@@ -133,7 +133,7 @@ def build(cls: type[T], node, where: str) -> T:
         span = declared[name].metadata.get(RANGE)
         if span and isinstance(values[name], int | float) and not isinstance(values[name], bool):
             kind = int if isinstance(values[name], int) else float
-            values[name] = number(values[name], option, kind, **span)
+            values[name] = number(value, option, kind, **span)  # the value as given, if bad
     return cls(**values)
 
 

@@ -332,7 +332,7 @@ class TrainSettings:
             raise ValueError("train.max_steps=0 is not allowed: expected -1 (use epochs) or >= 1.")
         if self.max_steps < 0 and self.epochs <= 0:
             raise ValueError(
-                f"train.epochs={self.epochs!r} is not allowed: expected a number in (0, inf) "
+                f"train.epochs={self.epochs:g} is not allowed: expected a number in (0, inf) "
                 "(or set train.max_steps >= 1)."
             )
         allowed = [s.value for s in SchedulerType]

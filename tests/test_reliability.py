@@ -78,7 +78,7 @@ def _store_entries(cfg) -> list[Path]:
         ("train.batch_size=0", r"train.batch_size=0 is not allowed: expected an integer in \[1"),
         ("data.max_train_samples=-5", r"data.max_train_samples=-5 is not allowed"),
         ("teachers.toy_bert.max_length=-1", r"teachers.toy_bert.max_length=-1 is not allowed"),
-        ("teachers.toy_bert.finetune_args.lr=0", r"finetune_args.lr=0.0 is not allowed"),
+        ("teachers.toy_bert.finetune_args.lr=0", r"finetune_args.lr=0 is not allowed"),
         ("cache.chunk_size=abc", r"cache.chunk_size='abc' is not allowed"),
         ("student.max_length=0", r"student.max_length=0 is not allowed"),
     ],
