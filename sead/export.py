@@ -533,18 +533,26 @@ def main(argv=None) -> None:
         sys.exit(f"{args.path}: no such folder (pass a run folder or its student/).")
     run_dir = args.path if (args.path / "student").is_dir() else args.path.parent
     cfg = _run_config(run_dir, args)
+    try:
+        export_finished_run(run_dir, cfg, OmegaConf.from_dotlist(args.overrides))
+    except ExportError as error:
+        sys.exit(f"Export refused: {error}")
+
+
+def export_finished_run(run_dir: Path, cfg: DictConfig, overrides) -> dict:
+    """Export a finished run's student with its own task, data and max length (`cfg`, its
+    saved config), the export settings of conf/export/onnx.yaml with the run's and then
+    `overrides` over them; the record goes into its results.json (`save_record`)."""
     merged = OmegaConf.merge(default_settings(), OmegaConf.select(cfg, "export", default={}))
-    merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(args.overrides), {"enabled": True})
+    merged = OmegaConf.merge(merged, overrides, {"enabled": True})
     settings = build(ExportSettings, merged, "export")
     task = get_task(cfg.task.name)
     data_settings = build(data.DataSettings, cfg.data, "data")
     max_length = int(cfg.student.max_length)
-    try:
-        record = export_run(settings, task, data_settings, max_length, run_dir)
-    except ExportError as error:
-        sys.exit(f"Export refused: {error}")
+    record = export_run(settings, task, data_settings, max_length, run_dir)
     report = build(ReportSettings, cfg.report, "report")
     save_record(run_dir, record, report, max_length)  # the table was logged by export_student
+    return record
 
 
 def _run_config(run_dir: Path, args) -> DictConfig:

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import statistics
 import sys
 import traceback
 from collections.abc import Iterable, Sequence
@@ -402,6 +403,15 @@ def swept_columns(table) -> list[str]:
         if c not in results and not c.startswith(("teacher ", "params ", "speedup ", "student "))
     ]
     return [c for c in candidates if table[c].astype(str).nunique(dropna=False) > 1]
+
+
+def mean_std(values: Iterable[float]) -> tuple[float, float]:
+    """A metric over seeds: its mean and sample standard deviation (n - 1; 0 for one seed).
+
+    The studies in experiments/ report their seeds with it, as this report does its sweeps.
+    """
+    values = [float(v) for v in values]
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def add_seed_statistics(table, swept: list[str]):
