@@ -240,7 +240,7 @@ def _check_keep_layers(keep_layers: list, n_layers: int, source: str) -> None:
         )
 
 
-def distill(
+def student_trainer(
     model,
     tokenizer,
     train: Dataset,
@@ -254,14 +254,12 @@ def distill(
     callbacks: list | None = None,
     eval_splits: DatasetDict | None = None,
 ) -> DistillationTrainer:
-    """Train `model` on `train` with the ensemble's `soft_targets` (rows in `train` order).
-
-    `settings` are the run's `train.*`; `max_length` the student's truncation length. Each epoch
-    logs its loss and, with `eval_splits`, the student's metrics on them.
-    Under `torchrun` / `accelerate launch` the Trainer trains with DDP on every rank.
-    """
+    """The Trainer that distils `model` on `train` with the ensemble's `soft_targets` (rows in
+    `train` order), ready to train: see `distill`."""
+    group_by_length = settings.group_by_length
     encoded = data.tokenize(train, tokenizer, task, max_length).remove_columns("idx")
     encoded = encoded.add_column("soft_targets", soft_targets.astype(np.float32).tolist())
+    encoded = choices.with_lengths(encoded, task, group_by_length)
     args = TrainingArguments(
         output_dir=str(output_dir),
         learning_rate=settings.lr,
@@ -275,13 +273,13 @@ def distill(
         save_strategy="no",
         logging_steps=settings.logging_steps,
         report_to=report_to(settings),
-        remove_unused_columns=False,  # keep soft_targets for compute_loss
+        remove_unused_columns=False,  # keep soft_targets for compute_loss (and the lengths)
         dataloader_num_workers=settings.dataloader_num_workers,
         bf16=settings.bf16,
         fp16=settings.fp16,
         use_cpu=not torch.cuda.is_available(),
         ddp_timeout=settings.ddp_timeout,
-        **choices.training_args(task),
+        **choices.training_args(task, group_by_length),
     )
     scorer = None
     if eval_splits:
@@ -297,6 +295,19 @@ def distill(
         regression=task.is_regression,
         callbacks=[EpochReport("Student", scorer), *(callbacks or [])],
     )
+    return trainer
+
+
+def distill(model, tokenizer, train: Dataset, soft_targets: np.ndarray, **settings):
+    """Train `model` on `train` with the ensemble's `soft_targets` (rows in `train` order).
+
+    `settings` are `student_trainer`'s: `task`, `settings` (`TrainSettings`), `max_length` (the
+    student's truncation length), `output_dir`, `seed`, and optionally `callbacks` and
+    `eval_splits`. Each epoch logs its loss and, with `eval_splits`, the student's metrics on
+    them; the last epoch's are the final model's (`tracking.final_evaluations`). Under
+    `torchrun` / `accelerate launch` the Trainer trains with DDP on every rank.
+    """
+    trainer = student_trainer(model, tokenizer, train, soft_targets, **settings)
     trainer.train()
     check_finite(trainer.model, "The student")
     return trainer
@@ -314,6 +325,7 @@ class TrainSettings:
     epochs: float = setting(low=0)  # 0 only with max_steps >= 1 (checked below)
     max_steps: int = setting(low=-1)  # > 0 overrides epochs
     batch_size: int = setting(low=1)
+    group_by_length: bool  # batches of similar length (HF LengthGroupedSampler)
     eval_batch_size: int = setting(low=1)
     weight_decay: float = setting(low=0)
     warmup_ratio: float = setting(low=0, high=1, high_open=True)  # >= 1 would be steps
