@@ -5,7 +5,8 @@
 * `Units(folder)`: resumable units of work, one JSON file each, saved atomically as each one
   finishes; a rerun skips the units already there, so a killed study resumes;
 * `machine()` and `code_commit()`: the machine and code a study ran on, for its record;
-* `mean_std(values)`: a metric over seeds, through `sead.report` (the sweep report's own);
+* `mean_std(values)`: a metric over seeds, through `sead.report` (the sweep report's own),
+  and `seed_cells` to show it in a table;
 * `report_only(parser)` and `kept(results_file, keys)`: `--report-only` re-renders a study's
   tables from its saved units, keeping the record of the run (settings, machine, commit)
   that its results file already holds.
@@ -41,6 +42,8 @@ __all__ = [
     "mean_std",
     "plain",
     "report_only",
+    "seed_cells",
+    "markdown_table",
     "write_json",
 ]
 
@@ -132,6 +135,21 @@ def machine(**extra) -> dict:
         "python": platform.python_version(),
         **extra,
     }
+
+
+def seed_cells(mean: float, std: float, values) -> list[str]:
+    """Two cells of a study's table: `mean ± std`, then the value of each seed."""
+    return [f"{mean:.4f} ± {std:.4f}", ", ".join(f"{value:.4f}" for value in values)]
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    """A markdown table (a header, its rule, a line per row), ending in a newline."""
+    lines = [_cells(header), "|" + "---|" * len(header), *map(_cells, rows)]
+    return "\n".join(lines) + "\n"
+
+
+def _cells(row) -> str:
+    return "| " + " | ".join(map(str, row)) + " |"
 
 
 def report_only(parser: argparse.ArgumentParser) -> None:

@@ -39,7 +39,7 @@ from sead import choices, data, models
 from sead.checkpoints import from_pretrained_with_new_head
 from sead.config import setting
 from sead.tasks import UNLABELED, TaskSpec, head_config
-from sead.tracking import EpochReport, eval_scorer
+from sead.tracking import EpochReport, eval_scorer, optimiser_args
 
 log = logging.getLogger(__name__)
 
@@ -262,12 +262,8 @@ def student_trainer(
     encoded = choices.with_lengths(encoded, task, group_by_length)
     args = TrainingArguments(
         output_dir=str(output_dir),
-        learning_rate=settings.lr,
-        num_train_epochs=settings.epochs,
+        **optimiser_args(settings),
         max_steps=settings.max_steps,
-        per_device_train_batch_size=settings.batch_size,
-        weight_decay=settings.weight_decay,
-        warmup_steps=settings.warmup_ratio,
         lr_scheduler_type=settings.lr_scheduler,
         seed=seed,
         save_strategy="no",

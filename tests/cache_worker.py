@@ -46,20 +46,11 @@ def fill(model_dir, data_dir, root, chunk_size: int, batch_size: int, shard=None
     (its logits; with `shard`, the entry, which has no logits while other shards are missing)."""
     from sead import data, teachers  # heavy imports here, so that `race` starts fast
     from sead.tasks import get_task
-    from tests.helpers import settings
+    from tests.helpers import settings, teacher_spec
 
     task = get_task("sst2")
     splits = data.load_splits(task, settings("data", dir=str(data_dir)), ["train"])
-    spec = teachers.TeacherSpec(
-        name="toy_bert",
-        source=str(model_dir),
-        finetune=False,
-        tokenizer=None,
-        max_length=64,
-        revision=None,
-        trust_remote_code=False,
-        batch_size=batch_size,
-    )
+    spec = teacher_spec("toy_bert", model_dir, batch_size=batch_size)
     cache = SoftLabelCache(root, chunk_size=chunk_size, shard=shard)
     teacher = teachers.prepare(spec, task, splits, Path(root) / "teachers", cache.file_hashes)
     entry = teachers.cached_logits(teacher, task, splits, cache, sharded=True)["train"]

@@ -48,3 +48,13 @@ def settings(group: str, *overrides: str, **values):
     cfg = compose(list(overrides))
     node = OmegaConf.merge(OmegaConf.to_container(cfg[group], resolve=True), values)
     return GROUPS[group](node, read_settings(cfg).task)
+
+
+def teacher_spec(name: str, source, **settings):
+    """A `TeacherSpec` for a local checkpoint: `settings` over the plain ones a test does not
+    vary (not fine-tuned, its own tokenizer, no revision, no remote code, length 64, batch 8)."""
+    from sead.teachers import TeacherSpec
+
+    plain = {"finetune": False, "tokenizer": None, "max_length": 64, "revision": None}
+    plain |= {"trust_remote_code": False, "batch_size": 8}
+    return TeacherSpec(name=name, source=str(source), **{**plain, **settings})

@@ -16,7 +16,7 @@ from sead.tasks import get_task
 from sead.teachers import logits as teacher_logits
 from sead.teachers import store
 from sead.teachers.spec import FinetuneArgs
-from tests.helpers import compose, settings
+from tests.helpers import compose, settings, teacher_spec
 
 SST2 = get_task("sst2")
 
@@ -90,17 +90,8 @@ def test_teacher_batches_are_grouped_too_and_the_store_key_says_how(
     tiny_assets, tmp_path, group_by_length
 ):
     base = tiny_assets / "models" / "teacher_bert"
-    spec = teachers.TeacherSpec(
-        name="toy",
-        source=str(base),
-        finetune=True,
-        tokenizer=None,
-        max_length=64,
-        revision=None,
-        trust_remote_code=False,
-        batch_size=64,
-        finetune_args=_recipe(group_by_length=group_by_length),
-    )
+    recipe = _recipe(group_by_length=group_by_length)
+    spec = teacher_spec("toy", base, finetune=True, batch_size=64, finetune_args=recipe)
     train = _mixed_lengths()
     trainer = store._teacher_trainer(spec, SST2, train, base, base, tmp_path / "work")
     ratio = _padding_ratio(trainer)

@@ -61,17 +61,12 @@ DESCRIPTIONS = {
 
 def overrides(args, condition: str, seed: int, work: Path) -> list[str]:
     common = [
-        "task=sst2",
+        "experiment=sst2_cpu",  # MiniLM teachers, 2-layer student, length 64, no speed stage
         f"data.dir={SST2}",
-        "teachers=[minilm]",
         "teachers.minilm.seeds=[1,2]",
         f"teachers.minilm.finetune_args.epochs={args.teacher_epochs}",
-        "student=minilm_l2",
-        "student.max_length=64",
         f"train.epochs={args.epochs}",
         f"train.lr={args.lr}",
-        "train.logging_steps=100",
-        "report.speed_samples=0",  # inference speed is not what this study measures
         f"transfer.labeled={args.labeled}",
         f"seed={seed}",
         f"paths.cache_dir={work / 'cache'}",
@@ -147,23 +142,19 @@ def summarise(jobs: list[dict], record: dict) -> dict:
 
 
 def markdown(summary: dict) -> str:
-    lines = [
-        "| condition | student trains on | val. accuracy (mean ± std, 3 seeds) | per seed "
-        "| student training s (per seed) | job wall s (per seed) |",
-        "|---|---|---|---|---|---|",
+    header = ["condition", "student trains on", "val. accuracy (mean ± std, 3 seeds)"]
+    header += ["per seed", "student training s (per seed)", "job wall s (per seed)"]
+    rows = [
+        [
+            f"{name}: {row['what']}",
+            f"{row['train_examples']:,}",
+            *harness.seed_cells(row["mean"], row["std"], row["accuracy"]),
+            ", ".join(f"{s:.0f}" for s in row["distill_s"]),
+            ", ".join(f"{s:.0f}" for s in row["wall_s"]),
+        ]
+        for name, row in summary["conditions"].items()
     ]
-    for name, row in summary["conditions"].items():
-        lines.append(
-            f"| {name}: {row['what']} | {row['train_examples']:,} | "
-            f"{row['mean']:.4f} ± {row['std']:.4f} | "
-            + ", ".join(f"{a:.4f}" for a in row["accuracy"])
-            + " | "
-            + ", ".join(f"{s:.0f}" for s in row["distill_s"])
-            + " | "
-            + ", ".join(f"{s:.0f}" for s in row["wall_s"])
-            + " |"
-        )
-    return "\n".join(lines) + "\n"
+    return harness.markdown_table(header, rows)
 
 
 def main(argv=None) -> None:

@@ -7,7 +7,7 @@ expensive starts.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -109,19 +109,9 @@ def teacher_specs(teachers_cfg: DictConfig, task: TaskSpec) -> list[TeacherSpec]
             specs.append(predictions_spec(name, raw, task))
             continue
         settings = build(TeacherSettings, raw, f"teachers.{name}")
+        source, label_map = _source(name, settings, task), settings.label_map or None
         spec = TeacherSpec(
-            name=name,
-            source=_source(name, settings, task),
-            finetune=settings.finetune,
-            tokenizer=settings.tokenizer,
-            max_length=settings.max_length,
-            revision=settings.revision,
-            trust_remote_code=settings.trust_remote_code,
-            batch_size=settings.batch_size,
-            finetune_args=settings.finetune_args,
-            label_map=settings.label_map or None,
-            gate=settings.gate,
-            min_metric=settings.min_metric,
+            name, source, **_shared(settings, TeacherSpec) | {"label_map": label_map}
         )
         args = spec.finetune_args
         if args.max_train_samples is not None and args.train_subsample_seed is None:
@@ -214,18 +204,15 @@ def predictions_spec(name: str, raw: dict, task: TaskSpec) -> PredictionsSpec:
         raise ValueError(f"{where}.labels: task {task.name!r} has no label names to match.")
     if settings.extra_ids not in ("error", "ignore"):
         raise ValueError(f"{where}.extra_ids={settings.extra_ids!r}: expected error or ignore.")
-    return PredictionsSpec(
-        name=name,
-        files={split: Path(path).expanduser() for split, path in settings.predictions.items()},
-        format=fmt,
-        labels=settings.labels or None,
-        smoothing=settings.smoothing,
-        epsilon=settings.epsilon,
-        tolerance=settings.tolerance,
-        extra_ids=settings.extra_ids,
-        gate=settings.gate,
-        min_metric=settings.min_metric,
-    )
+    files = {split: Path(path).expanduser() for split, path in settings.predictions.items()}
+    shared = _shared(settings, PredictionsSpec) | {"format": fmt, "labels": settings.labels}
+    return PredictionsSpec(name, files, **shared)
+
+
+def _shared(settings, spec_class) -> dict:
+    """The settings a spec takes as they are: the fields both classes declare."""
+    names = {f.name for f in fields(spec_class)} & {f.name for f in fields(settings)}
+    return {name: getattr(settings, name) for name in names}
 
 
 def _source(name: str, settings: TeacherSettings, task: TaskSpec) -> str:

@@ -35,7 +35,7 @@ from sead.teachers.logits import cached_logits
 from sead.teachers.sanity import evaluate
 from sead.teachers.spec import TeacherSpec
 from sead.teachers.teacher import FINETUNED, STORE, Teacher
-from sead.tracking import EpochReport, eval_scorer, final_evaluations
+from sead.tracking import EpochReport, eval_scorer, final_evaluations, optimiser_args
 
 log = logging.getLogger(__name__)
 
@@ -311,11 +311,7 @@ def _teacher_trainer(
     encoded = choices.with_lengths(encoded, task, args.group_by_length)
     training_args = TrainingArguments(
         output_dir=str(work),
-        learning_rate=args.lr,
-        num_train_epochs=args.epochs,
-        per_device_train_batch_size=args.batch_size,
-        weight_decay=args.weight_decay,
-        warmup_steps=args.warmup_ratio,  # transformers 5: a float < 1 is a ratio of all steps
+        **optimiser_args(args),
         seed=args.seed,
         save_strategy="steps",
         save_steps=args.save_steps,
