@@ -118,8 +118,10 @@ def test_the_store_keys_of_grouped_and_random_teachers_differ(tiny_assets):
 
 
 def test_group_by_length_must_be_a_boolean():
-    with pytest.raises(ValueError, match=r"finetune_args.group_by_length='yes': expected true"):
-        FinetuneArgs.from_config("toy", {"group_by_length": "yes"})
+    with pytest.raises(ValueError, match=r"finetune_args.group_by_length='yes' is not allowed"):
+        _recipe(group_by_length="yes")
+    with pytest.raises(ValueError, match=r"train.group_by_length='yes' is not allowed"):
+        _train_cfg("yes")
 
 
 def test_multiple_choice_batches_group_by_their_choice_tokens():
