@@ -106,16 +106,18 @@ def build(cls: type[T], node, where: str) -> T:
     """The frozen dataclass `cls` from a config node (a DictConfig or a plain mapping).
 
     Every key of `node` must be a field of `cls` and every field without a default must be a
-    key of `node`; both errors name the group (`where`, e.g. "train" or "teachers.bert") and
-    the key. Values are converted to the field's annotated type (int, float, bool, str, Path,
-    Literal choices, Optional, tuples and lists, dicts, nested settings dataclasses) and
-    checked against the field's range (`setting(low=..., high=...)`); then the class's own
-    `__post_init__` checks whatever involves several fields.
+    key of `node`; both errors name the group (`where`, e.g. "train" or "teachers.bert"; ""
+    for the main config's own keys) and the key. Values are converted to the field's
+    annotated type (int, float, bool, str, Path, Literal choices, Optional, tuples and lists,
+    dicts, nested settings dataclasses) and checked against the field's range
+    (`setting(low=..., high=...)`); then the class's own `__post_init__` checks whatever
+    involves several fields.
     """
-    raw = container(node, where)
+    group = where or "the main config (conf/config.yaml)"
+    raw = container(node, group)
     declared = {f.name: f for f in fields(cls) if f.init}
     hints = get_type_hints(cls)
-    check_keys(raw, {name: _describe(f, hints[name]) for name, f in declared.items()}, where)
+    check_keys(raw, {name: _describe(f, hints[name]) for name, f in declared.items()}, group)
     missing = [
         name
         for name, f in declared.items()
@@ -123,12 +125,12 @@ def build(cls: type[T], node, where: str) -> T:
     ]
     if missing:
         raise ValueError(
-            f"{where} is missing key(s) {missing}: every setting of {where} is set in conf/ "
+            f"{group} is missing key(s) {missing}: every setting of {group} is set in conf/ "
             "(add it to the config file that sets the others)."
         )
     values = {}
     for name, value in raw.items():
-        option = f"{where}.{name}"
+        option = f"{where}.{name}" if where else name
         values[name] = _convert(value, hints[name], option)
         span = declared[name].metadata.get(RANGE)
         if span and isinstance(values[name], int | float) and not isinstance(values[name], bool):

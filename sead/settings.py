@@ -103,7 +103,7 @@ def read_settings(cfg: DictConfig) -> Settings:
     """The composed config as typed settings, every group checked; nothing is loaded."""
     raw = container(cfg, "config")
     top = {key: value for key, value in raw.items() if key not in GROUPS}
-    run = build(RunSettings, top, "the main config (conf/config.yaml)")
+    run = build(RunSettings, top, "")  # the main config's own keys: seed=..., stage=...
     task = _task(raw.get("task"))
     groups = {
         group: make(raw.get(group), task) for group, make in GROUPS.items() if group != "task"
