@@ -39,10 +39,22 @@ class DataSettings:
     subsample_seed: int = setting(low=0)  # not the run seed: sweeping `seed` keeps the data
     diagnostics: tuple[str, ...]  # evaluation-only sets, e.g. (axb, axg) for rte
     diagnostics_dir: str | None  # a folder of <name>/test.jsonl; null: the Hub
+    # rows of train held out (a count, or a fraction below 1): the split `heldout`
+    heldout: float | None = setting(low=0, low_open=True)
+    heldout_seed: int = setting(low=0)  # which rows
+
+    def __post_init__(self):
+        if self.heldout is not None and self.heldout >= 1 and self.heldout != int(self.heldout):
+            raise ValueError(
+                f"data.heldout={self.heldout:g} is not allowed: expected a count of rows (a "
+                "whole number) or a fraction of the train split in (0, 1)."
+            )
 
     def whole(self, folder: str | None) -> DataSettings:
         """Every example of the splits in `folder` (null: the Hub), none held back."""
-        return replace(self, dir=folder, max_train_samples=None, max_eval_samples=None)
+        return replace(
+            self, dir=folder, max_train_samples=None, max_eval_samples=None, heldout=None
+        )
 
 
 def load_splits(task: TaskSpec, settings: DataSettings, splits: Iterable[str]) -> DatasetDict:
@@ -50,12 +62,28 @@ def load_splits(task: TaskSpec, settings: DataSettings, splits: Iterable[str]) -
 
     `settings.dir` set: read `<dir>/<split>.jsonl` (the HF schema, as in
     `shared/data/glue/<task>/`); unset: `load_dataset(benchmark, task)` from the Hub.
+    With `settings.heldout`, the split `heldout` is carved from train (`carve_heldout`) and
+    train is what is left: no one trains on those rows, whichever splits are asked for.
     """
     splits = list(dict.fromkeys(splits))
+    carve = settings.heldout is not None
+    files = [s for s in splits if not (carve and s == HELDOUT)]
+    if carve and task.train_split not in files:
+        files.append(task.train_split)
     if settings.dir:
-        loaded = _load_local(task, Path(settings.dir), splits)
+        if carve and (Path(settings.dir) / f"{HELDOUT}.jsonl").is_file():
+            raise ValueError(
+                f"data.heldout={settings.heldout:g} would carve a held-out slice from train, but "
+                f"{Path(settings.dir) / (HELDOUT + '.jsonl')} is one already: set "
+                "data.heldout=null to use that file, or remove it."
+            )
+        loaded = _load_local(task, Path(settings.dir), files)
     else:
-        loaded = _load_hub(task, splits)
+        loaded = _load_hub(task, files)
+    if carve:
+        loaded[task.train_split], loaded[HELDOUT] = carve_heldout(
+            loaded[task.train_split], task, settings
+        )
     out = DatasetDict()
     for split in splits:
         ds = loaded[split]
@@ -73,7 +101,55 @@ def load_splits(task: TaskSpec, settings: DataSettings, splits: Iterable[str]) -
     return out
 
 
+HELDOUT = "heldout"  # the held-out slice of train: where stages and fitted ensemblers choose
+
+
+def carve_heldout(train: Dataset, task: TaskSpec, settings: DataSettings):
+    """(train without the held-out rows, the held-out rows): `settings.heldout` rows (or that
+    fraction of train), picked by `settings.heldout_seed`, both in their original order.
+    multirc keeps each question's answers on one side."""
+    wanted = settings.heldout
+    count = round(wanted * len(train)) if wanted < 1 else int(wanted)
+    if not 0 < count < len(train):
+        raise ValueError(
+            f"data.heldout={wanted:g} leaves {count} of the {len(train):,} rows of task "
+            f"{task.name!r}'s {task.train_split} split held out: expected at least 1, and fewer "
+            "than all of them."
+        )
+    groups = metrics.GROUP_KEYS[task.name](train) if task.name in metrics.GROUP_KEYS else None
+    rows = subsample_rows(len(train), count, settings.heldout_seed, groups)
+    rest = np.setdiff1d(np.arange(len(train)), rows)
+    heldout = train.select(rows.tolist())
+    log.info(
+        "Held out %d of %d %s rows (data.heldout=%g, seed %d; content %s)",
+        len(heldout),
+        len(train),
+        task.train_split,
+        wanted,
+        settings.heldout_seed,
+        input_fingerprint(heldout, task, [c for c in ("label",) if c in heldout.column_names])[:12],
+    )
+    return train.select(rest.tolist()), heldout
+
+
+def heldout_record(heldout: Dataset | None, task: TaskSpec, settings: DataSettings):
+    """What results.json says of the held-out slice: where it came from, its size and a hash
+    of its content (None without one)."""
+    if heldout is None:
+        return None
+    carved = settings.heldout is not None
+    return {
+        "source": f"data.heldout={settings.heldout:g}, seed {settings.heldout_seed}"
+        if carved
+        else _source_name(settings, HELDOUT),
+        "rows": len(heldout),
+        "content": input_fingerprint(heldout, task, ["label"]),
+    }
+
+
 def _source_name(settings: DataSettings, split: str) -> str:
+    if split == HELDOUT and settings.heldout is not None:
+        return "the rows held out of the train split (data.heldout)"
     if settings.dir:
         return str(Path(settings.dir) / f"{split}.jsonl")
     return f"the Hub dataset split {split!r}"

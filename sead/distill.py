@@ -29,34 +29,36 @@ from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
     AutoTokenizer,
+    EarlyStoppingCallback,
     PreTrainedModel,
     SchedulerType,
-    Trainer,
     TrainingArguments,
 )
 
 from sead import choices, data, models
 from sead.checkpoints import from_pretrained_with_new_head
 from sead.config import setting
+from sead.inference import length_sorted_batches
 from sead.tasks import UNLABELED, TaskSpec, head_config
 from sead.tracking import EpochReport, eval_scorer, optimiser_args
 
 log = logging.getLogger(__name__)
 
 
-def kd_loss(
+def row_losses(
     student_logits: torch.Tensor,
     soft_targets: torch.Tensor,
     labels: torch.Tensor,
     temperature: float,
-    alpha: float,
     regression: bool = False,
     choice_mask: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """The distillation loss for one batch (see the module docstring).
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per example: the soft term (T^2 KL, or the squared error to the ensemble's score), the
+    hard term (cross-entropy or squared error to the gold label; 0 without one), and whether
+    the example has a gold label.
 
     `choice_mask` (multiple choice): `[batch, choices]`, False for padding choices; a record
-    query with no gold candidate has label -100 and, like a transfer row, gets the soft term only.
+    query with no gold candidate has label -100 and, like a transfer row, has no hard term.
     """
     labelled = labels != UNLABELED
     if regression:
@@ -72,34 +74,174 @@ def kd_loss(
         hard = F.cross_entropy(
             student_logits.float(), labels.long(), ignore_index=UNLABELED, reduction="none"
         )
+    return soft, hard, labelled
+
+
+def kd_loss(
+    student_logits: torch.Tensor,
+    soft_targets: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float,
+    alpha: float,
+    regression: bool = False,
+    choice_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The single-pass distillation loss for one batch (see the module docstring)."""
+    soft, hard, labelled = row_losses(
+        student_logits, soft_targets, labels, temperature, regression, choice_mask
+    )
     # Per example: alpha * soft + (1 - alpha) * hard, or soft alone without a gold label.
     soft_weight = torch.where(labelled, alpha, 1.0)
     return (soft_weight * soft + (1 - soft_weight) * hard).mean()
 
 
-class DistillationTrainer(Trainer):
-    """A Trainer whose batches carry `soft_targets` beside the gold `labels`."""
+def objective_loss(
+    weights: dict[str, float],
+    soft: torch.Tensor,
+    hard: torch.Tensor,
+    labelled: torch.Tensor,
+    representations: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """A stage's loss: each objective's mean over the examples that have it, weighted.
 
-    def __init__(self, *args, temperature: float, alpha: float, regression: bool, **kwargs):
+    soft: every example; hard: the examples with a gold label (none in a batch: 0);
+    representations: the batch's representation loss (`representation_loss`).
+    """
+    total = soft.new_zeros(())
+    if weights.get("soft"):
+        total = total + weights["soft"] * soft.mean()
+    if weights.get("hard"):
+        gold = hard[labelled].mean() if labelled.any() else hard.sum() * 0.0
+        total = total + weights["hard"] * gold
+    if weights.get("representations"):
+        total = total + weights["representations"] * representations
+    return total
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """One vector per example from `[batch, length, hidden]`: the mean over real tokens
+    (`mean`), or the first token's (`cls`)."""
+    if pooling == "cls":
+        return hidden[:, 0]
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
+def representation_loss(
+    student_vectors: torch.Tensor,
+    projections: torch.nn.ModuleDict,
+    targets: dict[str, torch.Tensor],
+    weights: dict[str, float],
+    kind: str,
+) -> torch.Tensor:
+    """The student's pooled vectors, each teacher's projection of them against that teacher's
+    vectors: mean squared error (`mse`) or 1 - cosine similarity (`cosine`), averaged over the
+    teachers with the ensemble's weights."""
+    total = student_vectors.new_zeros((), dtype=torch.float32)
+    for name, target in targets.items():
+        predicted = projections[name](student_vectors).float()
+        if kind == "mse":
+            loss = F.mse_loss(predicted, target.float())
+        else:
+            loss = (1 - F.cosine_similarity(predicted, target.float(), dim=-1)).mean()
+        total = total + weights[name] * loss
+    return total / sum(weights[name] for name in targets)
+
+
+class WithProjections(torch.nn.Module):
+    """The student and, while it learns the teachers' representations, one linear map per
+    teacher from its pooled vector to that teacher's width (384 -> 768 for MPNet). The Trainer
+    trains and checkpoints both; only `student` is ever saved as the model."""
+
+    def __init__(self, student, widths: dict[str, int]):
+        super().__init__()
+        self.student = student
+        self.config = student.config  # what the Trainer reads of a model
+        hidden = int(student.config.hidden_size)
+        self.projections = torch.nn.ModuleDict(
+            {name: torch.nn.Linear(hidden, width) for name, width in widths.items()}
+        )
+
+    def forward(self, **inputs):
+        return self.student(**inputs, output_hidden_states=True)
+
+
+@dataclass
+class Representations:
+    """The teachers' vectors of every training row (`[rows, sum of widths]`, looked up by the
+    batch's `row` column) and how to weigh each teacher."""
+
+    vectors: torch.Tensor
+    widths: dict[str, int]  # teacher -> width, in the order of `vectors`' columns
+    weights: dict[str, float]  # teacher -> weight (the ensemble's, or equal)
+    kind: str  # mse | cosine
+    pooling: str  # how the student's vector is pooled: mean | cls (as the teachers')
+
+    def targets(self, rows: torch.Tensor, device) -> dict[str, torch.Tensor]:
+        parts = torch.split(self.vectors[rows.cpu()], list(self.widths.values()), dim=-1)
+        return {name: part.to(device) for name, part in zip(self.widths, parts, strict=True)}
+
+
+class DistillationTrainer(choices.GroupedTrainer):
+    """A Trainer whose batches carry `soft_targets` beside the gold `labels`.
+
+    `objectives` None: the single-pass loss (`kd_loss`, train.alpha). Else a stage's weights
+    of `representations`, `soft` and `hard` (`objective_loss`); with representations, the
+    model is a `WithProjections` and batches carry each row's number (`row`). `heldout`: a
+    function scoring the model on the held-out slice, run where the Trainer evaluates (each
+    epoch), so its early stopping and best-epoch restore choose on it.
+    """
+
+    def __init__(
+        self,
+        *args,
+        temperature: float,
+        alpha: float,
+        regression: bool,
+        objectives: dict[str, float] | None = None,
+        representations: Representations | None = None,
+        heldout=None,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.temperature = temperature
         self.alpha = alpha
         self.regression = regression
+        self.objectives = objectives
+        self.representations = representations
+        self.heldout = heldout
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         soft_targets = inputs.pop("soft_targets")
         labels = inputs.pop("labels")
         choice_mask = inputs.pop("choice_mask", None)  # multiple choice only
+        rows = inputs.pop("row", None)  # representation stages only
         outputs = model(**inputs)
-        loss = kd_loss(
-            outputs.logits,
-            soft_targets,
-            labels,
-            self.temperature,
-            self.alpha,
-            self.regression,
-            choice_mask=choice_mask,
-        )
+        if self.objectives is None:
+            loss = kd_loss(
+                outputs.logits,
+                soft_targets,
+                labels,
+                self.temperature,
+                self.alpha,
+                self.regression,
+                choice_mask=choice_mask,
+            )
+        else:
+            soft, hard, labelled = row_losses(
+                outputs.logits, soft_targets, labels, self.temperature, self.regression,
+                choice_mask,
+            )  # fmt: skip
+            learned = None
+            if self.objectives.get("representations"):
+                reps = self.representations
+                vectors = pool(outputs.hidden_states[-1], inputs["attention_mask"], reps.pooling)
+                projections = self.accelerator.unwrap_model(self.model).projections
+                targets = reps.targets(rows, vectors.device)
+                learned = representation_loss(
+                    vectors, projections, targets, reps.weights, reps.kind
+                )
+            loss = objective_loss(self.objectives, soft, hard, labelled, learned)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"Student training loss is {loss.item()} at step {self.state.global_step + 1} "
@@ -107,6 +249,16 @@ class DistillationTrainer(Trainer):
                 f"train.alpha={self.alpha}): stopped; nothing was saved."
             )
         return (loss, outputs) if return_outputs else loss
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
+        """The held-out score (`heldout`) where the Trainer evaluates; else the Trainer's own."""
+        if self.heldout is None:
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        metrics = {f"{metric_key_prefix}_{key}": value for key, value in self.heldout().items()}
+        self.log(metrics)
+        handler = self.callback_handler
+        self.control = handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
 
 
 @dataclass(frozen=True)
@@ -253,20 +405,41 @@ def student_trainer(
     seed: int,
     callbacks: list | None = None,
     eval_splits: DatasetDict | None = None,
+    objectives: dict[str, float] | None = None,
+    representations: Representations | None = None,
+    row_numbers: np.ndarray | None = None,
+    heldout=None,
+    heldout_rows: Dataset | None = None,
+    patience: int | None = None,
 ) -> DistillationTrainer:
     """The Trainer that distils `model` on `train` with the ensemble's `soft_targets` (rows in
-    `train` order), ready to train: see `distill`."""
+    `train` order), ready to train: see `distill` and `sead.recipe`.
+
+    It checkpoints at each epoch's end in `output_dir` (a run resumes from there). With
+    `objectives`, a recipe stage's loss (`objective_loss`); with `representations`, the
+    teachers' vectors of rows `row_numbers`. With `heldout` (a function scoring the model on
+    the held-out slice, `heldout_rows`) each epoch is scored on it, training stops after
+    `patience` epochs without a better score, and the best epoch's weights are restored.
+    """
     group_by_length = settings.group_by_length
     encoded = data.tokenize(train, tokenizer, task, max_length).remove_columns("idx")
     encoded = encoded.add_column("soft_targets", soft_targets.astype(np.float32).tolist())
     encoded = choices.with_lengths(encoded, task, group_by_length)
+    if row_numbers is not None:  # where each row's teacher vectors are
+        encoded = encoded.add_column("row", np.asarray(row_numbers).tolist())
+    selecting = heldout is not None
     args = TrainingArguments(
         output_dir=str(output_dir),
         **optimiser_args(settings),
         max_steps=settings.max_steps,
         lr_scheduler_type=settings.lr_scheduler,
         seed=seed,
-        save_strategy="no",
+        save_strategy="epoch",  # resume points; a run killed mid-epoch redoes that epoch
+        save_total_limit=1,  # (and the best epoch's, when selecting)
+        eval_strategy="epoch" if selecting else "no",
+        load_best_model_at_end=selecting,
+        metric_for_best_model="heldout" if selecting else None,
+        greater_is_better=True,
         logging_steps=settings.logging_steps,
         report_to=report_to(settings),
         remove_unused_columns=False,  # keep soft_targets for compute_loss (and the lengths)
@@ -280,18 +453,48 @@ def student_trainer(
     scorer = None
     if eval_splits:
         scorer = eval_scorer(task, eval_splits, tokenizer, max_length, settings.eval_batch_size)
+    stopping = [EarlyStoppingCallback(early_stopping_patience=patience)] if selecting else []
     trainer = DistillationTrainer(
         model=model,
         args=args,
         train_dataset=encoded,
+        # the Trainer evaluates this split; `heldout` scores it (DistillationTrainer.evaluate)
+        eval_dataset=heldout_rows if selecting else None,
         data_collator=choices.collator(task, tokenizer),
         processing_class=tokenizer,
         temperature=settings.temperature,
         alpha=settings.alpha,
         regression=task.is_regression,
-        callbacks=[EpochReport("Student", scorer), *(callbacks or [])],
+        objectives=objectives,
+        representations=representations,
+        heldout=heldout,
+        callbacks=[EpochReport("Student", scorer), *stopping, *(callbacks or [])],
     )
     return trainer
+
+
+def heldout_representation_loss(
+    model: WithProjections, tokenizer, encoded: Dataset, reps: Representations
+) -> float:
+    """The representation loss of `model` on the held-out rows `encoded` (in `reps`' row
+    order), averaged over rows: a representation stage's held-out score."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    columns = [c for c in choices.MODEL_INPUTS if c in encoded.column_names]
+    features = {c: encoded[c][:] for c in columns}
+    collate = choices.collator(None, tokenizer)
+    total = 0.0
+    with torch.inference_mode():
+        for rows in length_sorted_batches(features["input_ids"], 128):
+            batch = collate([{c: features[c][i] for c in columns} for i in rows])
+            batch = {k: v.to(device) for k, v in batch.items()}
+            vectors = pool(model(**batch).hidden_states[-1], batch["attention_mask"], reps.pooling)
+            targets = reps.targets(torch.from_numpy(rows), device)
+            loss = representation_loss(vectors, model.projections, targets, reps.weights, reps.kind)
+            total += float(loss) * len(rows)
+    model.train(was_training)
+    return total / max(len(encoded), 1)
 
 
 def distill(model, tokenizer, train: Dataset, soft_targets: np.ndarray, **settings):

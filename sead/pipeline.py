@@ -13,12 +13,14 @@ The only module that knows every stage; it imports stages and kernel, never a co
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from datasets import DatasetDict
 from omegaconf import DictConfig, OmegaConf
 from transformers import set_seed
@@ -26,6 +28,7 @@ from transformers import set_seed
 from sead import (
     card,
     choices,
+    chunks,
     data,
     distill,
     distributed,
@@ -33,6 +36,7 @@ from sead import (
     export,
     metrics,
     models,
+    recipe,
     report,
     speed,
     teachers,
@@ -44,7 +48,7 @@ from sead.config import CONF_DIR
 from sead.inference import count_parameters
 from sead.settings import Settings, read_settings
 from sead.tasks import TaskSpec, get_task
-from sead.tracking import MetricsLog, evaluate, final_evaluations
+from sead.tracking import MetricsLog, evaluate
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +86,11 @@ def check_inputs(settings: Settings) -> Inputs:
             "data and favour the teachers that overfit it most.",
             plan.split,
         )
+    heldout = [data.HELDOUT] if settings.recipe.needs_heldout else []  # stages choose on it
     splits = data.load_splits(
-        task, settings.data, [task.train_split, *task.eval_splits, plan.split]
+        task, settings.data, [task.train_split, *task.eval_splits, plan.split, *heldout]
     )
+    recipe.check(settings.recipe, task)
     # The transfer set; with transfer.labeled, the train split becomes the labelled slice.
     transfer_set = transfer.build(settings.transfer, task, splits)
     splits = transfer.apply(transfer_set, task, splits)
@@ -118,16 +124,35 @@ def _predicted_splits(stage: str, task: TaskSpec, splits: DatasetDict, plan) -> 
     return splits
 
 
+@dataclass
+class TeacherOutputs:
+    """What the teacher stage gives the rest: per teacher and split, logits (and sentence
+    vectors, when a recipe stage learns them); per teacher, its results record and the prepared
+    teacher (ready to load again: the speed stage times them)."""
+
+    logits: dict[str, dict[str, np.ndarray]]
+    vectors: dict[str, dict[str, np.ndarray]]
+    records: dict[str, dict]
+    prepared: dict[str, teachers.Teacher]
+
+
 def teacher_logits(inputs: Inputs, cache: SoftLabelCache, logit_splits=None):
+    """`teacher_outputs` without vectors: (logits, records, prepared)."""
+    outputs = teacher_outputs(inputs, cache, logit_splits)
+    return outputs.logits, outputs.records, outputs.prepared
+
+
+def teacher_outputs(
+    inputs: Inputs, cache: SoftLabelCache, logit_splits=None, representations=None
+) -> TeacherOutputs:
     """Each teacher's logits for every split (fine-tuning or reading the cache as needed).
 
     Eval splits come first: a teacher must pass the sanity gate on them
     (`teachers.gate`) before its other splits are labelled, so a wrong checkpoint
     or label order stops the run before more time goes into it or into a student.
     `logit_splits` limits which other splits get logits (all loaded splits by
-    default; teachers are still fine-tuned on the train split). Returns
-    `{teacher: {split: logits}}`, a per-teacher results record, and the prepared teachers
-    (`{name: Teacher}`, ready to load again: the speed stage times them).
+    default; teachers are still fine-tuned on the train split). With `representations` (a
+    `cache.RepresentationSpec`), each teacher's sentence vectors too, from the same pass.
     """
     task, splits, settings = inputs.task, inputs.splits, inputs.settings
     eval_splits = DatasetDict({split: splits[split] for split in task.eval_splits})
@@ -135,7 +160,9 @@ def teacher_logits(inputs: Inputs, cache: SoftLabelCache, logit_splits=None):
     other_splits = DatasetDict({split: splits[split] for split in others})
     gate_every_teacher = settings.run.teacher_gate
     logits: dict[str, dict[str, np.ndarray]] = {}
+    vectors: dict[str, dict[str, np.ndarray]] = {}
     records, prepared = {}, {}
+    asked = {"representations": representations} if representations is not None else {}
     seen: dict[tuple, str] = {}
     for spec in inputs.specs:
         gated = gate_every_teacher and spec.gate
@@ -143,12 +170,17 @@ def teacher_logits(inputs: Inputs, cache: SoftLabelCache, logit_splits=None):
             spec, task, splits, settings.paths.teachers_dir, cache.file_hashes, cache, gate=gated
         )
         prepared[spec.name] = teacher
-        entries = teachers.cached_logits(teacher, task, eval_splits, cache)
+        entries = teachers.cached_logits(teacher, task, eval_splits, cache, **asked)
         scores = teachers.evaluate(task, {s: e.logits for s, e in entries.items()}, splits)
         gate = teachers.gate(spec, task, scores, splits, gated)
         # The rest (train, transfer set: the bulk) is sharded over ranks or jobs (cache.shard).
-        entries |= teachers.cached_logits(teacher, task, other_splits, cache, sharded=True)
+        entries |= teachers.cached_logits(teacher, task, other_splits, cache, sharded=True, **asked)
         logits[spec.name] = {s: e.logits for s, e in entries.items() if e.logits is not None}
+        vectors[spec.name] = {
+            s: e.representations
+            for s, e in entries.items()
+            if getattr(e, "representations", None) is not None
+        }
         records[spec.name] = _teacher_record(teacher, entries, scores, gate)
         if spec.finetune:  # what it was trained with, in effect, and on how much data
             records[spec.name]["finetune_settings"] = teachers.finetune_settings(spec, task, splits)
@@ -160,7 +192,7 @@ def teacher_logits(inputs: Inputs, cache: SoftLabelCache, logit_splits=None):
                 spec.name,
             )
         seen.setdefault(same, spec.name)
-    return logits, records, prepared
+    return TeacherOutputs(logits, vectors, records, prepared)
 
 
 def _teacher_record(teacher: teachers.Teacher, entries, scores, gate) -> dict:
@@ -291,36 +323,40 @@ def run(cfg: DictConfig) -> dict | None:
     # Multi-process: every rank computes its share of the chunks of each missing entry.
     cache = soft_label_cache(settings)
     with stage("teachers"):
-        logits, teacher_records, prepared = teacher_logits(inputs, cache)
+        wanted = settings.cache.representations if settings.recipe.needs_representations else None
+        outputs = teacher_outputs(inputs, cache, representations=wanted)
+        logits, teacher_records, prepared = outputs.logits, outputs.records, outputs.prepared
 
     # 3. Ensemble: fitted on ensemble.fit_split (cross-fitted where that split is reported),
     #    then soft targets for the train split, with each teacher alone and mean_logits beside.
     with stage("ensemble"):
         ensembler, ensemble_results = _ensemble(inputs, logits)
-        student_train, soft_targets, transfer_predictions = _student_data(
-            inputs, logits, ensembler, train.temperature
-        )
+        student_data, transfer_predictions = _student_data(inputs, outputs, ensembler)
 
-    # 4. Student: distil on the soft targets with its own tokenizer.
+    # 4. Student: the recipe's stages on the soft targets (and the teachers' vectors), with
+    #    its own tokenizer; each stage checkpoints in a work folder a rerun resumes from.
     with stage("distill"):
         # Re-seeded here: the student's fresh head is drawn from the global RNG, which teacher
         # fine-tuning earlier in this process (or not, on a rerun) has advanced.
         set_seed(settings.run.seed)
         model, tokenizer = distill.load_student(student, task)
-        trainer = distill.distill(
+        work = recipe.work_dir(settings.paths.cache_dir, _student_key(settings, student_data))
+        trained = recipe.train(
             model,
             tokenizer,
-            student_train,
-            soft_targets,
-            task=task,
+            student_data,
+            recipe=settings.recipe,
             settings=train,
+            task=task,
             max_length=student.max_length,
-            output_dir=out_dir / "trainer",
             seed=settings.run.seed,
+            folder=work,
             callbacks=[metrics_log.callback()],
             eval_splits=DatasetDict({split: splits[split] for split in task.eval_splits}),
         )
-        trainer.save_model(str(out_dir / "student"))  # the Trainer saves on rank 0 only
+        if main_process:
+            model.save_pretrained(out_dir / "student")
+            tokenizer.save_pretrained(out_dir / "student")
     if not main_process:
         return None
 
@@ -329,7 +365,7 @@ def run(cfg: DictConfig) -> dict | None:
     with stage("evaluate"):
         student_results["metrics"], student_results["examples_per_second"] = {}, {}
         student_results["eval_runtime_s"] = {}
-        final = final_evaluations(trainer)  # the last epoch's pass ran these very weights
+        final = trained.final_evaluations  # the last epoch's pass ran these very weights
         for split in task.eval_splits:
             scored = final.get(split) or evaluate(
                 model,
@@ -369,6 +405,8 @@ def run(cfg: DictConfig) -> dict | None:
         "ensemble": ensemble_results,
         "transfer": transfer.record(inputs.transfer, task, transfer_predictions, teacher_records),
         "student": student_results,
+        "recipe": {"name": settings.recipe.name, "stages": trained.stages},
+        "heldout": data.heldout_record(splits.get(data.HELDOUT), task, settings.data),
         "train": OmegaConf.to_container(cfg.train, resolve=True),  # as configured
         "timings_s": timings,
         "speed": speed_results,
@@ -388,6 +426,7 @@ def run(cfg: DictConfig) -> dict | None:
         log.info(report.transfer_summary(results))
     if settings.report.push_to_hub:
         results["hub_model_id"] = card.push_to_hub(out_dir / "student", settings.report)
+    shutil.rmtree(work, ignore_errors=True)  # the student is saved: no stage to resume
     return results
 
 
@@ -407,22 +446,83 @@ def _ensemble(inputs: Inputs, logits: dict) -> tuple[ensemble.Ensembler, dict]:
     return fitted, ensemble.stage_record(chosen, fitted, plan, scores, comparison)
 
 
-def _student_data(inputs: Inputs, logits: dict, ensembler, temperature: float):
-    """The student's training set (the train split, then any transfer set), its soft targets,
-    and the ensemble's hard predictions on the transfer set (None without one)."""
-    task, names = inputs.task, inputs.names
+def _student_data(inputs: Inputs, outputs: TeacherOutputs, ensembler):
+    """What the student learns from (`recipe.StudentData`: the train split's rows, then any
+    transfer set's, with the ensemble's soft targets and the teachers' vectors of each, and
+    the held-out slice), and the ensemble's hard predictions on the transfer set (None
+    without one)."""
+    task, names, settings = inputs.task, inputs.names, inputs.settings
+    temperature = settings.train.temperature
     train = inputs.splits[task.train_split]
-    soft_targets = ensembler.combine(_stacked(logits, names, task.train_split), temperature)
+    labeled = len(train)
+    soft_targets = ensembler.combine(_stacked(outputs.logits, names, task.train_split), temperature)
     if task.is_multiple_choice:  # no mass on padding choices, whatever the strategy did
         soft_targets = choices.mask_targets(soft_targets, choices.n_choices(task, train))
-    parts = [_stacked(logits, names, split) for split in inputs.transfer.splits()]
-    if not parts:
-        return train, soft_targets, None
-    train = transfer.with_transfer(train, inputs.transfer.dataset, task)  # the parts, in order
-    soft_targets = np.concatenate(
-        [soft_targets, *(ensembler.combine(p, temperature) for p in parts)]
+    parts = [_stacked(outputs.logits, names, split) for split in inputs.transfer.splits()]
+    predictions = None
+    if parts:
+        train = transfer.with_transfer(train, inputs.transfer.dataset, task)  # parts, in order
+        combined = [ensembler.combine(part, temperature) for part in parts]
+        soft_targets = np.concatenate([soft_targets, *combined])
+        predictions = np.concatenate([ensembler.predict(part) for part in parts])
+    rows_splits = [task.train_split, *inputs.transfer.splits()]
+    heldout = inputs.splits.get(data.HELDOUT)
+    student_data = recipe.StudentData(train, soft_targets, labeled, heldout=heldout)
+    if settings.recipe.needs_representations:
+        student_data.representations = _vectors(inputs, outputs, ensembler, rows_splits)
+        if heldout is not None:
+            student_data.heldout_representations = _vectors(
+                inputs, outputs, ensembler, [data.HELDOUT]
+            )
+    return student_data, predictions
+
+
+def _vectors(inputs: Inputs, outputs: TeacherOutputs, ensembler, splits: list[str]):
+    """The teachers' vectors of `splits`' rows, in order, for the representation objective;
+    teachers without any (a predictions teacher) take part through their soft labels only."""
+    spec = inputs.settings.cache.representations
+    having = [n for n in inputs.names if all(s in outputs.vectors.get(n, {}) for s in splits)]
+    if not having:
+        raise ValueError(
+            f"recipe {inputs.settings.recipe.name!r} learns the teachers' representations, but "
+            f"none of the teachers {inputs.names} has any (prediction-file teachers have none)."
+        )
+    missing = [n for n in inputs.names if n not in having]
+    if missing:
+        log.info("Teachers %s have no representations: they teach through soft labels.", missing)
+    columns = [np.concatenate([outputs.vectors[n][s] for s in splits]) for n in having]
+    weights = dict(zip(inputs.names, map(float, ensembler.weights()), strict=True))
+    return distill.Representations(
+        vectors=torch.from_numpy(np.concatenate(columns, axis=1).astype(np.float32)),
+        widths={n: c.shape[1] for n, c in zip(having, columns, strict=True)},
+        weights={n: weights[n] for n in having},
+        kind=inputs.settings.recipe.representation_loss,
+        pooling=spec.pooling,
     )
-    return train, soft_targets, np.concatenate([ensembler.predict(p) for p in parts])
+
+
+def _student_key(settings: Settings, student_data: recipe.StudentData) -> dict:
+    """Everything that shapes the student's training, and nothing else (not the run folder,
+    nor logging): equal keys resume each other's stages."""
+    train = asdict(settings.train)
+    for option in ("logging_steps", "report_to", "dataloader_num_workers", "ddp_timeout"):
+        train.pop(option)
+    reps = student_data.representations
+    return {
+        "version": 1,
+        "student": asdict(settings.student),
+        "task": settings.task.name,
+        "rows": data.input_fingerprint(student_data.rows, settings.task, ["label"]),
+        "labeled": student_data.labeled,
+        "soft_targets": chunks.sha256(np.ascontiguousarray(student_data.soft_targets).tobytes()),
+        "vectors": None if reps is None else chunks.sha256(reps.vectors.numpy().tobytes()),
+        "heldout": None
+        if student_data.heldout is None
+        else data.input_fingerprint(student_data.heldout, settings.task, ["label"]),
+        "recipe": asdict(settings.recipe),
+        "train": train,
+        "seed": settings.run.seed,
+    }
 
 
 def _stacked(logits: dict, names: list[str], split: str) -> np.ndarray:

@@ -20,6 +20,7 @@ from sead.data import DataSettings
 from sead.distill import StudentSettings, TrainSettings
 from sead.ensemble import EnsembleSettings
 from sead.export import ExportSettings
+from sead.recipe import RecipeSettings
 from sead.tasks import TaskSpec, check_trainable, get_task
 from sead.teachers import PredictionsSpec, TeacherSpec, teacher_specs
 from sead.transfer import TransferSettings
@@ -69,6 +70,7 @@ class Settings:
     ensemble: EnsembleSettings
     student: StudentSettings
     train: TrainSettings
+    recipe: RecipeSettings
     data: DataSettings
     transfer: TransferSettings
     paths: Paths
@@ -90,6 +92,7 @@ GROUPS = {
     "ensemble": lambda node, task: EnsembleSettings.from_config(node),
     "student": lambda node, task: build(StudentSettings, node, "student"),
     "train": lambda node, task: build(TrainSettings, node, "train"),
+    "recipe": lambda node, task: build(RecipeSettings, node, "recipe"),
     "data": lambda node, task: build(DataSettings, node, "data"),
     "transfer": lambda node, task: TransferSettings.from_config(node, task),
     "paths": lambda node, task: build(Paths, node, "paths"),

@@ -26,6 +26,7 @@ LAYERS = {
         "sead.ensemble",
         "sead.transfer",
         "sead.distill",
+        "sead.recipe",  # the student's stages: objectives, held-out selection, resume (issue 28)
         "sead.speed",
         "sead.report",
         "sead.card",

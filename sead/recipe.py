@@ -1,0 +1,372 @@
+"""How the student learns: a recipe of stages (`conf/recipe/<name>.yaml`), each with its own
+objectives, data, epochs and learning rate, each able to stop early on the held-out slice.
+
+* `single` (the default): one stage with the loss sead has always used (`train.alpha` mixes
+  the ensemble's soft labels with the gold ones; transfer rows get the soft term alone), for
+  `train.epochs` at `train.lr`, keeping the last epoch: the results of sead before recipes.
+* `xtremedistil`: XtremeDistil's stages (Mukherjee & Hassan Awadallah, 2020) with several
+  teachers: the teachers' sentence representations through a learned projection per teacher,
+  then the ensemble's soft labels, then the gold labels; each stage keeps its best epoch on
+  the held-out slice.
+
+A stage's objectives are weights of `representations` (the teachers' cached sentence
+vectors, `cache.representations`), `soft` (the ensemble's soft labels) and `hard` (the gold
+labels), each the mean over the rows that have it (`sead.distill.objective_loss`). Its data
+is the train split's rows (`labeled`), the transfer set's (`transfer`) or both (`all`).
+
+With `select: true` a stage is scored on the held-out slice (`data.heldout`, or the data
+folder's heldout split) after each epoch: by the task's main metric, or by the held-out
+representation loss when representations are its only objective. It stops after `patience`
+epochs without a better score and restores its best epoch; `results.json` records, per stage,
+the epoch chosen and its held-out score. The reported splits choose nothing.
+
+Every stage checkpoints at each epoch's end in a work folder keyed by everything that shapes
+the student (`work_dir`), and records its outcome there once done: a run killed in a stage
+resumes from that stage's last epoch and ends where an uninterrupted run ends.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from datasets import Dataset, DatasetDict
+from safetensors.torch import load_file, save_file
+from transformers.trainer_utils import get_last_checkpoint
+
+from sead import distill
+from sead.cache import fingerprint
+from sead.config import setting
+from sead.data import tokenize
+from sead.files import write_atomic
+from sead.tasks import TaskSpec
+from sead.tracking import epoch_report, evaluate, final_evaluations
+
+log = logging.getLogger(__name__)
+
+OBJECTIVES = ("representations", "soft", "hard")
+DONE_FILE = "stage.json"  # a finished stage's record, written last
+PROJECTIONS_FILE = "projections.safetensors"
+
+
+@dataclass(frozen=True)
+class StageSettings:
+    """One stage of `cfg.recipe.stages`."""
+
+    name: str
+    objectives: dict[str, float] | None  # null: train.alpha's mix of soft and hard labels
+    data: Literal["labeled", "transfer", "all"]
+    epochs: float | None = setting(low=0, low_open=True)  # null: train.epochs
+    lr: float | None = setting(low=0, low_open=True)  # null: train.lr
+    freeze: tuple[str, ...]  # parameter-name prefixes kept frozen in this stage
+    select: bool  # keep the best epoch on the held-out slice
+    patience: int = setting(low=1)  # with select: epochs without a better score before stopping
+
+    def __post_init__(self):
+        where = f"recipe stage {self.name!r}: objectives"
+        if self.objectives is None:
+            return
+        unknown = sorted(set(self.objectives) - set(OBJECTIVES))
+        if unknown:
+            raise ValueError(f"{where} {unknown} unknown: expected some of {list(OBJECTIVES)}.")
+        weights = list(self.objectives.values())
+        if any(not np.isfinite(w) or w < 0 for w in weights) or not sum(weights) > 0:
+            raise ValueError(
+                f"{where}={self.objectives}: expected weights >= 0, at least one above 0."
+            )
+
+    @property
+    def learns_representations(self) -> bool:
+        return bool(self.objectives and self.objectives.get("representations"))
+
+    @property
+    def selects_on_representations(self) -> bool:
+        """Scored by its held-out representation loss: representations are all it learns."""
+        return self.learns_representations and not any(
+            self.objectives.get(o) for o in ("soft", "hard")
+        )
+
+
+@dataclass(frozen=True)
+class RecipeSettings:
+    """`cfg.recipe` (conf/recipe/<name>.yaml): the student's stages, in order."""
+
+    name: str
+    representation_loss: Literal["mse", "cosine"]
+    stages: tuple[StageSettings, ...]
+
+    def __post_init__(self):
+        if not self.stages:
+            raise ValueError(f"recipe {self.name!r} has no stages: expected at least one.")
+        names = [stage.name for stage in self.stages]
+        if len(set(names)) != len(names):
+            raise ValueError(f"recipe {self.name!r}: stage names {names} repeat one.")
+
+    @property
+    def needs_representations(self) -> bool:
+        return any(stage.learns_representations for stage in self.stages)
+
+    @property
+    def needs_heldout(self) -> bool:
+        return any(stage.select for stage in self.stages)
+
+
+@dataclass
+class StudentData:
+    """What the stages learn from: the train split's rows then the transfer set's (`rows`),
+    the ensemble's soft targets of each, and the teachers' vectors of each (when a stage
+    learns representations); the held-out slice and its vectors, when a stage selects."""
+
+    rows: Dataset
+    soft_targets: np.ndarray
+    labeled: int  # the first `labeled` rows are the train split's
+    representations: distill.Representations | None = None
+    heldout: Dataset | None = None
+    heldout_representations: distill.Representations | None = None
+
+    def part(self, which: str) -> np.ndarray:
+        everything = np.arange(len(self.rows))
+        return {
+            "labeled": everything[: self.labeled],
+            "transfer": everything[self.labeled :],
+            "all": everything,
+        }[which]
+
+
+@dataclass
+class Trained:
+    """The student after every stage, what each stage did, and the eval splits as the last
+    epoch scored them when they are the final weights' (else {}: the caller scores them)."""
+
+    model: torch.nn.Module
+    stages: list[dict]
+    final_evaluations: dict
+
+
+def check(recipe: RecipeSettings, task: TaskSpec, data: StudentData | None = None) -> None:
+    """What a recipe needs of the run, before any work: rows for each stage's data."""
+    for stage in recipe.stages:
+        if stage.learns_representations and task.is_multiple_choice:
+            raise ValueError(
+                f"recipe stage {stage.name!r} learns the teachers' representations, which "
+                f"sead does not take for multiple-choice tasks ({task.name}): use soft and "
+                "hard objectives."
+            )
+        if data is not None and not len(data.part(stage.data)):
+            raise ValueError(
+                f"recipe stage {stage.name!r} trains on data={stage.data}, which has no rows "
+                f"here ({data.labeled} labelled, {len(data.rows) - data.labeled} transfer): "
+                "set a transfer set (transfer=...) or another data for the stage."
+            )
+
+
+def work_dir(cache_dir, key: dict) -> Path:
+    """Where a student's stages checkpoint: one folder per everything that shapes it."""
+    return Path(cache_dir) / "students" / fingerprint(key)
+
+
+def train(
+    model,
+    tokenizer,
+    data: StudentData,
+    *,
+    recipe: RecipeSettings,
+    settings: distill.TrainSettings,
+    task: TaskSpec,
+    max_length: int,
+    seed: int,
+    folder: Path,
+    callbacks: list | None = None,
+    eval_splits: DatasetDict | None = None,
+) -> Trained:
+    """Run the recipe's stages on `model` in order, each resuming from `folder` when an
+    earlier run got there; returns the student and each stage's record."""
+    records, projections, trainer = [], None, None
+    for index, stage in enumerate(recipe.stages, 1):
+        stage_dir = folder / f"{index}-{stage.name}"
+        done = stage_dir / DONE_FILE
+        if done.is_file():  # finished by an earlier run: its weights, as it left them
+            record = json.loads(done.read_text())
+            model.load_state_dict(load_file(str(stage_dir / "final" / "model.safetensors")))
+            projections = _load_projections(stage_dir / "final", projections)
+            log.info("Stage %d (%s): done earlier, %s", index, stage.name, _summary(record))
+            records.append(record)
+            trainer = None
+            continue
+        trainer, projections = _stage_trainer(
+            model, tokenizer, data, stage, recipe, projections,
+            settings=settings, task=task, max_length=max_length, seed=seed,
+            output_dir=stage_dir, callbacks=callbacks, eval_splits=eval_splits,
+        )  # fmt: skip
+        resume = get_last_checkpoint(str(stage_dir)) if stage_dir.is_dir() else None
+        log.info(
+            "Stage %d of %d (%s): %s on %s rows%s",
+            index,
+            len(recipe.stages),
+            stage.name,
+            stage.objectives or f"soft and hard labels (train.alpha={settings.alpha:g})",
+            stage.data,
+            f", resuming from {resume}" if resume else "",
+        )
+        trainer.train(resume_from_checkpoint=resume)
+        for parameter in model.parameters():  # what this stage froze, the next one trains
+            parameter.requires_grad_(True)
+        distill.check_finite(model, "The student")
+        record = _record(index, stage, trainer, len(data.part(stage.data)))
+        _finish(stage_dir, model, projections, record)
+        log.info("Stage %d (%s): %s", index, stage.name, _summary(record))
+        records.append(record)
+    last = recipe.stages[-1]
+    final = final_evaluations(trainer) if trainer is not None and not last.select else {}
+    return Trained(model, records, final)
+
+
+def _stage_trainer(model, tokenizer, data, stage, recipe, projections, **common):
+    """The stage's Trainer (the student, wrapped with projections when it learns
+    representations), and the projections it trains."""
+    rows = data.part(stage.data)
+    settings = common.pop("settings")
+    settings = replace(
+        settings,
+        lr=stage.lr if stage.lr is not None else settings.lr,
+        epochs=stage.epochs if stage.epochs is not None else settings.epochs,
+    )
+    frozen = [name for name, p in model.named_parameters() if name.startswith(stage.freeze)]
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(name not in frozen)
+    if stage.freeze and not frozen:
+        raise ValueError(
+            f"recipe stage {stage.name!r}: freeze={list(stage.freeze)} matches no parameter "
+            f"of the student (they start with e.g. {next(iter(dict(model.named_parameters())))})."
+        )
+    trained = model
+    reps = None
+    if stage.learns_representations:
+        reps = replace(data.representations, kind=recipe.representation_loss)
+        trained = distill.WithProjections(model, reps.widths)
+        if projections is not None:  # carried over from the previous stage
+            trained.projections.load_state_dict(projections.state_dict())
+        projections = trained.projections
+    heldout, heldout_rows = None, None
+    if stage.select:
+        heldout, heldout_rows = _heldout_scorer(trained, tokenizer, data, stage, recipe, common)
+    trainer = distill.student_trainer(
+        trained,
+        tokenizer,
+        data.rows.select(rows.tolist()),
+        data.soft_targets[rows],
+        settings=settings,
+        objectives=None if stage.objectives is None else dict(stage.objectives),
+        representations=reps,
+        row_numbers=rows if reps is not None else None,
+        heldout=heldout,
+        heldout_rows=heldout_rows,
+        patience=stage.patience if stage.select else None,
+        **common,
+    )
+    return trainer, projections
+
+
+def _heldout_scorer(trained, tokenizer, data: StudentData, stage, recipe, common):
+    """A function scoring `trained` on the held-out slice, {"heldout": score}, higher better
+    (the held-out representation loss is given negated); and the slice, tokenized."""
+    task, max_length = common["task"], common["max_length"]
+    if data.heldout is None:
+        raise ValueError(
+            f"recipe stage {stage.name!r} has select: true, but the run has no held-out slice: "
+            "set data.heldout (a count or fraction of train), or give data.dir a heldout.jsonl."
+        )
+    encoded = tokenize(data.heldout, tokenizer, task, max_length)
+    if stage.selects_on_representations:
+        reps = replace(data.heldout_representations, kind=recipe.representation_loss)
+
+        def representation_score() -> dict:
+            loss = distill.heldout_representation_loss(trained, tokenizer, encoded, reps)
+            return {"heldout": -loss}
+
+        return representation_score, encoded
+    student = trained.student if isinstance(trained, distill.WithProjections) else trained
+
+    def metric_score() -> dict:
+        scored = evaluate(
+            student, tokenizer, task, data.heldout, max_length, 128, "Held-out", encoded=encoded
+        )
+        return {"heldout": scored.metrics[task.main_metric]}
+
+    return metric_score, encoded
+
+
+def _record(index: int, stage: StageSettings, trainer, rows: int) -> dict:
+    scores = [
+        (round(entry["epoch"]), entry["eval_heldout"])
+        for entry in trainer.state.log_history
+        if "eval_heldout" in entry
+    ]
+    record = {
+        "stage": index,
+        "name": stage.name,
+        "objectives": stage.objectives,
+        "data": stage.data,
+        "rows": rows,
+        "epochs_run": round(trainer.state.epoch or 0),
+        "epoch_seconds": epoch_report(trainer).epoch_seconds,
+    }
+    if stage.select and scores:
+        best_epoch, best = max(scores, key=lambda pair: pair[1])
+        metric = "representation_loss" if stage.selects_on_representations else "main_metric"
+        sign = -1 if stage.selects_on_representations else 1
+        record["selection"] = {
+            "on": metric,
+            "best_epoch": best_epoch,
+            "heldout": sign * best,
+            "curve": [sign * score for _, score in scores],
+        }
+    return record
+
+
+def _summary(record: dict) -> str:
+    chosen = record.get("selection")
+    if not chosen:
+        return f"{record['epochs_run']} epoch(s), the last kept"
+    return (
+        f"{record['epochs_run']} epoch(s), epoch {chosen['best_epoch']} kept (held-out "
+        f"{chosen['on']} {chosen['heldout']:.4f})"
+    )
+
+
+def _finish(stage_dir: Path, model, projections, record: dict) -> None:
+    """The stage's weights, then its record (last: a stage without one is not done); its
+    checkpoints go."""
+    final = stage_dir / "final"
+    shutil.rmtree(final, ignore_errors=True)
+    final.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+              str(final / "model.safetensors"))  # fmt: skip
+    if projections is not None:
+        state = {k: v.contiguous() for k, v in projections.state_dict().items()}
+        save_file(state, str(final / PROJECTIONS_FILE))
+    write_atomic(stage_dir / DONE_FILE, json.dumps(record, indent=2) + "\n")
+    for checkpoint in stage_dir.glob("checkpoint-*"):
+        shutil.rmtree(checkpoint, ignore_errors=True)
+
+
+def _load_projections(final: Path, projections):
+    path = final / PROJECTIONS_FILE
+    if not path.is_file():
+        return projections
+    state = load_file(str(path))
+    widths = {key.split(".")[0]: value.shape[0] for key, value in state.items()}
+    hidden = next(v.shape[1] for k, v in state.items() if k.endswith("weight"))
+    restored = torch.nn.ModuleDict({n: torch.nn.Linear(hidden, w) for n, w in widths.items()})
+    restored.load_state_dict(state)
+    return restored
+
+
+def record_settings(recipe: RecipeSettings) -> dict:
+    return asdict(recipe)
