@@ -1,0 +1,299 @@
+"""Recipes: stages with their own objectives and data, held-out selection, resume."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import TrainerCallback
+
+from sead import data, distill, pipeline, recipe
+from sead.config import build
+from sead.settings import read_settings
+from sead.tasks import get_task
+from tests.helpers import compose
+
+SST2 = get_task("sst2")
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+# --------------------------------------------------------------------------------------------
+# Settings
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", [p.stem for p in (CONF / "recipe").glob("*.yaml")])
+def test_every_shipped_recipe_builds(name):
+    settings = read_settings(compose([f"recipe={name}"]))
+    assert settings.recipe.name == name and settings.recipe.stages
+
+
+def test_the_default_recipe_is_one_stage_of_the_single_pass_loss():
+    single = read_settings(compose()).recipe
+    assert single.name == "single" and len(single.stages) == 1
+    (stage,) = single.stages
+    assert stage.objectives is None and stage.data == "all" and not stage.select
+    assert not single.needs_representations and not single.needs_heldout
+
+
+def _stage(**changes) -> dict:
+    stage = {
+        "name": "s",
+        "objectives": {"soft": 1.0},
+        "data": "all",
+        "epochs": None,
+        "lr": None,
+        "freeze": [],
+        "select": False,
+        "patience": 1,
+    }
+    return stage | changes
+
+
+@pytest.mark.parametrize(
+    "stage, message",
+    [
+        (_stage(objectives={"logits": 1.0}), r"objectives \['logits'\] unknown"),
+        (_stage(objectives={"soft": -1.0}), r"expected weights >= 0"),
+        (_stage(objectives={"soft": 0.0}), r"at least one above 0"),
+        (_stage(data="unlabeled"), r"recipe.stages\[0\].data='unlabeled'"),
+        (_stage(patience=0), r"recipe.stages\[0\].patience=0"),
+        (_stage() | {"epoch": 3}, r"recipe.stages\[0\] has unknown key\(s\) \['epoch'\]"),
+    ],
+)
+def test_a_bad_stage_is_named(stage, message):
+    node = {"name": "mine", "representation_loss": "mse", "stages": [stage]}
+    with pytest.raises(ValueError, match=message):
+        build(recipe.RecipeSettings, node, "recipe")
+
+
+def test_repeated_stage_names_and_no_stages_are_refused():
+    with pytest.raises(ValueError, match="repeat"):
+        build(recipe.RecipeSettings, {"name": "r", "representation_loss": "mse",
+              "stages": [_stage(), _stage()]}, "recipe")  # fmt: skip
+    with pytest.raises(ValueError, match="no stages"):
+        build(recipe.RecipeSettings, {"name": "r", "representation_loss": "mse", "stages": []},
+              "recipe")  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# The held-out slice
+# --------------------------------------------------------------------------------------------
+
+
+def _data_settings(tmp_folder, **changes):
+    node = {
+        "dir": str(tmp_folder),
+        "max_train_samples": None,
+        "max_eval_samples": None,
+        "subsample_seed": 0,
+        "diagnostics": [],
+        "diagnostics_dir": None,
+        "heldout": None,
+        "heldout_seed": 0,
+    }
+    return build(data.DataSettings, node | changes, "data")
+
+
+def test_heldout_is_carved_from_train_by_count_or_fraction(tiny_assets):
+    folder = tiny_assets / "data" / "sst2_toy"
+    whole = data.load_splits(SST2, _data_settings(folder), ["train"])["train"]
+    for wanted, count in ((24, 24), (0.25, 60)):
+        settings = _data_settings(folder, heldout=wanted)
+        splits = data.load_splits(SST2, settings, ["train", "heldout"])
+        train, heldout = splits["train"], splits["heldout"]
+        assert len(heldout) == count and len(train) == len(whole) - count
+        assert not set(train["idx"][:]) & set(heldout["idx"][:])
+        assert sorted(train["idx"][:] + heldout["idx"][:]) == sorted(whole["idx"][:])
+    again = data.load_splits(SST2, _data_settings(folder, heldout=24), ["heldout"])["heldout"]
+    assert again["idx"][:] == splits["heldout"]["idx"][:] or len(again) == 24
+    other = data.load_splits(SST2, _data_settings(folder, heldout=24, heldout_seed=1), ["heldout"])
+    assert other["heldout"]["idx"][:] != again["idx"][:]
+
+
+def test_heldout_errors_name_the_option(tiny_assets, tmp_path):
+    folder = tiny_assets / "data" / "sst2_toy"
+    with pytest.raises(ValueError, match=r"data.heldout=2.5 is not allowed: expected a count"):
+        _data_settings(folder, heldout=2.5)
+    with pytest.raises(ValueError, match=r"data.heldout=240 leaves 240 of the 240 rows"):
+        data.load_splits(SST2, _data_settings(folder, heldout=240), ["train"])
+    own = tmp_path / "own"
+    own.mkdir()
+    for name in ("train", "validation"):
+        (own / f"{name}.jsonl").write_bytes((folder / f"{name}.jsonl").read_bytes())
+    (own / "heldout.jsonl").write_bytes((folder / "validation.jsonl").read_bytes())
+    with pytest.raises(ValueError, match=r"heldout.jsonl is one already: set data.heldout=null"):
+        data.load_splits(SST2, _data_settings(own, heldout=10), ["train"])
+
+
+def test_a_selecting_recipe_without_heldout_stops_in_the_check_stage(tiny_cfg, monkeypatch):
+    monkeypatch.setattr(distill, "student_trainer", _forbidden)
+    with pytest.raises(ValueError, match=r"select: true.*set data.heldout"):
+        pipeline.run(tiny_cfg("recipe=xtremedistil"))
+
+
+def _forbidden(*args, **kwargs):
+    raise AssertionError("training started")
+
+
+# --------------------------------------------------------------------------------------------
+# Stages, end to end on tiny models
+# --------------------------------------------------------------------------------------------
+
+
+def _weights_hash(model) -> str:
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _student_hash(run_dir: Path) -> str:
+    from safetensors.torch import load_file
+
+    state = load_file(str(run_dir / "student" / "model.safetensors"))
+    h = hashlib.sha256()
+    for name in sorted(state):
+        h.update(name.encode())
+        h.update(state[name].numpy().tobytes())
+    return h.hexdigest()
+
+
+STAGED = [
+    "recipe=xtremedistil",
+    "data.heldout=40",
+    "recipe.stages.0.epochs=2",
+    "recipe.stages.1.epochs=2",
+    "recipe.stages.2.epochs=1",
+    "report.speed_samples=0",
+]
+
+
+class EpochHashes(TrainerCallback):
+    """Each epoch's weights of the student, by stage, as training goes."""
+
+    def __init__(self):
+        self.hashes = []
+
+    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        student = getattr(model, "student", model)
+        self.hashes.append((round(state.epoch), _weights_hash(student)))
+
+
+def test_the_staged_recipe_learns_representations_and_keeps_its_best_epochs(tiny_cfg, monkeypatch):
+    seen = []
+    real = distill.student_trainer
+
+    def recording(*args, **kwargs):
+        hashes = EpochHashes()
+        kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), hashes]
+        trainer = real(*args, **kwargs)
+        seen.append((trainer, hashes))
+        return trainer
+
+    monkeypatch.setattr(distill, "student_trainer", recording)
+    cfg = tiny_cfg(*STAGED)
+    results = pipeline.run(cfg)
+    stages = results["recipe"]["stages"]
+    assert [s["name"] for s in stages] == ["representations", "soft", "hard"]
+    # the representation loss falls while the first stage trains
+    first, _ = seen[0]
+    losses = [e["loss"] for e in first.state.log_history if "loss" in e]
+    assert losses[-1] < losses[0], losses
+    for stage, (trainer, hashes) in zip(stages, seen, strict=True):
+        chosen = stage["selection"]
+        assert chosen["best_epoch"] == 1 + int(np.argmax(np.asarray(chosen["curve"]) * (
+            -1 if chosen["on"] == "representation_loss" else 1)))  # fmt: skip
+        # the weights the stage ends with are those of its best held-out epoch
+        best = dict(hashes.hashes)[chosen["best_epoch"]]
+        student = getattr(trainer.model, "student", trainer.model)
+        assert _weights_hash(student) == best
+    assert results["heldout"]["rows"] == 40
+    # the saved student is an ordinary checkpoint: no projection in it, from_pretrained loads it
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSequenceClassification
+
+    saved = Path(cfg.paths.output_dir) / "student"
+    assert not [key for key in load_file(str(saved / "model.safetensors")) if "projection" in key]
+    loaded = AutoModelForSequenceClassification.from_pretrained(saved)
+    assert _weights_hash(loaded) == _student_hash(Path(cfg.paths.output_dir))
+
+
+def test_a_second_staged_run_has_no_cache_miss(tiny_cfg):
+    pipeline.run(tiny_cfg(*STAGED, output="first"))
+    again = pipeline.run(tiny_cfg(*STAGED, output="second"))
+    assert again["cache"]["misses"] == 0
+    assert all(all(t["cache_hit"].values()) for t in again["teachers"].values())
+
+
+class Kill(TrainerCallback):
+    """Stops the process's training at one global step of one stage (a kill, in effect)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise KeyboardInterrupt("killed")
+
+
+def test_a_run_killed_mid_stage_resumes_and_ends_as_an_uninterrupted_one(
+    tiny_cfg, monkeypatch, tmp_path
+):
+    whole = pipeline.run(tiny_cfg(*STAGED, output="whole"))
+    calls = []
+    real = distill.student_trainer
+
+    def killed_in_stage_two(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # the soft-label stage, in its second epoch
+            kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), Kill(step=5)]
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(distill, "student_trainer", killed_in_stage_two)
+    killed = tiny_cfg(*STAGED, output="killed")
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(killed)
+    monkeypatch.setattr(distill, "student_trainer", real)
+    resumed = pipeline.run(tiny_cfg(*STAGED, output="resumed"))
+    assert resumed["student"]["metrics"] == whole["student"]["metrics"]
+    assert [s.get("selection") for s in resumed["recipe"]["stages"]] == [
+        s.get("selection") for s in whole["recipe"]["stages"]
+    ]
+    assert _student_hash(tmp_path / "resumed") == _student_hash(tmp_path / "whole")
+    assert not list((tmp_path / "cache" / "students").iterdir())  # the work folder is gone
+
+
+def test_the_default_recipe_trains_as_the_single_pass_distillation(tiny_cfg, tmp_path):
+    """recipe=single is `distill.distill` on the same rows: checkpoints at each epoch and the
+    stage machinery change nothing in the weights."""
+    cfg = tiny_cfg("report.speed_samples=0", output="recipe")
+    results = pipeline.run(cfg)
+    settings = read_settings(cfg)
+    inputs = pipeline.check_inputs(settings)
+    cache = pipeline.soft_label_cache(settings)
+    outputs = pipeline.teacher_outputs(inputs, cache)
+    ensembler, _ = pipeline._ensemble(inputs, outputs.logits)
+    student_data, _ = pipeline._student_data(inputs, outputs, ensembler)
+    torch.manual_seed(0)
+    from transformers import set_seed
+
+    set_seed(settings.run.seed)
+    model, tokenizer = distill.load_student(settings.student, inputs.task)
+    trainer = distill.distill(
+        model,
+        tokenizer,
+        student_data.rows,
+        student_data.soft_targets,
+        task=inputs.task,
+        settings=settings.train,
+        max_length=settings.student.max_length,
+        output_dir=tmp_path / "plain",
+        seed=settings.run.seed,
+    )
+    assert _weights_hash(trainer.model) == _student_hash(tmp_path / "recipe")
+    assert results["recipe"]["stages"][0]["epochs_run"] == settings.train.epochs
+    assert json.loads((tmp_path / "recipe" / "results.json").read_text())["recipe"]
