@@ -44,7 +44,7 @@ from sead.config import CONF_DIR
 from sead.inference import count_parameters
 from sead.settings import Settings, read_settings
 from sead.tasks import TaskSpec, get_task
-from sead.tracking import MetricsLog, evaluate, final_evaluations
+from sead.tracking import MetricsLog, epoch_report, evaluate, final_evaluations
 
 log = logging.getLogger(__name__)
 
@@ -326,6 +326,7 @@ def run(cfg: DictConfig) -> dict | None:
 
     # 5. Evaluate the student on every eval split with the task's official metrics.
     student_results = {"model": student.model, "params": count_parameters(model)}
+    student_results["epoch_seconds"] = epoch_report(trainer).epoch_seconds  # steps only
     with stage("evaluate"):
         student_results["metrics"], student_results["examples_per_second"] = {}, {}
         student_results["eval_runtime_s"] = {}
