@@ -240,7 +240,7 @@ def test_grouped_batches_are_seeded_per_epoch_not_by_the_global_generator(tiny_a
         train,
         np.full((len(train), 2), 0.5),
         task=SST2,
-        train_cfg=_train_cfg(True),
+        settings=_train_cfg(True),
         max_length=64,
         output_dir=tmp_path / "trainer",
         seed=7,
