@@ -57,11 +57,10 @@ def _recipe(**changes) -> FinetuneArgs:
     return FinetuneArgs.from_config("toy", {**OmegaConf.to_container(recipe), **changes})
 
 
-@pytest.mark.parametrize("group_by_length", [True, False])
-def test_student_batches_are_grouped_by_length_by_default(tiny_assets, tmp_path, group_by_length):
+def _student_trainer(tiny_assets, tmp_path, train, group_by_length: bool, seed: int):
+    """The tiny student's Trainer on `train` (uniform soft targets), ready to train."""
     model, tokenizer = _student(tiny_assets)
-    train = _mixed_lengths()
-    trainer = distill.student_trainer(
+    return distill.student_trainer(
         model,
         tokenizer,
         train,
@@ -70,8 +69,13 @@ def test_student_batches_are_grouped_by_length_by_default(tiny_assets, tmp_path,
         settings=_train_cfg(group_by_length),
         max_length=64,
         output_dir=tmp_path / "trainer",
-        seed=1,
+        seed=seed,
     )
+
+
+@pytest.mark.parametrize("group_by_length", [True, False])
+def test_student_batches_are_grouped_by_length_by_default(tiny_assets, tmp_path, group_by_length):
+    trainer = _student_trainer(tiny_assets, tmp_path, _mixed_lengths(), group_by_length, seed=1)
     ratio = _padding_ratio(trainer)
     if group_by_length:
         assert ratio <= 1.15, f"grouped batches compute {ratio:.2f}x the real tokens"
@@ -232,19 +236,7 @@ def test_grouped_batches_are_seeded_per_epoch_not_by_the_global_generator(tiny_a
     rank) draws the batches an uninterrupted run draws."""
     import torch
 
-    model, tokenizer = _student(tiny_assets)
-    train = _mixed_lengths(300)
-    trainer = distill.student_trainer(
-        model,
-        tokenizer,
-        train,
-        np.full((len(train), 2), 0.5),
-        task=SST2,
-        settings=_train_cfg(True),
-        max_length=64,
-        output_dir=tmp_path / "trainer",
-        seed=7,
-    )
+    trainer = _student_trainer(tiny_assets, tmp_path, _mixed_lengths(300), True, seed=7)
 
     def epoch_batches(epoch: int, global_seed: int) -> list[list[int]]:
         torch.manual_seed(global_seed)  # whatever else drew numbers before this epoch
