@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from sead import run
+from sead import cli, run
 from sead.config import CONF_DIR
 
 
@@ -130,3 +130,91 @@ def test_unknown_teacher_check_reads_flag_values_as_hydra_does():
 def test_cli_still_lists_the_teachers_when_a_flag_is_present(monkeypatch, tmp_path, capsys):
     code = _cli(monkeypatch, tmp_path, "--cfg", "job", "teachers=[minilm,nope]")
     assert code == 1
+
+
+# --- the `sead` command (sead.cli): the same Hydra app, and the tools ----------------------
+
+
+def _sead(monkeypatch, tmp_path, *args) -> int:
+    """`sead <args>` in-process; its exit code (0 when it returns)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["sead", *args])
+    try:
+        cli.main()
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else 1
+    return 0
+
+
+def test_sead_is_the_hydra_app(monkeypatch, tmp_path, capsys):
+    assert _cli(monkeypatch, tmp_path, "--cfg", "job", "task=cb") == 0
+    by_module = capsys.readouterr().out
+    assert _sead(monkeypatch, tmp_path, "--cfg", "job", "task=cb") == 0
+    assert capsys.readouterr().out == by_module
+    assert _sead(monkeypatch, tmp_path, "--help") == 0
+    out = capsys.readouterr().out
+    assert all(f"sead {tool}" in out for tool in cli.TOOLS) and "Powered by Hydra" in out
+
+
+@pytest.mark.parametrize("tool", sorted(cli.TOOLS))
+def test_every_tool_answers_help_under_its_sead_name(monkeypatch, tmp_path, capsys, tool):
+    assert _sead(monkeypatch, tmp_path, tool, "--help") == 0
+    assert capsys.readouterr().out.startswith(f"usage: sead {tool}")
+
+
+def test_sead_cache_list_reads_the_configured_cache(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("SEAD_CACHE", str(tmp_path / "somewhere"))
+    assert _sead(monkeypatch, tmp_path, "cache", "list") == 0
+    assert f"No cache entries in {tmp_path / 'somewhere' / 'logits'}" in capsys.readouterr().out
+
+
+@pytest.fixture
+def my_conf(tmp_path):
+    """A config folder of the user's own, outside sead: one teacher, `mine`."""
+    teachers = tmp_path / "my_conf" / "teachers"
+    teachers.mkdir(parents=True)
+    (teachers / "mine.yaml").write_text("mine:\n  checkpoints: {cb: /models/mine-cb}\n")
+    return tmp_path / "my_conf"
+
+
+@pytest.mark.parametrize("how", ["--config-dir", "-cd", "hydra.searchpath"])
+def test_a_teacher_of_ones_own_from_a_config_dir(monkeypatch, tmp_path, capsys, my_conf, how):
+    searchpath = [f"hydra.searchpath=[file://{my_conf}]"]
+    where = searchpath if how == "hydra.searchpath" else [how, "my_conf"]
+    args = ["--cfg", "job", *where, "task=cb", "teachers=[mine,mpnet]"]
+    assert _sead(monkeypatch, tmp_path, *args) == 0
+    out = capsys.readouterr().out
+    assert "mine:" in out and "/models/mine-cb" in out and "mpnet:" in out
+    assert run.unknown_teachers(args) == []
+
+    with pytest.raises(SystemExit) as refused:
+        cli.main(["--cfg", "job", *where, "teachers=[mine,nope]"])
+    error = str(refused.value.code)
+    assert "Unknown teacher(s) ['nope']" in error
+    assert str(my_conf) in error and str(CONF_DIR) in error  # every folder searched
+    assert "mine, minilm" in error  # and what they hold
+
+
+def test_other_groups_are_checked_along_the_search_path_too():
+    with pytest.raises(SystemExit) as refused:
+        cli.main(["-m", "task=cb,nope", "student=tiny"])
+    error = str(refused.value.code)
+    assert "Unknown task option(s) ['nope']" in error and "superglue_rte" in error
+    assert "Unknown student option(s) ['tiny']" in error and "xtremedistil_l6_h256" in error
+    assert str(CONF_DIR) in error
+
+
+def test_a_copy_of_hydras_config_store_is_the_store():
+    """sead.searchpath keeps Hydra from deep-copying its ConfigStore on every group lookup
+    (0.9 s of `--help`); a config stored after a repository was copied is still found."""
+    import copy
+
+    from hydra.core.config_store import ConfigStore
+
+    from sead import searchpath
+
+    found = searchpath.options(searchpath.search_path())
+    store = ConfigStore.instance()
+    assert copy.deepcopy(store) is store
+    store.store(name="late", node={"x": 1}, group="sead_test_late")
+    assert searchpath.Options(copy.deepcopy(found.repo), []).of("sead_test_late") == ["late"]
