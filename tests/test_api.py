@@ -61,10 +61,12 @@ def test_two_runs_in_one_process_share_nothing_but_the_cache(tiny_overrides, tmp
     assert first.cache_misses == 4 and first.cache_hits == 0  # 2 teachers x 2 splits
     assert second.cache_misses == 0 and second.cache_hits == 4
     assert first.metrics == second.metrics
+    weights = [(r.student_dir / "model.safetensors").read_bytes() for r in (first, second)]
+    assert weights[0] == weights[1]
     assert set(first.metrics) == {"validation"} and first.main_metric == "accuracy"
     assert first.score == first.metrics["validation"]["accuracy"]
-    assert (second.student_dir / "model.safetensors").is_file()
-    assert json.loads((second.run_dir / "results.json").read_text()) == second.results
+    saved = json.loads((second.run_dir / "results.json").read_text())
+    assert saved["student"]["metrics"] == second.metrics and saved["cache"]["hits"] == 4
     assert first.config.paths.output_dir == str(first.run_dir)  # resolved, as it ran
 
 
@@ -111,11 +113,12 @@ def test_a_bad_setting_is_refused_by_the_job_and_recorded(tiny_overrides, tmp_pa
 
 
 def test_a_model_not_installed_raises_its_error_where_the_command_exits(
-    tiny_overrides, tmp_path, monkeypatch
+    tiny_assets, tmp_path, monkeypatch
 ):
     monkeypatch.setenv("SEAD_MODELS", str(tmp_path / "models"))
+    overrides = ["experiment=demo", f"paths.demo_dir={tiny_assets}", "teachers=[mpnet]"]
     with pytest.raises(models.ModelNotInstalledError, match="make models"):
-        api.run([*tiny_overrides, "teachers=[mpnet]"], run_dir=tmp_path / "run")
+        api.run([*overrides, f"paths.cache_dir={tmp_path}"], run_dir=tmp_path / "run")
 
 
 def test_compose_is_what_the_command_prints():
