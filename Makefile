@@ -90,7 +90,7 @@ bench-export: ## Real SST-2 students exported and timed on this CPU (PyTorch vs 
 	flock /tmp/sead-cpu.lock $(PYTHON) experiments/export_sst2_cpu/run.py $(ARGS)
 
 bench-startup: ## Time sead --help, --cfg job, --info and sead cache list against import hydra
-	$(PYTHON) experiments/startup/run.py $(ARGS)
+	flock /tmp/sead-cpu.lock $(PYTHON) experiments/startup/run.py $(ARGS)
 
 clean: ## Remove run outputs, caches of tools and the demo assets (keeps the logit cache)
 	rm -rf outputs multirun $(DEMO_DIR) .pytest_cache .ruff_cache build dist
