@@ -8,7 +8,10 @@ what `python -m sead.run` calls.
 
 import logging
 import pickle
+import re
+import shlex
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -218,3 +221,22 @@ def test_a_copy_of_hydras_config_store_is_the_store():
     assert copy.deepcopy(store) is store
     store.store(name="late", node={"x": 1}, group="sead_test_late")
     assert searchpath.Options(copy.deepcopy(found.repo), []).of("sead_test_late") == ["late"]
+
+
+def test_the_readme_teacher_of_ones_own_works_as_written(monkeypatch, tmp_path, capsys):
+    """README, "A teacher of your own": its yaml, saved where it says, and each of its
+    command lines (printing the config, --cfg job, rather than running it)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("**A teacher of your own**") :]
+    yaml_block = re.search(r"```yaml\n# (my_conf/\S+)\n(.*?)```", section, re.DOTALL)
+    path, content = tmp_path / yaml_block.group(1), yaml_block.group(2)
+    path.parent.mkdir(parents=True)
+    path.write_text(content)
+    commands = re.search(r"```bash\n(.*?)```", section, re.DOTALL).group(1).splitlines()
+    assert len(commands) == 2
+    for command in commands:
+        words = shlex.split(command.replace("/abs/path/to/my_conf", str(tmp_path / "my_conf")))
+        assert words[0] == "sead"
+        assert _sead(monkeypatch, tmp_path, "--cfg", "job", *words[1:]) == 0, command
+        out = capsys.readouterr().out
+        assert "/path/to/my-sst2-checkpoint" in out and "mpnet:" in out, command
