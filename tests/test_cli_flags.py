@@ -35,12 +35,14 @@ def _logging_as_it_was():
         logger.propagate, logger.disabled = propagate, disabled
 
 
-def _cli(monkeypatch, tmp_path, *args) -> int:
-    """Run `python -m sead.run <args>` in-process; its exit code (0 when it returns)."""
+def _cli(monkeypatch, tmp_path, *args, command=("sead/run.py", run.cli)) -> int:
+    """Run `python -m sead.run <args>` (or another command) in-process; its exit code (0
+    when it returns)."""
     monkeypatch.chdir(tmp_path)  # anything Hydra writes lands in the test's folder
-    monkeypatch.setattr(sys, "argv", ["sead/run.py", *args])
+    program, entry_point = command
+    monkeypatch.setattr(sys, "argv", [program, *args])
     try:
-        run.cli()
+        entry_point()
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else 1
     return 0
@@ -102,11 +104,14 @@ def test_help_flags(monkeypatch, tmp_path, capsys, flag):
     assert ("Powered by Hydra" in out) or ("Hydra" in out and "--cfg" in out)
 
 
+@pytest.mark.parametrize("command", ["python -m sead.run", "sead"])
 @pytest.mark.parametrize("flag", ["-m", "--multirun"])
-def test_multirun_flag_runs_a_sweep(monkeypatch, tmp_path, flag):
+def test_multirun_flag_runs_a_sweep(monkeypatch, tmp_path, flag, command):
     """A sweep of two jobs that fail at once (no such stage): each records its failure and
     the sweep goes on, which is all this needs to show that -m reached Hydra."""
-    assert _cli(monkeypatch, tmp_path, flag, "stage=nope,other", "teachers=[minilm]") == 0
+    entry = ("sead/run.py", run.cli) if command != "sead" else ("sead", cli.main)
+    args = [flag, "stage=nope,other", "teachers=[minilm]"]
+    assert _cli(monkeypatch, tmp_path, *args, command=entry) == 0
     failed = sorted(tmp_path.glob("multirun/*/*/*/results.json"))
     assert len(failed) == 2 and all('"failed"' in path.read_text() for path in failed)
 
@@ -140,13 +145,7 @@ def test_cli_still_lists_the_teachers_when_a_flag_is_present(monkeypatch, tmp_pa
 
 def _sead(monkeypatch, tmp_path, *args) -> int:
     """`sead <args>` in-process; its exit code (0 when it returns)."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["sead", *args])
-    try:
-        cli.main()
-    except SystemExit as exit_:
-        return exit_.code if isinstance(exit_.code, int) else 1
-    return 0
+    return _cli(monkeypatch, tmp_path, *args, command=("sead", cli.main))
 
 
 def test_sead_is_the_hydra_app(monkeypatch, tmp_path, capsys):
