@@ -40,7 +40,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 import sead
 from sead import searchpath
-from sead.run import run_job
+from sead.run import config_name_errors, run_job
 from sead.searchpath import ConfigError
 
 __all__ = ["ConfigError", "Result", "compose", "run"]
@@ -89,7 +89,7 @@ def compose(
     Interpolations are left as they are; `paths.output_dir` resolves only inside a run.
     """
     overrides = list(overrides)
-    searchpath.check_choices(overrides, config_dir)
+    _check_names(overrides, config_dir)
     with _hydra(config_dir) as hydra, _as_config_error():
         cfg = hydra.compose_config(
             CONFIG_NAME, overrides, run_mode=RunMode.RUN, with_log_configuration=False
@@ -116,9 +116,9 @@ def run(
     overrides = [
         *overrides,
         *([f"stage={stage}"] if stage is not None else []),
-        *([f"hydra.run.dir={Path(run_dir).resolve()}"] if run_dir is not None else []),
+        *([f"hydra.run.dir={_quoted(Path(run_dir).resolve())}"] if run_dir is not None else []),
     ]
-    searchpath.check_choices(overrides, config_dir)
+    _check_names(overrides, config_dir)
     jobs: list[Result | None] = []
 
     def job(cfg: DictConfig) -> None:
@@ -137,6 +137,20 @@ def run(
                 raise
             raise ConfigError(_message(error)) from error
     return jobs[0]
+
+
+def _check_names(overrides: list[str], config_dir) -> None:
+    """The command's own check of the config names asked for (`sead.run`), as an exception."""
+    where = ["--config-dir", str(config_dir)] if config_dir is not None else []
+    errors = config_name_errors([*where, *overrides])
+    if errors:
+        raise ConfigError("\n".join(errors))
+
+
+def _quoted(path: Path) -> str:
+    """A path as a quoted override value (Hydra's grammar): spaces, commas, `=` and quotes
+    in it stay part of the value."""
+    return "'" + str(path).replace("'", "\\'") + "'"
 
 
 def _result(stage: str, results: dict, run_dir: Path, cfg: DictConfig) -> Result:

@@ -220,28 +220,31 @@ def repeated_teachers(args: list[str]) -> list[str]:
     return sorted({n for names in teacher_lists(args) for n in names if names.count(n) > 1})
 
 
-def exit_on_unknown_configs(args: list[str]) -> None:
-    """Stop a command line that names a config option no folder holds (a teacher, a task, a
-    student...), listing the folders searched and the options there are, or that names a
-    teacher twice (which would silently run it once)."""
+def config_name_errors(args: list[str]) -> list[str]:
+    """What is wrong with the config names a command line asks for: a teacher named twice
+    (which would silently run once), or options no folder on the search path holds (each
+    message lists the folders searched and the options there are). `sead.api` checks its
+    overrides here too."""
     repeated = repeated_teachers(args)
     if repeated:
-        sys.exit(
+        return [
             f"Teacher(s) {repeated} are listed twice in teachers=[...]: a teacher runs once. "
             "For several copies of one base model with their own seeds use "
             f"teachers.{repeated[0]}.seeds=[1,2] (finetune: true)."
-        )
+        ]
     unknown, found = unknown_choices(args)
-    if unknown:
-        sys.exit(
-            "\n".join(
-                searchpath.unknown_message(group, names, found) for group, names in unknown.items()
-            )
-        )
+    return [searchpath.unknown_message(group, names, found) for group, names in unknown.items()]
+
+
+def exit_on_unknown_configs(args: list[str]) -> None:
+    """Stop a command line whose config names are wrong (`config_name_errors`)."""
+    errors = config_name_errors(args)
+    if errors:
+        sys.exit("\n".join(errors))
 
 
 def cli() -> None:
-    """`sead ...` and `sead ...`: sead's check of the config names asked for,
+    """`sead ...` and `python -m sead.run ...`: sead's check of the config names asked for,
     then Hydra's main."""
     exit_on_unknown_configs(sys.argv[1:])
     main()

@@ -8,8 +8,9 @@ in `my_conf/teachers/mine.yaml` is found by Hydra and by sead's checks alike.
 
 Hydra reports a missing member of a config *list* (`teachers=[bert,nope]`) without listing
 the choices, and never says which folders it searched; `unknown_choices` checks every
-`group=name` override against the options found along the path, and `check_choices` stops
-with an error that names the option, the folders searched and what they hold.
+`group=name` override against the options found along the path, and `unknown_message` says
+what is missing, the folders searched and what they hold (`sead.run` stops the command line
+with it, `sead.api` raises it as a `ConfigError`).
 """
 
 from __future__ import annotations
@@ -144,19 +145,3 @@ def unknown_message(group: str, names: list[str], found: Options) -> str:
         f"{names[0]}.yaml{under_key}: pass it with --config-dir my_conf (sead.api: "
         "config_dir=) or 'hydra.searchpath=[file:///abs/path/my_conf]'."
     )
-
-
-def check_choices(
-    overrides: Sequence[str], config_dir=None, config_path=None, config_name="config"
-) -> None:
-    """Raise `ConfigError` if an override names a config option that no folder holds, or if
-    Hydra cannot read the overrides or the search path."""
-    try:
-        found = options(search_path(config_dir, config_path), overrides, config_name)
-        unknown = unknown_choices(found, overrides)
-    except HydraException as error:
-        raise ConfigError(f"{type(error).__name__}: {error}") from error
-    if unknown:
-        raise ConfigError(
-            "\n".join(unknown_message(group, names, found) for group, names in unknown.items())
-        )

@@ -73,8 +73,9 @@ def test_two_runs_in_one_process_share_nothing_but_the_cache(tiny_overrides, tmp
 @pytest.mark.slow
 def test_a_stage_runs_alone(tiny_overrides, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    teachers = api.run(tiny_overrides, stage="teachers", run_dir=tmp_path / "teachers")
-    assert teachers.stage == "teachers" and teachers.run_dir == tmp_path / "teachers"
+    run_dir = tmp_path / "my runs, 1" / "teachers"  # any folder name: quoted for Hydra
+    teachers = api.run(tiny_overrides, stage="teachers", run_dir=run_dir)
+    assert teachers.stage == "teachers" and teachers.run_dir == run_dir
     assert (teachers.run_dir / "teachers.json").is_file()
     assert teachers.student_dir is None and teachers.metrics == {} and teachers.score is None
     assert set(teachers.teacher_metrics) == {"toy_bert", "toy_roberta"}
@@ -91,6 +92,8 @@ def test_config_errors_raise_instead_of_exiting(tmp_path, monkeypatch):
     with pytest.raises(api.ConfigError, match=r"Unknown teacher\(s\) \['nope'\]") as error:
         api.run(["teachers=[bert,nope]"])
     assert str(CONF_DIR) in str(error.value) and "roberta" in str(error.value)
+    with pytest.raises(api.ConfigError, match=r"\['bert'\] are listed twice"):
+        api.run(["teachers=[bert,bert]"])
     with pytest.raises(api.ConfigError, match=r"Unknown task option\(s\) \['nope'\]"):
         api.compose(["task=nope"])
     with pytest.raises(api.ConfigError, match="train.no_such_setting"):
