@@ -1,8 +1,9 @@
 # sead: run `make help` for the list of targets.
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
-# The sead command (pyproject.toml [project.scripts]); SEAD="$(PYTHON) -m sead" is the same
-SEAD ?= sead
+# The sead command (pyproject.toml [project.scripts]: `sead`, its tools `sead cache|export|...`),
+# run as `python -m sead`: the same function, and this checkout's code whatever is on PATH.
+SEAD ?= $(PYTHON) -m sead
 DEMO_DIR ?= demo_assets
 TASK ?= sst2
 TEACHERS ?= [bert,roberta]
