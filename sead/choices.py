@@ -46,13 +46,12 @@ from transformers import (
 from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 
 from sead import metrics
-from sead.tasks import UNLABELED, TaskSpec
+from sead.tasks import PAD_LOGIT, UNLABELED, TaskSpec  # PAD_LOGIT: the padding choice's logit
 
 log = logging.getLogger(__name__)
 # Part of every multiple-choice cache and teacher-store key: bump it when the way choices are
 # written changes, so that logits and teachers made from the old texts are never reused.
 FORMAT_VERSION = 1
-PAD_LOGIT = -1.0e4  # logit of a padding choice (float16-safe; exp underflows to 0)
 COPA_CONNECTORS = {"cause": "because", "effect": "so"}
 TRUNCATION = {"copa": "longest_first", "record": "only_second"}  # record: cut the passage only
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # what a model takes of a batch

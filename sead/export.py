@@ -64,7 +64,9 @@ INSTALL_HINT = "pip install -e '.[export]'"
 ONNX_DIR, INT8_DIR = "onnx", "onnx-int8"
 ONNX_FILE = "model.onnx"
 EXPORT_FILE = "export.json"  # the record, beside the folders, when there is no results.json
-CONF_FILE = CONF_DIR / "export" / "onnx.yaml"  # the command's defaults (export=onnx in a run)
+CONF_FILE = (
+    CONF_DIR / "export" / "onnx.yaml"
+)  # in the wheel too (sead.config.conf_dir); export=onnx
 PYTORCH_FP32, ONNX_FP32, ONNX_INT8, PYTORCH_INT8 = (
     "pytorch fp32",
     "onnx fp32",
@@ -546,9 +548,9 @@ def default_settings() -> DictConfig:
     return OmegaConf.load(CONF_FILE)
 
 
-def main(argv=None) -> None:
+def main(argv=None, prog: str = "python -m sead.export") -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m sead.export",
+        prog=prog,
         description="Export a sead student to ONNX fp32 and int8, checked and timed: writes "
         "onnx/ and onnx-int8/ beside student/, and the 'export' record into results.json (and "
         "the model card), or export.json when the folder has no run results.",
