@@ -293,7 +293,8 @@ def compare_ensembles(cfg: DictConfig) -> tuple[str, dict]:
     rows, notes = compare_strategies(inputs, logits, labels)
     table = report.comparison_table(task, rows, plan, notes)
     data = {"task": task.name, "fit_split": plan.split, "folds": plan.folds, "fold_seed": plan.seed}
-    return table, {**data, "rows": rows, "teachers": records}
+    cached = {"dir": str(cache.root), "hits": cache.hits, "misses": cache.misses}
+    return table, {**data, "rows": rows, "teachers": records, "cache": cached}
 
 
 def run(cfg: DictConfig) -> dict | None:
@@ -362,6 +363,8 @@ def run(cfg: DictConfig) -> dict | None:
 
     # 5. Evaluate the student on every eval split with the task's official metrics.
     student_results = {"model": student.model, "params": count_parameters(model)}
+    # training steps only, every stage's epochs in order (each stage's own: results["recipe"])
+    student_results["epoch_seconds"] = [t for done in trained.stages for t in done["epoch_seconds"]]
     with stage("evaluate"):
         student_results["metrics"], student_results["examples_per_second"] = {}, {}
         student_results["eval_runtime_s"] = {}
@@ -540,7 +543,7 @@ def _check_distributed(inputs: Inputs) -> None:
         raise ValueError(
             f"Teacher(s) {to_finetune} have finetune: true, which a multi-process run "
             f"(world size {distributed.world_size()}) cannot do. Fine-tune them first with a "
-            "single-process run of the same task and data (python -m sead.run ...), then point "
+            "single-process run of the same task and data (sead ...), then point "
             "teachers.<name>.checkpoints.<task> at the fine-tuned checkpoint it stored under "
             "paths.teachers_dir and set teachers.<name>.finetune=false."
         )

@@ -16,7 +16,13 @@ SEAD = Path(__file__).resolve().parents[1] / "sead"
 # A name covers the module and, for a package, everything inside it; `sead` itself (its
 # `__init__`) covers only itself, so that a new module with no floor is caught.
 LAYERS = {
-    "commands": {"sead.run", "sead.toy"},
+    "commands": {
+        "sead.run",
+        "sead.toy",
+        "sead.cli",  # the `sead` command: the Hydra app or a tool (issue 30)
+        "sead.__main__",  # python -m sead
+        "sead.api",  # compose and run from Python, as the command does (issue 30)
+    },
     "pipeline": {
         "sead.pipeline",
         "sead.settings",  # every group's typed settings, read once (issue 29)
@@ -31,6 +37,7 @@ LAYERS = {
         "sead.report",
         "sead.card",
         "sead.export",  # planned in DESIGN.md (issue 18)
+        "sead.fusion",  # ONNX Runtime's transformer fusions for the exported student (issue 27)
     },
     "kernel": {
         "sead",  # the package itself (its resolver for configs), and nothing inside it
@@ -45,6 +52,7 @@ LAYERS = {
         "sead.files",
         "sead.prediction_files",  # read and write teacher prediction files (issue 17)
         "sead.config",
+        "sead.searchpath",  # Hydra's search path for sead, and the check of config names
         "sead.distributed",
         "sead.tracking",
         "sead.models",  # installs real weights offline (make models); its main() is a command

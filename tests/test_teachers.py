@@ -32,7 +32,7 @@ SST2, MNLI, RTE, MRPC, COLA, STSB = map(get_task, ["sst2", "mnli", "rte", "mrpc"
 
 
 GLUE_RECIPE = {"lr": 2e-5, "epochs": 3, "batch_size": 32, "weight_decay": 0.01}
-GLUE_RECIPE |= {"warmup_ratio": 0.1, "seed": 42}
+GLUE_RECIPE |= {"warmup_ratio": 0.1, "seed": 42, "group_by_length": True}
 
 
 def test_finetune_args_are_converted_and_typos_and_gaps_fail():

@@ -29,14 +29,14 @@ class FinetuneArgs:
     weight_decay: float = setting(low=0)
     warmup_ratio: float = setting(low=0, high=1, high_open=True)
     seed: int = setting(low=0, high=2**32 - 1)
+    # Length-grouped batches (`choices.training_args`): ~2x faster on short sentences, but a
+    # different order of examples, so part of the store key. false: random batches, as sead
+    # trained before this setting existed.
+    group_by_length: bool
     # A fixed random slice of the (already subsampled) train split, for a deliberately weak
     # teacher or data-slice ensembles; null: all of it. `train_subsample_seed` picks the slice.
     max_train_samples: int | None = setting(low=1, default=None)
     train_subsample_seed: int | None = setting(low=0, default=None)
-    # Length-grouped batches (`choices.training_args`): ~2x faster on short sentences, but a
-    # different order of examples, so part of the store key. false: random batches, as sead
-    # trained before this setting existed. No shipped teacher config sets it.
-    group_by_length: bool = setting(default=True)
     # How often a resumable Trainer checkpoint is written (no config sets it). It does not
     # change the model, so it is left out of the store key: changing it never retrains a
     # stored teacher.

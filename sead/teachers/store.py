@@ -35,7 +35,13 @@ from sead.teachers.logits import cached_logits
 from sead.teachers.sanity import evaluate
 from sead.teachers.spec import TeacherSpec
 from sead.teachers.teacher import FINETUNED, STORE, Teacher
-from sead.tracking import EpochReport, eval_scorer, final_evaluations, optimiser_args
+from sead.tracking import (
+    EpochReport,
+    epoch_report,
+    eval_scorer,
+    final_evaluations,
+    optimiser_args,
+)
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +185,8 @@ def finetune(
                 "finetune_args": asdict(spec.finetune_args),
                 "train_examples": len(train),
                 "train_seconds": round(train_seconds, 1),
+                # each epoch's training steps (this run's epochs only, when it resumed)
+                "epoch_seconds": epoch_report(trainer).epoch_seconds,
                 "train_metrics": output.metrics,
                 "global_step": trainer.state.global_step,
                 "resumed_from_step": resumed_from_step,
@@ -329,7 +337,7 @@ def _teacher_trainer(
         scorer = eval_scorer(
             task, eval_splits, tokenizer, spec.max_length, spec.batch_size, autocast
         )
-    trainer_class = choices.ChoiceTrainer if task.is_multiple_choice else Trainer
+    trainer_class = choices.ChoiceTrainer if task.is_multiple_choice else choices.GroupedTrainer
     return trainer_class(
         model=model,
         args=training_args,
