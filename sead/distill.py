@@ -35,7 +35,7 @@ from transformers import (
     TrainingArguments,
 )
 
-from sead import choices, data, models
+from sead import choices, data, models, resume
 from sead.checkpoints import from_pretrained_with_new_head
 from sead.config import setting
 from sead.inference import length_sorted_batches
@@ -435,7 +435,7 @@ def student_trainer(
         lr_scheduler_type=settings.lr_scheduler,
         seed=seed,
         save_strategy="epoch",  # resume points; a run killed mid-epoch redoes that epoch
-        save_total_limit=1,  # (and the best epoch's, when selecting)
+        save_total_limit=None,  # ResumePoints rotates, once a new checkpoint is complete
         eval_strategy="epoch" if selecting else "no",
         load_best_model_at_end=selecting,
         metric_for_best_model="heldout" if selecting else None,
@@ -468,7 +468,12 @@ def student_trainer(
         objectives=objectives,
         representations=representations,
         heldout=heldout,
-        callbacks=[EpochReport("Student", scorer), *stopping, *(callbacks or [])],
+        callbacks=[
+            EpochReport("Student", scorer),
+            resume.ResumePoints(keep=1),  # the newest complete checkpoint (and the best one)
+            *stopping,
+            *(callbacks or []),
+        ],
     )
     return trainer
 

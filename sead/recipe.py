@@ -38,9 +38,8 @@ import numpy as np
 import torch
 from datasets import Dataset, DatasetDict
 from safetensors.torch import load_file, save_file
-from transformers.trainer_utils import get_last_checkpoint
 
-from sead import distill
+from sead import distill, manifest, resume
 from sead.cache import fingerprint
 from sead.config import setting
 from sead.data import tokenize
@@ -191,7 +190,7 @@ def train(
     for index, stage in enumerate(recipe.stages, 1):
         stage_dir = folder / f"{index}-{stage.name}"
         done = stage_dir / DONE_FILE
-        if done.is_file():  # finished by an earlier run: its weights, as it left them
+        if done.is_file() and _intact(stage_dir / "final"):  # finished by an earlier run
             record = json.loads(done.read_text())
             model.load_state_dict(load_file(str(stage_dir / "final" / "model.safetensors")))
             projections = _load_projections(stage_dir / "final", projections)
@@ -204,7 +203,7 @@ def train(
             settings=settings, task=task, max_length=max_length, seed=seed,
             output_dir=stage_dir, callbacks=callbacks, eval_splits=eval_splits,
         )  # fmt: skip
-        resume = get_last_checkpoint(str(stage_dir)) if stage_dir.is_dir() else None
+        point = resume.latest(stage_dir, f"Student stage {stage.name}")  # verified, or None
         log.info(
             "Stage %d of %d (%s): %s on %s rows%s",
             index,
@@ -212,9 +211,9 @@ def train(
             stage.name,
             stage.objectives or f"soft and hard labels (train.alpha={settings.alpha:g})",
             stage.data,
-            f", resuming from {resume}" if resume else "",
+            f", resuming from {point}" if point else "",
         )
-        trainer.train(resume_from_checkpoint=resume)
+        resume.train(trainer, point, f"the student's stage {stage.name}", setting="SEAD_CACHE")
         for parameter in model.parameters():  # what this stage froze, the next one trains
             parameter.requires_grad_(True)
         distill.check_finite(model, "The student")
@@ -351,9 +350,21 @@ def _finish(stage_dir: Path, model, projections, record: dict) -> None:
     if projections is not None:
         state = {k: v.contiguous() for k, v in projections.state_dict().items()}
         save_file(state, str(final / PROJECTIONS_FILE))
+    manifest.write(final)  # verified before a later run takes these weights (`_intact`)
     write_atomic(stage_dir / DONE_FILE, json.dumps(record, indent=2) + "\n")
     for checkpoint in stage_dir.glob("checkpoint-*"):
         shutil.rmtree(checkpoint, ignore_errors=True)
+
+
+def _intact(final: Path) -> bool:
+    """A finished stage's weights still match their manifest; if not, say so: the stage is
+    trained again (its record is kept only with the weights it describes)."""
+    try:
+        manifest.verify(final)
+    except manifest.DamagedFolder as err:
+        log.warning("%s is damaged (%s): training that stage again.", final, err)
+        return False
+    return True
 
 
 def _load_projections(final: Path, projections):
