@@ -47,7 +47,7 @@ from safetensors.numpy import save_file
 from sead import chunks, prediction_files
 from sead.chunks import LOCK_DIR, PartialEntry, Shard
 from sead.config import CONF_DIR, number
-from sead.files import format_table
+from sead.files import format_table, human_size
 from sead.manifest import (
     DamagedFolder,
     FileHashes,
@@ -424,19 +424,11 @@ def _folder_size(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def _human(n_bytes: int) -> str:
-    size = float(n_bytes)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GB"
-
-
 def _row(folder: Path) -> list[str]:
     manifest = _manifest_or_none(folder)
     if manifest is None:
-        return [folder.name, "?", "?", "?", "?", "?", _human(_folder_size(folder)), "unreadable"]
+        size = human_size(_folder_size(folder))
+        return [folder.name, "?", "?", "?", "?", "?", size, "unreadable"]
     key, about = manifest.get("key", {}), manifest.get("about", {})
     return [
         folder.name,
@@ -445,7 +437,7 @@ def _row(folder: Path) -> list[str]:
         str(key.get("split", "?")),
         f"{manifest.get('n_examples', '?'):,}",
         str(manifest.get("dtype", "?")),
-        _human(_folder_size(folder)),
+        human_size(_folder_size(folder)),
         str(manifest.get("created", "?")),
     ]
 
@@ -522,7 +514,7 @@ def _store_row(folder: Path) -> list[str]:
         str(record.get("teacher", "?")),
         str(record.get("key", {}).get("task", "?")),
         "?" if examples is None else f"{examples:,}",
-        _human(_folder_size(folder)),
+        human_size(_folder_size(folder)),
         str(record.get("created", "incomplete")),
     ]
 
@@ -532,7 +524,7 @@ def _cmd_show(root: Path, args) -> int:
         manifest = _manifest_or_none(folder)
         print(json.dumps(manifest, indent=2) if manifest else f"{folder}: manifest unreadable")
         for path in sorted(folder.iterdir()):
-            print(f"  {path.name}  {_human(path.stat().st_size)}")
+            print(f"  {path.name}  {human_size(path.stat().st_size)}")
     return 0
 
 

@@ -38,6 +38,7 @@ LAYERS = {
         "sead.tasks",
         "sead.checkpoints",
         "sead.files",
+        "sead.resume",  # Trainer checkpoints that count once complete and verified (issue 31)
         "sead.prediction_files",  # read and write teacher prediction files (issue 17)
         "sead.config",
         "sead.distributed",
