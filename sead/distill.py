@@ -34,9 +34,10 @@ from transformers import (
     TrainingArguments,
 )
 
-from sead import choices, data, models
+from sead import choices, data, manifest, models, resume
 from sead.checkpoints import from_pretrained_with_new_head
 from sead.config import number
+from sead.files import disk_space
 from sead.tasks import UNLABELED, TaskSpec, head_config
 from sead.tracking import EpochReport, eval_scorer
 
@@ -293,6 +294,19 @@ def distill(
     trainer.train()
     check_finite(trainer.model, "The student")
     return trainer
+
+
+def save_student(trainer: Trainer, folder: Path) -> None:
+    """The trained student (weights, config, tokenizer) saved whole or not at all, with a
+    manifest of its files' sizes and hashes that export and every reuse verify.
+
+    Written under a temporary name and renamed (`manifest.publish`): a kill or a full disk
+    while saving leaves no `student/`, never a half-written one. One process calls this
+    (rank 0: under DDP every rank holds the same weights).
+    """
+    needed = resume.weight_bytes(trainer.model)
+    with disk_space(folder.parent, "saving the student", needed, "hydra.run.dir"):
+        manifest.publish(folder, lambda tmp: trainer.save_model(str(tmp)))
 
 
 # train.<option> -> the range each numeric setting allows (`sead.config.number`'s arguments)

@@ -12,11 +12,14 @@ The exporter is `torch.onnx.export` (the torch.export-based one, `dynamo=True`, 
 since 2.9), called directly: optimum-onnx, the Hugging Face wrapper around it, pins
 transformers < 4.58 in its latest release and cannot be installed beside transformers 5.
 
-Nothing ships unchecked. The fp32 graph's logits must match PyTorch's on every example of the
-eval split within `export.atol`, else the export is refused naming the largest deviation. The
-int8 model is scored with the task's official metric (`sead.metrics`), and a drop of more than
-`export.max_metric_drop` points (x100) below PyTorch fp32 refuses it too. Refused folders are
-never left behind: each is written under a temporary name and renamed once it passes.
+Nothing ships unchecked. The student folder must match its manifest (`sead_manifest.json`,
+written when the run saved it), load, and score on the split what the run recorded for it
+(within `export.max_recorded_gap` points), else nothing is exported. The fp32 graph's logits
+must match PyTorch's on every example of the eval split within `export.atol`, else the export
+is refused naming the largest deviation. The int8 model is scored with the task's official
+metric (`sead.metrics`), and a drop of more than `export.max_metric_drop` points (x100) below
+PyTorch fp32 refuses it too. Refused folders are never left behind: each is written under a
+temporary name and renamed once it passes.
 
 Speed: every format predicts the same pre-tokenized examples with the same thread count:
 batch 1 (latency p50/p95, ms) and length-sorted batches of 32 (throughput, examples/s).
@@ -47,7 +50,7 @@ from datasets import Dataset
 from omegaconf import DictConfig, OmegaConf
 from transformers import AutoTokenizer, DataCollatorWithPadding
 
-from sead import card, choices, data, metrics
+from sead import card, choices, data, manifest, metrics
 from sead.card import deployment_table
 from sead.inference import MODEL_INPUTS, predict_logits
 from sead.report import RESULTS_FILE, write_atomic
@@ -352,25 +355,85 @@ def _torch_int8_size(model) -> int:
 
 def export_student(
     student_dir: Path, out_dir: Path, task: TaskSpec, split: Dataset, split_name: str,
-    max_length: int, cfg,
+    max_length: int, cfg, recorded: dict | None = None,
 ) -> dict:  # fmt: skip
     """Export, check and time the student in `student_dir`; writes `onnx/` and `onnx-int8/`
-    (ONNX backend) under `out_dir` and returns the `export` record of results.json."""
+    (ONNX backend) under `out_dir` and returns the `export` record of results.json.
+
+    `recorded`: the run's metrics for the student on each eval split (results.json); the
+    loaded student must score within `export.max_recorded_gap` points of them.
+    """
     chosen = backend(cfg)
     student_dir, out_dir = Path(student_dir), Path(out_dir)
+    verify_student(student_dir)
     threads = int(cfg.get("threads") or torch.get_num_threads())
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return _export(student_dir, out_dir, task, split, split_name, max_length, cfg, chosen)
+        return _export(
+            student_dir, out_dir, task, split, split_name, max_length, cfg, chosen, recorded
+        )
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _export(student_dir, out_dir, task, split, split_name, max_length, cfg, chosen) -> dict:
+def verify_student(student_dir: Path) -> None:
+    """The student's files match the manifest written when it was saved, else ExportError.
+
+    A folder without one (saved before sead recorded manifests, or not by sead) is exported
+    with a warning: the score check against the run's record still guards it.
+    """
+    if not (student_dir / manifest.MANIFEST).is_file():
+        log.warning(
+            "%s has no %s (saved by an older sead, or not by sead): its files cannot be verified.",
+            student_dir,
+            manifest.MANIFEST,
+        )
+        return
+    try:
+        manifest.verify(student_dir)
+    except manifest.DamagedFolder as err:
+        raise ExportError(
+            f"The student in {student_dir} is damaged: {' '.join(str(err).split())}, so it is "
+            "not the model the run trained. Not exported; rerun the run to get it back."
+        ) from None
+
+
+def load_student(student_dir: Path, task: TaskSpec):
+    """(model, tokenizer) of a saved student; a file that cannot be read is an ExportError
+    naming the folder, not the loader's raw error."""
+    try:
+        model = choices.model_class(task).from_pretrained(student_dir).eval()
+        tokenizer = AutoTokenizer.from_pretrained(student_dir)
+    except Exception as err:  # safetensors, json and transformers raise their own types
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise ExportError(
+            f"The student in {student_dir} cannot be loaded ({type(err).__name__}: {reason}): "
+            "a damaged or incomplete checkpoint. Not exported."
+        ) from err
+    return model, tokenizer
+
+
+def check_recorded(task: TaskSpec, scores: dict, recorded, split: str, limit: float) -> dict:
+    """The loaded student's main metric against the one its run recorded on `split`: a gap
+    above `limit` points (x100) means it is not the model the run trained; refused."""
+    expected = ((recorded or {}).get(split) or {}).get(task.main_metric)
+    if expected is None:
+        return {"recorded": None}
+    gap = round(100 * abs(scores[task.main_metric] - expected), 4)
+    if gap > limit:
+        raise ExportError(
+            f"The student scores {task.main_metric} {scores[task.main_metric]:.4f} on {split}, "
+            f"but its run recorded {expected:.4f} ({gap:.2f} points apart, "
+            f"export.max_recorded_gap={limit:g}): it is not the model the run trained "
+            "(damaged or replaced). Not exported."
+        )
+    return {"recorded": expected, "gap": gap}
+
+
+def _export(student_dir, out_dir, task, split, split_name, max_length, cfg, chosen, recorded):
     threads = torch.get_num_threads()
-    model = choices.model_class(task).from_pretrained(student_dir).eval()
-    tokenizer = AutoTokenizer.from_pretrained(student_dir)
+    model, tokenizer = load_student(student_dir, task)
     encoded = data.tokenize(split, tokenizer, task, max_length)
     ids = np.asarray(split["idx"][:], dtype=object)
     batch_size = int(cfg.get("batch_size", 32))
@@ -387,6 +450,10 @@ def _export(student_dir, out_dir, task, split, split_name, max_length, cfg, chos
             "metrics": score(reference),
         }
     }
+    max_gap = float(cfg.get("max_recorded_gap", 0.5))
+    formats[PYTORCH_FP32] |= check_recorded(
+        task, formats[PYTORCH_FP32]["metrics"], recorded, split_name, max_gap
+    )
     models = {PYTORCH_FP32: model}
     record = {
         "backend": chosen,
@@ -477,10 +544,11 @@ def enabled(cfg: DictConfig) -> bool:
     return bool(export_cfg is not None and export_cfg.get("enabled", False))
 
 
-def export_run(cfg: DictConfig, out_dir: Path, splits=None) -> dict:
+def export_run(cfg: DictConfig, out_dir: Path, splits=None, recorded=None) -> dict:
     """Export `<out_dir>/student` with the run's task, data and max length (`cfg`).
 
-    `splits`: the run's loaded splits (the pipeline's), else the eval split is loaded.
+    `splits`: the run's loaded splits (the pipeline's), else the eval split is loaded;
+    `recorded`: the student's metrics the run recorded, per split.
     """
     task = get_task(cfg.task.name)
     export_cfg = cfg.export
@@ -490,7 +558,7 @@ def export_run(cfg: DictConfig, out_dir: Path, splits=None) -> dict:
     max_length = int(cfg.student.max_length)
     return export_student(
         Path(out_dir) / "student", out_dir, task, splits[split_name], split_name, max_length,
-        export_cfg,
+        export_cfg, recorded,
     )  # fmt: skip
 
 
@@ -517,16 +585,48 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if not args.path.is_dir():
         sys.exit(f"{args.path}: no such folder (pass a run folder or its student/).")
+    _exit_if_no_student(args.path)
     run_dir = args.path if (args.path / "student").is_dir() else args.path.parent
     cfg = _run_config(run_dir, args)
     settings = OmegaConf.merge(default_settings(), cfg.get("export") or {})
     settings = OmegaConf.merge(settings, OmegaConf.from_dotlist(args.overrides), {"enabled": True})
     cfg.export = settings
     try:
-        record = export_run(cfg, run_dir)
+        record = export_run(cfg, run_dir, recorded=_recorded_metrics(run_dir))
     except ExportError as error:
         sys.exit(f"Export refused: {error}")
     save_record(run_dir, cfg, record)  # the table was logged by export_student
+
+
+def _exit_if_no_student(path: Path) -> None:
+    """A run folder without `student/` (the run failed, or is a stage run): say that."""
+    if (path / "student").is_dir() or not any(
+        (path / name).exists() for name in ("config.yaml", RESULTS_FILE, ".hydra")
+    ):
+        return
+    status = ""
+    try:
+        results = json.loads((path / RESULTS_FILE).read_text())
+        if results.get("status") == "failed":
+            error = results.get("error") or {}
+            status = f" The run failed: {error.get('type')}: {error.get('message')}"
+    except (OSError, ValueError, AttributeError):
+        pass
+    sys.exit(
+        f"{path}: this run has no student/ to export (it saved none: failed, stopped before the "
+        f"student was saved, or a stage run).{status}"
+    )
+
+
+def _recorded_metrics(run_dir: Path) -> dict | None:
+    """The student's metrics per split from the run's results.json, when it finished."""
+    try:
+        results = json.loads((run_dir / RESULTS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(results, dict) or results.get("status", "ok") != "ok":
+        return None
+    return (results.get("student") or {}).get("metrics")
 
 
 def _run_config(run_dir: Path, args) -> DictConfig:

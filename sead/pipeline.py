@@ -321,7 +321,8 @@ def run(cfg: DictConfig) -> dict | None:
             callbacks=[metrics_log.callback()],
             eval_splits=DatasetDict({split: splits[split] for split in task.eval_splits}),
         )
-        trainer.save_model(str(out_dir / "student"))  # the Trainer saves on rank 0 only
+        if main_process:  # whole, with its manifest, or absent; DDP ranks hold equal weights
+            distill.save_student(trainer, out_dir / "student")
     if not main_process:
         return None
 
@@ -377,7 +378,8 @@ def run(cfg: DictConfig) -> dict | None:
     }
     if export.enabled(cfg):  # 7. ONNX fp32 + int8 beside student/, checked and timed
         with stage("export"):
-            results["export"] = export.export_run(cfg, out_dir, splits)
+            recorded = student_results["metrics"]  # the saved student must score them
+            results["export"] = export.export_run(cfg, out_dir, splits, recorded)
     results["warnings"] = report.warnings(results)  # models that may have learned nothing
     report.save_run(results, cfg, out_dir)
     metrics_log.write("results", results=results)
