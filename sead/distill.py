@@ -318,7 +318,11 @@ TRAIN_RANGES = {
     "eval_batch_size": dict(kind=int, low=1),
     "weight_decay": dict(kind=float, low=0),
     "warmup_ratio": dict(kind=float, low=0, high=1, high_open=True),  # >= 1 would be steps
-    "temperature": dict(kind=float, low=0, low_open=True),
+    # Below 0.1 the soft targets are one-hot to float precision for any logit gap above 2
+    # (e^-20) and the T^2 factor shrinks the KD term 100-fold: hard labels with a vanishing
+    # weight, and T -> 0 overflows (z / T). Above 100 KD has long become logit matching (its
+    # high-T limit), and p_student - p_teacher, of order 1 / T, drowns in float32 rounding.
+    "temperature": dict(kind=float, low=0.1, high=100),
     "alpha": dict(kind=float, low=0, high=1),
     "logging_steps": dict(kind=int, low=1),
     "dataloader_num_workers": dict(kind=int, low=0),

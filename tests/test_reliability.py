@@ -69,8 +69,12 @@ def _store_entries(cfg) -> list[Path]:
     [
         (
             "train.temperature=0",
-            r"train.temperature=0 is not allowed: expected a number in \(0, inf\)",
+            r"train.temperature=0 is not allowed: expected a number in \[0.1, 100\]",
         ),
+        ("train.temperature=1e-30", r"train.temperature=1e-30 is not allowed"),
+        ("train.temperature=1000", r"train.temperature=1000 is not allowed"),
+        ("teachers.toy_bert.seeds=[1,1]", r"teachers.toy_bert.seeds=\[1, 1\] repeats seed"),
+        ("teachers.toy_bert.seeds=[1,1.5]", r"teachers.toy_bert.seeds=1.5 is not allowed"),
         ("train.temperature=-2", r"train.temperature=-2 is not allowed"),
         ("train.temperature=abc", r"train.temperature='abc' is not allowed"),
         ("train.alpha=1.5", r"train.alpha=1.5 is not allowed: expected a number in \[0, 1\]"),

@@ -273,11 +273,22 @@ def _seed_variants(spec: TeacherSpec, seeds) -> list[TeacherSpec]:
             f"teachers.{spec.name}.seeds needs finetune: true: a fine-tuned checkpoint has "
             f"no seed to vary. Set teachers.{spec.name}.finetune=true, or remove seeds."
         )
+    option = f"teachers.{spec.name}.seeds"
+    if isinstance(seeds, str | int) or not hasattr(seeds, "__iter__"):
+        raise ValueError(f"{option}={seeds!r}: expected a list of seeds, e.g. [1, 2, 3].")
+    seeds = [number(seed, option, int, 0, 2**32 - 1) for seed in seeds]
+    repeated = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+    if repeated:
+        raise ValueError(
+            f"{option}={seeds} repeats seed(s) {repeated}: each seed is one teacher "
+            f"({spec.name}_s<seed>), and one seed twice is the same teacher twice. List each "
+            "seed once."
+        )
     return [
         replace(
             spec,
             name=f"{spec.name}_s{seed}",
-            finetune_args=replace(spec.finetune_args, seed=int(seed)),
+            finetune_args=replace(spec.finetune_args, seed=seed),
         )
         for seed in seeds
     ]
