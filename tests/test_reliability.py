@@ -20,6 +20,7 @@ import sead.distill
 import sead.manifest
 import sead.teachers.logits
 import sead.teachers.store
+import sead.transfer
 from sead import cache as cache_module
 from sead import data, distill, pipeline, run, teachers
 from sead.tasks import get_task
@@ -327,6 +328,91 @@ def test_bad_transfer_files_are_named(tiny_cfg, tmp_path, monkeypatch, content, 
     path.write_bytes(content)
     with pytest.raises(ValueError, match=rf"Transfer file {re.escape(str(path))} {message}"):
         pipeline.run(tiny_cfg("transfer=files", f"transfer.paths=[{path}]"))
+
+
+def _set_field(path: Path, line: int, **fields) -> None:
+    """Set fields of one line (1-based) of a jsonl file, written back as raw JSON."""
+    lines = path.read_text().splitlines()
+    row = json.loads(lines[line - 1])
+    lines[line - 1] = json.dumps({**row, **fields})
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize(
+    "split, fields, message",
+    [
+        ("train", {"label": 1.0}, r"field 'label' is 1.0 \(a float\): expected an integer label"),
+        ("train", {"label": True}, r"field 'label' is true \(a boolean\): expected an integer"),
+        ("train", {"label": None}, r"field 'label' is null: expected an integer label id: 0 \("),
+        ("validation", {"idx": 7.5}, r"field 'idx' is 7.5 \(a float\): expected an integer id"),
+        ("validation", {"idx": 2**70}, r"field 'idx' is 1180591620717411303424 \(an integer\)"),
+        ("train", {"label": "1"}, r"field 'label' is \"1\" \(a string\)"),
+    ],
+)
+def test_a_mistyped_label_or_idx_is_named_by_file_line_and_field_before_any_training(
+    tiny_assets, tiny_cfg, tmp_path, monkeypatch, split, fields, message
+):
+    _forbid_training(monkeypatch)
+    folder = _data_copy(tiny_assets, tmp_path)
+    _set_field(folder / f"{split}.jsonl", 5, **fields)
+    where = rf"Task 'sst2', split '{split}' \({re.escape(str(folder / split))}\.jsonl\): line 5: "
+    with pytest.raises(ValueError, match=where + message):
+        pipeline.run(tiny_cfg(f"data.dir={folder}"))
+
+
+def test_a_latin1_byte_in_a_data_file_is_named_with_its_offset(
+    tiny_assets, tiny_cfg, tmp_path, monkeypatch
+):
+    _forbid_training(monkeypatch)
+    folder = _data_copy(tiny_assets, tmp_path)
+    path = folder / "validation.jsonl"
+    text = path.read_text()
+    at = text.index("\n") + 20  # on line 2
+    path.write_bytes(text[:at].encode() + "\u00e9".encode("latin-1") + text[at:].encode())
+    message = rf"Data file {re.escape(str(path))} is not UTF-8 text: byte {at} \(line 2\) is 0xe9"
+    with pytest.raises(ValueError, match=message):
+        pipeline.run(tiny_cfg(f"data.dir={folder}"))
+
+
+def test_transfer_labels_by_name_are_read_as_ids_and_a_bad_one_is_named(tiny_cfg, tmp_path, caplog):
+    path = tmp_path / "extra.csv"
+    path.write_text("sentence,label\ngood film,positive\nbad film,negative\nso so,\n")
+    cfg = tiny_cfg("transfer=files", f"transfer.paths=[{path}]")
+    task = get_task("sst2")
+    splits = data.load_splits(task, cfg.data, ["train"])
+    with caplog.at_level(logging.INFO):
+        built = sead.transfer.build(cfg.transfer, task, splits)
+    assert built.gold.tolist()[:2] == [1.0, 0.0] and np.isnan(built.gold[2])  # empty: no label
+    assert any("2 label names in column 'label'" in r.getMessage() for r in caplog.records)
+
+    path.write_text("sentence,label\ngood film,positive\nbad film,great\n")
+    message = (
+        rf"Transfer data {re.escape(str(path))}: row 2, column 'label' is 'great': expected a "
+        r"label id 0..1 or a label name \['negative', 'positive'\] for task 'sst2'"
+    )
+    with pytest.raises(ValueError, match=message):
+        sead.transfer.build(cfg.transfer, task, splits)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (f'{{"idx": {2**70}, "logits": [0.1, 0.2]}}\n', r"line 1: idx must be an integer that"),
+        ('{"idx": 0, "logits": [0.1, 0.2]}\n{"idx": 1, "logits": "caf\u00e9"}\n', r"not UTF-8"),
+    ],
+)
+def test_a_bad_prediction_file_is_named_in_the_check_stage(
+    tiny_cfg, tmp_path, monkeypatch, content, message
+):
+    _forbid_training(monkeypatch)
+    path = tmp_path / "judge.jsonl"
+    path.write_bytes(content.encode("latin-1"))
+    teacher = (
+        f"+teachers.judge={{predictions: {{train: {path}, validation: {path}}}, "
+        "format: logits, labels: [negative, positive]}"
+    )
+    with pytest.raises(ValueError, match=rf"{re.escape(str(path))}.*{message}"):
+        pipeline.run(tiny_cfg(teacher))
 
 
 def test_a_teacher_listed_twice_is_refused():
