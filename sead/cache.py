@@ -45,9 +45,9 @@ from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save_file
 
 from sead import chunks, prediction_files
-from sead.chunks import LOCK_DIR, PartialEntry, Shard
+from sead.chunks import CACHE_SETTING, LOCK_DIR, PartialEntry, Shard
 from sead.config import CONF_DIR, number
-from sead.files import format_table, human_size
+from sead.files import disk_space, format_table, human_size, write_atomic
 from sead.manifest import (
     DamagedFolder,
     FileHashes,
@@ -291,7 +291,8 @@ class SoftLabelCache:
                 idx_dtype = np.int32 if idx.min() >= -(2**31) and idx.max() < 2**31 else np.int64
                 tensors["idx"] = idx.astype(idx_dtype)
                 idx_record = {"tensor": "idx"}
-            save_file(tensors, str(tmp / LOGITS_FILE))
+            with disk_space(self.root, "teacher logits", 2 * stored.nbytes, CACHE_SETTING):
+                save_file(tensors, str(tmp / LOGITS_FILE))
             payload = (tmp / LOGITS_FILE).read_bytes()
             manifest = {
                 "manifest_version": MANIFEST_VERSION,
@@ -307,7 +308,7 @@ class SoftLabelCache:
                 "compute_seconds": round(seconds, 3),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }
-            (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, default=str))
+            write_atomic(tmp / MANIFEST_FILE, json.dumps(manifest, indent=2, default=str))
             final = self.path(fp)
             if final.exists():
                 shutil.rmtree(final)  # a stale entry that failed verification

@@ -28,7 +28,7 @@ from omegaconf import DictConfig
 
 from sead import distributed, models, pipeline, report
 from sead.config import CONF_DIR
-from sead.files import write_atomic
+from sead.files import DiskFull, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +93,16 @@ def _record_failure(cfg: DictConfig, error: Exception, results_file: str) -> Non
         out_dir = Path(cfg.paths.output_dir)
     except Exception:  # the config itself may be what is wrong
         out_dir = Path(HydraConfig.get().runtime.output_dir)
+    recorded = f"recorded in {out_dir}"
     if distributed.is_main_process():
-        report.save_failure(cfg, error, out_dir, name=results_file)
-    log.error("Job failed (%s: %s); recorded in %s", type(error).__name__, error, out_dir)
+        try:
+            report.save_failure(cfg, error, out_dir, name=results_file)
+        except OSError as unrecorded:  # e.g. the disk that stopped the job is full
+            recorded = f"not recorded: {unrecorded}"
+    log.error("Job failed (%s: %s); %s", type(error).__name__, error, recorded)
     if HydraConfig.get().mode != RunMode.MULTIRUN or cfg.get("fail_fast", False):
-        if isinstance(error, models.ModelNotInstalledError):
-            sys.exit(f"Error: {error}")  # the fix is one command: no traceback to read
+        if isinstance(error, models.ModelNotInstalledError | DiskFull):
+            sys.exit(f"Error: {error}")  # the fix is one command or free space: no traceback
         raise error
 
 
