@@ -137,7 +137,7 @@ _warned: set[str] = set()
 
 
 def warn_if_shared(folder, setting: str) -> None:
-    """Warn (once per folder) when someone else can write to `folder`: world-writable, or
+    """Warn (once per process) when someone else can write to `folder`: world-writable, or
     owned by another user. Whoever can write there can plant an entry with a matching
     manifest, or a resume checkpoint, and sead would trust it."""
     try:
@@ -149,12 +149,13 @@ def warn_if_shared(folder, setting: str) -> None:
         problems.append(f"world-writable (mode {stat.filemode(st.st_mode)})")
     if hasattr(os, "geteuid") and st.st_uid != os.geteuid():
         problems.append(f"owned by another user (uid {st.st_uid})")
-    if problems and str(folder) not in _warned:
-        _warned.add(str(folder))
+    said = f"{folder}: {problems}"
+    if problems and said not in _warned:  # once per folder and problem, not once per stage
+        _warned.add(said)
         log.warning(
             "%s=%s is %s: anyone who can write there can plant teachers, logits or resume "
             "checkpoints that sead will trust. Use a folder only you can write to "
-            "(chmod o-w, or another %s).",
+            "(chmod o-w, or point SEAD_CACHE / %s elsewhere).",
             setting,
             folder,
             " and ".join(problems),

@@ -40,6 +40,7 @@ from sead import (
 from sead.cache import SoftLabelCache, check_settings
 from sead.chunks import Shard
 from sead.config import number
+from sead.files import warn_if_shared
 from sead.inference import count_parameters, predict_logits
 from sead.tasks import TaskSpec, check_trainable, get_task
 from sead.tracking import MetricsLog
@@ -81,6 +82,8 @@ def check_inputs(cfg: DictConfig) -> Inputs:
             "Run the shards with stage=teachers, then this job without cache.shard."
         )
     number(cfg.seed, "seed", int, 0, 2**32 - 1)
+    for folder in ("cache_dir", "logits_dir", "teachers_dir"):  # stored work sead will trust
+        warn_if_shared(cfg.paths[folder], f"paths.{folder}")
     specs = teachers.teacher_specs(cfg.get("teachers"), task)
     ensembler = ensemble.build(cfg.ensemble, task, [spec.name for spec in specs])
     plan = ensemble.fit_plan(cfg.ensemble, task)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import shutil
 import sys
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from hydra.errors import OverrideParseException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from sead import distributed, models, pipeline, report
+from sead import distributed, export, models, pipeline, report, tracking
 from sead.config import CONF_DIR
 from sead.files import DiskFull, write_atomic
 
@@ -48,6 +49,19 @@ def _ensemble_stage(cfg: DictConfig) -> dict:
     return results
 
 
+# What a run leaves in its folder: a folder holding any of these is an earlier run's.
+RUN_OUTPUTS = (
+    report.RESULTS_FILE,
+    pipeline.TEACHERS_FILE,
+    ENSEMBLE_FILE,
+    tracking.METRICS_FILE,
+    "student",
+    export.ONNX_DIR,
+    export.INT8_DIR,
+    export.EXPORT_FILE,
+)
+OVERWRITE = "overwrite_run"  # the option (conf/config.yaml) that lets a run replace an earlier one
+
 # stage -> (what runs it, the file its results, or its failure, are written to)
 STAGES = {
     "all": (pipeline.run, report.RESULTS_FILE),
@@ -65,6 +79,7 @@ def main(cfg: DictConfig) -> float | None:
     None (not NaN) because the Optuna sweeper marks a trial whose value is not a float as
     failed and goes on, while a NaN makes it raise.
     """
+    _keep_earlier_run(cfg)
     stage = str(cfg.get("stage", "all"))
     run_stage, results_file = STAGES.get(stage, (None, report.RESULTS_FILE))
     try:
@@ -84,6 +99,61 @@ def main(cfg: DictConfig) -> float | None:
         return None
     first_split = results["eval_splits"][0]
     return results["student"]["metrics"][first_split][results["main_metric"]]
+
+
+def earlier_run(folder) -> list[str]:
+    """What an earlier run left in `folder` (results, student, metrics...), if anything."""
+    return [name for name in RUN_OUTPUTS if (Path(folder) / name).exists()]
+
+
+def _refusal(folder, found: list[str]) -> str:
+    return (
+        f"hydra.run.dir={folder} holds an earlier run ({', '.join(found)}): a new run there "
+        "would overwrite it. Leave hydra.run.dir unset (every run gets its own folder) or "
+        f"pick a new one; to replace that run, pass {OVERWRITE}=true."
+    )
+
+
+def _keep_earlier_run(cfg: DictConfig) -> None:
+    """Refuse to write a run into a folder that holds an earlier one, unless overwrite_run.
+
+    `cli` refuses a command line's `hydra.run.dir` before Hydra writes anything; this catches
+    the rest (a run folder set in a config file, a sweep folder reused), before any results.
+    With `overwrite_run=true` the earlier run's outputs are removed first, so that what the
+    folder holds afterwards is the new run's alone.
+    """
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    found = earlier_run(out_dir)
+    if not found:
+        return
+    if not cfg.get(OVERWRITE, False):
+        sys.exit(_refusal(out_dir, found))
+    log.warning("%s=true: replacing the earlier run in %s (%s)", OVERWRITE, out_dir, found)
+    for name in found:
+        path = out_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+def exit_if_earlier_run(args: list[str]) -> None:
+    """Stop a command line whose `hydra.run.dir` holds an earlier run (unless it passes
+    `overwrite_run=true`), before Hydra writes its `.hydra/` and log into that folder."""
+    overrides, flags = command_line_overrides(args)
+    if flags is None or any((flags.multirun, flags.cfg, flags.info, flags.help, flags.hydra_help)):
+        return  # a sweep's folders, or nothing run at all
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except OverrideParseException:  # Hydra reports a malformed override in its own words
+        return
+    given = {o.key_or_group: o.value() for o in parsed if not o.is_sweep_override()}
+    folder = given.get("hydra.run.dir")
+    if folder is None or "${" in str(folder) or str(given.get(OVERWRITE)).lower() == "true":
+        return
+    found = earlier_run(folder)
+    if found:
+        sys.exit(_refusal(folder, found))
 
 
 def _record_failure(cfg: DictConfig, error: Exception, results_file: str) -> None:
@@ -187,6 +257,7 @@ def exit_if_unknown_teachers(args: list[str]) -> None:
 def cli() -> None:
     """`python -m sead.run ...`: sead's own check of the teacher names, then Hydra's main."""
     exit_if_unknown_teachers(sys.argv[1:])
+    exit_if_earlier_run(sys.argv[1:])
     main()
 
 

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import sead.distill
+import sead.files
 import sead.manifest
 import sead.teachers.logits
 import sead.teachers.store
@@ -445,3 +446,81 @@ def test_a_read_only_cache_with_every_entry_is_usable(tiny_cfg, monkeypatch):
     shutil.rmtree(victim)
     with pytest.raises(PermissionError, match=r"teacher-logit cache .* Point SEAD_CACHE"):
         pipeline.prepare_teachers(cfg)
+
+
+# --- 7. a cache others can write to ---------------------------------------------------------
+
+
+def test_a_cache_others_can_write_to_is_warned_about(tiny_cfg, tmp_path, monkeypatch, caplog):
+    _forbid_training(monkeypatch)
+    cache_dir = tmp_path / "cache"
+    cache_dir.mkdir()
+    cache_dir.chmod(0o777)
+    monkeypatch.setattr(sead.distill, "check_train", _stop_after_inputs)
+    with caplog.at_level(logging.WARNING), pytest.raises(_InputsChecked):
+        pipeline.run(tiny_cfg())
+    (line,) = [r.getMessage() for r in caplog.records if "can plant" in r.getMessage()]
+    assert f"paths.cache_dir={cache_dir} is world-writable (mode drwxrwxrwx)" in line
+
+    caplog.clear()
+    cache_dir.chmod(0o755)
+    owner = cache_dir.stat().st_uid
+    monkeypatch.setattr(sead.files.os, "geteuid", lambda: owner + 1)  # another user's folder
+    with caplog.at_level(logging.WARNING), pytest.raises(_InputsChecked):
+        pipeline.run(tiny_cfg())
+    lines = [r.getMessage() for r in caplog.records if "can plant" in r.getMessage()]
+    assert any(f"{cache_dir} is owned by another user (uid {owner})" in line for line in lines)
+
+
+class _InputsChecked(Exception):
+    pass
+
+
+def _stop_after_inputs(*args, **kwargs):
+    raise _InputsChecked
+
+
+# --- 8. an earlier run's folder -------------------------------------------------------------
+
+
+def _earlier_run(folder: Path) -> dict[str, bytes]:
+    (folder / "student").mkdir(parents=True)
+    (folder / "student" / "model.safetensors").write_bytes(b"weights")
+    (folder / "results.json").write_text('{"status": "ok"}')
+    (folder / "metrics.jsonl").write_text('{"event": "config"}\n')
+    return {str(p): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_run_into_an_earlier_runs_folder_is_refused_before_hydra_writes(tiny_assets, tmp_path):
+    folder = tmp_path / "earlier"
+    before = _earlier_run(folder)
+    args = ["experiment=demo", f"paths.demo_dir={tiny_assets}", f"hydra.run.dir={folder}"]
+    with pytest.raises(SystemExit, match=r"holds an earlier run \(results.json, metrics.jsonl, "):
+        run.exit_if_earlier_run(args)
+    run.exit_if_earlier_run([*args, "overwrite_run=true"])  # asked for: no refusal
+    run.exit_if_earlier_run(["-m", *args])  # a sweep's folders are its job folders
+    run.exit_if_earlier_run(args[:2] + [f"hydra.run.dir={tmp_path / 'new'}"])
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "sead.run", *args, f"paths.cache_dir={tmp_path / 'cache'}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+    assert proc.returncode == 1 and "pass overwrite_run=true" in proc.stderr
+    after = {str(p): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    assert after == before  # not a byte written, not even Hydra's .hydra/
+
+
+def test_an_earlier_run_found_by_the_job_is_kept_or_replaced_on_request(tmp_path, monkeypatch):
+    folder = tmp_path / "job"
+    before = _earlier_run(folder)
+    runtime = type("Runtime", (), {"output_dir": str(folder)})
+    hydra_config = type("HydraConfig", (), {"runtime": runtime})
+    monkeypatch.setattr(run.HydraConfig, "get", staticmethod(lambda: hydra_config))
+    with pytest.raises(SystemExit, match=rf"hydra.run.dir={re.escape(str(folder))} holds an"):
+        run._keep_earlier_run(compose())
+    assert {str(p): p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
+    run._keep_earlier_run(compose(["overwrite_run=true"]))
+    assert run.earlier_run(folder) == []  # the new run starts from an empty folder
