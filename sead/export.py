@@ -601,7 +601,7 @@ def main(argv=None) -> None:
 def _exit_if_no_student(path: Path) -> None:
     """A run folder without `student/` (the run failed, or is a stage run): say that."""
     if (path / "student").is_dir() or not any(
-        (path / name).exists() for name in ("config.yaml", RESULTS_FILE, ".hydra")
+        (path / name).exists() for name in ("config.yaml", RESULTS_FILE, "metrics.jsonl", ".hydra")
     ):
         return
     status = ""

@@ -2,12 +2,22 @@
 (`sead.resume`), a full disk is one line, and a rerun ends equal to a run never interrupted."""
 
 import hashlib
+import io
 import logging
+import os
+import re
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
+import sead.cache
+import sead.files
 from sead import pipeline, teachers
+from sead.cache import SoftLabelCache
+from sead.files import DiskFull
 from tests.helpers import Killed, compose, stop_save
 
 SAVE_EVERY_2 = "+teachers.toy_bert.finetune_args.save_steps=2"  # 8 steps: saves at 2, 4, 6, 8
@@ -79,3 +89,88 @@ def test_a_teacher_killed_while_saving_a_checkpoint_resumes_to_the_uninterrupted
     assert str(saved[1]) in line and "interrupted" in line and "\n" not in line
     assert teacher.store_record["resumed_from_step"] == 2
     assert _outcome(teacher) == uninterrupted
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        ("model.safetensors", "model.safetensors fails its content hash"),  # flipped bytes
+        ("optimizer.pt", r"optimizer.pt is [\d,]+ bytes, the manifest says [\d,]+"),  # truncated
+    ],
+)
+def test_a_damaged_checkpoint_is_reported_and_never_resumed(
+    tiny_assets, tmp_path, monkeypatch, caplog, uninterrupted, damage, reason
+):
+    cfg = _bert_cfg(tiny_assets, tmp_path)
+    saved = stop_save(monkeypatch, 0.5, at_save=3)  # checkpoint-6 half written, 4 complete
+    with pytest.raises(Killed):
+        _prepare_bert(cfg)
+    monkeypatch.undo()
+    complete = saved[1] / damage
+    if damage == "model.safetensors":
+        payload = bytearray(complete.read_bytes())
+        payload[len(payload) // 2 : len(payload) // 2 + 64] = bytes(64)
+        complete.write_bytes(bytes(payload))
+    else:
+        os.truncate(complete, complete.stat().st_size // 2)
+    with caplog.at_level(logging.WARNING):
+        teacher = _prepare_bert(cfg)
+    lines = [r.getMessage() for r in caplog.records if "not a resume point" in r.getMessage()]
+    assert len(lines) == 2 and all("\n" not in line for line in lines)
+    assert str(saved[2]) in lines[0] and "interrupted" in lines[0]
+    assert str(saved[1]) in lines[1] and re.search(reason, lines[1])
+    assert teacher.store_record["resumed_from_step"] is None  # nothing left to trust: anew
+    assert _outcome(teacher) == uninterrupted
+
+
+@pytest.mark.slow
+def test_a_full_disk_while_fine_tuning_is_one_line_and_the_rerun_goes_on(
+    tiny_assets, tmp_path, monkeypatch, uninterrupted
+):
+    cfg = _bert_cfg(tiny_assets, tmp_path)
+    real_save = torch.save
+    saves = []
+
+    def disk_fills_up(obj, f, *args, **kwargs):  # the second optimizer.pt meets a full disk
+        if str(f).endswith("optimizer.pt"):
+            saves.append(f)
+            if len(saves) == 2:
+                buffer = io.BytesIO()
+                real_save(obj, buffer)
+                Path(f).write_bytes(buffer.getvalue()[:1000])
+                raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", disk_fills_up)
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(sead.files.shutil, "disk_usage", lambda _: usage._replace(free=4096))
+    with pytest.raises(DiskFull) as refused:
+        _prepare_bert(cfg)
+    message = str(refused.value)
+    work = Path(saves[-1]).parents[1]
+    assert message.startswith(f"No space left on device in {work}: a checkpoint of teacher ")
+    assert "needed about " in message and "(4.0 KB free)" in message and "\n" not in message
+    assert "point SEAD_CACHE (or paths.teachers_dir) at a bigger disk" in message
+    monkeypatch.undo()  # space freed
+    teacher = _prepare_bert(cfg)
+    assert teacher.store_record["resumed_from_step"] == 2
+    assert _outcome(teacher) == uninterrupted
+
+
+def test_a_full_disk_in_the_logit_cache_leaves_no_half_entry(tmp_path, monkeypatch):
+    cache = SoftLabelCache(tmp_path / "logits", chunk_size=4)
+    idx = np.arange(10)
+
+    def compute(partial):
+        return np.ones((10, 2), dtype=np.float32)
+
+    def no_space(*args, **kwargs):
+        raise Exception("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(sead.cache, "save_file", no_space)
+    with pytest.raises(DiskFull, match=rf"No space left on device in {tmp_path / 'logits'}: "):
+        cache.get_or_compute({"teacher": "t"}, idx, compute)
+    assert [p.name for p in (tmp_path / "logits").iterdir()] == [".locks"]  # no half entry
+    monkeypatch.undo()
+    assert cache.get_or_compute({"teacher": "t"}, idx, compute).logits.shape == (10, 2)
