@@ -1,6 +1,7 @@
 """Killed at any moment: Trainer checkpoints count only once complete and verified
 (`sead.resume`), a full disk is one line, and a rerun ends equal to a run never interrupted."""
 
+import errno
 import hashlib
 import io
 import logging
@@ -12,13 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from transformers import Trainer
 
 import sead.cache
 import sead.files
-from sead import pipeline, teachers
+from sead import export, manifest, pipeline, teachers
 from sead.cache import SoftLabelCache
 from sead.files import DiskFull
-from tests.helpers import Killed, compose, stop_save
+from tests.helpers import Killed, compose, cut_after, folder_bytes, stop_save
 
 SAVE_EVERY_2 = "+teachers.toy_bert.finetune_args.save_steps=2"  # 8 steps: saves at 2, 4, 6, 8
 
@@ -174,3 +176,94 @@ def test_a_full_disk_in_the_logit_cache_leaves_no_half_entry(tmp_path, monkeypat
     assert [p.name for p in (tmp_path / "logits").iterdir()] == [".locks"]  # no half entry
     monkeypatch.undo()
     assert cache.get_or_compute({"teacher": "t"}, idx, compute).logits.shape == (10, 2)
+
+
+def _student_sha(cfg) -> str:
+    return _sha(Path(cfg.paths.output_dir) / "student" / "model.safetensors")
+
+
+@pytest.mark.slow
+def test_a_run_killed_or_out_of_space_while_saving_the_student_leaves_no_student(
+    tiny_cfg, tmp_path, monkeypatch
+):
+    whole = tiny_cfg(output="whole")
+    expected = pipeline.run(whole)
+    assert manifest.verify(Path(whole.paths.output_dir) / "student") is None  # as saved
+
+    cfg = tiny_cfg(output="killed")
+    run_dir = Path(cfg.paths.output_dir)
+    real = Trainer.save_model
+
+    def save_then_stop(error):
+        def save(self, output_dir=None, _internal_call=False):
+            real(self, output_dir, _internal_call)
+            cut_after(Path(output_dir), folder_bytes(Path(output_dir)) // 2)
+            raise error
+
+        return save
+
+    monkeypatch.setattr(Trainer, "save_model", save_then_stop(Killed("killed mid-save")))
+    with pytest.raises(Killed):
+        pipeline.run(cfg)
+    assert not (run_dir / "student").exists()  # never a half-written student/
+    with pytest.raises(SystemExit, match=r"this run has no student/ to export"):
+        export.main([str(run_dir)])
+
+    full = OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(Trainer, "save_model", save_then_stop(full))
+    with pytest.raises(DiskFull, match=rf"in {run_dir}: saving the student needed about .* free"):
+        pipeline.run(cfg)
+    assert sorted(p.name for p in run_dir.iterdir() if "student" in p.name) == []
+
+    monkeypatch.undo()
+    results = pipeline.run(cfg)
+    assert _student_sha(cfg) == _student_sha(whole)
+    assert results["student"]["metrics"] == expected["student"]["metrics"]
+
+
+def test_a_full_run_folder_is_one_line_and_keeps_its_files_whole(tmp_path, monkeypatch):
+    """results.json (any atomic write) and metrics.jsonl on a disk with room for 10 bytes."""
+    import sead.tracking
+
+    results = tmp_path / "results.json"
+    results.write_text('{"status": "ok"}')
+    metrics = sead.tracking.MetricsLog(tmp_path)
+    metrics.write("config", mode="w", config={})
+    whole = metrics.path.read_bytes()
+
+    class TenBytesLeft:
+        """A file on a disk that takes 10 more bytes: then a short write, or ENOSPC."""
+
+        def __init__(self, raw, raise_error):
+            self.raw, self.raise_error = raw, raise_error
+
+        def write(self, data):
+            written = self.raw.write(bytes(data[:10]))
+            if written < len(data) and self.raise_error:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return written
+
+        def __getattr__(self, name):
+            return getattr(self.raw, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.raw.close()
+
+    real_fdopen = os.fdopen
+    monkeypatch.setattr(os, "fdopen", lambda *a, **k: TenBytesLeft(real_fdopen(*a, **k), True))
+    with pytest.raises(DiskFull, match=rf"No space left on device in {tmp_path}: results.json"):
+        sead.files.write_atomic(results, '{"status": "ok", "more": "%s"}' % ("x" * 100))
+    assert results.read_text() == '{"status": "ok"}'  # the old file, whole
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp file
+
+    def short_writes(*args, **kwargs):  # an unbuffered file: a short write, no error
+        return TenBytesLeft(open(*args, **kwargs), False)  # noqa: SIM115 (closed on exit)
+
+    monkeypatch.setattr(sead.tracking, "open", short_writes, raising=False)
+    with pytest.raises(DiskFull, match=rf"No space left on device in {tmp_path}: metrics.jsonl"):
+        metrics.write("train", loss=0.5)
+    monkeypatch.undo()
+    assert metrics.path.read_bytes() == whole  # no half line
