@@ -17,7 +17,7 @@ from transformers import Trainer
 
 import sead.cache
 import sead.files
-from sead import export, manifest, pipeline, teachers
+from sead import export, manifest, pipeline, resume, teachers
 from sead.cache import SoftLabelCache
 from sead.files import DiskFull
 from tests.helpers import Killed, compose, cut_after, folder_bytes, stop_save
@@ -267,3 +267,61 @@ def test_a_full_run_folder_is_one_line_and_keeps_its_files_whole(tmp_path, monke
         metrics.write("train", loss=0.5)
     monkeypatch.undo()
     assert metrics.path.read_bytes() == whole  # no half line
+
+
+# --- the API any Trainer uses (issue 28's student stages will) --------------------------------
+
+
+def _student_trainer(tiny_assets, output_dir: Path, callbacks, limit=None) -> Trainer:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainingArguments
+
+    from sead import data
+    from sead.tasks import get_task
+
+    task = get_task("sst2")
+    source = tiny_assets / "models" / "student"
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    cfg = {"dir": str(tiny_assets / "data" / "sst2_toy"), "max_train_samples": 64}
+    train = data.load_splits(task, cfg, ["train"])["train"]
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=2)
+    args = TrainingArguments(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=8,
+        max_steps=8,
+        save_strategy="steps",
+        save_steps=2,
+        save_total_limit=limit,
+        report_to="none",
+        use_cpu=True,
+        seed=1,
+    )
+    encoded = data.tokenize(train, tokenizer, task, 32).remove_columns("idx")
+    return Trainer(
+        model=model, args=args, train_dataset=encoded, processing_class=tokenizer,
+        callbacks=callbacks,
+    )  # fmt: skip
+
+
+def test_resume_points_for_any_trainer(tiny_assets, tmp_path, caplog):
+    out = tmp_path / "student-stage"
+    assert resume.latest(out, "Student") is None  # no folder yet: start
+    with pytest.raises(ValueError, match="no ResumePoints callback"):
+        resume.train(_student_trainer(tiny_assets, out, []), None, "the student")
+    with pytest.raises(ValueError, match=r"save_total_limit=2 with ResumePoints: set it to None"):
+        resume.train(_student_trainer(tiny_assets, out, [resume.ResumePoints()], 2), None, "s")
+
+    trainer = _student_trainer(tiny_assets, out, [resume.ResumePoints(keep=2)])
+    resume.train(trainer, resume.latest(out, "Student"), "the student")
+    kept = resume.checkpoints(out)
+    assert [step for step, _ in kept] == [8, 6]  # the newest two, each complete
+    assert all(manifest.verify(path) is None for _, path in kept)
+    assert resume.latest(out, "Student") == kept[0][1]
+    assert resume.global_step(kept[0][1]) == 8
+
+    (kept[0][1] / "trainer_state.json").unlink()
+    with caplog.at_level(logging.WARNING):
+        assert resume.latest(out, "Student") == kept[1][1]  # falls back to the previous one
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line.startswith(f"Student: checkpoint {kept[0][1]} is not a resume point (")
+    assert "trainer_state.json is missing" in line and not kept[0][1].exists()
