@@ -124,7 +124,7 @@ def _keep_earlier_run(cfg: DictConfig) -> None:
     """
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     found = earlier_run(out_dir)
-    if not found:
+    if not found or distributed.launch_rank() > 0:  # rank 0 checks (the others share its folder)
         return
     if not cfg.get(OVERWRITE, False):
         sys.exit(_refusal(out_dir, found))
@@ -143,6 +143,8 @@ def exit_if_earlier_run(args: list[str]) -> None:
     overrides, flags = command_line_overrides(args)
     if flags is None or any((flags.multirun, flags.cfg, flags.info, flags.help, flags.hydra_help)):
         return  # a sweep's folders, or nothing run at all
+    if distributed.launch_rank() > 0:  # rank 0 checks: the others may start after it wrote
+        return
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except OverrideParseException:  # Hydra reports a malformed override in its own words
