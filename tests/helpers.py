@@ -85,3 +85,15 @@ def stop_save(monkeypatch, n_bytes, at_save: int = 2) -> list[Path]:
 
     monkeypatch.setattr(Trainer, "_save_checkpoint", save)
     return saved
+
+
+def prepare_teacher(cfg):
+    """The one teacher of `cfg` prepared (fine-tuned and stored, or reused) as a run would."""
+    from sead import pipeline, teachers
+
+    inputs = pipeline.check_inputs(cfg)
+    cache = pipeline.soft_label_cache(cfg)
+    (spec,) = inputs.specs
+    return teachers.prepare(
+        spec, inputs.task, inputs.splits, cfg.paths.teachers_dir, cache.file_hashes, cache
+    )

@@ -25,7 +25,7 @@ import sead.transfer
 from sead import cache as cache_module
 from sead import data, distill, pipeline, run, teachers
 from sead.tasks import get_task
-from tests.helpers import compose
+from tests.helpers import compose, prepare_teacher
 
 
 def _forbid_training(monkeypatch):
@@ -210,21 +210,12 @@ def test_two_runs_started_together_get_their_own_folders(tiny_assets, tmp_path):
 # --- 4. the teacher store -------------------------------------------------------------------
 
 
-def _prepare_bert(cfg):
-    inputs = pipeline.check_inputs(cfg)
-    cache = pipeline.soft_label_cache(cfg)
-    (spec,) = inputs.specs
-    return teachers.prepare(
-        spec, inputs.task, inputs.splits, cfg.paths.teachers_dir, cache.file_hashes, cache
-    )
-
-
 @pytest.mark.slow
 def test_a_damaged_store_entry_is_reported_in_one_line_and_rebuilt(
     tiny_assets, tmp_path, caplog, capsys
 ):
     cfg = _cfg(tiny_assets, tmp_path, "[toy_bert]")
-    first = _prepare_bert(cfg)
+    first = prepare_teacher(cfg)
     weights = first.model_dir / "model.safetensors"
     digest = _sha(weights)
     root = Path(cfg.paths.logits_dir)
@@ -241,7 +232,7 @@ def test_a_damaged_store_entry_is_reported_in_one_line_and_rebuilt(
     assert first.model_dir.name in capsys.readouterr().out
 
     with caplog.at_level(logging.WARNING):
-        rebuilt = _prepare_bert(cfg)
+        rebuilt = prepare_teacher(cfg)
     (line,) = [r.getMessage() for r in caplog.records if "damaged" in r.getMessage()]
     assert "model.safetensors fails its content hash" in line and "\n" not in line
     assert rebuilt.origin == teachers.FINETUNED and _sha(weights) == digest  # rebuilt, the same
@@ -249,9 +240,9 @@ def test_a_damaged_store_entry_is_reported_in_one_line_and_rebuilt(
     caplog.clear()
     (first.model_dir / "tokenizer.json").unlink()
     with caplog.at_level(logging.WARNING):
-        assert _prepare_bert(cfg).origin == teachers.FINETUNED
+        assert prepare_teacher(cfg).origin == teachers.FINETUNED
     assert any("tokenizer.json is missing" in r.getMessage() for r in caplog.records)
-    assert _prepare_bert(cfg).origin == teachers.STORE  # intact again: reused
+    assert prepare_teacher(cfg).origin == teachers.STORE  # intact again: reused
 
 
 @pytest.mark.slow

@@ -17,10 +17,17 @@ from transformers import Trainer
 
 import sead.cache
 import sead.files
-from sead import export, manifest, pipeline, resume, teachers
+from sead import export, manifest, pipeline, resume
 from sead.cache import SoftLabelCache
 from sead.files import DiskFull
-from tests.helpers import Killed, compose, cut_after, folder_bytes, stop_save
+from tests.helpers import (
+    Killed,
+    compose,
+    cut_after,
+    folder_bytes,
+    prepare_teacher,
+    stop_save,
+)
 
 SAVE_EVERY_2 = "+teachers.toy_bert.finetune_args.save_steps=2"  # 8 steps: saves at 2, 4, 6, 8
 
@@ -44,15 +51,6 @@ def _bert_cfg(tiny_assets, tmp_path, cache="cache"):
     )
 
 
-def _prepare_bert(cfg):
-    inputs = pipeline.check_inputs(cfg)
-    cache = pipeline.soft_label_cache(cfg)
-    (spec,) = inputs.specs
-    return teachers.prepare(
-        spec, inputs.task, inputs.splits, cfg.paths.teachers_dir, cache.file_hashes, cache
-    )
-
-
 def _outcome(teacher) -> dict:
     """What must not depend on a kill: the store key (entry name), weights and metrics."""
     return {
@@ -64,7 +62,7 @@ def _outcome(teacher) -> dict:
 
 @pytest.fixture(scope="module")
 def uninterrupted(tiny_assets, tmp_path_factory):
-    return _outcome(_prepare_bert(_bert_cfg(tiny_assets, tmp_path_factory.mktemp("whole"))))
+    return _outcome(prepare_teacher(_bert_cfg(tiny_assets, tmp_path_factory.mktemp("whole"))))
 
 
 @pytest.mark.slow
@@ -83,10 +81,10 @@ def test_a_teacher_killed_while_saving_a_checkpoint_resumes_to_the_uninterrupted
     cfg = _bert_cfg(tiny_assets, tmp_path)
     saved = stop_save(monkeypatch, cut, at_save=2)
     with pytest.raises(Killed):
-        _prepare_bert(cfg)
+        prepare_teacher(cfg)
     monkeypatch.undo()
     with caplog.at_level(logging.WARNING):
-        teacher = _prepare_bert(cfg)
+        teacher = prepare_teacher(cfg)
     (line,) = [r.getMessage() for r in caplog.records if "not a resume point" in r.getMessage()]
     assert str(saved[1]) in line and "interrupted" in line and "\n" not in line
     assert teacher.store_record["resumed_from_step"] == 2
@@ -107,7 +105,7 @@ def test_a_damaged_checkpoint_is_reported_and_never_resumed(
     cfg = _bert_cfg(tiny_assets, tmp_path)
     saved = stop_save(monkeypatch, 0.5, at_save=3)  # checkpoint-6 half written, 4 complete
     with pytest.raises(Killed):
-        _prepare_bert(cfg)
+        prepare_teacher(cfg)
     monkeypatch.undo()
     complete = saved[1] / damage
     if damage == "model.safetensors":
@@ -117,7 +115,7 @@ def test_a_damaged_checkpoint_is_reported_and_never_resumed(
     else:
         os.truncate(complete, complete.stat().st_size // 2)
     with caplog.at_level(logging.WARNING):
-        teacher = _prepare_bert(cfg)
+        teacher = prepare_teacher(cfg)
     lines = [r.getMessage() for r in caplog.records if "not a resume point" in r.getMessage()]
     assert len(lines) == 2 and all("\n" not in line for line in lines)
     assert str(saved[2]) in lines[0] and "interrupted" in lines[0]
@@ -148,14 +146,14 @@ def test_a_full_disk_while_fine_tuning_is_one_line_and_the_rerun_goes_on(
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(sead.files.shutil, "disk_usage", lambda _: usage._replace(free=4096))
     with pytest.raises(DiskFull) as refused:
-        _prepare_bert(cfg)
+        prepare_teacher(cfg)
     message = str(refused.value)
     work = Path(saves[-1]).parents[1]
     assert message.startswith(f"No space left on device in {work}: a checkpoint of teacher ")
     assert "needed about " in message and "(4.0 KB free)" in message and "\n" not in message
     assert "point SEAD_CACHE (or paths.teachers_dir) at a bigger disk" in message
     monkeypatch.undo()  # space freed
-    teacher = _prepare_bert(cfg)
+    teacher = prepare_teacher(cfg)
     assert teacher.store_record["resumed_from_step"] == 2
     assert _outcome(teacher) == uninterrupted
 
