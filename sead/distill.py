@@ -233,7 +233,7 @@ def _check_keep_layers(keep_layers: list, n_layers: int, source: str) -> None:
         )
 
 
-def distill(
+def student_trainer(
     model,
     tokenizer,
     train: Dataset,
@@ -247,14 +247,12 @@ def distill(
     callbacks: list | None = None,
     eval_splits: DatasetDict | None = None,
 ) -> DistillationTrainer:
-    """Train `model` on `train` with the ensemble's `soft_targets` (rows in `train` order).
-
-    `train_cfg` is `cfg.train`; `max_length` the student's truncation length. Each epoch
-    logs its loss and, with `eval_splits`, the student's metrics on them.
-    Under `torchrun` / `accelerate launch` the Trainer trains with DDP on every rank.
-    """
+    """The Trainer that distils `model` on `train` with the ensemble's `soft_targets` (rows in
+    `train` order), ready to train: see `distill`."""
+    group_by_length = bool(train_cfg.group_by_length)
     encoded = data.tokenize(train, tokenizer, task, max_length).remove_columns("idx")
     encoded = encoded.add_column("soft_targets", soft_targets.astype(np.float32).tolist())
+    encoded = choices.with_lengths(encoded, task, group_by_length)
     args = TrainingArguments(
         output_dir=str(output_dir),
         learning_rate=float(train_cfg.lr),
@@ -268,13 +266,13 @@ def distill(
         save_strategy="no",
         logging_steps=int(train_cfg.get("logging_steps", 50)),
         report_to=report_to(train_cfg),
-        remove_unused_columns=False,  # keep soft_targets for compute_loss
+        remove_unused_columns=False,  # keep soft_targets for compute_loss (and the lengths)
         dataloader_num_workers=int(train_cfg.get("dataloader_num_workers", 0)),
         bf16=bool(train_cfg.get("bf16", False)),
         fp16=bool(train_cfg.get("fp16", False)),
         use_cpu=not torch.cuda.is_available(),
         ddp_timeout=int(train_cfg.get("ddp_timeout", 1800)),
-        **choices.training_args(task),
+        **choices.training_args(task, group_by_length),
     )
     scorer = None
     if eval_splits:
@@ -291,6 +289,19 @@ def distill(
         regression=task.is_regression,
         callbacks=[EpochReport("Student", scorer), *(callbacks or [])],
     )
+    return trainer
+
+
+def distill(model, tokenizer, train: Dataset, soft_targets: np.ndarray, **settings):
+    """Train `model` on `train` with the ensemble's `soft_targets` (rows in `train` order).
+
+    `settings` are `student_trainer`'s: `task`, `train_cfg` (`cfg.train`), `max_length` (the
+    student's truncation length), `output_dir`, `seed`, and optionally `callbacks` and
+    `eval_splits`. Each epoch logs its loss and, with `eval_splits`, the student's metrics on
+    them; the last epoch's are the final model's (`tracking.final_evaluations`). Under
+    `torchrun` / `accelerate launch` the Trainer trains with DDP on every rank.
+    """
+    trainer = student_trainer(model, tokenizer, train, soft_targets, **settings)
     trainer.train()
     check_finite(trainer.model, "The student")
     return trainer
@@ -350,7 +361,7 @@ def check_train(train_cfg) -> None:
         raise ValueError(
             f"train.lr_scheduler={scheduler!r} is not allowed: expected one of {allowed}."
         )
-    for option in ("bf16", "fp16"):
+    for option in ("bf16", "fp16", "group_by_length"):
         if not isinstance(train_cfg.get(option, False), bool):
             raise ValueError(f"train.{option}={train_cfg[option]!r}: expected true or false.")
 

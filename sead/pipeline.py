@@ -41,9 +41,9 @@ from sead.cache import SoftLabelCache, check_settings
 from sead.chunks import Shard
 from sead.config import number
 from sead.files import warn_if_shared
-from sead.inference import count_parameters, predict_logits
+from sead.inference import count_parameters
 from sead.tasks import TaskSpec, check_trainable, get_task
-from sead.tracking import MetricsLog
+from sead.tracking import MetricsLog, evaluate, final_evaluations
 
 log = logging.getLogger(__name__)
 
@@ -334,19 +334,20 @@ def run(cfg: DictConfig) -> dict | None:
     with stage("evaluate"):
         student_results["metrics"], student_results["examples_per_second"] = {}, {}
         student_results["eval_runtime_s"] = {}
+        final = final_evaluations(trainer)  # the last epoch's pass ran these very weights
         for split in task.eval_splits:
-            encoded = data.tokenize(splits[split], tokenizer, task, int(cfg.student.max_length))
-            started = time.perf_counter()
-            batch_size = int(cfg.train.eval_batch_size)
-            student_logits = predict_logits(
-                model, tokenizer, encoded, batch_size, f"Student on {split}"
+            scored = final.get(split) or evaluate(
+                model,
+                tokenizer,
+                task,
+                splits[split],
+                int(cfg.student.max_length),
+                int(cfg.train.eval_batch_size),
+                f"Student on {split}",
             )
-            elapsed = time.perf_counter() - started
-            student_results["metrics"][split] = metrics.score_split(
-                task, splits[split], metrics.hard_predictions(task, student_logits)
-            )
-            student_results["examples_per_second"][split] = round(len(encoded) / elapsed, 1)
-            student_results["eval_runtime_s"][split] = round(elapsed, 3)
+            student_results["metrics"][split] = scored.metrics
+            student_results["examples_per_second"][split] = round(scored.examples_per_second, 1)
+            student_results["eval_runtime_s"][split] = round(scored.seconds, 3)
         if inputs.diagnostics:
             student_results["diagnostics"] = _diagnostics(cfg, inputs, model, tokenizer)
         student_results["floor"] = _student_floor(inputs, student_results["metrics"])
@@ -468,12 +469,11 @@ def _diagnostics(cfg: DictConfig, inputs: Inputs, model, tokenizer) -> dict[str,
     """The student's metrics on each diagnostic set (axb, axg: read as RTE, label for label)."""
     scores = {}
     for name, ds in inputs.diagnostics.items():
-        diagnostic = get_task(name)
-        encoded = data.tokenize(ds, tokenizer, diagnostic, int(cfg.student.max_length))
-        batch_size = int(cfg.train.eval_batch_size)
-        logits = predict_logits(model, tokenizer, encoded, batch_size, f"Student on {name}")
-        predictions = metrics.hard_predictions(diagnostic, logits)
-        scores[name] = metrics.score_split(diagnostic, ds, predictions)
+        max_length, batch_size = int(cfg.student.max_length), int(cfg.train.eval_batch_size)
+        scored = evaluate(
+            model, tokenizer, get_task(name), ds, max_length, batch_size, f"Student on {name}"
+        )
+        scores[name] = scored.metrics
         log.info("Student on diagnostic %s: %s", name, scores[name])
     return scores
 

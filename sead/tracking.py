@@ -5,6 +5,9 @@ goes straight to the Trainer. This file is always written, so a run's curves and
 be read back with nothing but `json` (or `pandas.read_json(path, lines=True)`).
 Each line is one object with an `event`: `config`, `train` (one per Trainer log: loss,
 learning rate, epoch, step) or `results`.
+
+Also the one evaluation loop (`evaluate`: tokenize, predict, score) and the per-epoch report
+that uses it while a model trains.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ import math
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from omegaconf import OmegaConf
 from transformers import TrainerCallback
 
@@ -75,23 +80,75 @@ class _TrainerLogCallback(TrainerCallback):
             self.log.write("train", step=state.global_step, **logs)
 
 
-Scorer = Callable[[object], dict[str, dict]]  # model -> {split: metrics}
+@dataclass(frozen=True)
+class Evaluation:
+    """A model's official metrics on one split, and the forward pass they came from."""
+
+    metrics: dict
+    logits: np.ndarray
+    seconds: float  # the forward pass alone (not tokenizing)
+
+    @property
+    def examples_per_second(self) -> float:
+        return len(self.logits) / max(self.seconds, 1e-9)
 
 
-def eval_scorer(task, splits, tokenizer, max_length: int, batch_size: int) -> Scorer:
+def evaluate(
+    model,
+    tokenizer,
+    task,
+    ds,
+    max_length: int,
+    batch_size: int,
+    desc: str,
+    *,
+    encoded=None,
+    autocast: str | None = None,
+) -> Evaluation:
+    """Tokenize `ds` (unless `encoded` is given), predict, and score with the task's metrics:
+    the one evaluation loop of sead (epoch reports, the student, diagnostic sets)."""
+    if encoded is None:
+        encoded = data.tokenize(ds, tokenizer, task, max_length)
+    started = time.perf_counter()
+    logits = predict_logits(model, tokenizer, encoded, batch_size, desc, autocast=autocast)
+    seconds = time.perf_counter() - started
+    scores = metrics.score_split(task, ds, metrics.hard_predictions(task, logits))
+    return Evaluation(scores, logits, seconds)
+
+
+Scorer = Callable[[object], dict[str, Evaluation]]  # model -> {split: its evaluation}
+
+
+def eval_scorer(
+    task, splits, tokenizer, max_length: int, batch_size: int, autocast: str | None = None
+) -> Scorer:
     """Scores a model being trained on `splits` (the task's eval splits) with the task's
-    official metrics; the splits are tokenized once, up front."""
+    official metrics; the splits are tokenized once, up front. `batch_size` and `autocast` as
+    the final model's own evaluation uses them, so that the last epoch's pass can stand for it
+    bit for bit (`final_evaluations`)."""
     encoded = {name: data.tokenize(ds, tokenizer, task, max_length) for name, ds in splits.items()}
 
-    def score(model) -> dict[str, dict]:
-        scores = {}
-        for split, inputs in encoded.items():
-            logits = predict_logits(model, tokenizer, inputs, batch_size, f"Epoch eval {split}")
-            predictions = metrics.hard_predictions(task, logits)
-            scores[split] = metrics.score_split(task, splits[split], predictions)
-        return scores
+    def score(model) -> dict[str, Evaluation]:
+        return {
+            split: evaluate(
+                model, tokenizer, task, splits[split], max_length, batch_size,
+                f"Epoch eval {split}", encoded=inputs, autocast=autocast,
+            )
+            for split, inputs in encoded.items()
+        }  # fmt: skip
 
     return score
+
+
+def final_evaluations(trainer) -> dict[str, Evaluation]:
+    """The eval splits as the trainer's `EpochReport` scored them on its final weights (the
+    last epoch's pass), or {} when training ended without one (e.g. a resumed run that had
+    nothing left to train): the caller then runs its own pass. Reusing them saves running
+    the same model over the same data twice."""
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, EpochReport):
+            return callback.final
+    return {}
 
 
 class EpochReport(TrainerCallback):
@@ -104,6 +161,7 @@ class EpochReport(TrainerCallback):
         self.who = who
         self.scorer = scorer
         self.pending = False
+        self.final: dict[str, Evaluation] = {}  # the last epoch's: see `final_evaluations`
 
     def on_epoch_end(self, args, state, control, **kwargs):
         control.should_log = True  # the Trainer logs now, unless it just did at this step
@@ -124,11 +182,14 @@ class EpochReport(TrainerCallback):
                 state.log_history[-1].update(flat)
 
     def _report(self, state, model, logs: dict) -> dict[str, dict]:
-        scores = {}
+        evaluations = {}
         if self.scorer is not None and model is not None and state.is_world_process_zero:
             was_training = model.training
-            scores = self.scorer(model)
+            evaluations = self.scorer(model)
             model.train(was_training)
+        if state.max_steps > 0 and state.global_step >= state.max_steps:
+            self.final = evaluations  # the weights training ends with
+        scores = {split: evaluation.metrics for split, evaluation in evaluations.items()}
         epochs = f"{round(state.epoch or 0)}/{math.ceil(state.num_train_epochs or 0)}"
         shown = "".join(
             f"; {split} " + " ".join(f"{k}={v:.4f}" for k, v in split_scores.items())

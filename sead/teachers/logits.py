@@ -51,6 +51,7 @@ def cached_logits(
     splits: DatasetDict,
     cache: SoftLabelCache,
     sharded: bool = False,
+    computed: dict[str, np.ndarray] | None = None,
 ) -> dict[str, CacheEntry]:
     """The teacher's logits for every split, computed only on a cache miss (a predictions
     teacher's are read from its files).
@@ -58,6 +59,10 @@ def cached_logits(
     `sharded`: this process computes only its chunk set (`cache.shard`) of each missing entry,
     while other ranks or jobs compute the rest; an entry still missing chunks then comes back
     with `pending` set and no logits.
+    `computed`: per split, logits this very model has just produced with the cache's own
+    settings (a fine-tuned teacher's last-epoch evaluation: same batches, precision and
+    weights). A missing entry is stored from them, through the same checks, instead of
+    running the model over the split again.
     """
     if isinstance(teacher, predictions.PredictionsTeacher):
         return predictions.cached_logits(teacher, task, splits, cache)
@@ -69,6 +74,8 @@ def cached_logits(
 
         def compute(partial, ds=ds, split=split):
             nonlocal model
+            if computed and split in computed:
+                return teacher.align(computed[split])
             if model is None:
                 model, _ = teacher.load()
             encoded = data.tokenize(ds, tokenizer, task, teacher.spec.max_length)

@@ -39,7 +39,17 @@ def prepare(
     if spec.finetune:
         base_id = identity(spec.source, local, file_hashes=file_hashes)
         return store.finetune(
-            spec, task, splits, local, tok_dir, base_id, tok_id, store_dir, cache, file_hashes, gate
+            spec,
+            task,
+            splits,
+            base_dir=local,
+            tok_dir=tok_dir,
+            base_id=base_id,
+            tok_id=tok_id,
+            store_dir=store_dir,
+            cache=cache,
+            file_hashes=file_hashes,
+            gate=gate,
         )
     model_id = identity(spec.source, local, file_hashes=file_hashes)
     teacher = Teacher(spec, local, tok_dir, model_id, tok_id)

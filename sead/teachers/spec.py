@@ -33,6 +33,10 @@ class FinetuneArgs:
     # teacher or data-slice ensembles; null: all of it. `train_subsample_seed` picks the slice.
     max_train_samples: int | None = None
     train_subsample_seed: int = 0
+    # Length-grouped batches (`choices.training_args`): ~2x faster on short sentences, but a
+    # different order of examples, so part of the store key. false: random batches, as sead
+    # trained before this setting existed.
+    group_by_length: bool = True
     # How often a resumable Trainer checkpoint is written. It does not change the model, so it
     # is left out of the store key: changing it never retrains a stored teacher.
     save_steps: int = 500
@@ -43,6 +47,11 @@ class FinetuneArgs:
         check_keys(raw, [f.name for f in fields(cls)], f"teachers.{teacher}.finetune_args")
         kinds = {f.name: type(f.default) for f in fields(cls) if f.default is not None}
         kinds["max_train_samples"] = int
+        for name, value in raw.items():
+            if kinds.get(name) is bool and not isinstance(value, bool):
+                raise ValueError(
+                    f"teachers.{teacher}.finetune_args.{name}={value!r}: expected true or false."
+                )
         try:
             return cls(
                 **{

@@ -35,7 +35,7 @@ from sead.teachers.logits import cached_logits
 from sead.teachers.sanity import evaluate
 from sead.teachers.spec import TeacherSpec
 from sead.teachers.teacher import FINETUNED, STORE, Teacher
-from sead.tracking import EpochReport, eval_scorer
+from sead.tracking import EpochReport, eval_scorer, final_evaluations
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,7 @@ def finetune(
     spec: TeacherSpec,
     task: TaskSpec,
     splits: DatasetDict,
+    *,
     base_dir: Path,
     tok_dir: Path,
     base_id: str,
@@ -115,7 +116,8 @@ def finetune(
     file_hashes: FileHashes | None = None,
     gate: bool = False,
 ) -> Teacher:
-    """Fine-tune `base_dir` on the task's train split once, evaluate it, and store it.
+    """Fine-tune `base_dir` (tokenizer `tok_dir`; identified as `base_id`, `tok_id`) on the
+    task's train split once, evaluate it, and store it.
 
     The store entry `<store_dir>/<task>-<fingerprint>/` is keyed by `store_key`;
     its `sead_teacher.json` records the key, settings, train time and the
@@ -156,8 +158,12 @@ def finetune(
             f", resuming from {last}" if last else "",
         )
         started = time.perf_counter()
+        # Without the run's cache (a caller that only wants the checkpoint), a throwaway one.
+        cache = cache or SoftLabelCache(work / "eval-logits")
         eval_splits = DatasetDict({split: splits[split] for split in task.eval_splits})
-        trainer = _teacher_trainer(spec, task, train, base_dir, tok_dir, work, eval_splits)
+        trainer = _teacher_trainer(
+            spec, task, train, base_dir, tok_dir, work, eval_splits, autocast=cache.autocast
+        )
         what = f"teacher {spec.name}'s fine-tuning"
         output = resume.train(trainer, last, what, setting="SEAD_CACHE (or paths.teachers_dir)")
         train_seconds = time.perf_counter() - started
@@ -169,9 +175,8 @@ def finetune(
                 trainer.model.save_pretrained(tmp)
                 trainer.processing_class.save_pretrained(tmp)
             teacher = Teacher(spec, tmp, tmp, identity(str(tmp), tmp), tok_id, FINETUNED)
-            # Without the run's cache (a caller that only wants the checkpoint), a throwaway one.
-            cache = cache or SoftLabelCache(work / "eval-logits")
-            evaluation = _evaluate_into_cache(teacher, task, splits, cache)
+            last_epoch = {s: e.logits for s, e in final_evaluations(trainer).items()}
+            evaluation = _evaluate_into_cache(teacher, task, splits, cache, last_epoch)
             teacher.store_record = {
                 "teacher": spec.name,  # the first to ask for it; equal settings share the entry
                 "base_model": spec.source,
@@ -237,11 +242,14 @@ def _not_writable(folder: Path, err: OSError, what: str) -> PermissionError:
     )
 
 
-def _evaluate_into_cache(teacher: Teacher, task: TaskSpec, splits, cache) -> dict:
+def _evaluate_into_cache(teacher: Teacher, task: TaskSpec, splits, cache, last_epoch) -> dict:
     """The fine-tuned teacher's metrics on each eval split; its logits land in the cache,
-    so the pipeline's own eval-split pass right after is a cache hit, not a second pass."""
+    so the pipeline's own eval-split pass right after is a cache hit, not a second pass.
+
+    `last_epoch`: the logits of the last epoch's evaluation, on these very weights with the
+    cache's batches and precision; they become the entries, so no split is run twice."""
     eval_splits = DatasetDict({split: splits[split] for split in task.eval_splits})
-    entries = cached_logits(teacher, task, eval_splits, cache)
+    entries = cached_logits(teacher, task, eval_splits, cache, computed=last_epoch)
     scores = evaluate(task, {s: e.logits for s, e in entries.items()}, eval_splits)
     return {
         split: {
@@ -277,7 +285,9 @@ def _locked(path: Path, what: str):
         lock.release()
 
 
-def _teacher_trainer(spec, task, train, base_dir, tok_dir, work, eval_splits=None) -> Trainer:
+def _teacher_trainer(
+    spec, task, train, base_dir, tok_dir, work, eval_splits=None, autocast=None
+) -> Trainer:
     args = spec.finetune_args
     tokenizer = AutoTokenizer.from_pretrained(tok_dir, trust_remote_code=spec.trust_remote_code)
     # Seeded from the teacher's own settings, not from whatever ran earlier in this process:
@@ -297,6 +307,7 @@ def _teacher_trainer(spec, task, train, base_dir, tok_dir, work, eval_splits=Non
     encoded = data.tokenize(train, tokenizer, task, spec.max_length).remove_columns("idx")
     if task.is_multiple_choice:  # record queries with no gold candidate teach a teacher nothing
         encoded = encoded.select(np.flatnonzero(np.asarray(encoded["label"][:]) >= 0))
+    encoded = choices.with_lengths(encoded, task, args.group_by_length)
     training_args = TrainingArguments(
         output_dir=str(work),
         learning_rate=args.lr,
@@ -311,13 +322,16 @@ def _teacher_trainer(spec, task, train, base_dir, tok_dir, work, eval_splits=Non
         logging_steps=50,
         report_to="none",
         use_cpu=not torch.cuda.is_available(),
-        # multiple choice: its collator picks the inputs; the sampler reads choice_tokens
-        remove_unused_columns=not task.is_multiple_choice,
-        **choices.training_args(task),
+        # the collator picks the model inputs; the sampler reads the lengths column
+        remove_unused_columns=False,
+        **choices.training_args(task, args.group_by_length),
     )
     scorer = None
     if eval_splits:
-        scorer = eval_scorer(task, eval_splits, tokenizer, spec.max_length, spec.batch_size)
+        # as the cache runs the stored teacher: the last epoch's pass becomes its entries
+        scorer = eval_scorer(
+            task, eval_splits, tokenizer, spec.max_length, spec.batch_size, autocast
+        )
     trainer_class = choices.ChoiceTrainer if task.is_multiple_choice else Trainer
     return trainer_class(
         model=model,

@@ -1,0 +1,229 @@
+"""Training batches of similar length, and one forward pass per teacher and split."""
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+from datasets import Dataset, DatasetDict
+from omegaconf import OmegaConf
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from sead import choices, data, distill, inference, pipeline, teachers, toy, tracking
+from sead.cache import SoftLabelCache
+from sead.tasks import get_task
+from sead.teachers import logits as teacher_logits
+from sead.teachers import store
+from sead.teachers.spec import FinetuneArgs
+
+SST2 = get_task("sst2")
+
+
+def _mixed_lengths(n: int = 1200, seed: int = 0) -> Dataset:
+    """Toy sentences cut to 1-40 words: lengths spread as wide as SST-2's."""
+    rng = random.Random(seed)
+    words = " ".join(toy.toy_sentences(400)).split()
+    rows = []
+    for i in range(n):
+        start, size = rng.randrange(len(words) - 40), rng.randint(1, 40)
+        rows.append({"sentence": " ".join(words[start : start + size]), "label": i % 2, "idx": i})
+    return Dataset.from_list(rows)
+
+
+def _padding_ratio(trainer) -> float:
+    """Positions computed in one epoch of the Trainer's batches / real tokens in them."""
+    padded = real = 0
+    for batch in trainer.get_train_dataloader():
+        padded += batch["input_ids"].numel()
+        real += int(batch["attention_mask"].sum())
+    return padded / real
+
+
+def _student(tiny_assets):
+    folder = tiny_assets / "models" / "student"
+    model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=2)
+    return model, AutoTokenizer.from_pretrained(folder)
+
+
+def _train_cfg(group_by_length: bool):
+    cfg = OmegaConf.load(distill.__file__.replace("sead/distill.py", "conf/train/default.yaml"))
+    cfg.group_by_length = group_by_length
+    return cfg
+
+
+@pytest.mark.parametrize("group_by_length", [True, False])
+def test_student_batches_are_grouped_by_length_by_default(tiny_assets, tmp_path, group_by_length):
+    model, tokenizer = _student(tiny_assets)
+    train = _mixed_lengths()
+    trainer = distill.student_trainer(
+        model,
+        tokenizer,
+        train,
+        np.full((len(train), 2), 0.5),
+        task=SST2,
+        train_cfg=_train_cfg(group_by_length),
+        max_length=64,
+        output_dir=tmp_path / "trainer",
+        seed=1,
+    )
+    ratio = _padding_ratio(trainer)
+    if group_by_length:
+        assert ratio <= 1.15, f"grouped batches compute {ratio:.2f}x the real tokens"
+    else:  # the same data in random batches: what grouping saves
+        assert ratio >= 1.5, f"random batches compute only {ratio:.2f}x the real tokens"
+
+
+def test_the_default_config_groups_by_length():
+    default = OmegaConf.load(distill.__file__.replace("sead/distill.py", "conf/train/default.yaml"))
+    assert default.group_by_length is True
+    assert FinetuneArgs().group_by_length is True
+
+
+@pytest.mark.parametrize("group_by_length", [True, False])
+def test_teacher_batches_are_grouped_too_and_the_store_key_says_how(
+    tiny_assets, tmp_path, group_by_length
+):
+    base = tiny_assets / "models" / "teacher_bert"
+    spec = teachers.TeacherSpec(
+        name="toy",
+        source=str(base),
+        finetune=True,
+        tokenizer=None,
+        max_length=64,
+        revision=None,
+        trust_remote_code=False,
+        batch_size=64,
+        finetune_args=FinetuneArgs(group_by_length=group_by_length),
+    )
+    train = _mixed_lengths()
+    trainer = store._teacher_trainer(spec, SST2, train, base, base, tmp_path / "work")
+    ratio = _padding_ratio(trainer)
+    assert ratio <= 1.15 if group_by_length else ratio >= 1.5, ratio
+    key = store.store_key(spec, SST2, train, "base", "tok")
+    assert key["args"]["group_by_length"] is group_by_length
+
+
+def test_the_store_keys_of_grouped_and_random_teachers_differ(tiny_assets):
+    train = _mixed_lengths(50)
+    keys = [
+        store.store_key(
+            teachers.TeacherSpec(
+                "toy", "b", True, None, 64, None, False, 64, FinetuneArgs(group_by_length=g)
+            ),
+            SST2,
+            train,
+            "base",
+            "tok",
+        )
+        for g in (True, False)
+    ]
+    assert keys[0] != keys[1]
+
+
+def test_group_by_length_must_be_a_boolean():
+    with pytest.raises(ValueError, match=r"finetune_args.group_by_length='yes': expected true"):
+        FinetuneArgs.from_config("toy", {"group_by_length": "yes"})
+
+
+def test_multiple_choice_batches_group_by_their_choice_tokens():
+    copa = get_task("copa")
+    args = choices.training_args(copa, True)
+    assert args == {
+        "train_sampling_strategy": "group_by_length",
+        "length_column_name": "choice_tokens",
+    }
+    assert choices.training_args(copa, False) == {}
+
+
+def _count_passes(monkeypatch) -> list[tuple[str, int]]:
+    """Every forward pass over a dataset, as (description, rows), wherever it is started."""
+    calls = []
+    real = inference.predict_logits
+
+    def counted(model, tokenizer, encoded, *args, **kwargs):
+        desc = args[1] if len(args) > 1 else kwargs.get("desc", "")
+        calls.append((desc, len(encoded)))
+        return real(model, tokenizer, encoded, *args, **kwargs)
+
+    monkeypatch.setattr(tracking, "predict_logits", counted)
+    monkeypatch.setattr(teacher_logits, "predict_logits", counted)
+    return calls
+
+
+@pytest.mark.parametrize("epochs", [1, 2])
+def test_each_teacher_runs_over_each_split_once_per_model(tiny_cfg, monkeypatch, epochs):
+    """The last epoch's evaluation becomes the cache entry: a fine-tuned teacher is not run
+    again over an eval split it was just scored on."""
+    calls = _count_passes(monkeypatch)
+    overrides = [
+        "stage=teachers",
+        f"teachers.toy_bert.finetune_args.epochs={epochs}",
+        f"teachers.toy_roberta.finetune_args.epochs={epochs}",
+    ]
+    results = pipeline.prepare_teachers(tiny_cfg(*overrides))
+    n_validation, n_train = 120, 240
+    validation = [c for c in calls if c[1] == n_validation]
+    train = [c for c in calls if c[1] == n_train]
+    # per teacher: one pass per epoch, each of other weights; none after training
+    assert validation == [("Epoch eval validation", n_validation)] * 2 * epochs, calls
+    assert sorted(d for d, _ in train) == [f"Teacher toy_{n} on train" for n in ("bert", "roberta")]
+    for record in results["teachers"].values():  # the epoch's scores are the cached entry's
+        stored = record["finetune"]["evaluation"]["validation"]["metrics"]
+        assert stored == record["metrics"]["validation"]
+
+    calls.clear()  # stored teachers, cached logits: no pass at all
+    results = pipeline.prepare_teachers(tiny_cfg(*overrides, output="again"))
+    assert calls == []
+    assert results["cache"]["misses"] == 0
+
+
+def test_the_student_is_not_scored_twice_on_its_final_weights(tiny_cfg, monkeypatch):
+    calls = _count_passes(monkeypatch)
+    real = tracking.evaluate
+    scored = []
+
+    def counted(model, tokenizer, task, ds, *args, **kwargs):
+        scored.append(len(ds))
+        return real(model, tokenizer, task, ds, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "evaluate", counted)
+    cfg = tiny_cfg("train.epochs=2", "report.speed_samples=0")
+    results = pipeline.run(cfg)
+    # teachers: 1 epoch each (tiny_cfg); the student: 2; the last one's pass is its result
+    epoch_evals = [c for c in calls if c[0].startswith("Epoch eval")]
+    assert epoch_evals == [("Epoch eval validation", 120)] * 4, calls
+    assert scored == []  # the pipeline ran no pass of its own
+    final = results["student"]["metrics"]["validation"]
+    metrics_file = Path(cfg.paths.output_dir) / "metrics.jsonl"
+    logged = [json.loads(line) for line in metrics_file.read_text().splitlines()]
+    last_epoch = [line for line in logged if "eval_validation_accuracy" in line][-1]
+    assert last_epoch["eval_validation_accuracy"] == final["accuracy"]
+
+
+def test_eval_logits_of_the_cache_are_what_a_fresh_pass_gives(tiny_assets, tmp_path):
+    """The cached eval-split logits of a fine-tuned teacher equal a fresh pass of the stored
+    model under inference_mode, bit for bit."""
+    base = tiny_assets / "models" / "teacher_bert"
+    spec = teachers.TeacherSpec(
+        "toy", str(base), True, None, 64, None, False, 64, FinetuneArgs(epochs=1, seed=1)
+    )
+    splits = DatasetDict({"train": _mixed_lengths(200), "validation": _mixed_lengths(80, seed=1)})
+    cache = SoftLabelCache(tmp_path / "cache")
+    teacher = store.finetune(
+        spec,
+        SST2,
+        splits,
+        base_dir=base,
+        tok_dir=base,
+        base_id="base",
+        tok_id="tok",
+        store_dir=tmp_path / "store",
+        cache=cache,
+    )
+    validation = DatasetDict(validation=splits["validation"])
+    entry = teachers.cached_logits(teacher, SST2, validation, cache)
+    model, tokenizer = teacher.load()
+    encoded = data.tokenize(splits["validation"], tokenizer, SST2, 64)
+    fresh = inference.predict_logits(model, tokenizer, encoded, 64)
+    np.testing.assert_array_equal(entry["validation"].logits, fresh)
