@@ -48,10 +48,11 @@ import numpy as np
 import torch
 from datasets import Dataset
 from omegaconf import DictConfig, OmegaConf
-from transformers import AutoTokenizer, DataCollatorWithPadding
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
-from sead import card, choices, data, manifest, metrics
+from sead import card, choices, data, fusion, manifest, metrics
 from sead.card import deployment_table
+from sead.fusion import AdditiveMask
 from sead.inference import MODEL_INPUTS, predict_logits
 from sead.report import RESULTS_FILE, write_atomic
 from sead.tasks import TaskSpec, get_task
@@ -129,10 +130,13 @@ class _LogitsOnly(torch.nn.Module):
         return self.model(input_ids=input_ids, **inputs).logits
 
 
-def export_onnx(model, tokenizer, example: dict, folder: Path, opset: int) -> Path:
+def export_onnx(
+    model, tokenizer, example: dict, folder: Path, opset: int, wrapper=_LogitsOnly
+) -> Path:
     """`folder/model.onnx` (fp32, one file), config.json and the tokenizer; returns the file.
 
     Every input dimension is dynamic (batch, [choices,] length): `example` only traces it.
+    `wrapper` gives the model named tensor inputs and the one output `logits`.
     """
     names = [name for name in MODEL_INPUTS if name in example]
     folder.mkdir(parents=True, exist_ok=True)
@@ -141,7 +145,7 @@ def export_onnx(model, tokenizer, example: dict, folder: Path, opset: int) -> Pa
     dims = {name: dict.fromkeys(range(example[name].dim()), dynamic) for name in names}
     try:
         torch.onnx.export(
-            _LogitsOnly(model).eval(),
+            wrapper(model).eval(),
             (),
             str(path),
             kwargs={name: example[name] for name in names},
@@ -161,6 +165,23 @@ def export_onnx(model, tokenizer, example: dict, folder: Path, opset: int) -> Pa
     model.config.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return path
+
+
+def export_fused(student_dir: Path, tokenizer, example: dict, folder: Path, opset: int):
+    """`folder/model.onnx` with ONNX Runtime's transformer kernels fused (`sead.fusion`): the
+    student exported with eager attention and the additive mask, then optimized. Returns the
+    file and the count of each fused kernel."""
+    eager = AutoModelForSequenceClassification.from_pretrained(
+        student_dir, attn_implementation="eager"
+    ).eval()
+    unfused = export_onnx(eager, tokenizer, example, folder / "unfused", opset, AdditiveMask)
+    path = folder / ONNX_FILE
+    counts = fusion.fuse(unfused, path, eager.config)
+    for file in unfused.parent.iterdir():
+        if file.name != ONNX_FILE:
+            shutil.move(file, folder / file.name)
+    shutil.rmtree(unfused.parent)
+    return path, counts
 
 
 def quantize_onnx(source: Path, folder: Path, per_channel: bool = True) -> Path:
@@ -196,6 +217,9 @@ def session(path: Path, threads: int):
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3
+    # No busy-waiting between runs: the formats are timed in turns, and spinning ORT threads
+    # would take the cores from PyTorch's turn.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
@@ -472,13 +496,21 @@ def _export(student_dir, out_dir, task, split, split_name, max_length, cfg, chos
 
         record["versions"] |= {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
         opset = int(cfg.get("opset", 18))
+        fuse = bool(cfg.get("fuse", True)) and not task.is_multiple_choice
         record["exporter"] = f"torch.onnx.export (dynamo=True, opset {opset})"
+        if fuse:
+            record["exporter"] += ", fused by onnxruntime.transformers.optimizer"
         fp32_dir, int8_dir = out_dir / ONNX_DIR, out_dir / INT8_DIR
         staging = out_dir / ".export-tmp"
         shutil.rmtree(staging, ignore_errors=True)
         try:
             example = make_batches(encoded, tokenizer, 2, 2).sorted32[0]
-            fp32_file = export_onnx(model, tokenizer, example, staging / ONNX_DIR, opset)
+            if fuse:  # what the sessions run, and what ships
+                fp32_file, record["fusion"] = export_fused(
+                    student_dir, tokenizer, example, staging / ONNX_DIR, opset
+                )
+            else:
+                fp32_file = export_onnx(model, tokenizer, example, staging / ONNX_DIR, opset)
             models[ONNX_FP32] = OrtModel(session(fp32_file, threads), model.config)
             exported = predict_logits(models[ONNX_FP32], tokenizer, encoded, 128, "ONNX fp32")
             atol = float(cfg.get("atol", 1e-4))

@@ -43,7 +43,7 @@ from sead.config import number
 from sead.files import warn_if_shared
 from sead.inference import count_parameters
 from sead.tasks import TaskSpec, check_trainable, get_task
-from sead.tracking import MetricsLog, evaluate, final_evaluations
+from sead.tracking import MetricsLog, epoch_report, evaluate, final_evaluations
 
 log = logging.getLogger(__name__)
 
@@ -331,6 +331,7 @@ def run(cfg: DictConfig) -> dict | None:
 
     # 5. Evaluate the student on every eval split with the task's official metrics.
     student_results = {"model": cfg.student.model, "params": count_parameters(model)}
+    student_results["epoch_seconds"] = epoch_report(trainer).epoch_seconds  # steps only
     with stage("evaluate"):
         student_results["metrics"], student_results["examples_per_second"] = {}, {}
         student_results["eval_runtime_s"] = {}

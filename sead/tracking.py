@@ -140,15 +140,21 @@ def eval_scorer(
     return score
 
 
+def epoch_report(trainer) -> EpochReport | None:
+    """The trainer's `EpochReport`: each epoch's time, and its last evaluation."""
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, EpochReport):
+            return callback
+    return None
+
+
 def final_evaluations(trainer) -> dict[str, Evaluation]:
     """The eval splits as the trainer's `EpochReport` scored them on its final weights (the
     last epoch's pass), or {} when training ended without one (e.g. a resumed run that had
     nothing left to train): the caller then runs its own pass. Reusing them saves running
     the same model over the same data twice."""
-    for callback in trainer.callback_handler.callbacks:
-        if isinstance(callback, EpochReport):
-            return callback.final
-    return {}
+    report = epoch_report(trainer)
+    return report.final if report else {}
 
 
 class EpochReport(TrainerCallback):
@@ -162,8 +168,14 @@ class EpochReport(TrainerCallback):
         self.scorer = scorer
         self.pending = False
         self.final: dict[str, Evaluation] = {}  # the last epoch's: see `final_evaluations`
+        self.epoch_seconds: list[float] = []  # each epoch's training steps, evaluation aside
+        self._epoch_started = 0.0
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self._epoch_started = time.perf_counter()
 
     def on_epoch_end(self, args, state, control, **kwargs):
+        self.epoch_seconds.append(round(time.perf_counter() - self._epoch_started, 3))
         control.should_log = True  # the Trainer logs now, unless it just did at this step
         last = state.log_history[-1] if state.log_history else {}
         if last.get("step") == state.global_step and "loss" in last:
@@ -195,7 +207,8 @@ class EpochReport(TrainerCallback):
             f"; {split} " + " ".join(f"{k}={v:.4f}" for k, v in split_scores.items())
             for split, split_scores in scores.items()
         )
-        log.info("%s, epoch %s: loss %.4f%s", self.who, epochs, logs["loss"], shown)
+        seconds = f" ({self.epoch_seconds[-1]:.0f}s)" if self.epoch_seconds else ""
+        log.info("%s, epoch %s: loss %.4f%s%s", self.who, epochs, logs["loss"], seconds, shown)
         return scores
 
 

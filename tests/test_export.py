@@ -82,6 +82,42 @@ def test_fp32_and_int8_exports_load_match_and_are_timed(tiny_assets, student):
     assert record["threads"] == 1 and record["speed"]["examples"] == 8
 
 
+def test_the_shipped_graphs_are_fused_and_still_match_pytorch(tiny_assets, student):
+    """Attention, skip layer norm and bias GELU each run as one ONNX Runtime kernel (int8:
+    QAttention), and the fused fp32 graph still passes the logit check against PyTorch."""
+    import onnx
+
+    task, split = toy_split(tiny_assets)
+    record = export.export_student(
+        student, student.parent, task, split, "validation", 64, settings(max_metric_drop=100)
+    )
+    layers = AutoModelForSequenceClassification.from_pretrained(student).config.num_hidden_layers
+    assert record["fusion"]["Attention"] == layers
+    assert record["fusion"]["SkipLayerNormalization"] == 2 * layers
+    assert record["fusion"]["BiasGelu"] == layers
+    assert "fused by onnxruntime.transformers.optimizer" in record["exporter"]
+    assert record["equivalence"]["max_abs_diff"] <= 1e-4
+    ops = {
+        folder: {n.op_type for n in onnx.load(student.parent / folder / "model.onnx").graph.node}
+        for folder in ("onnx", "onnx-int8")
+    }
+    assert "Attention" in ops["onnx"] and "Softmax" not in ops["onnx"]
+    assert "QAttention" in ops["onnx-int8"]
+
+
+def test_fuse_false_ships_the_graph_as_exported(tiny_assets, student):
+    import onnx
+
+    task, split = toy_split(tiny_assets)
+    record = export.export_student(
+        student, student.parent, task, split, "validation", 64,
+        settings(max_metric_drop=100, fuse=False),
+    )  # fmt: skip
+    assert "fusion" not in record and "fused" not in record["exporter"]
+    ops = {n.op_type for n in onnx.load(student.parent / "onnx" / "model.onnx").graph.node}
+    assert "Attention" not in ops and "Softmax" in ops
+
+
 def test_deviating_logits_refuse_the_export_naming_the_largest(tiny_assets, student):
     task, split = toy_split(tiny_assets, n=8)
     with pytest.raises(export.ExportError, match=r"largest \|logit difference\|.*example idx"):

@@ -26,6 +26,7 @@ LAYERS = {
         "sead.report",
         "sead.card",
         "sead.export",  # planned in DESIGN.md (issue 18)
+        "sead.fusion",  # ONNX Runtime's transformer fusions for the exported student (issue 27)
     },
     "kernel": {
         "sead",  # the package itself (its resolver for configs)

@@ -35,7 +35,7 @@ from sead.teachers.logits import cached_logits
 from sead.teachers.sanity import evaluate
 from sead.teachers.spec import TeacherSpec
 from sead.teachers.teacher import FINETUNED, STORE, Teacher
-from sead.tracking import EpochReport, eval_scorer, final_evaluations
+from sead.tracking import EpochReport, epoch_report, eval_scorer, final_evaluations
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +184,8 @@ def finetune(
                 "finetune_args": asdict(spec.finetune_args),
                 "train_examples": len(train),
                 "train_seconds": round(train_seconds, 1),
+                # each epoch's training steps (this run's epochs only, when it resumed)
+                "epoch_seconds": epoch_report(trainer).epoch_seconds,
                 "train_metrics": output.metrics,
                 "global_step": trainer.state.global_step,
                 "resumed_from_step": resumed_from_step,
