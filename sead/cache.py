@@ -46,9 +46,9 @@ from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save_file
 
 from sead import chunks, prediction_files
-from sead.chunks import LOCK_DIR, PartialEntry, Shard
+from sead.chunks import CACHE_SETTING, LOCK_DIR, PartialEntry, Shard
 from sead.config import CONF_DIR, build, setting
-from sead.files import format_table
+from sead.files import disk_space, format_table, human_size, write_atomic
 from sead.manifest import (
     DamagedFolder,
     FileHashes,
@@ -293,7 +293,8 @@ class SoftLabelCache:
                 idx_dtype = np.int32 if idx.min() >= -(2**31) and idx.max() < 2**31 else np.int64
                 tensors["idx"] = idx.astype(idx_dtype)
                 idx_record = {"tensor": "idx"}
-            save_file(tensors, str(tmp / LOGITS_FILE))
+            with disk_space(self.root, "teacher logits", 2 * stored.nbytes, CACHE_SETTING):
+                save_file(tensors, str(tmp / LOGITS_FILE))
             payload = (tmp / LOGITS_FILE).read_bytes()
             manifest = {
                 "manifest_version": MANIFEST_VERSION,
@@ -309,7 +310,7 @@ class SoftLabelCache:
                 "compute_seconds": round(seconds, 3),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }
-            (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, default=str))
+            write_atomic(tmp / MANIFEST_FILE, json.dumps(manifest, indent=2, default=str))
             final = self.path(fp)
             if final.exists():
                 shutil.rmtree(final)  # a stale entry that failed verification
@@ -426,19 +427,11 @@ def _folder_size(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def _human(n_bytes: int) -> str:
-    size = float(n_bytes)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GB"
-
-
 def _row(folder: Path) -> list[str]:
     manifest = _manifest_or_none(folder)
     if manifest is None:
-        return [folder.name, "?", "?", "?", "?", "?", _human(_folder_size(folder)), "unreadable"]
+        size = human_size(_folder_size(folder))
+        return [folder.name, "?", "?", "?", "?", "?", size, "unreadable"]
     key, about = manifest.get("key", {}), manifest.get("about", {})
     return [
         folder.name,
@@ -447,7 +440,7 @@ def _row(folder: Path) -> list[str]:
         str(key.get("split", "?")),
         f"{manifest.get('n_examples', '?'):,}",
         str(manifest.get("dtype", "?")),
-        _human(_folder_size(folder)),
+        human_size(_folder_size(folder)),
         str(manifest.get("created", "?")),
     ]
 
@@ -524,7 +517,7 @@ def _store_row(folder: Path) -> list[str]:
         str(record.get("teacher", "?")),
         str(record.get("key", {}).get("task", "?")),
         "?" if examples is None else f"{examples:,}",
-        _human(_folder_size(folder)),
+        human_size(_folder_size(folder)),
         str(record.get("created", "incomplete")),
     ]
 
@@ -534,7 +527,7 @@ def _cmd_show(root: Path, args) -> int:
         manifest = _manifest_or_none(folder)
         print(json.dumps(manifest, indent=2) if manifest else f"{folder}: manifest unreadable")
         for path in sorted(folder.iterdir()):
-            print(f"  {path.name}  {_human(path.stat().st_size)}")
+            print(f"  {path.name}  {human_size(path.stat().st_size)}")
     return 0
 
 

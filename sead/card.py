@@ -15,7 +15,7 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from sead import data
+from sead import data, manifest
 from sead.config import setting
 from sead.files import write_atomic
 from sead.tasks import get_task
@@ -337,6 +337,7 @@ def push_to_hub(student_dir: Path, report: ReportSettings) -> str:
     """Upload the student folder (weights, tokenizer, card) to `report.hub_model_id`."""
     from huggingface_hub import create_repo, upload_folder
 
+    manifest.verify(student_dir)  # what training saved, file for file, or DamagedFolder
     repo_id = report.hub_model_id
     create_repo(repo_id, private=report.hub_private, exist_ok=True)
     upload_folder(

@@ -36,11 +36,12 @@ from filelock import FileLock, Timeout
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from sead.files import write_atomic
+from sead.files import disk_space, write_atomic
 
 log = logging.getLogger(__name__)
 
 PLAN_FILE = "plan.json"
+CACHE_SETTING = "SEAD_CACHE (or paths.logits_dir)"  # where a full disk's message points
 LOCK_DIR = ".locks"
 CHUNK_GLOB = "chunk-*.safetensors"
 
@@ -277,8 +278,13 @@ class PartialEntry:
         checksum = sha256(rows.tobytes() + logits.tobytes())
         path = self._chunk_path(index)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        save_file({"rows": rows, "logits": logits}, str(tmp), metadata={"sha256": checksum})
-        os.replace(tmp, path)
+        needed = rows.nbytes + logits.nbytes
+        try:
+            with disk_space(self.folder, "a chunk of teacher logits", needed, CACHE_SETTING):
+                save_file({"rows": rows, "logits": logits}, str(tmp), metadata={"sha256": checksum})
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)  # a failed write leaves no partial file behind
         self.saved += 1
 
     def _chunk_path(self, index: int) -> Path:

@@ -177,6 +177,8 @@ def _type_name(hint) -> str:
         return " | ".join(_type_name(a) for a in get_args(hint))
     if hint is type(None):
         return "null"
+    if get_origin(hint) in (tuple, list):
+        return f"a list of {_type_name(get_args(hint)[0])}" if get_args(hint) else "a list"
     return getattr(hint, "__name__", str(hint))
 
 
@@ -188,11 +190,14 @@ def _convert(value, hint, option: str):
     if origin in (Union, UnionType):
         if value is None and type(None) in args:
             return None
-        for member in (a for a in args if a is not type(None)):
+        members, errors = [a for a in args if a is not type(None)], []
+        for member in members:
             try:
                 return _convert(value, member, option)
-            except ValueError:
-                continue
+            except ValueError as error:
+                errors.append(error)
+        if len(members) == 1:  # its own words: which item, what it must be
+            raise errors[0]
         raise ValueError(f"{option}={value!r} is not allowed: expected {_type_name(hint)}.")
     if origin is Literal:
         if value in args and not (isinstance(value, bool) and True not in args):

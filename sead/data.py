@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -24,6 +25,7 @@ from datasets import utils as progress_bars
 
 from sead import choices, metrics
 from sead.config import setting
+from sead.files import read_text
 from sead.tasks import TASKS, TaskSpec, get_task
 
 log = logging.getLogger(__name__)
@@ -169,13 +171,20 @@ def _load_local(task: TaskSpec, folder: Path, splits: list[str]) -> DatasetDict:
             f"Task {task.name!r} needs the split file(s) {', '.join(missing)}, which do not "
             f"exist (found: {', '.join(present)})."
         )
-    return DatasetDict({split: _read_jsonl(path) for split, path in files.items()})
+    return DatasetDict({split: _read_jsonl(path, task, split) for split, path in files.items()})
 
 
-def _read_jsonl(path: Path) -> Dataset:
-    """One split file on its own, so a bad file is named and schemas need not agree."""
-    if not _has_content(path):
+def _read_jsonl(path: Path, task: TaskSpec, split: str) -> Dataset:
+    """One split file on its own, so a bad file is named and schemas need not agree.
+
+    Its text is read and each line's `label` and `idx` checked first (`check_rows`): the
+    JSON reader behind `datasets` turns a float label, a boolean or an oversized id into
+    another column type without a word, so only the lines themselves can say which is wrong.
+    """
+    text = read_text(path, "Data file")  # UTF-8, or refused naming the byte
+    if not text.strip():
         raise ValueError(f"{path} is empty: expected one JSON object per line.")
+    check_rows(task, text, f"Task {task.name!r}, split {split!r} ({path})")
     quiet = not progress_bars.are_progress_bars_disabled()
     if quiet:  # a local file reads in a blink: no "Generating train split" bar per file
         progress_bars.disable_progress_bars()
@@ -190,13 +199,64 @@ def _read_jsonl(path: Path) -> Dataset:
             progress_bars.enable_progress_bars()
 
 
-def _has_content(path: Path) -> bool:
-    """Whether the file holds anything but whitespace (read until the first such byte)."""
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 16), b""):
-            if block.strip():
-                return True
-    return False
+def check_rows(task: TaskSpec, text: str, where: str) -> None:
+    """Every line of a jsonl split is a JSON object whose `label` and `idx` have the type
+    the task needs; the first that does not is named by line, field and what was expected."""
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as err:
+            raise ValueError(f"{where}: line {line_no} is not JSON ({err}).") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{where}: line {line_no} is {_kind(row)}, not a JSON object.")
+        problem = _row_problem(task, row)
+        if problem:
+            raise ValueError(f"{where}: line {line_no}: {problem}.")
+
+
+INT64 = (-(2**63), 2**63 - 1)
+
+
+def _row_problem(task: TaskSpec, row: dict) -> str | None:
+    """What is wrong with one row's `label` or `idx`, or None."""
+    if "label" in row and not task.is_multiple_choice:  # multiple choice: choices.prepare
+        label = row["label"]
+        if task.is_regression and not (_is_number(label) and math.isfinite(label)):
+            return f"field 'label' is {_shown(label)}: expected a finite number (a score)"
+        if not task.is_regression and not _is_integer(label):
+            ids = ", ".join(f"{i} ({name})" for i, name in enumerate(task.labels))
+            return f"field 'label' is {_shown(label)}: expected an integer label id: {ids}"
+    if "idx" in row:
+        idx = row["idx"]
+        if task.example_id is not None and isinstance(idx, dict):
+            key, idx = f"idx.{task.example_id}", idx.get(task.example_id)
+        else:
+            key = "idx"
+        if not isinstance(idx, dict) and not (_is_integer(idx) and INT64[0] <= idx <= INT64[1]):
+            return f"field {key!r} is {_shown(idx)}: expected an integer id that fits in 64 bits"
+    return None
+
+
+def _is_integer(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _kind(value) -> str:
+    kinds = {bool: "a boolean", int: "an integer", float: "a float", str: "a string"}
+    kinds |= {list: "a list", dict: "an object", type(None): "null"}
+    return kinds.get(type(value), type(value).__name__)
+
+
+def _shown(value) -> str:
+    text = json.dumps(value)
+    text = text if len(text) <= 40 else text[:37] + "..."
+    return text if value is None else f"{text} ({_kind(value)})"
 
 
 def _load_hub(task: TaskSpec, splits: list[str]) -> DatasetDict:
@@ -240,6 +300,11 @@ def _validate(task: TaskSpec, ds: Dataset, split: str, source: str) -> None:
             )
     _check_texts(task, ds, where)
     labels = np.asarray(ds["label"])
+    if not task.is_regression and not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(  # a Hub split (a local file's lines were checked one by one)
+            f"{where}: field 'label' holds {ds.features['label']}: expected integer label ids "
+            f"{dict(enumerate(task.labels))}."
+        )
     if task.is_regression:
         if not np.issubdtype(labels.dtype, np.number) or np.isnan(labels.astype(float)).any():
             raise ValueError(f"{where}: field 'label' must be a number for a regression task.")

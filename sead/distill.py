@@ -35,9 +35,10 @@ from transformers import (
     TrainingArguments,
 )
 
-from sead import choices, data, models, resume
+from sead import choices, data, manifest, models, resume
 from sead.checkpoints import from_pretrained_with_new_head
 from sead.config import setting
+from sead.files import disk_space
 from sead.inference import length_sorted_batches
 from sead.tasks import UNLABELED, TaskSpec, head_config
 from sead.tracking import EpochReport, eval_scorer, optimiser_args
@@ -517,6 +518,25 @@ def distill(model, tokenizer, train: Dataset, soft_targets: np.ndarray, **settin
     return trainer
 
 
+def save_student(model, tokenizer, folder: Path) -> None:
+    """The trained student (weights, config, tokenizer) saved whole or not at all, with a
+    manifest of its files' sizes and hashes that export and every reuse verify.
+
+    Written under a temporary name and renamed (`manifest.publish`): a kill or a full disk
+    while saving leaves no `student/`, never a half-written one. One process calls this
+    (rank 0: under DDP every rank holds the same weights).
+    """
+
+    def save(tmp) -> None:
+        model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+
+    with disk_space(
+        folder.parent, "saving the student", resume.weight_bytes(model), "hydra.run.dir"
+    ):
+        manifest.publish(folder, save)
+
+
 @dataclass(frozen=True)
 class TrainSettings:
     """`cfg.train` (conf/train/default.yaml): the student's optimisation and distillation.
@@ -534,7 +554,11 @@ class TrainSettings:
     weight_decay: float = setting(low=0)
     warmup_ratio: float = setting(low=0, high=1, high_open=True)  # >= 1 would be steps
     lr_scheduler: str
-    temperature: float = setting(low=0, low_open=True)
+    # Below 0.1 the soft targets are one-hot to float precision for any logit gap above 2
+    # (e^-20) and the T^2 factor shrinks the KD term 100-fold: hard labels with a vanishing
+    # weight, and T -> 0 overflows (z / T). Above 100 KD has long become logit matching (its
+    # high-T limit), and p_student - p_teacher, of order 1 / T, drowns in float32 rounding.
+    temperature: float = setting(low=0.1, high=100)
     alpha: float = setting(low=0, high=1)
     logging_steps: int = setting(low=1)
     report_to: str | tuple[str, ...]  # the Trainer's trackers: none, one name, or a list

@@ -43,6 +43,12 @@ def init(timeout_s: int | None = None) -> None:
         _state(timeout_s)
 
 
+def launch_rank() -> int:
+    """This process's rank as the launcher set it (`RANK`), readable before any process group
+    exists (0 without a launcher)."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def rank() -> int:
     return _state().process_index if is_distributed() else 0
 

@@ -13,11 +13,14 @@ The exporter is `torch.onnx.export` (the torch.export-based one, `dynamo=True`, 
 since 2.9), called directly: optimum-onnx, the Hugging Face wrapper around it, pins
 transformers < 4.58 in its latest release and cannot be installed beside transformers 5.
 
-Nothing ships unchecked. The fp32 graph's logits must match PyTorch's on every example of the
-eval split within `export.atol`, else the export is refused naming the largest deviation. The
-int8 model is scored with the task's official metric (`sead.metrics`), and a drop of more than
-`export.max_metric_drop` points (x100) below PyTorch fp32 refuses it too. Refused folders are
-never left behind: each is written under a temporary name and renamed once it passes.
+Nothing ships unchecked. The student folder must match its manifest (`sead_manifest.json`,
+written when the run saved it), load, and score on the split what the run recorded for it
+(within `export.max_recorded_gap` points), else nothing is exported. The fp32 graph's logits
+must match PyTorch's on every example of the eval split within `export.atol`, else the export
+is refused naming the largest deviation. The int8 model is scored with the task's official
+metric (`sead.metrics`), and a drop of more than `export.max_metric_drop` points (x100) below
+PyTorch fp32 refuses it too. Refused folders are never left behind: each is written under a
+temporary name and renamed once it passes.
 
 Speed: every format predicts the same pre-tokenized examples with the same thread count:
 batch 1 (latency p50/p95, ms) and length-sorted batches of 32 (throughput, examples/s).
@@ -37,7 +40,6 @@ import json
 import logging
 import shutil
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -46,9 +48,9 @@ import numpy as np
 import torch
 from datasets import Dataset
 from omegaconf import DictConfig, OmegaConf
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from sead import card, choices, data, fusion, metrics
+from sead import card, choices, data, fusion, manifest, metrics, timing
 from sead.card import ReportSettings, deployment_table
 from sead.choices import MODEL_INPUTS
 from sead.config import CONF_DIR, build, setting
@@ -88,6 +90,7 @@ class ExportSettings:
     split: str | None  # the eval split to check and time on; null: the task's first
     atol: float  # largest |ONNX fp32 - PyTorch logit| allowed
     max_metric_drop: float  # int8 may lose at most this many points (x100) of the main metric
+    max_recorded_gap: float = setting(low=0)  # the loaded student within this of its run's record
     opset: int = setting(low=1)
     fuse: bool  # ONNX Runtime's transformer fusions before quantizing (not multiple choice)
     per_channel: bool  # int8 weights with one scale per output column
@@ -295,126 +298,93 @@ def check_drop(task: TaskSpec, drop: float, limit: float, name: str) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Speed: the same batches for every format.
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Batches:
-    """Pre-tokenized, pre-padded batches: tokenization and padding are not timed."""
-
-    single: list[dict]  # one example each (latency)
-    sorted32: list[dict]  # length-sorted batches of `batch_size` (throughput)
-    n_examples: int
-
-
-def make_batches(encoded: Dataset, tokenizer, n: int, batch_size: int) -> Batches:
-    multiple_choice = "n_choices" in encoded.column_names
-    encoded = encoded.select(range(min(n, len(encoded))))
-    columns = [c for c in MODEL_INPUTS if c in encoded.column_names]
-    features = {c: encoded[c][:] for c in columns}  # plain lists: fast row access
-    rows = [{c: features[c][i] for c in columns} for i in range(len(encoded))]
-    collate = (
-        choices.ChoiceCollator(tokenizer)
-        if multiple_choice
-        else DataCollatorWithPadding(tokenizer, return_tensors="pt")
-    )
-
-    def batch(indices) -> dict:
-        out = collate([rows[i] for i in indices])
-        return {k: v for k, v in out.items() if k in MODEL_INPUTS}
-
-    if multiple_choice:  # padded size: choices x longest choice
-        size = np.asarray(encoded[choices.CHOICE_TOKENS][:])
-    else:
-        size = np.asarray([len(row["input_ids"]) for row in rows])
-    order = np.argsort(-size, kind="stable")  # longest first, as sead's inference runs
-    sorted32 = [batch(order[i : i + batch_size]) for i in range(0, len(order), batch_size)]
-    return Batches([batch([i]) for i in range(len(rows))], sorted32, len(rows))
-
-
-def time_models(models: dict, batches: Batches, passes: int) -> dict[str, dict]:
-    """Per model: p50/p95 latency (ms) at batch 1 and throughput (examples/s, the best of
-    `passes` passes over the sorted batches), after a warm-up.
-
-    The models take turns (example by example for latency, pass by pass for throughput), so
-    a burst of other work on the machine slows them all alike instead of one format.
-    """
-    latencies = {name: [] for name in models}
-    best = dict.fromkeys(models, float("inf"))
-    with torch.inference_mode():
-        for model in models.values():
-            model.eval()
-            for batch in batches.single[:5] + batches.sorted32[:1]:
-                model(**batch)
-        for batch in batches.single:
-            for name, model in models.items():
-                started = time.perf_counter()
-                model(**batch)
-                latencies[name].append(1000 * (time.perf_counter() - started))
-        for _ in range(passes):
-            for name, model in models.items():
-                started = time.perf_counter()
-                for batch in batches.sorted32:
-                    model(**batch)
-                best[name] = min(best[name], time.perf_counter() - started)
-    return {
-        name: {
-            "latency_ms": {
-                "p50": round(float(np.percentile(latencies[name], 50)), 3),
-                "p95": round(float(np.percentile(latencies[name], 95)), 3),
-            },
-            "throughput": round(batches.n_examples / best[name], 1),
-        }
-        for name in models
-    }
-
-
-def size_on_disk(*paths: Path) -> int:
-    return sum(Path(p).stat().st_size for p in paths if Path(p).is_file())
-
-
-def _weights(student_dir: Path) -> list[Path]:
-    return sorted(Path(student_dir).glob("*.safetensors")) or sorted(
-        Path(student_dir).glob("*.bin")
-    )
-
-
-def _torch_int8_size(model) -> int:
-    """Bytes of the quantized model's state dict, serialized (it is quantized at load time)."""
-    import io
-
-    buffer = io.BytesIO()
-    torch.save(model.state_dict(), buffer)
-    return buffer.getbuffer().nbytes
-
-
-# --------------------------------------------------------------------------------------------
 # The stage.
 # --------------------------------------------------------------------------------------------
 
 
 def export_student(
     student_dir: Path, out_dir: Path, task: TaskSpec, split: Dataset, split_name: str,
-    max_length: int, settings: ExportSettings,
+    max_length: int, settings: ExportSettings, recorded: dict | None = None,
 ) -> dict:  # fmt: skip
     """Export, check and time the student in `student_dir`; writes `onnx/` and `onnx-int8/`
-    (ONNX backend) under `out_dir` and returns the `export` record of results.json."""
+    (ONNX backend) under `out_dir` and returns the `export` record of results.json.
+
+    `recorded`: the run's metrics for the student on each eval split (results.json); the
+    loaded student must score within `export.max_recorded_gap` points of them.
+    """
     chosen = backend(settings)
     student_dir, out_dir = Path(student_dir), Path(out_dir)
+    verify_student(student_dir)
     threads = settings.threads or torch.get_num_threads()
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return _export(student_dir, out_dir, task, split, split_name, max_length, settings, chosen)
+        return _export(
+            student_dir, out_dir, task, split, split_name, max_length, settings, chosen, recorded
+        )
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _export(student_dir, out_dir, task, split, split_name, max_length, settings, chosen) -> dict:
+def verify_student(student_dir: Path) -> None:
+    """The student's files match the manifest written when it was saved, else ExportError.
+
+    A folder without one (saved before sead recorded manifests, or not by sead) is exported
+    with a warning: the score check against the run's record still guards it.
+    """
+    if not (student_dir / manifest.MANIFEST).is_file():
+        log.warning(
+            "%s has no %s (saved by an older sead, or not by sead): its files cannot be verified.",
+            student_dir,
+            manifest.MANIFEST,
+        )
+        return
+    try:
+        manifest.verify(student_dir)
+    except manifest.DamagedFolder as err:
+        raise ExportError(
+            f"The student in {student_dir} is damaged: {' '.join(str(err).split())}, so it is "
+            "not the model the run trained. Not exported; rerun the run to get it back."
+        ) from None
+
+
+def load_student(student_dir: Path, task: TaskSpec):
+    """(model, tokenizer) of a saved student; a file that cannot be read is an ExportError
+    naming the folder, not the loader's raw error."""
+    try:
+        model = choices.model_class(task).from_pretrained(student_dir).eval()
+        tokenizer = AutoTokenizer.from_pretrained(student_dir)
+    except Exception as err:  # safetensors, json and transformers raise their own types
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise ExportError(
+            f"The student in {student_dir} cannot be loaded ({type(err).__name__}: {reason}): "
+            "a damaged or incomplete checkpoint. Not exported."
+        ) from err
+    return model, tokenizer
+
+
+def check_recorded(task: TaskSpec, scores: dict, recorded, split: str, limit: float, n: int):
+    """The loaded student's main metric against the one its run recorded on `split`, `n`
+    examples: more than `limit` points (x100) apart, and more than two examples' worth on a
+    small split (batching may flip a near tie), it is not the model the run trained: refused."""
+    expected = ((recorded or {}).get(split) or {}).get(task.main_metric)
+    if expected is None:
+        return {"recorded": None}
+    gap = round(100 * abs(scores[task.main_metric] - expected), 4)
+    allowed = max(limit, 200 / max(n, 1))
+    if gap > allowed:
+        raise ExportError(
+            f"The student scores {task.main_metric} {scores[task.main_metric]:.4f} on {split}, "
+            f"but its run recorded {expected:.4f} ({gap:.2f} points apart; allowed: "
+            f"export.max_recorded_gap={limit:g}, or two of its {n} examples): it is not the "
+            "model the run trained (damaged or replaced). Not exported."
+        )
+    return {"recorded": expected, "gap": gap}
+
+
+def _export(student_dir, out_dir, task, split, split_name, max_length, settings, chosen, recorded):
     threads = torch.get_num_threads()
-    model = choices.model_class(task).from_pretrained(student_dir).eval()
-    tokenizer = AutoTokenizer.from_pretrained(student_dir)
+    model, tokenizer = load_student(student_dir, task)
     encoded = data.tokenize(split, tokenizer, task, max_length)
     ids = np.asarray(split["idx"][:], dtype=object)
     batch_size, limit = settings.batch_size, settings.max_metric_drop
@@ -426,10 +396,14 @@ def _export(student_dir, out_dir, task, split, split_name, max_length, settings,
     formats = {
         PYTORCH_FP32: {
             "path": str(student_dir),
-            "size_bytes": size_on_disk(*_weights(student_dir)),
+            "size_bytes": timing.size_on_disk(*timing.weight_files(student_dir)),
             "metrics": score(reference),
         }
     }
+    max_gap = settings.max_recorded_gap
+    formats[PYTORCH_FP32] |= check_recorded(
+        task, formats[PYTORCH_FP32]["metrics"], recorded, split_name, max_gap, len(split)
+    )
     models = {PYTORCH_FP32: model}
     record = {
         "backend": chosen,
@@ -454,7 +428,7 @@ def _export(student_dir, out_dir, task, split, split_name, max_length, settings,
         staging = out_dir / ".export-tmp"
         shutil.rmtree(staging, ignore_errors=True)
         try:
-            example = make_batches(encoded, tokenizer, 2, 2).sorted32[0]
+            example = timing.make_batches(encoded, tokenizer, 2, 2).sorted32[0]
             if fuse:  # what the sessions run, and what ships
                 fp32_file, record["fusion"] = export_fused(
                     student_dir, tokenizer, example, staging / ONNX_DIR, opset
@@ -466,7 +440,7 @@ def _export(student_dir, out_dir, task, split, split_name, max_length, settings,
             record["equivalence"] = check_logits(reference, exported, ids, settings.atol)
             formats[ONNX_FP32] = {
                 "path": str(fp32_dir),
-                "size_bytes": size_on_disk(fp32_file),
+                "size_bytes": timing.size_on_disk(fp32_file),
                 "metrics": score(exported),
             }
             per_channel = settings.per_channel
@@ -477,7 +451,7 @@ def _export(student_dir, out_dir, task, split, split_name, max_length, settings,
             drop = metric_drop(task, formats[PYTORCH_FP32]["metrics"], quantized)
             formats[ONNX_INT8] = {
                 "path": str(int8_dir),
-                "size_bytes": size_on_disk(int8_file),
+                "size_bytes": timing.size_on_disk(int8_file),
                 "metrics": quantized,
                 "metric_drop": drop,
             }
@@ -496,18 +470,18 @@ def _export(student_dir, out_dir, task, split, split_name, max_length, settings,
         drop = metric_drop(task, formats[PYTORCH_FP32]["metrics"], quantized)
         formats[PYTORCH_INT8] = {
             "path": None,  # quantized when loaded: quantize_dynamic(model, {nn.Linear}, qint8)
-            "size_bytes": _torch_int8_size(models[PYTORCH_INT8]),
+            "size_bytes": timing.torch_int8_size(models[PYTORCH_INT8]),
             "metrics": quantized,
             "metric_drop": drop,
         }
         if chosen == "torch":  # what ships; beside ONNX (export.torch_int8) it is only compared
             check_drop(task, drop, limit, PYTORCH_INT8)
 
-    batches = make_batches(encoded, tokenizer, settings.speed_samples, batch_size)
+    batches = timing.make_batches(encoded, tokenizer, settings.speed_samples, batch_size)
     passes = settings.passes
     log.info("Timing %s (%d threads)...", ", ".join(models), threads)
-    for name, timing in time_models(models, batches, passes).items():
-        formats[name] |= timing
+    for name, timed in timing.time_models(models, batches, passes).items():
+        formats[name] |= timed
     base = formats[PYTORCH_FP32]["throughput"]
     for entry in formats.values():
         entry["speedup"] = round(entry["throughput"] / base, 2)
@@ -529,17 +503,19 @@ def export_run(
     max_length: int,
     out_dir: Path,
     splits=None,
+    recorded=None,
 ) -> dict:
     """Export `<out_dir>/student` with the run's task, data and student max length.
 
-    `splits`: the run's loaded splits (the pipeline's), else the eval split is loaded.
+    `splits`: the run's loaded splits (the pipeline's), else the eval split is loaded;
+    `recorded`: the student's metrics the run recorded, per split.
     """
     split_name = settings.split or task.eval_splits[0]
     if splits is None or split_name not in splits:
         splits = data.load_splits(task, data_settings, [split_name])
     return export_student(
         Path(out_dir) / "student", out_dir, task, splits[split_name], split_name, max_length,
-        settings,
+        settings, recorded,
     )  # fmt: skip
 
 
@@ -566,6 +542,7 @@ def main(argv=None, prog: str = "python -m sead.export") -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if not args.path.is_dir():
         sys.exit(f"{args.path}: no such folder (pass a run folder or its student/).")
+    _exit_if_no_student(args.path)
     run_dir = args.path if (args.path / "student").is_dir() else args.path.parent
     cfg = _run_config(run_dir, args)
     try:
@@ -584,10 +561,42 @@ def export_finished_run(run_dir: Path, cfg: DictConfig, overrides) -> dict:
     task = get_task(cfg.task.name)
     data_settings = build(data.DataSettings, cfg.data, "data")
     max_length = int(cfg.student.max_length)
-    record = export_run(settings, task, data_settings, max_length, run_dir)
+    recorded = _recorded_metrics(run_dir)
+    record = export_run(settings, task, data_settings, max_length, run_dir, recorded=recorded)
     report = build(ReportSettings, cfg.report, "report")
     save_record(run_dir, record, report, max_length)  # the table was logged by export_student
     return record
+
+
+def _exit_if_no_student(path: Path) -> None:
+    """A run folder without `student/` (the run failed, or is a stage run): say that."""
+    if (path / "student").is_dir() or not any(
+        (path / name).exists() for name in ("config.yaml", RESULTS_FILE, "metrics.jsonl", ".hydra")
+    ):
+        return
+    status = ""
+    try:
+        results = json.loads((path / RESULTS_FILE).read_text())
+        if results.get("status") == "failed":
+            error = results.get("error") or {}
+            status = f" The run failed: {error.get('type')}: {error.get('message')}"
+    except (OSError, ValueError, AttributeError):
+        pass
+    sys.exit(
+        f"{path}: this run has no student/ to export (it saved none: failed, stopped before the "
+        f"student was saved, or a stage run).{status}"
+    )
+
+
+def _recorded_metrics(run_dir: Path) -> dict | None:
+    """The student's metrics per split from the run's results.json, when it finished."""
+    try:
+        results = json.loads((run_dir / RESULTS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(results, dict) or results.get("status", "ok") != "ok":
+        return None
+    return (results.get("student") or {}).get("metrics")
 
 
 def _run_config(run_dir: Path, args) -> DictConfig:

@@ -15,7 +15,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterable
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from filelock import FileLock
@@ -108,6 +111,26 @@ def write(folder: Path, memo: FileHashes | None = None) -> dict:
     manifest = {"version": VERSION, "files": files}
     write_atomic(folder / MANIFEST, json.dumps(manifest, indent=2))
     return manifest
+
+
+def publish(final: Path, fill: Callable[[Path], None], memo: FileHashes | None = None) -> None:
+    """Build a folder whole or not at all: `fill(tmp)` writes it under a temporary name beside
+    `final`, its manifest is recorded, then it is renamed into place (replacing any earlier
+    one). A kill or a full disk on the way leaves no `final` at all, and the temporary folder
+    of a killed publish is removed by the next. One writer per `final` (the caller's lock)."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in final.parent.glob(f".{final.name}.*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        fill(tmp)
+        write(tmp, memo)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def verify(folder: Path, memo: FileHashes | None = None) -> None:

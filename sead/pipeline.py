@@ -45,6 +45,7 @@ from sead import (
 from sead.cache import SoftLabelCache
 from sead.chunks import Shard
 from sead.config import CONF_DIR
+from sead.files import warn_if_shared
 from sead.inference import count_parameters
 from sead.settings import Settings, read_settings
 from sead.tasks import TaskSpec, get_task
@@ -80,6 +81,8 @@ def check_inputs(settings: Settings) -> Inputs:
     task, specs = settings.task, list(settings.teachers)
     ensembler = ensemble.build(settings.ensemble, task, [spec.name for spec in specs])
     plan = ensemble.fit_plan(settings.ensemble, task)
+    for folder in ("cache_dir", "logits_dir", "teachers_dir"):  # stored work sead will trust
+        warn_if_shared(getattr(settings.paths, folder), f"paths.{folder}")
     if plan.split == task.train_split:
         log.warning(
             "ensemble.fit_split=%s: fitted ensemblers will learn on the teachers' own training "
@@ -355,9 +358,8 @@ def run(cfg: DictConfig) -> dict | None:
             callbacks=[metrics_log.callback()],
             eval_splits=DatasetDict({split: splits[split] for split in task.eval_splits}),
         )
-        if main_process:
-            model.save_pretrained(out_dir / "student")
-            tokenizer.save_pretrained(out_dir / "student")
+        if main_process:  # whole, with its manifest, or absent; DDP ranks hold equal weights
+            distill.save_student(model, tokenizer, out_dir / "student")
     if not main_process:
         return None
 
@@ -417,8 +419,9 @@ def run(cfg: DictConfig) -> dict | None:
     }
     if settings.export.enabled:  # 7. ONNX fp32 + int8 beside student/, checked and timed
         with stage("export"):
+            recorded = student_results["metrics"]  # the saved student must score them
             results["export"] = export.export_run(
-                settings.export, task, settings.data, student.max_length, out_dir, splits
+                settings.export, task, settings.data, student.max_length, out_dir, splits, recorded
             )
     results["warnings"] = report.warnings(results)  # models that may have learned nothing
     report.save_run(results, cfg, out_dir)

@@ -31,7 +31,7 @@ import numpy as np
 from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save as save_safetensors
 
-from sead.files import write_atomic
+from sead.files import read_text, write_atomic
 from sead.tasks import PAD_LOGIT
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ SUFFIXES = (".jsonl", ".npy", ".safetensors")
 # which no ensembler or KD loss can take. log(1e-6) = -13.8 is already certainty in practice.
 EPSILON = 1e-6
 TOLERANCE = 1e-3  # how far a row of probabilities may sum from 1 (float32 softmax, rounding)
+INT64_MIN = -(2**63)  # example ids are int64, as the split's
 SHOWN = 5  # how many missing / duplicate / unknown ids a message lists
 
 
@@ -126,9 +127,13 @@ def _load_npy(path: Path, payload: bytes) -> np.ndarray:
 
 
 def _read_jsonl(path: Path, fmt: str, example_id: str | None) -> Predictions:
-    payload = path.read_bytes()
+    try:
+        text = read_text(path, "Prediction file")  # UTF-8, or refused naming the byte
+    except ValueError as err:
+        raise PredictionFileError(str(err)) from None
+    payload = text.encode("utf-8")  # the very bytes read: valid UTF-8 round-trips exactly
     ids, values, where = [], [], []
-    for number, line in enumerate(payload.decode("utf-8").splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -143,10 +148,11 @@ def _read_jsonl(path: Path, fmt: str, example_id: str | None) -> Predictions:
         idx = row["idx"]
         if isinstance(idx, dict) and example_id is not None:
             idx = idx.get(example_id)
-        if isinstance(idx, bool) or not isinstance(idx, int):
+        if isinstance(idx, bool) or not isinstance(idx, int) or not INT64_MIN <= idx < -INT64_MIN:
             key = "idx" if example_id is None else f"idx.{example_id} (or idx)"
             raise PredictionFileError(
-                f"{path}: line {number}: {key} must be an integer, got {row['idx']!r}."
+                f"{path}: line {number}: {key} must be an integer that fits in 64 bits, got "
+                f"{row['idx']!r}."
             )
         ids.append(idx)
         values.append(row[fmt])

@@ -21,6 +21,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import shutil
 import sys
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sead import models, searchpath
 from sead.config import CONF_DIR
-from sead.files import write_atomic
+from sead.files import DiskFull, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,23 @@ def _ensemble_stage(cfg: DictConfig) -> dict:
     write_atomic(Path(cfg.paths.output_dir) / ENSEMBLE_FILE, json.dumps(results, indent=2) + "\n")
     print(table)
     return results
+
+
+# What a run leaves in its folder: a folder holding any of these is an earlier run's
+# (report.RESULTS_FILE, pipeline.TEACHERS_FILE, ENSEMBLE_FILE, tracking.METRICS_FILE, the
+# student, export.ONNX_DIR, export.INT8_DIR, export.EXPORT_FILE), written out here so that
+# importing this module stays light; tests/test_reliability.py checks them against those.
+RUN_OUTPUTS = (
+    "results.json",
+    "teachers.json",
+    ENSEMBLE_FILE,
+    "metrics.jsonl",
+    "student",
+    "onnx",
+    "onnx-int8",
+    "export.json",
+)
+OVERWRITE = "overwrite_run"  # the option (conf/config.yaml) that lets a run replace an earlier one
 
 
 def stages() -> dict:
@@ -87,6 +105,7 @@ def run_job(cfg: DictConfig) -> tuple[str, dict | None]:
     re-raised, except in a sweep, which goes on (results None). Results are None too on the
     ranks > 0 of a multi-process run (rank 0 reports).
     """
+    _keep_earlier_run(cfg)
     stage = OmegaConf.select(cfg, "stage")  # checked with every other setting by the job
     known = stages()
     # An unknown stage: reading the settings names it (and what is allowed), as any bad key.
@@ -116,12 +135,72 @@ def main(cfg: DictConfig) -> float | None:
     """
     try:
         stage, results = run_job(cfg)
-    except models.ModelNotInstalledError as error:
-        sys.exit(f"Error: {error}")  # the fix is one command: no traceback to read
+    except (models.ModelNotInstalledError, DiskFull) as error:
+        sys.exit(f"Error: {error}")  # the fix is one command or free space: no traceback
     if results is None or stage != "all":
         return None
     first_split = results["eval_splits"][0]
     return results["student"]["metrics"][first_split][results["main_metric"]]
+
+
+def earlier_run(folder) -> list[str]:
+    """What an earlier run left in `folder` (results, student, metrics...), if anything."""
+    return [name for name in RUN_OUTPUTS if (Path(folder) / name).exists()]
+
+
+def _refusal(folder, found: list[str]) -> str:
+    return (
+        f"hydra.run.dir={folder} holds an earlier run ({', '.join(found)}): a new run there "
+        "would overwrite it. Leave hydra.run.dir unset (every run gets its own folder) or "
+        f"pick a new one; to replace that run, pass {OVERWRITE}=true."
+    )
+
+
+def _keep_earlier_run(cfg: DictConfig) -> None:
+    """Refuse to write a run into a folder that holds an earlier one, unless overwrite_run.
+
+    `cli` refuses a command line's `hydra.run.dir` before Hydra writes anything; this catches
+    the rest (a run folder set in a config file, a sweep folder reused), before any results.
+    With `overwrite_run=true` the earlier run's outputs are removed first, so that what the
+    folder holds afterwards is the new run's alone.
+    """
+    from sead import distributed
+
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    found = earlier_run(out_dir)
+    if not found or distributed.launch_rank() > 0:  # rank 0 checks (the others share its folder)
+        return
+    if OmegaConf.select(cfg, OVERWRITE) is not True:
+        sys.exit(_refusal(out_dir, found))
+    log.warning("%s=true: replacing the earlier run in %s (%s)", OVERWRITE, out_dir, found)
+    for name in found:
+        path = out_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+def exit_if_earlier_run(args: list[str]) -> None:
+    """Stop a command line whose `hydra.run.dir` holds an earlier run (unless it passes
+    `overwrite_run=true`), before Hydra writes its `.hydra/` and log into that folder."""
+    overrides, flags = command_line_overrides(args)
+    if flags is None or any((flags.multirun, flags.cfg, flags.info, flags.help, flags.hydra_help)):
+        return  # a sweep's folders, or nothing run at all
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except OverrideParseException:  # Hydra reports a malformed override in its own words
+        return
+    given = {o.key_or_group: o.value() for o in parsed if not o.is_sweep_override()}
+    folder = given.get("hydra.run.dir")
+    if folder is None or "${" in str(folder) or str(given.get(OVERWRITE)).lower() == "true":
+        return
+    found = earlier_run(folder)
+    if found:
+        from sead import distributed  # only here: it imports torch
+
+        if distributed.launch_rank() == 0:  # rank 0 checks: the others may start after it wrote
+            sys.exit(_refusal(folder, found))
 
 
 def _record_failure(cfg: DictConfig, error: Exception, results_file: str) -> None:
@@ -133,9 +212,13 @@ def _record_failure(cfg: DictConfig, error: Exception, results_file: str) -> Non
         out_dir = Path(cfg.paths.output_dir)
     except Exception:  # the config itself may be what is wrong
         out_dir = Path(HydraConfig.get().runtime.output_dir)
+    recorded = f"recorded in {out_dir}"
     if distributed.is_main_process():
-        report.save_failure(cfg, error, out_dir, name=results_file)
-    log.error("Job failed (%s: %s); recorded in %s", type(error).__name__, error, out_dir)
+        try:
+            report.save_failure(cfg, error, out_dir, name=results_file)
+        except OSError as unrecorded:  # e.g. the disk that stopped the job is full
+            recorded = f"not recorded: {unrecorded}"
+    log.error("Job failed (%s: %s); %s", type(error).__name__, error, recorded)
     fail_fast = OmegaConf.select(cfg, "fail_fast")  # not a bool: too broken to go on
     if HydraConfig.get().mode != RunMode.MULTIRUN or fail_fast is not False:
         raise error
@@ -255,6 +338,7 @@ def cli() -> None:
     """`sead ...` and `python -m sead.run ...`: sead's check of the config names asked for,
     then Hydra's main."""
     exit_on_unknown_configs(sys.argv[1:])
+    exit_if_earlier_run(sys.argv[1:])
     main()
 
 

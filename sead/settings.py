@@ -36,6 +36,7 @@ class RunSettings:
     seed: int = setting(low=0, high=2**32 - 1)  # python, numpy, torch and the Trainer
     teacher_gate: bool  # false: no teacher is checked against its floor
     fail_fast: bool  # in a sweep, a failed job ends the sweep
+    overwrite_run: bool  # a run may replace an earlier one in its folder (sead.run checks)
 
     def __post_init__(self):
         if self.stage not in STAGES:

@@ -12,9 +12,11 @@ that uses it while a model trains.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ from omegaconf import OmegaConf
 from transformers import TrainerCallback
 
 from sead import data, metrics
+from sead.files import disk_space
 from sead.inference import predict_logits
 
 log = logging.getLogger(__name__)
@@ -44,8 +47,19 @@ class MetricsLog:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         record = {"event": event, "time": round(time.time(), 3), **fields}
-        with open(self.path, mode, encoding="utf-8") as f:
-            f.write(json.dumps(_finite(record), default=str) + "\n")
+        line = (json.dumps(_finite(record), default=str) + "\n").encode()
+        folder = self.path.parent
+        with (
+            disk_space(folder, METRICS_FILE, len(line), "hydra.run.dir"),
+            open(self.path, mode[0] + "b", buffering=0) as f,
+        ):
+            whole = f.tell()
+            try:
+                if f.write(line) != len(line):  # a short write: the disk filled up
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
+            except OSError:
+                f.truncate(whole)  # no half line: the file stays a list of whole records
+                raise
 
     def config(self, cfg) -> None:
         """The first line of a run: starts the file afresh (a rerun in the same folder)."""

@@ -24,6 +24,7 @@ the run's other settings), and `sead.distill.kd_loss` drops the hard-label term 
 from __future__ import annotations
 
 import logging
+import math
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ from sead import data, metrics
 from sead.checkpoints import resolve
 from sead.config import build as build_settings
 from sead.config import container, setting
+from sead.files import read_text
 from sead.tasks import MULTIPLE_CHOICE, UNLABELED, TaskSpec
 
 log = logging.getLogger(__name__)
@@ -306,17 +308,7 @@ def read_files(settings: FilesSettings, task: TaskSpec) -> Dataset:
 def _read_file(path: Path) -> Dataset:
     """One transfer file, refused with its name when it is empty, binary or not UTF-8 text."""
     kind = FILE_FORMATS[path.suffix]
-    raw = path.read_bytes()
-    if b"\0" in raw:
-        raise ValueError(
-            f"Transfer file {path} is binary (a NUL byte at {raw.index(0)}): expected UTF-8 text."
-        )
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ValueError(
-            f"Transfer file {path} is not UTF-8 text (byte {err.start}: {err.reason})."
-        ) from None
+    text = read_text(path, "Transfer file")  # UTF-8, or refused naming the byte
     if not text.strip():
         raise ValueError(f"Transfer file {path} is empty: expected at least one example.")
     if kind == "text":
@@ -355,18 +347,48 @@ def _to_task_fields(ds: Dataset, task: TaskSpec, columns: dict, source: str) -> 
             )
     label_column = columns.get("label", "label")
     if label_column in ds.column_names:  # gold labels, if any, only to score the ensemble
-        labels = np.asarray(ds[label_column][:], dtype=np.float64)
-        valid = task.is_regression or set(labels.tolist()) <= set(range(task.num_labels))
-        if valid:
-            out["label"] = labels.tolist()
-        else:
-            log.warning(
-                "Transfer data %s: column %r is not the task's labels; ignored.",
-                source,
-                label_column,
-            )
+        out["label"] = _gold_labels(ds[label_column][:], task, label_column, source)
     out["idx"] = list(range(len(ds)))
     return Dataset.from_dict(out)
+
+
+def _gold_labels(values: list, task: TaskSpec, column: str, source: str) -> list[float]:
+    """A transfer file's own labels, row by row: label ids, or the task's label names (read as
+    their ids, and logged); an empty cell is no label (NaN). Anything else is refused naming
+    the row, the column and what the task takes."""
+    names = {name: i for i, name in enumerate(task.labels)}
+    out, named = [], 0
+    for row, value in enumerate(values, start=1):
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            out.append(math.nan)
+        elif isinstance(value, str) and value in names and not task.is_regression:
+            out.append(float(names[value]))
+            named += 1
+        elif _is_label(value, task):
+            out.append(float(value))
+        else:
+            expected = (
+                "a number (a score)"
+                if task.is_regression
+                else f"a label id 0..{task.num_labels - 1} or a label name {list(task.labels)}"
+            )
+            raise ValueError(
+                f"Transfer data {source}: row {row}, column {column!r} is {value!r}: expected "
+                f"{expected} for task {task.name!r}, or an empty cell (no label). Fix the file, "
+                f"or point transfer.columns.label at the column that holds the labels."
+            )
+    if named:
+        what = f"{named} label names in column {column!r}"
+        log.info("Transfer data %s: %s read as the task's label ids %s.", source, what, names)
+    return out
+
+
+def _is_label(value, task: TaskSpec) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    if task.is_regression:
+        return math.isfinite(value)
+    return float(value).is_integer() and 0 <= value < task.num_labels  # a CSV column with gaps
 
 
 # --------------------------------------------------------------------------------------------

@@ -60,3 +60,65 @@ def teacher_spec(name: str, source, **settings):
     plain = {"finetune": False, "tokenizer": None, "max_length": 64, "revision": None}
     plain |= {"trust_remote_code": False, "batch_size": 8}
     return TeacherSpec(name=name, source=str(source), **{**plain, **settings})
+
+
+class Killed(Exception):
+    """Stands for a SIGKILL at a chosen point of the work (raised by a patched function)."""
+
+
+def cut_after(folder: Path, n_bytes: int) -> None:
+    """Leave `folder` as a kill after its first `n_bytes` written bytes would: its files in
+    the order they were written (mtime, then name), the one being written at that byte cut
+    there, the later ones never created."""
+    files = sorted(
+        (p for p in Path(folder).rglob("*") if p.is_file()),
+        key=lambda p: (p.stat().st_mtime_ns, p.name),
+    )
+    left = n_bytes
+    for path in files:
+        size = path.stat().st_size
+        if left >= size:
+            left -= size
+        elif left > 0:
+            os.truncate(path, left)
+            left = 0
+        else:
+            path.unlink()
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+
+
+def stop_save(monkeypatch, n_bytes, at_save: int = 2) -> list[Path]:
+    """Make the Trainer's `at_save`-th checkpoint save stop after `n_bytes` of its files (a
+    float: that fraction of them), then raise `Killed`: a kill in the middle of the save,
+    placed by bytes, not by timing a signal. Returns the folders saved so far (filled as it
+    goes)."""
+    from transformers import Trainer
+
+    real = Trainer._save_checkpoint
+    saved: list[Path] = []
+
+    def save(self, model, trial):
+        real(self, model, trial)
+        saved.append(Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}")
+        if len(saved) == at_save:
+            total = folder_bytes(saved[-1])
+            cut_after(saved[-1], int(n_bytes * total) if isinstance(n_bytes, float) else n_bytes)
+            raise Killed(f"killed while saving {saved[-1]}")
+
+    monkeypatch.setattr(Trainer, "_save_checkpoint", save)
+    return saved
+
+
+def prepare_teacher(cfg):
+    """The one teacher of `cfg` prepared (fine-tuned and stored, or reused) as a run would."""
+    from sead import pipeline, teachers
+
+    inputs = pipeline.check_inputs(pipeline.read_settings(cfg))
+    cache = pipeline.soft_label_cache(inputs.settings)
+    (spec,) = inputs.specs
+    return teachers.prepare(
+        spec, inputs.task, inputs.splits, cfg.paths.teachers_dir, cache.file_hashes, cache
+    )

@@ -6,7 +6,7 @@ from huggingface_hub import ModelCard
 
 import sead.distill
 import sead.teachers.store
-from sead import card, pipeline
+from sead import card, manifest, pipeline
 from tests.helpers import compose, settings
 
 
@@ -139,8 +139,15 @@ def test_push_uploads_the_student_folder_with_its_card(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub, "create_repo", lambda *a, **k: calls.append((a, k)))
     monkeypatch.setattr(huggingface_hub, "upload_folder", lambda **k: calls.append(((), k)))
     report = settings("report", push_to_hub=True, hub_model_id="me/sead-sst2")  # no error
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    manifest.write(tmp_path)  # as the run saves the student
     assert card.push_to_hub(tmp_path, report) == "me/sead-sst2"
     (create_args, create_kwargs), (_, upload_kwargs) = calls
     assert create_args == ("me/sead-sst2",) and create_kwargs["private"] is True
     assert upload_kwargs["repo_id"] == "me/sead-sst2"
     assert upload_kwargs["folder_path"] == str(tmp_path)
+
+    (tmp_path / "model.safetensors").write_bytes(b"changed")  # same size, other bytes
+    with pytest.raises(manifest.DamagedFolder, match="model.safetensors fails its content hash"):
+        card.push_to_hub(tmp_path, report)
+    assert len(calls) == 2  # nothing more was sent

@@ -81,7 +81,7 @@ def test_real_sst2_loads_in_the_hf_schema():
     assert splits["validation"]["idx"][:3] == [0, 1, 2]
 
 
-def test_unreadable_jsonl_names_the_file(tmp_path):
+def test_unreadable_jsonl_names_the_file_and_line(tmp_path):
     (tmp_path / "validation.jsonl").write_text('{"sentence": "ok", "label": 0, "idx": 0}\n{oops\n')
-    with pytest.raises(ValueError, match=r"Could not read .*validation\.jsonl as JSON lines"):
+    with pytest.raises(ValueError, match=r"validation\.jsonl\): line 2 is not JSON"):
         load_splits(SST2, _cfg(tmp_path), ["validation"])

@@ -10,7 +10,7 @@ from datasets import Dataset
 from omegaconf import OmegaConf
 from transformers import AutoModelForMultipleChoice, AutoModelForSequenceClassification
 
-from sead import card, data, export, report
+from sead import card, data, export, manifest, report
 from sead.config import build
 from sead.tasks import get_task
 from tests.helpers import settings as group_settings
@@ -254,3 +254,60 @@ def test_sweep_report_has_each_format_metric_and_speedup(tmp_path):
     (row,) = report.job_rows([path])
     assert row["student onnx int8"] == 0.7990 and row["speedup onnx int8"] == 2.5
     assert "student pytorch fp32" not in row
+
+
+# --- a damaged student is never shipped -----------------------------------------------------
+
+
+def _flip(path: Path, n_bytes: int, at: int | None = None) -> None:
+    payload = bytearray(path.read_bytes())
+    start = len(payload) // 2 if at is None else at
+    for i in range(start, start + n_bytes):
+        payload[i] ^= 0xFF
+    path.write_bytes(bytes(payload))
+
+
+def test_a_student_that_no_longer_matches_its_manifest_is_not_exported(tiny_assets, student):
+    task, split = toy_split(tiny_assets)
+    manifest.write(student)  # as the run saves it
+    _flip(student / "model.safetensors", 4096)  # header intact, same size
+    with pytest.raises(export.ExportError, match=r"damaged: model.safetensors fails its content"):
+        export.export_student(student, student.parent, task, split, "validation", 64, settings())
+    assert not (student.parent / "onnx").exists()
+
+
+def test_a_damaged_header_is_named_not_a_raw_safetensor_error(tiny_assets, student):
+    task, split = toy_split(tiny_assets)
+    _flip(student / "model.safetensors", 8, at=0)  # the header's length: unreadable
+    refused = r"student in .* cannot be loaded \(SafetensorError: .*\): a damaged or incomplete"
+    with pytest.raises(export.ExportError, match=refused):
+        export.export_student(student, student.parent, task, split, "validation", 64, settings())
+
+
+def test_a_student_far_from_its_runs_recorded_score_is_refused(tiny_assets, student):
+    task, split = toy_split(tiny_assets)
+    record = export.export_student(
+        student, student.parent, task, split, "validation", 64, settings(max_metric_drop=100)
+    )
+    score = record["formats"]["pytorch fp32"]["metrics"]["accuracy"]
+    near = {"validation": {"accuracy": score + 0.004}}  # 0.4 points: within 1
+    record = export.export_student(
+        student, student.parent, task, split, "validation", 64, settings(max_metric_drop=100), near
+    )
+    assert record["formats"]["pytorch fp32"]["gap"] == pytest.approx(0.4)
+    far = {"validation": {"accuracy": score - 0.4 if score >= 0.4 else score + 0.4}}
+    refused = r"scores accuracy .* recorded .*gap=1, or two of its 40 examples\): .*replaced"
+    with pytest.raises(export.ExportError, match=refused):
+        export.export_student(
+            student, student.parent, task, split, "validation", 64, settings(), far
+        )
+
+
+def test_export_of_a_failed_run_names_the_missing_student(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("task: {name: sst2}\n")
+    failure = {"status": "failed", "error": {"type": "ValueError", "message": "bad label"}}
+    (run_dir / "results.json").write_text(json.dumps(failure))
+    with pytest.raises(SystemExit, match=r"run has no student/ to export .*ValueError: bad label"):
+        export.main([str(run_dir)])

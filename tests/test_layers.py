@@ -38,6 +38,7 @@ LAYERS = {
         "sead.card",
         "sead.export",  # planned in DESIGN.md (issue 18)
         "sead.fusion",  # ONNX Runtime's transformer fusions for the exported student (issue 27)
+        "sead.timing",  # export's timing and sizes of each format (split from export)
     },
     "kernel": {
         "sead",  # the package itself (its resolver for configs), and nothing inside it
@@ -50,6 +51,7 @@ LAYERS = {
         "sead.tasks",
         "sead.checkpoints",
         "sead.files",
+        "sead.resume",  # Trainer checkpoints that count once complete and verified (issue 31)
         "sead.prediction_files",  # read and write teacher prediction files (issue 17)
         "sead.config",
         "sead.searchpath",  # Hydra's search path for sead, and the check of config names

@@ -17,12 +17,15 @@ import pytest
 import torch
 
 import sead.distill
+import sead.files
 import sead.manifest
 import sead.teachers.logits
 import sead.teachers.store
+import sead.transfer
 from sead import cache as cache_module
 from sead import data, distill, pipeline, run, teachers
-from tests.helpers import compose
+from sead.tasks import get_task
+from tests.helpers import compose, prepare_teacher
 
 
 def _forbid_training(monkeypatch):
@@ -68,7 +71,14 @@ def _store_entries(cfg) -> list[Path]:
     [
         (
             "train.temperature=0",
-            r"train.temperature=0 is not allowed: expected a number in \(0, inf\)",
+            r"train.temperature=0 is not allowed: expected a number in \[0.1, 100\]",
+        ),
+        ("train.temperature=1e-30", r"train.temperature=1e-30 is not allowed"),
+        ("train.temperature=1000", r"train.temperature=1000 is not allowed"),
+        ("teachers.toy_bert.seeds=[1,1]", r"teachers.toy_bert.seeds=\[1, 1\] repeats seed"),
+        (
+            "teachers.toy_bert.seeds=[1,1.5]",
+            r"teachers.toy_bert.seeds\[1\]=1.5 is not allowed: expected an integer",
         ),
         ("train.temperature=-2", r"train.temperature=-2 is not allowed"),
         ("train.temperature=abc", r"train.temperature='abc' is not allowed"),
@@ -203,21 +213,12 @@ def test_two_runs_started_together_get_their_own_folders(tiny_assets, tmp_path):
 # --- 4. the teacher store -------------------------------------------------------------------
 
 
-def _prepare_bert(cfg):
-    inputs = pipeline.check_inputs(pipeline.read_settings(cfg))
-    cache = pipeline.soft_label_cache(inputs.settings)
-    (spec,) = inputs.specs
-    return teachers.prepare(
-        spec, inputs.task, inputs.splits, cfg.paths.teachers_dir, cache.file_hashes, cache
-    )
-
-
 @pytest.mark.slow
 def test_a_damaged_store_entry_is_reported_in_one_line_and_rebuilt(
     tiny_assets, tmp_path, caplog, capsys
 ):
     cfg = _cfg(tiny_assets, tmp_path, "[toy_bert]")
-    first = _prepare_bert(cfg)
+    first = prepare_teacher(cfg)
     weights = first.model_dir / "model.safetensors"
     digest = _sha(weights)
     root = Path(cfg.paths.logits_dir)
@@ -234,7 +235,7 @@ def test_a_damaged_store_entry_is_reported_in_one_line_and_rebuilt(
     assert first.model_dir.name in capsys.readouterr().out
 
     with caplog.at_level(logging.WARNING):
-        rebuilt = _prepare_bert(cfg)
+        rebuilt = prepare_teacher(cfg)
     (line,) = [r.getMessage() for r in caplog.records if "damaged" in r.getMessage()]
     assert "model.safetensors fails its content hash" in line and "\n" not in line
     assert rebuilt.origin == teachers.FINETUNED and _sha(weights) == digest  # rebuilt, the same
@@ -242,9 +243,9 @@ def test_a_damaged_store_entry_is_reported_in_one_line_and_rebuilt(
     caplog.clear()
     (first.model_dir / "tokenizer.json").unlink()
     with caplog.at_level(logging.WARNING):
-        assert _prepare_bert(cfg).origin == teachers.FINETUNED
+        assert prepare_teacher(cfg).origin == teachers.FINETUNED
     assert any("tokenizer.json is missing" in r.getMessage() for r in caplog.records)
-    assert _prepare_bert(cfg).origin == teachers.STORE  # intact again: reused
+    assert prepare_teacher(cfg).origin == teachers.STORE  # intact again: reused
 
 
 @pytest.mark.slow
@@ -324,6 +325,91 @@ def test_bad_transfer_files_are_named(tiny_cfg, tmp_path, monkeypatch, content, 
         pipeline.run(tiny_cfg("transfer=files", f"transfer.paths=[{path}]"))
 
 
+def _set_field(path: Path, line: int, **fields) -> None:
+    """Set fields of one line (1-based) of a jsonl file, written back as raw JSON."""
+    lines = path.read_text().splitlines()
+    row = json.loads(lines[line - 1])
+    lines[line - 1] = json.dumps({**row, **fields})
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize(
+    "split, fields, message",
+    [
+        ("train", {"label": 1.0}, r"field 'label' is 1.0 \(a float\): expected an integer label"),
+        ("train", {"label": True}, r"field 'label' is true \(a boolean\): expected an integer"),
+        ("train", {"label": None}, r"field 'label' is null: expected an integer label id: 0 \("),
+        ("validation", {"idx": 7.5}, r"field 'idx' is 7.5 \(a float\): expected an integer id"),
+        ("validation", {"idx": 2**70}, r"field 'idx' is 1180591620717411303424 \(an integer\)"),
+        ("train", {"label": "1"}, r"field 'label' is \"1\" \(a string\)"),
+    ],
+)
+def test_a_mistyped_label_or_idx_is_named_by_file_line_and_field_before_any_training(
+    tiny_assets, tiny_cfg, tmp_path, monkeypatch, split, fields, message
+):
+    _forbid_training(monkeypatch)
+    folder = _data_copy(tiny_assets, tmp_path)
+    _set_field(folder / f"{split}.jsonl", 5, **fields)
+    where = rf"Task 'sst2', split '{split}' \({re.escape(str(folder / split))}\.jsonl\): line 5: "
+    with pytest.raises(ValueError, match=where + message):
+        pipeline.run(tiny_cfg(f"data.dir={folder}"))
+
+
+def test_a_latin1_byte_in_a_data_file_is_named_with_its_offset(
+    tiny_assets, tiny_cfg, tmp_path, monkeypatch
+):
+    _forbid_training(monkeypatch)
+    folder = _data_copy(tiny_assets, tmp_path)
+    path = folder / "validation.jsonl"
+    text = path.read_text()
+    at = text.index("\n") + 20  # on line 2
+    path.write_bytes(text[:at].encode() + "\u00e9".encode("latin-1") + text[at:].encode())
+    message = rf"Data file {re.escape(str(path))} is not UTF-8 text: byte {at} \(line 2\) is 0xe9"
+    with pytest.raises(ValueError, match=message):
+        pipeline.run(tiny_cfg(f"data.dir={folder}"))
+
+
+def test_transfer_labels_by_name_are_read_as_ids_and_a_bad_one_is_named(tiny_cfg, tmp_path, caplog):
+    path = tmp_path / "extra.csv"
+    path.write_text("sentence,label\ngood film,positive\nbad film,negative\nso so,\n")
+    cfg = tiny_cfg("transfer=files", f"transfer.paths=[{path}]")
+    task, settings = get_task("sst2"), pipeline.read_settings(cfg)
+    splits = data.load_splits(task, settings.data, ["train"])
+    with caplog.at_level(logging.INFO):
+        built = sead.transfer.build(settings.transfer, task, splits)
+    assert built.gold.tolist()[:2] == [1.0, 0.0] and np.isnan(built.gold[2])  # empty: no label
+    assert any("2 label names in column 'label'" in r.getMessage() for r in caplog.records)
+
+    path.write_text("sentence,label\ngood film,positive\nbad film,great\n")
+    message = (
+        rf"Transfer data {re.escape(str(path))}: row 2, column 'label' is 'great': expected a "
+        r"label id 0..1 or a label name \['negative', 'positive'\] for task 'sst2'"
+    )
+    with pytest.raises(ValueError, match=message):
+        sead.transfer.build(settings.transfer, task, splits)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (f'{{"idx": {2**70}, "logits": [0.1, 0.2]}}\n', r"line 1: idx must be an integer that"),
+        ('{"idx": 0, "logits": [0.1, 0.2]}\n{"idx": 1, "logits": "caf\u00e9"}\n', r"not UTF-8"),
+    ],
+)
+def test_a_bad_prediction_file_is_named_in_the_check_stage(
+    tiny_cfg, tmp_path, monkeypatch, content, message
+):
+    _forbid_training(monkeypatch)
+    path = tmp_path / "judge.jsonl"
+    path.write_bytes(content.encode("latin-1"))
+    teacher = (
+        f"+teachers.judge={{predictions: {{train: {path}, validation: {path}}}, "
+        "format: logits, labels: [negative, positive]}"
+    )
+    with pytest.raises(ValueError, match=rf"{re.escape(str(path))}.*{message}"):
+        pipeline.run(tiny_cfg(teacher))
+
+
 def test_a_teacher_listed_twice_is_refused():
     assert run.repeated_teachers(["teachers=[toy_bert,toy_bert]"]) == ["toy_bert"]
     assert run.repeated_teachers(["-m", "teachers=[toy_bert],[toy_bert,toy_roberta]"]) == []
@@ -354,3 +440,91 @@ def test_a_read_only_cache_with_every_entry_is_usable(tiny_cfg, monkeypatch):
     shutil.rmtree(victim)
     with pytest.raises(PermissionError, match=r"teacher-logit cache .* Point SEAD_CACHE"):
         pipeline.prepare_teachers(cfg)
+
+
+# --- 7. a cache others can write to ---------------------------------------------------------
+
+
+def test_a_cache_others_can_write_to_is_warned_about(tiny_cfg, tmp_path, monkeypatch, caplog):
+    _forbid_training(monkeypatch)
+    cache_dir = tmp_path / "cache"
+    cache_dir.mkdir()
+    cache_dir.chmod(0o777)
+    monkeypatch.setattr(sead.distill, "report_to", _stop_after_inputs)  # right after the inputs
+    with caplog.at_level(logging.WARNING), pytest.raises(_InputsChecked):
+        pipeline.run(tiny_cfg())
+    (line,) = [r.getMessage() for r in caplog.records if "can plant" in r.getMessage()]
+    assert f"paths.cache_dir={cache_dir} is world-writable (mode drwxrwxrwx)" in line
+
+    caplog.clear()
+    cache_dir.chmod(0o755)
+    owner = cache_dir.stat().st_uid
+    monkeypatch.setattr(sead.files.os, "geteuid", lambda: owner + 1)  # another user's folder
+    with caplog.at_level(logging.WARNING), pytest.raises(_InputsChecked):
+        pipeline.run(tiny_cfg())
+    lines = [r.getMessage() for r in caplog.records if "can plant" in r.getMessage()]
+    assert any(f"{cache_dir} is owned by another user (uid {owner})" in line for line in lines)
+
+
+class _InputsChecked(Exception):
+    pass
+
+
+def _stop_after_inputs(*args, **kwargs):
+    raise _InputsChecked
+
+
+# --- 8. an earlier run's folder -------------------------------------------------------------
+
+
+def _earlier_run(folder: Path) -> dict[str, bytes]:
+    (folder / "student").mkdir(parents=True)
+    (folder / "student" / "model.safetensors").write_bytes(b"weights")
+    (folder / "results.json").write_text('{"status": "ok"}')
+    (folder / "metrics.jsonl").write_text('{"event": "config"}\n')
+    return {str(p): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_run_into_an_earlier_runs_folder_is_refused_before_hydra_writes(tiny_assets, tmp_path):
+    folder = tmp_path / "earlier"
+    before = _earlier_run(folder)
+    args = ["experiment=demo", f"paths.demo_dir={tiny_assets}", f"hydra.run.dir={folder}"]
+    with pytest.raises(SystemExit, match=r"holds an earlier run \(results.json, metrics.jsonl, "):
+        run.exit_if_earlier_run(args)
+    run.exit_if_earlier_run([*args, "overwrite_run=true"])  # asked for: no refusal
+    run.exit_if_earlier_run(["-m", *args])  # a sweep's folders are its job folders
+    run.exit_if_earlier_run(args[:2] + [f"hydra.run.dir={tmp_path / 'new'}"])
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "sead.run", *args, f"paths.cache_dir={tmp_path / 'cache'}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+    assert proc.returncode == 1 and "pass overwrite_run=true" in proc.stderr
+    after = {str(p): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    assert after == before  # not a byte written, not even Hydra's .hydra/
+
+
+def test_an_earlier_run_found_by_the_job_is_kept_or_replaced_on_request(tmp_path, monkeypatch):
+    folder = tmp_path / "job"
+    before = _earlier_run(folder)
+    runtime = type("Runtime", (), {"output_dir": str(folder)})
+    hydra_config = type("HydraConfig", (), {"runtime": runtime})
+    monkeypatch.setattr(run.HydraConfig, "get", staticmethod(lambda: hydra_config))
+    with pytest.raises(SystemExit, match=rf"hydra.run.dir={re.escape(str(folder))} holds an"):
+        run._keep_earlier_run(compose())
+    assert {str(p): p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
+    run._keep_earlier_run(compose(["overwrite_run=true"]))
+    assert run.earlier_run(folder) == []  # the new run starts from an empty folder
+
+
+def test_the_outputs_that_mark_an_earlier_run_are_the_ones_each_stage_writes():
+    """`sead.run` writes the names out (it must not import the stages to start); they are
+    the stages' own constants."""
+    from sead import export, pipeline, report, tracking
+
+    written = {report.RESULTS_FILE, pipeline.TEACHERS_FILE, run.ENSEMBLE_FILE}
+    written |= {tracking.METRICS_FILE, "student", export.ONNX_DIR, export.INT8_DIR}
+    assert set(run.RUN_OUTPUTS) == written | {export.EXPORT_FILE}

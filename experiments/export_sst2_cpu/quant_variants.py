@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from sead import data, export, metrics
+from sead import data, export, metrics, timing
 from sead.config import build
 from sead.inference import predict_logits
 from sead.tasks import get_task
@@ -46,7 +46,7 @@ def main(run_dir: Path, work: Path) -> None:
         return metrics.score_split(task, split, metrics.hard_predictions(task, logits))
 
     print(f"fp32: {task.main_metric} {100 * score(reference)[task.main_metric]:.2f}")
-    example = export.make_batches(encoded, tokenizer, 2, 2).sorted32[0]
+    example = timing.make_batches(encoded, tokenizer, 2, 2).sorted32[0]
     fp32 = export.export_onnx(model, tokenizer, example, work / "fp32", 18)
     for name, options in VARIANTS.items():
         out = work / f"{name.replace(' ', '_').replace(',', '')}.onnx"

@@ -251,11 +251,21 @@ def _seed_variants(spec: TeacherSpec, seeds) -> list[TeacherSpec]:
             f"teachers.{spec.name}.seeds needs finetune: true: a fine-tuned checkpoint has "
             f"no seed to vary. Set teachers.{spec.name}.finetune=true, or remove seeds."
         )
+    option, seeds = f"teachers.{spec.name}.seeds", list(seeds)  # integers (the builder's)
+    if not all(0 <= seed < 2**32 for seed in seeds):
+        raise ValueError(f"{option}={seeds}: expected seeds in [0, 2**32 - 1].")
+    repeated = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+    if repeated:
+        raise ValueError(
+            f"{option}={seeds} repeats seed(s) {repeated}: each seed is one teacher "
+            f"({spec.name}_s<seed>), and one seed twice is the same teacher twice. List each "
+            "seed once."
+        )
     return [
         replace(
             spec,
             name=f"{spec.name}_s{seed}",
-            finetune_args=replace(spec.finetune_args, seed=int(seed)),
+            finetune_args=replace(spec.finetune_args, seed=seed),
         )
         for seed in seeds
     ]

@@ -3,7 +3,7 @@
 An entry `<teachers_dir>/<task>-<fingerprint>/` is keyed by everything that shapes the
 fine-tuned model (`store_key`); its `sead_teacher.json`, written last, records the key,
 settings, train time and eval metrics. Parallel jobs wait on a lock, and an interrupted
-fine-tuning resumes from its last Trainer checkpoint.
+fine-tuning resumes from its last complete, verified Trainer checkpoint (`sead.resume`).
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ import numpy as np
 import torch
 from datasets import DatasetDict
 from filelock import FileLock, Timeout
-from transformers import AutoTokenizer, Trainer, TrainerState, TrainingArguments, set_seed
-from transformers.trainer_utils import get_last_checkpoint
+from transformers import AutoTokenizer, Trainer, TrainingArguments, set_seed
 
 import sead.teachers.sanity as sanity
-from sead import choices, data, manifest
+from sead import choices, data, manifest, resume
 from sead.cache import FileHashes, SoftLabelCache, fingerprint
 from sead.checkpoints import from_pretrained_with_new_head, identity
+from sead.files import disk_space, write_atomic
 from sead.manifest import STORE_MARKER
 from sead.tasks import TaskSpec, head_config
 from sead.teachers.logits import cached_logits
@@ -150,8 +150,10 @@ def finetune(
         if reused is not None:
             return reused
         work = Path(str(final) + ".work")
-        last = get_last_checkpoint(work) if work.is_dir() else None
-        resumed_from_step = _global_step(last)  # read now: training rotates checkpoints out
+        # The newest checkpoint whose manifest verifies; damaged or unfinished ones are
+        # reported in one line each and removed.
+        last = resume.latest(work, f"Teacher {spec.name}")
+        resumed_from_step = resume.global_step(last)  # read now: training rotates it out
         log.info(
             "Teacher %s: fine-tuning %s on %s: %s (%s)%s",
             spec.name,
@@ -168,13 +170,16 @@ def finetune(
         trainer = _teacher_trainer(
             spec, task, train, base_dir, tok_dir, work, eval_splits, autocast=cache.autocast
         )
-        output = trainer.train(resume_from_checkpoint=last)
+        what = f"teacher {spec.name}'s fine-tuning"
+        output = resume.train(trainer, last, what, setting="SEAD_CACHE (or paths.teachers_dir)")
         train_seconds = time.perf_counter() - started
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=store))
         try:
             # save_pretrained rather than Trainer.save_model, which adds a pickled training_args.bin
-            trainer.model.save_pretrained(tmp)
-            trainer.processing_class.save_pretrained(tmp)
+            size = resume.weight_bytes(trainer.model)
+            with disk_space(store, f"teacher {spec.name}'s store entry", size, "SEAD_CACHE"):
+                trainer.model.save_pretrained(tmp)
+                trainer.processing_class.save_pretrained(tmp)
             teacher = Teacher(spec, tmp, tmp, identity(str(tmp), tmp), tok_id, FINETUNED)
             last_epoch = {s: e.logits for s, e in final_evaluations(trainer).items()}
             evaluation = _evaluate_into_cache(teacher, task, splits, cache, last_epoch)
@@ -193,7 +198,7 @@ def finetune(
                 "evaluation": evaluation,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }
-            (tmp / STORE_MARKER).write_text(json.dumps(teacher.store_record, indent=2))
+            write_atomic(tmp / STORE_MARKER, json.dumps(teacher.store_record, indent=2))
             if gate:  # a teacher below its floor is not kept: no later run may reuse it
                 scores = {split: result["metrics"] for split, result in evaluation.items()}
                 try:
@@ -271,12 +276,6 @@ def _scores(record: dict) -> str:
     )
 
 
-def _global_step(checkpoint: str | None) -> int | None:
-    if checkpoint is None:
-        return None
-    return TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json")).global_step
-
-
 @contextmanager
 def _locked(path: Path, what: str):
     """Hold `<path>.lock`; say so when another job holds it, rather than hang silently."""
@@ -323,7 +322,7 @@ def _teacher_trainer(
         seed=args.seed,
         save_strategy="steps",
         save_steps=args.save_steps,
-        save_total_limit=1,
+        save_total_limit=None,  # ResumePoints keeps the last one, once the new one is complete
         logging_steps=50,
         report_to="none",
         use_cpu=not torch.cuda.is_available(),
@@ -345,5 +344,5 @@ def _teacher_trainer(
         data_collator=choices.collator(task, tokenizer),
         processing_class=tokenizer,
         # a loss line and the eval metrics every epoch, however short
-        callbacks=[EpochReport(f"Teacher {spec.name}", scorer)],
+        callbacks=[EpochReport(f"Teacher {spec.name}", scorer), resume.ResumePoints(keep=1)],
     )
