@@ -8,6 +8,7 @@ fill MODEL DATA ROOT CHUNK BATCH DELAY [SHARD]: fill the train logits of the tea
     path, sleeping DELAY s after each saved chunk (so a test can SIGKILL it mid-way);
     with SHARD ('i/n'), only that chunk set, as a `cache.shard=i/n` job does. Prints
     {"computed": [chunks this process computed], "pending": [saved, in all] or null} as json.
+fill-vectors ...: the same, asking for representations too (`VECTORS`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from sead.cache import SoftLabelCache
 from sead.chunks import PartialEntry
 
 RACE_KEY = {"model": "m@1", "task": "sst2", "split": "train", "data": "d"}
+VECTORS = {"layer": -1, "pooling": "mean", "dtype": "float16"}  # conf/cache's defaults
 
 
 def race(root: str, barrier: str) -> None:
@@ -41,9 +43,12 @@ def race(root: str, barrier: str) -> None:
     print(json.dumps({"hit": entry.hit, "logits": entry.logits.tolist()}))
 
 
-def fill(model_dir, data_dir, root, chunk_size: int, batch_size: int, shard=None):
+def fill(
+    model_dir, data_dir, root, chunk_size: int, batch_size: int, shard=None, representations=None
+):
     """A teacher's train-split cache entry on an sst2-shaped task, via `cached_logits`
-    (its logits; with `shard`, the entry, which has no logits while other shards are missing)."""
+    (its logits; with `shard` or `representations`, the entry, which has no logits while other
+    shards are missing)."""
     from omegaconf import OmegaConf  # heavy imports here, so that `race` starts fast
 
     from sead import data, teachers
@@ -62,10 +67,13 @@ def fill(model_dir, data_dir, root, chunk_size: int, batch_size: int, shard=None
         trust_remote_code=False,
         batch_size=batch_size,
     )
-    cache = SoftLabelCache(root, chunk_size=chunk_size, shard=shard)
+    cache = SoftLabelCache(root, chunk_size=chunk_size, shard=shard, representations=VECTORS)
     teacher = teachers.prepare(spec, task, splits, Path(root) / "teachers", cache.file_hashes)
-    entry = teachers.cached_logits(teacher, task, splits, cache, sharded=True)["train"]
-    return entry if shard else entry.logits
+    vectors = cache.representations if representations else None
+    entries = teachers.cached_logits(
+        teacher, task, splits, cache, sharded=True, representations=vectors
+    )
+    return entries["train"] if shard or representations else entries["train"].logits
 
 
 def main(argv: list[str]) -> None:
@@ -73,7 +81,7 @@ def main(argv: list[str]) -> None:
     mode, *args = argv
     if mode == "race":
         race(*args)
-    elif mode == "fill":
+    elif mode in ("fill", "fill-vectors"):
         model_dir, data_dir, root, chunk_size, batch_size, delay, *shard = args
         save, computed = PartialEntry.save, []
 
@@ -86,7 +94,16 @@ def main(argv: list[str]) -> None:
         import torch
 
         torch.set_num_threads(1)  # every process alike: logits bitwise equal across processes
-        entry = fill(model_dir, data_dir, root, int(chunk_size), int(batch_size), *shard)
+        vectors = mode == "fill-vectors"
+        entry = fill(
+            model_dir,
+            data_dir,
+            root,
+            int(chunk_size),
+            int(batch_size),
+            *shard,
+            representations=vectors,
+        )
         pending = getattr(entry, "pending", None)
         print(json.dumps({"computed": computed, "pending": pending and list(pending)}))
     else:
