@@ -35,3 +35,13 @@ def kill_after_chunks(child: subprocess.Popen, root: Path, chunks: int = 2, time
     os.kill(child.pid, signal.SIGKILL)
     child.wait(timeout=30)
     assert child.returncode == -signal.SIGKILL
+
+
+def teacher_spec(name: str, source, **settings):
+    """A `TeacherSpec` for a local checkpoint: `settings` over the plain ones a test does not
+    vary (not fine-tuned, its own tokenizer, no revision, no remote code, length 64, batch 8)."""
+    from sead.teachers import TeacherSpec
+
+    plain = {"finetune": False, "tokenizer": None, "max_length": 64, "revision": None}
+    plain |= {"trust_remote_code": False, "batch_size": 8}
+    return TeacherSpec(name=name, source=str(source), **{**plain, **settings})

@@ -303,10 +303,14 @@ def test_cli_list_and_show(filled, capsys):
     assert code == 0
     header, *rows = out.splitlines()
     assert header.split() == [
-        "FINGERPRINT", "TEACHER", "TASK", "SPLIT", "EXAMPLES", "DTYPE", "SIZE", "CREATED"
+        "FINGERPRINT", "TEACHER", "TASK", "SPLIT", "EXAMPLES", "DTYPE", "REPRESENTATIONS",
+        "SIZE", "CREATED",
     ]  # fmt: skip
-    assert sorted(row.split()[:4] for row in rows) == sorted(
-        [[bert, "bert", "sst2", "validation"], [rte, "roberta", "rte", "validation"]]
+    assert sorted(row.split()[:7] for row in rows) == sorted(  # logits only: no vectors, "-"
+        [
+            [bert, "bert", "sst2", "validation", "3", "float32", "-"],
+            [rte, "roberta", "rte", "validation", "3", "float32", "-"],
+        ]
     )
     code, out = _cli(capsys, cache.root, "show", bert[:8])
     assert code == 0 and json.loads(out[: out.rindex("}") + 1])["fingerprint"] == bert

@@ -27,7 +27,7 @@ from sead.chunks import PartialEntry
 from sead.representations import Outputs, RepresentationSpec, check_task
 from sead.tasks import get_task
 from tests import cache_worker
-from tests.helpers import compose, kill_after_chunks
+from tests.helpers import compose, kill_after_chunks, teacher_spec
 
 REPO = Path(__file__).resolve().parents[1]
 SST2 = get_task("sst2")
@@ -58,17 +58,8 @@ def splits(tiny_assets) -> DatasetDict:
     return data.load_splits(SST2, data_cfg, ["train", "validation"])
 
 
-def _teacher(folder: Path, root: Path, batch_size: int = BATCH):
-    spec = teachers.TeacherSpec(
-        name="wide",
-        source=str(folder),
-        finetune=False,
-        tokenizer=None,
-        max_length=64,
-        revision=None,
-        trust_remote_code=False,
-        batch_size=batch_size,
-    )
+def _teacher(folder: Path, root: Path):
+    spec = teacher_spec("wide", folder, batch_size=BATCH)
     return teachers.prepare(spec, SST2, DatasetDict(), root / "teachers")
 
 
@@ -378,7 +369,7 @@ def test_cache_list_shows_which_entries_hold_vectors(wide_teacher, splits, tmp_p
     assert "REPRESENTATIONS" in out.splitlines()[0]
     rows = {line.split()[0]: line for line in out.splitlines()[1:] if line.strip()}
     assert "layer 1, cls, 48 wide" in rows[with_cls["validation"].fingerprint]
-    assert " - " in rows[plain.fingerprint] and "wide" not in rows[plain.fingerprint]
+    assert rows[plain.fingerprint].split()[6] == "-"  # logits only
     assert cache_module.main(["--root", str(root), "show", with_cls["validation"].fingerprint]) == 0
     assert '"pooling": "cls"' in capsys.readouterr().out
     manifest, tensors, _ = read_tensors(root / with_cls["validation"].fingerprint)
@@ -404,12 +395,13 @@ def test_a_store_teacher_fine_tuned_for_vectors_runs_its_eval_split_once(tiny_cf
         "predict",
         lambda *a, **k: passes.append((a[4], k["representations"])) or real(*a, **k),
     )
-    cfg = tiny_cfg("teachers=[toy_roberta]")
+    cfg = tiny_cfg()
     inputs = pipeline.check_inputs(cfg)
     cache = pipeline.soft_label_cache(cfg)
     vectors = cache.representations
+    [spec] = [spec for spec in inputs.specs if spec.name == "toy_roberta"]
     teacher = teachers.prepare(
-        inputs.specs[0], inputs.task, inputs.splits, cfg.paths.teachers_dir, cache.file_hashes,
+        spec, inputs.task, inputs.splits, cfg.paths.teachers_dir, cache.file_hashes,
         cache, representations=vectors,
     )  # fmt: skip
     assert passes == [("Teacher toy_roberta on validation", vectors)]  # computed, not reused

@@ -1,0 +1,289 @@
+"""Labelling with and without teacher representations: what the vectors cost (issue 28).
+
+The issue's cost target: labelling with representations costs at most 1.1x labelling without
+them (one forward pass: the hidden states are pooled from the pass that gives the logits);
+and each teacher's cache size is reported. Settings, fixed before any number was measured:
+
+  data      the sead_glue_cpu study's SST-2 train split (train minus its held-out slice,
+            work/data/sst2 there: the transfer set's source), a fixed random slice of N
+            sentences (`data.max_train_samples`, subsample seed 0), max_length 64 as there
+  teachers  sead's shipped `minilm` (all-MiniLM-L6-v2, hidden 384) and `mpnet`
+            (all-mpnet-base-v2, hidden 768) configs, batch size 128 as shipped, each with a
+            seeded fresh 2-label head on top (labelling cost does not depend on what the head
+            learnt); made once under work/models/
+  vectors   `cache.representations` as shipped: last layer, mean over real tokens, float16
+  unit      one teacher labelling the slice through `sead.teachers.cached_logits` into an
+            empty cache, with or without `representations` (tokenize, load, forward, store):
+            what a run pays on a miss. Its wall time, and the forward pass's own time
+            (`compute_seconds` in the entry's manifest)
+  order     per repeat and teacher, without then with, then the other way round on the next
+            repeat (alternating, so drift in machine load does not favour one side); one
+            untimed warm-up unit per teacher first (file cache, allocator)
+  threads   torch's default (OMP_NUM_THREADS), or --threads; recorded with the results
+  lock      each unit holds /tmp/sead-cpu.lock (the team's CPU lock) while it runs, so other
+            jobs interleave between units and none runs during one (--lock '' when the whole
+            command already runs under `flock`)
+
+Reported per teacher: the median wall and forward seconds of each side, their ratio, each
+repeat's ratio, whether the logits of both sides are bitwise equal (they must be: one pass),
+and the entry sizes in bytes (logits tensor, vectors tensor, the whole entry file), also per
+1,000 examples and for the study's whole SST-2 transfer source.
+
+    OMP_NUM_THREADS=2 python experiments/representations_cpu/run.py   # N=2000, 5 repeats
+    python experiments/representations_cpu/run.py --n 4000 --repeats 7
+    python experiments/representations_cpu/run.py --quick         # 64 sentences, 2 repeats
+    python experiments/representations_cpu/run.py --report-only   # print the saved results
+
+It takes the CPU lock itself, unit by unit: do not wrap it in `flock` (or pass --lock '').
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shutil
+import statistics
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's sead, whatever is installed
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from datasets import DatasetDict  # noqa: E402
+from filelock import FileLock  # noqa: E402
+from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: E402
+
+from experiments.provenance import code_commit  # noqa: E402
+from experiments.sead_glue_cpu import run as study  # noqa: E402
+from sead import pipeline, teachers  # noqa: E402
+from sead.cache import LOGITS_FILE, MANIFEST_FILE, SoftLabelCache  # noqa: E402
+from sead.files import write_atomic  # noqa: E402
+
+log = logging.getLogger("representations_cpu")
+WORK = HERE / "work"
+RESULTS = HERE / "results.json"
+LOCK = "/tmp/sead-cpu.lock"  # --lock; "" when the whole command runs under `flock` already
+TEACHERS = ("minilm", "mpnet")
+TARGET = 1.1  # with / without, at most
+MAX_LENGTH = study.TASKS["sst2"]["max_length"]
+LABELS = ("negative", "positive")
+
+
+def labelling_checkpoint(name: str, base: str) -> Path:
+    """`base` with a seeded fresh 2-label head, saved once under work/models/<name>."""
+    folder = WORK / "models" / name
+    if (folder / "config.json").is_file():
+        return folder
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        base,
+        num_labels=len(LABELS),
+        id2label=dict(enumerate(LABELS)),
+        label2id={label: i for i, label in enumerate(LABELS)},
+    )
+    tmp = folder.with_name(f".{name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    AutoTokenizer.from_pretrained(base).save_pretrained(tmp)
+    os.replace(tmp, folder)
+    return folder
+
+
+def config(n: int):
+    """The composed config: the study's SST-2 data, both teachers as ready checkpoints."""
+    args = [
+        "task=sst2",
+        f"data.dir={study.data_dir('sst2')}",
+        f"data.max_train_samples={n}",
+        f"teachers=[{','.join(TEACHERS)}]",
+        f"paths.cache_dir={WORK / 'cache'}",
+        f"paths.output_dir={WORK / 'outputs'}",
+    ]
+    bases = study.compose_cfg(args).teachers
+    for name in TEACHERS:
+        checkpoint = labelling_checkpoint(name, str(bases[name].model))
+        args += [
+            f"teachers.{name}.finetune=false",
+            f"+teachers.{name}.checkpoints={{sst2: '{checkpoint}'}}",
+            f"teachers.{name}.max_length={MAX_LENGTH}",
+        ]
+    return study.compose_cfg(args)
+
+
+def cpu_lock():
+    """The team's CPU lock (`flock /tmp/sead-cpu.lock`), held for one unit at a time, so that
+    other jobs run between units and never during one."""
+    return FileLock(LOCK) if LOCK else nullcontext()
+
+
+def unit(teacher, task, split: DatasetDict, cfg, vectors: bool, name: str) -> tuple:
+    """One labelling into an empty cache, under the CPU lock: (its times and entry sizes, the
+    logits)."""
+    root = WORK / "units" / name
+    with cpu_lock():
+        shutil.rmtree(root, ignore_errors=True)
+        cache = SoftLabelCache(root, **cfg.cache)
+        spec = cache.representations if vectors else None
+        started = time.perf_counter()
+        entry = teachers.cached_logits(teacher, task, split, cache, representations=spec)["train"]
+        wall = time.perf_counter() - started
+    manifest = json.loads((root / entry.fingerprint / MANIFEST_FILE).read_text())
+    stored = manifest.get("representations")
+    record = {
+        "vectors": vectors,
+        "wall_s": round(wall, 3),
+        "forward_s": manifest["compute_seconds"],
+        "n_examples": manifest["n_examples"],
+        "logits_bytes": int(np.prod(manifest["shape"])) * np.dtype(manifest["dtype"]).itemsize,
+        "vectors_bytes": stored["size_bytes"] if stored else 0,
+        "vectors_shape": stored["shape"] if stored else None,
+        "entry_file_bytes": (root / entry.fingerprint / LOGITS_FILE).stat().st_size,
+        "load_average_after": os.getloadavg(),
+    }
+    shutil.rmtree(root, ignore_errors=True)
+    return record, entry.logits
+
+
+def measure(n: int, repeats: int, threads: int | None) -> dict:
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = config(n)
+    inputs = pipeline.check_inputs(cfg)
+    task = inputs.task
+    split = DatasetDict({"train": inputs.splits["train"]})
+    full = sum(1 for _ in (study.data_dir("sst2") / "train.jsonl").open())
+    out = {"teachers": {}}
+    for spec in inputs.specs:
+        teacher = teachers.prepare(spec, task, inputs.splits, cfg.paths.teachers_dir)
+        warm = DatasetDict({"train": split["train"].select(range(min(64, n)))})
+        unit(teacher, task, warm, cfg, True, f"{spec.name}-warmup")
+        runs, identical = [], True
+        for repeat in range(repeats):
+            order = (False, True) if repeat % 2 == 0 else (True, False)
+            logits = {}
+            for vectors in order:
+                label = f"{spec.name}-{'with' if vectors else 'without'}-{repeat}"
+                record, logits[vectors] = unit(teacher, task, split, cfg, vectors, label)
+                runs.append({"repeat": repeat, **record})
+                log.info(
+                    "%s: %.2fs wall, %.2fs forward", label, record["wall_s"], record["forward_s"]
+                )
+            identical &= bool(np.array_equal(logits[True], logits[False]))
+        out["teachers"][spec.name] = summary(runs, identical, full)
+        out["teachers"][spec.name]["model"] = spec.source
+    return {
+        "n_examples": n,
+        "repeats": repeats,
+        "full_split_examples": full,
+        "max_length": MAX_LENGTH,
+        "batch_size": {spec.name: spec.batch_size for spec in inputs.specs},
+        "representations": dict(cfg.cache.representations),
+        **out,
+        "code": code_commit(ROOT),
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def summary(runs: list[dict], identical: bool, full: int) -> dict:
+    side = {v: [r for r in runs if r["vectors"] == v] for v in (False, True)}
+
+    def median(vectors: bool, field: str) -> float:
+        return statistics.median(r[field] for r in side[vectors])
+
+    pairs = {}
+    for r in runs:
+        pairs.setdefault(r["repeat"], {})[r["vectors"]] = r["wall_s"]
+    ratio = median(True, "wall_s") / median(False, "wall_s")
+    with_vectors, without = side[True][0], side[False][0]
+    n = with_vectors["n_examples"]
+    per_example = {
+        "logits": without["logits_bytes"] / n,
+        "vectors": with_vectors["vectors_bytes"] / n,
+        "entry_without": without["entry_file_bytes"] / n,
+        "entry_with": with_vectors["entry_file_bytes"] / n,
+    }
+    return {
+        "median_wall_s": {"without": median(False, "wall_s"), "with": median(True, "wall_s")},
+        "median_forward_s": {
+            "without": median(False, "forward_s"),
+            "with": median(True, "forward_s"),
+        },
+        "ratio_wall": round(ratio, 4),
+        "ratio_forward": round(median(True, "forward_s") / median(False, "forward_s"), 4),
+        "ratio_each_repeat": [round(p[True] / p[False], 4) for _, p in sorted(pairs.items())],
+        "target": TARGET,
+        "target_met": ratio <= TARGET,
+        "logits_identical": identical,
+        "hidden_size": with_vectors["vectors_shape"][1],
+        "bytes": {
+            "logits": without["logits_bytes"],
+            "vectors": with_vectors["vectors_bytes"],
+            "entry_without": without["entry_file_bytes"],
+            "entry_with": with_vectors["entry_file_bytes"],
+        },
+        "bytes_per_1000_examples": {k: round(v * 1000) for k, v in per_example.items()},
+        "bytes_full_split": {k: round(v * full) for k, v in per_example.items()},
+        "runs": runs,
+    }
+
+
+def report(results: dict) -> str:
+    lines = [
+        f"{results['n_examples']:,} SST-2 sentences, {results['repeats']} repeats, "
+        f"{results['machine']['torch_threads']} thread(s), code {results['code']}",
+        "",
+        "| teacher | hidden | median s without | median s with | with / without (wall) "
+        "| forward ratio | target <= 1.1 | logits equal | logits B/1k ex | vectors B/1k ex "
+        f"| entry with vectors, whole split ({results['full_split_examples']:,} ex) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, t in results["teachers"].items():
+        wall, per_k = t["median_wall_s"], t["bytes_per_1000_examples"]
+        lines.append(
+            f"| {name} | {t['hidden_size']} | {wall['without']:.2f} | {wall['with']:.2f} "
+            f"| {t['ratio_wall']:.3f} ({', '.join(f'{r:.3f}' for r in t['ratio_each_repeat'])}) "
+            f"| {t['ratio_forward']:.3f} | {'met' if t['target_met'] else 'missed'} "
+            f"| {t['logits_identical']} | {per_k['logits']:,} | {per_k['vectors']:,} "
+            f"| {t['bytes_full_split']['entry_with'] / 2**20:.1f} MiB |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    global WORK, RESULTS, LOCK
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=2000, help="SST-2 sentences to label")
+    parser.add_argument("--repeats", type=int, default=5, help="pairs of units per teacher")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's own)")
+    parser.add_argument("--lock", default=LOCK, help="CPU lock taken per unit ('': none)")
+    parser.add_argument("--quick", action="store_true", help="64 sentences, 2 repeats, quick/")
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args(argv)
+    LOCK = args.lock
+    if args.quick:
+        WORK, RESULTS = HERE / "quick" / "work", HERE / "quick" / "results.json"
+        args.n, args.repeats = 64, 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if not args.report_only:
+        results = measure(args.n, args.repeats, args.threads)
+        write_atomic(RESULTS, json.dumps(results, indent=2) + "\n")
+    print(report(json.loads(RESULTS.read_text())))
+
+
+if __name__ == "__main__":
+    main()
