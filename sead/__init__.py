@@ -35,8 +35,16 @@ _RUN_ID = secrets.token_hex(3)
 
 
 def _run_id() -> str:
-    """`${sead_run_id:}`: six hex digits drawn once per process, so that two runs started in
-    the same instant still get their own `hydra.run.dir` (conf/config.yaml)."""
+    """`${sead_run_id:}`: six hex digits drawn once per process (and by `sead.api` for each
+    run), so that two runs started in the same instant still get their own `hydra.run.dir`
+    (conf/config.yaml)."""
+    return _RUN_ID
+
+
+def new_run_id() -> str:
+    """Draw the run id again: `sead.api.run` does, so that runs in one process never share one."""
+    global _RUN_ID
+    _RUN_ID = secrets.token_hex(3)
     return _RUN_ID
 
 

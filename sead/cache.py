@@ -19,7 +19,7 @@ An entry is built under a temporary name and renamed into place (atomic on
 POSIX), and verified against its manifest on every load: a missing, truncated,
 edited or mismatched entry is reported in one line and recomputed, never used.
 
-`python -m sead.cache list|show|rm|verify` inspects and prunes the cache; `export` writes a
+`sead cache list|show|rm|verify` inspects and prunes the cache; `export` writes a
 teacher's cached logits as prediction files (`sead.prediction_files`), which a predictions
 teacher reads on another machine.
 """
@@ -401,7 +401,7 @@ def _describe(key: dict, about: dict | None = None) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# The command line: python -m sead.cache list|show|rm|verify
+# The command line: sead cache list|show|rm|verify
 # --------------------------------------------------------------------------------------------
 
 
@@ -616,20 +616,18 @@ def _print_teacher_config(written: list[tuple]) -> None:
             print(f"  labels: [{', '.join(labels)}]")
 
 
-def default_root(which: str = "logits_dir") -> Path:
-    """`paths.logits_dir` (or `paths.teachers_dir`) of the composed config, so the CLI sees
+def default_roots() -> tuple[Path, Path]:
+    """`paths.logits_dir` and `paths.teachers_dir` of the composed config, so the CLI sees
     what runs use."""
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config")
-    return Path(cfg.paths[which])
+        paths = compose("config").paths
+    return Path(paths.logits_dir), Path(paths.teachers_dir)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m sead.cache", description=__doc__.split("\n")[0]
-    )
+def main(argv: list[str] | None = None, prog: str = "python -m sead.cache") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     parser.add_argument("--root", type=Path, help="cache folder (default: paths.logits_dir)")
     parser.add_argument(
         "--store",
@@ -669,9 +667,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "show" and not args.fingerprints:
         parser.error("show needs a fingerprint (see `list`).")
-    root = args.root or default_root()
-    if args.store is None:
-        args.store = root.parent / "teachers" if args.root else default_root("teachers_dir")
+    if args.root is None:
+        root, store = default_roots()
+    else:
+        root, store = args.root, args.root.parent / "teachers"
+    args.store = args.store or store
     command = {
         "list": _cmd_list,
         "show": _cmd_show,

@@ -43,15 +43,15 @@ from transformers import (
     DataCollatorWithPadding,
     Trainer,
 )
+from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 
 from sead import metrics
-from sead.tasks import UNLABELED, TaskSpec
+from sead.tasks import PAD_LOGIT, UNLABELED, TaskSpec  # PAD_LOGIT: the padding choice's logit
 
 log = logging.getLogger(__name__)
 # Part of every multiple-choice cache and teacher-store key: bump it when the way choices are
 # written changes, so that logits and teachers made from the old texts are never reused.
 FORMAT_VERSION = 1
-PAD_LOGIT = -1.0e4  # logit of a padding choice (float16-safe; exp underflows to 0)
 COPA_CONNECTORS = {"cause": "because", "effect": "so"}
 TRUNCATION = {"copa": "longest_first", "record": "only_second"}  # record: cut the passage only
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # what a model takes of a batch
@@ -288,7 +288,8 @@ def constant_choice_baseline(task: TaskSpec, gold_: np.ndarray) -> float:
 def training_args(task: TaskSpec, group_by_length: bool) -> dict:
     """The Trainer's sampling settings: with `group_by_length`, its `LengthGroupedSampler`.
 
-    It shuffles the rows, cuts them into mega-batches of 50 batches and sorts each by padded
+    It shuffles the rows (`SeededLengthGroupedSampler`, through `GroupedTrainer`), cuts them
+    into mega-batches of up to 50 batches and sorts each by padded
     size, so a batch pads to about its own rows' length instead of the longest of 32 random
     rows (on SST-2 sentences, ~1.06x the real tokens instead of ~3x), while the order of the
     batches stays random. The sizes come from a column (`with_lengths`): tokens, or choices x
@@ -299,6 +300,41 @@ def training_args(task: TaskSpec, group_by_length: bool) -> dict:
         return {}
     column = CHOICE_TOKENS if task.is_multiple_choice else LENGTH
     return {"train_sampling_strategy": "group_by_length", "length_column_name": column}
+
+
+class SeededLengthGroupedSampler(LengthGroupedSampler):
+    """The Trainer's LengthGroupedSampler, its shuffle drawn from a generator seeded with the
+    run seed and the epoch (the Trainer calls `set_epoch`), not from torch's global one.
+
+    So an epoch's batches depend on nothing that ran before it: a run resumed from a checkpoint
+    trains on the batches an uninterrupted run trains on, and every DDP rank cuts the same
+    batches. (The Trainer's random sampler is seeded per epoch the same way, by accelerate.)
+    """
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int):
+        super().__init__(batch_size, lengths=lengths)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
+
+
+class GroupedTrainer(Trainer):
+    """A Trainer whose `group_by_length` batches come from `SeededLengthGroupedSampler`, with
+    the sizes of the dataset's length column (`training_args`, `with_lengths`)."""
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        if self.args.train_sampling_strategy != "group_by_length" or dataset is None:
+            return super()._get_train_sampler(train_dataset)
+        batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
+        lengths = dataset[self.args.length_column_name][:]
+        seed = self.args.seed if self.args.data_seed is None else self.args.data_seed
+        return SeededLengthGroupedSampler(batch, list(lengths), seed)
 
 
 def with_lengths(encoded: Dataset, task: TaskSpec, group_by_length: bool) -> Dataset:
@@ -405,7 +441,7 @@ def hard_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits[valid].float(), labels[valid].long())
 
 
-class ChoiceTrainer(Trainer):
+class ChoiceTrainer(GroupedTrainer):
     """Fine-tunes a multiple-choice teacher: cross-entropy over real choices only."""
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):

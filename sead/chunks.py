@@ -129,7 +129,7 @@ class PartialEntry:
         self.folder = Path(folder)
         self.chunk_size = chunk_size
         self.shard = shard  # None: every chunk
-        self.about = about or {}  # teacher, task, split: for `python -m sead.cache list`
+        self.about = about or {}  # teacher, task, split: for `sead cache list`
         # A file that exists once the entry is stored: a shard that finds it stops (`Assembled`).
         # One already there (an entry being refilled because it failed verification) is not.
         self.stored = stored

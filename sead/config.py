@@ -6,7 +6,21 @@ import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+def conf_dir() -> Path:
+    """sead's own configs: `sead/conf` in an installed wheel, else the checkout's `conf/`.
+
+    `conf/` lives at the top of the repository and the wheel carries it as the package data
+    `sead/conf` (pyproject.toml). A plain folder path, not `pkg://sead.conf`: in a checkout
+    or an editable install `sead.conf` is no importable package, and Hydra reads a folder
+    the same way from a wheel, a checkout and `--config-dir`.
+    """
+    package = Path(__file__).resolve().parent
+    packaged = package / "conf"
+    return packaged if packaged.is_dir() else package.parent / "conf"
+
+
+CONF_DIR = conf_dir()
 
 
 def check_keys(given: Iterable[str], known, where: str, what: str = "key") -> None:

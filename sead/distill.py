@@ -30,7 +30,6 @@ from transformers import (
     AutoTokenizer,
     PreTrainedModel,
     SchedulerType,
-    Trainer,
     TrainingArguments,
 )
 
@@ -76,7 +75,7 @@ def kd_loss(
     return (soft_weight * soft + (1 - soft_weight) * hard).mean()
 
 
-class DistillationTrainer(Trainer):
+class DistillationTrainer(choices.GroupedTrainer):
     """A Trainer whose batches carry `soft_targets` beside the gold `labels`."""
 
     def __init__(self, *args, temperature: float, alpha: float, regression: bool, **kwargs):

@@ -3,7 +3,7 @@
 The Trainer already trains with DDP when a launcher starts several processes; what it does not
 know is sead's own work around training. These helpers let every rank fill its share of the
 teachers' cache entries (`sead.chunks.Shard`, a barrier after each) and let only rank 0 write
-results. A plain `python -m sead.run` is one process: every helper is then a no-op
+results. A plain `sead` is one process: every helper is then a no-op
 and `accelerate` is never initialised, so the single-process path is unchanged.
 """
 

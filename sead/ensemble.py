@@ -10,7 +10,7 @@ teachers' logits and the gold labels of `ensemble.fit_split` (default: the task'
 When that split is also reported, `assess` scores it by k-fold cross-fitting, so no
 reported number comes from an example the ensembler was fitted on.
 
-`python -m sead.run stage=ensemble task=sst2 'teachers=[a,b,c]'` prints every strategy next to
+`sead stage=ensemble task=sst2 'teachers=[a,b,c]'` prints every strategy next to
 each teacher alone, from cached logits, without training a student (`compare_strategies`).
 """
 

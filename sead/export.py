@@ -49,6 +49,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Data
 
 from sead import card, choices, data, fusion, metrics
 from sead.card import deployment_table
+from sead.config import CONF_DIR
 from sead.fusion import AdditiveMask
 from sead.inference import MODEL_INPUTS, predict_logits
 from sead.report import RESULTS_FILE, write_atomic
@@ -60,7 +61,7 @@ INSTALL_HINT = "pip install -e '.[export]'"
 ONNX_DIR, INT8_DIR = "onnx", "onnx-int8"
 ONNX_FILE = "model.onnx"
 EXPORT_FILE = "export.json"  # the record, beside the folders, when there is no results.json
-CONF_FILE = Path(__file__).resolve().parents[1] / "conf" / "export" / "onnx.yaml"
+CONF_FILE = CONF_DIR / "export" / "onnx.yaml"  # in the wheel too (sead.config.conf_dir)
 PYTORCH_FP32, ONNX_FP32, ONNX_INT8, PYTORCH_INT8 = (
     "pytorch fp32",
     "onnx fp32",
@@ -531,9 +532,9 @@ def default_settings() -> DictConfig:
     return OmegaConf.load(CONF_FILE)
 
 
-def main(argv=None) -> None:
+def main(argv=None, prog: str = "python -m sead.export") -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m sead.export",
+        prog=prog,
         description="Export a sead student to ONNX fp32 and int8, checked and timed: writes "
         "onnx/ and onnx-int8/ beside student/, and the 'export' record into results.json (and "
         "the model card), or export.json when the folder has no run results.",

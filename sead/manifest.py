@@ -132,7 +132,7 @@ def verify(folder: Path, memo: FileHashes | None = None) -> None:
             raise DamagedFolder(f"{name} fails its content hash")
 
 
-# --- the teacher store's entries, as `python -m sead.cache list|verify` shows them -----------
+# --- the teacher store's entries, as `sead cache list|verify` shows them -----------
 
 
 def store_entries(store, teacher: str | None = None, task: str | None = None) -> list[Path]:

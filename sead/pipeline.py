@@ -254,13 +254,15 @@ def compare_ensembles(cfg: DictConfig) -> tuple[str, dict]:
     inputs = check_inputs(cfg)
     task, names, plan = inputs.task, inputs.names, inputs.plan
     needed = list(dict.fromkeys([*task.eval_splits, plan.split]))
-    per_teacher, records = teacher_logits(cfg, inputs, soft_label_cache(cfg), logit_splits=needed)
+    cache = soft_label_cache(cfg)
+    per_teacher, records = teacher_logits(cfg, inputs, cache, logit_splits=needed)
     logits = {split: _stacked(per_teacher, names, split) for split in needed}
     labels = {split: inputs.gold[split] for split in needed}
     rows, notes = ensemble.compare_strategies(cfg.ensemble, task, names, logits, labels, plan)
     table = report.comparison_table(task, rows, plan, notes)
     data = {"task": task.name, "fit_split": plan.split, "folds": plan.folds, "fold_seed": plan.seed}
-    return table, {**data, "rows": rows, "teachers": records}
+    cached = {"dir": str(cache.root), "hits": cache.hits, "misses": cache.misses}
+    return table, {**data, "rows": rows, "teachers": records, "cache": cached}
 
 
 def run(cfg: DictConfig) -> dict | None:
@@ -439,7 +441,7 @@ def _check_distributed(inputs: Inputs) -> None:
         raise ValueError(
             f"Teacher(s) {to_finetune} have finetune: true, which a multi-process run "
             f"(world size {distributed.world_size()}) cannot do. Fine-tune them first with a "
-            "single-process run of the same task and data (python -m sead.run ...), then point "
+            "single-process run of the same task and data (sead ...), then point "
             "teachers.<name>.checkpoints.<task> at the fine-tuned checkpoint it stored under "
             "paths.teachers_dir and set teachers.<name>.finetune=false."
         )

@@ -1,6 +1,6 @@
 """Prediction files: a teacher's outputs written by any model, anywhere, read back as logits.
 
-A predictions teacher (`sead.teachers.predictions`) reads these; `python -m sead.cache export`
+A predictions teacher (`sead.teachers.predictions`) reads these; `sead cache export`
 writes them from cached logits, so a teacher run on a GPU machine can be distilled elsewhere.
 
 Formats (one file per split):
@@ -31,8 +31,8 @@ import numpy as np
 from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save as save_safetensors
 
-from sead.choices import PAD_LOGIT
 from sead.files import write_atomic
+from sead.tasks import PAD_LOGIT
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 One run: `results.json` (status ok or failed, with its Hydra overrides and settings), the
 resolved config, the student's model card (`sead.card`) and a summary table.
-Many runs: `python -m sead.report <multirun dir or run dirs>` reads every `results.json` and
+Many runs: `sead report <multirun dir or run dirs>` reads every `results.json` and
 writes `report.md`, `report.csv` and PNG plots (see `build_report`).
 """
 
@@ -309,7 +309,7 @@ def _shorten(text: str, width: int) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# The report over many runs: `python -m sead.report <multirun dir or run dirs> [-o OUT]`.
+# The report over many runs: `sead report <multirun dir or run dirs> [-o OUT]`.
 # --------------------------------------------------------------------------------------------
 
 # Overrides that `SETTINGS` (or the teacher list) already show as a column of their own.
@@ -587,9 +587,9 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None, prog: str = "python -m sead.report") -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m sead.report",
+        prog=prog,
         description="Tabulate and plot the results.json of a sweep (or of several runs).",
     )
     parser.add_argument("paths", nargs="+", help="multirun dir(s), run dir(s) or results.json")

@@ -1,14 +1,19 @@
 """The Hydra entry point, for the full run and for each stage run on its own.
 
-    python -m sead.run task=sst2 'teachers=[bert,roberta]'                  # stage=all
-    python -m sead.run stage=teachers task=rte 'teachers=[bert,roberta]'    # teachers.json
-    python -m sead.run stage=ensemble task=sst2 'teachers=[bert,roberta]'   # every ensembler
+    sead task=sst2 'teachers=[bert,roberta]'                  # stage=all
+    sead stage=teachers task=rte 'teachers=[bert,roberta]'    # teachers.json
+    sead stage=ensemble task=sst2 'teachers=[bert,roberta]'   # every ensembler
 
-Thin on purpose: the work is in `sead.pipeline`, which tests call directly. Every stage
-gets the same checks here: a teacher with no config stops the command line before Hydra
-composes it, and a job that raises is recorded as failed (in the file its stage writes)
-and, in a sweep, lets the sweep go on. A full run returns the student's main metric so
-that Hydra sweepers (e.g. Optuna) can optimise it.
+`sead` (sead.cli) and `python -m sead.run` are this module's `cli()`. Thin on purpose: the
+work is in `sead.pipeline`, which tests call directly. Every stage gets the same checks
+here: a config name (teacher, task, student...) that no folder on the search path holds
+stops the command line before Hydra composes it, naming the folders searched; a job that
+raises is recorded as failed (in the file its stage writes) and, in a sweep, lets the sweep
+go on. A full run returns the student's main metric so that Hydra sweepers (e.g. Optuna)
+can optimise it.
+
+Light to import, so that `--help`, `--cfg` and `--info` answer at once: the pipeline (torch,
+transformers, every stage) is imported only when a job runs.
 """
 
 from __future__ import annotations
@@ -22,11 +27,11 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import OverrideParseException
+from hydra.errors import HydraException, OverrideParseException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from sead import distributed, models, pipeline, report
+from sead import models, searchpath
 from sead.config import CONF_DIR
 from sead.files import write_atomic
 
@@ -36,40 +41,50 @@ ENSEMBLE_FILE = "ensemble_comparison.json"
 
 
 def _teachers_stage(cfg: DictConfig) -> dict:
+    from sead import pipeline, report
+
     results = pipeline.prepare_teachers(cfg)  # saves teachers.json
     print(report.teacher_table(results))
     return results
 
 
 def _ensemble_stage(cfg: DictConfig) -> dict:
+    from sead import pipeline
+
     table, results = pipeline.compare_ensembles(cfg)
     write_atomic(Path(cfg.paths.output_dir) / ENSEMBLE_FILE, json.dumps(results, indent=2) + "\n")
     print(table)
     return results
 
 
-# stage -> (what runs it, the file its results, or its failure, are written to)
-STAGES = {
-    "all": (pipeline.run, report.RESULTS_FILE),
-    "teachers": (_teachers_stage, pipeline.TEACHERS_FILE),
-    "ensemble": (_ensemble_stage, ENSEMBLE_FILE),
-}
+def stages() -> dict:
+    """stage -> (what runs it, the file its results, or its failure, are written to).
+
+    Imported only when a job runs: the pipeline brings torch, transformers and every stage,
+    which `--help`, `--cfg` and `--info` never need.
+    """
+    from sead import pipeline, report
+
+    return {
+        "all": (pipeline.run, report.RESULTS_FILE),
+        "teachers": (_teachers_stage, pipeline.TEACHERS_FILE),
+        "ensemble": (_ensemble_stage, ENSEMBLE_FILE),
+    }
 
 
-# An absolute path: the same configs whether this runs as `python -m sead.run` or imported.
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
-def main(cfg: DictConfig) -> float | None:
-    """The student's main metric on the first eval split; None when the job failed, or for a
-    stage that trains no student.
+def run_job(cfg: DictConfig) -> tuple[str, dict | None]:
+    """One job, as `sead` and `sead.api` run it: `(stage, results)`.
 
-    None (not NaN) because the Optuna sweeper marks a trial whose value is not a float as
-    failed and goes on, while a NaN makes it raise.
+    A job that raises is recorded as failed (in the file its stage writes) and the error
+    re-raised, except in a sweep, which goes on (results None). Results are None too on the
+    ranks > 0 of a multi-process run (rank 0 reports).
     """
     stage = str(cfg.get("stage", "all"))
-    run_stage, results_file = STAGES.get(stage, (None, report.RESULTS_FILE))
+    known = stages()
+    run_stage, results_file = known.get(stage, (None, known["all"][1]))
     try:
         if run_stage is None:
-            raise ValueError(f"stage={stage!r}: expected one of {', '.join(STAGES)}.")
+            raise ValueError(f"stage={stage!r}: expected one of {', '.join(known)}.")
         results = run_stage(cfg)
     except Exception as error:
         _record_failure(cfg, error, results_file)  # re-raises unless a sweep should go on
@@ -79,8 +94,24 @@ def main(cfg: DictConfig) -> float | None:
         # are gone: free them now, so that the next job of the sweep has the memory.
         gc.collect()
         _empty_cuda_cache()
-        return None
-    if stage != "all":
+    return stage, results
+
+
+# An absolute path: the same configs whether this runs as `sead`, `python -m sead.run` or
+# imported, from a checkout or an installed wheel (sead.config.conf_dir).
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    """The student's main metric on the first eval split; None when the job failed, or for a
+    stage that trains no student.
+
+    None (not NaN) because the Optuna sweeper marks a trial whose value is not a float as
+    failed and goes on, while a NaN makes it raise.
+    """
+    try:
+        stage, results = run_job(cfg)
+    except models.ModelNotInstalledError as error:
+        sys.exit(f"Error: {error}")  # the fix is one command: no traceback to read
+    if results is None or stage != "all":
         return None
     first_split = results["eval_splits"][0]
     return results["student"]["metrics"][first_split][results["main_metric"]]
@@ -89,6 +120,8 @@ def main(cfg: DictConfig) -> float | None:
 def _record_failure(cfg: DictConfig, error: Exception, results_file: str) -> None:
     """Write the stage's results file with status failed, then re-raise unless a sweep
     should go on."""
+    from sead import distributed, report
+
     try:
         out_dir = Path(cfg.paths.output_dir)
     except Exception:  # the config itself may be what is wrong
@@ -97,8 +130,6 @@ def _record_failure(cfg: DictConfig, error: Exception, results_file: str) -> Non
         report.save_failure(cfg, error, out_dir, name=results_file)
     log.error("Job failed (%s: %s); recorded in %s", type(error).__name__, error, out_dir)
     if HydraConfig.get().mode != RunMode.MULTIRUN or cfg.get("fail_fast", False):
-        if isinstance(error, models.ModelNotInstalledError):
-            sys.exit(f"Error: {error}")  # the fix is one command: no traceback to read
         raise error
 
 
@@ -125,12 +156,28 @@ def command_line_overrides(args: list[str]) -> tuple[list[str], object]:
     return list(parsed.overrides), parsed
 
 
+def _searched(args: list[str]):
+    """The overrides and the config options Hydra will find for this command line (sead's
+    conf/, an absolute `-cp`, `-cd`, `hydra.searchpath`); None where Hydra checks on its own
+    (a `-cp` relative to sead's package, a rerun) or will refuse the command line."""
+    overrides, flags = command_line_overrides(args)
+    if flags is None or flags.experimental_rerun:
+        return None
+    if flags.config_path and not Path(flags.config_path).is_absolute():
+        return None
+    try:
+        path = searchpath.search_path(flags.config_dir, flags.config_path)
+        return overrides, searchpath.options(path, overrides, flags.config_name or "config")
+    except (HydraException, searchpath.ConfigError):  # Hydra says what is wrong, in its words
+        return None
+
+
 def teacher_lists(args: list[str]) -> list[list[str]]:
     """Each list of teacher names that `teachers=[...]` on the command line asks for (one per
-    choice of a sweep), read with Hydra's own parsers; none where Hydra checks on its own
-    (another config folder with `-cp`/`-cd`, a rerun) or will refuse the command line."""
+    choice of a sweep), read with Hydra's own parsers; none for a rerun or a command line
+    Hydra will refuse."""
     overrides, flags = command_line_overrides(args)
-    if flags is not None and (flags.config_path or flags.config_dir or flags.experimental_rerun):
+    if flags is not None and flags.experimental_rerun:
         return []
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
@@ -146,14 +193,26 @@ def teacher_lists(args: list[str]) -> list[list[str]]:
     return lists
 
 
-def unknown_teachers(args: list[str], conf_dir: Path = CONF_DIR) -> list[str]:
-    """Teacher names on the command line with no `conf/teachers/<name>.yaml`.
+def unknown_choices(args: list[str]) -> tuple[dict[str, list[str]], object]:
+    """`{group: [names]}` the command line asks for (`teachers=[...]`, `task=`, `student=`,
+    sweeps of them) that no folder on the search path holds, and the options searched."""
+    searched = _searched(args)
+    if searched is None:
+        return {}, None
+    overrides, found = searched
+    try:
+        return searchpath.unknown_choices(found, overrides), found
+    except HydraException:
+        return {}, found
+
+
+def unknown_teachers(args: list[str]) -> list[str]:
+    """Teacher names on the command line with no `teachers/<name>.yaml` on the search path.
 
     Hydra reports a missing member of a config *list* without listing the
     choices, so sead checks `teachers=[...]` (and sweeps of such lists) itself.
     """
-    known = {p.stem for p in (conf_dir / "teachers").glob("*.yaml")}
-    return sorted({name for names in teacher_lists(args) for name in names} - known)
+    return unknown_choices(args)[0].get("teachers", [])
 
 
 def repeated_teachers(args: list[str]) -> list[str]:
@@ -161,28 +220,33 @@ def repeated_teachers(args: list[str]) -> list[str]:
     return sorted({n for names in teacher_lists(args) for n in names if names.count(n) > 1})
 
 
-def exit_if_unknown_teachers(args: list[str]) -> None:
-    """Stop a command line that names a teacher with no config, listing the ones there are,
-    or names one twice (which would silently run it once)."""
+def config_name_errors(args: list[str]) -> list[str]:
+    """What is wrong with the config names a command line asks for: a teacher named twice
+    (which would silently run once), or options no folder on the search path holds (each
+    message lists the folders searched and the options there are). `sead.api` checks its
+    overrides here too."""
     repeated = repeated_teachers(args)
     if repeated:
-        sys.exit(
+        return [
             f"Teacher(s) {repeated} are listed twice in teachers=[...]: a teacher runs once. "
             "For several copies of one base model with their own seeds use "
             f"teachers.{repeated[0]}.seeds=[1,2] (finetune: true)."
-        )
-    missing = unknown_teachers(args)
-    if missing:
-        available = sorted(p.stem for p in (CONF_DIR / "teachers").glob("*.yaml"))
-        sys.exit(
-            f"Unknown teacher(s) {missing}: no conf/teachers/<name>.yaml. "
-            f"Available teachers: {', '.join(available)}."
-        )
+        ]
+    unknown, found = unknown_choices(args)
+    return [searchpath.unknown_message(group, names, found) for group, names in unknown.items()]
+
+
+def exit_on_unknown_configs(args: list[str]) -> None:
+    """Stop a command line whose config names are wrong (`config_name_errors`)."""
+    errors = config_name_errors(args)
+    if errors:
+        sys.exit("\n".join(errors))
 
 
 def cli() -> None:
-    """`python -m sead.run ...`: sead's own check of the teacher names, then Hydra's main."""
-    exit_if_unknown_teachers(sys.argv[1:])
+    """`sead ...` and `python -m sead.run ...`: sead's check of the config names asked for,
+    then Hydra's main."""
+    exit_on_unknown_configs(sys.argv[1:])
     main()
 
 

@@ -20,6 +20,9 @@ MULTIPLE_CHOICE = "multiple_choice"
 # The label of a row without a gold label: a transfer set's rows, a record query whose gold
 # answer is none of its candidates. Losses give such rows the soft (teacher) term only.
 UNLABELED = -100
+# The logit of a multiple-choice padding choice (float16-safe; exp underflows to 0); here, at
+# the ground floor, so that reading prediction files (and `sead cache`) never imports torch.
+PAD_LOGIT = -1.0e4
 
 
 @dataclass(frozen=True)

@@ -12,18 +12,18 @@ offline demo and the test suite cannot reach. This module generates stand-ins in
 * `build_tokenizer` and `build_tiny_model` make a WordPiece/BERT or byte-level BPE/RoBERTa
   tokenizer and a randomly initialised encoder that `Auto*.from_pretrained` loads like any
   Hub checkpoint.
-* `build_demo_assets` (also `python -m sead.toy ROOT`) lays out everything the demo uses.
+* `build_demo_assets` (also `sead toy ROOT`) lays out everything the demo uses.
 """
 
 from __future__ import annotations
 
+import argparse
 import functools
 import json
 import logging
 import random
 import re
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -415,12 +415,17 @@ def build_demo_assets(root: str | Path, force: bool = False) -> dict[str, Path]:
     return paths
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if len(argv) != 1:
-        raise SystemExit("usage: python -m sead.toy ROOT")
+def main(argv: Sequence[str] | None = None, prog: str = "python -m sead.toy") -> None:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Build the offline demo's assets: a toy sentiment task in the SST-2 schema "
+        "and tiny base models (two teachers, a student), for `sead experiment=demo`.",
+    )
+    parser.add_argument("root", type=Path, help="folder to build in (the demo reads demo_assets/)")
+    parser.add_argument("--force", action="store_true", help="rebuild what is already there")
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    paths = build_demo_assets(argv[0])
+    paths = build_demo_assets(args.root, force=args.force)
     logger.info("Demo assets ready: %s", ", ".join(f"{k}={v}" for k, v in paths.items()))
 
 

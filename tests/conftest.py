@@ -34,25 +34,35 @@ def tiny_assets(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="session")
+def demo_assets(tmp_path_factory):
+    """The offline demo's own assets (`sead toy`): 2,000 toy examples, teachers that learn."""
+    root = tmp_path_factory.mktemp("demo_assets")
+    toy.build_demo_assets(root)
+    return root
+
+
 @pytest.fixture
-def tiny_cfg(tiny_assets, tmp_path):
+def tiny_overrides(tiny_assets, tmp_path) -> list[str]:
+    """`experiment=demo` on the tiny assets, quick to run, its cache in the test's tmp dir."""
+    return [
+        "experiment=demo",
+        f"paths.demo_dir={tiny_assets}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        "train.epochs=1",
+        "teachers.toy_bert.finetune_args.epochs=1",
+        "teachers.toy_roberta.finetune_args.epochs=1",
+        # One epoch leaves these teachers near chance, as fast plumbing tests want;
+        # the sanity gate is tested on teachers that learn (tests/test_teachers.py).
+        "teacher_gate=false",
+    ]
+
+
+@pytest.fixture
+def tiny_cfg(tiny_overrides, tmp_path):
     """A composed `experiment=demo` config on the tiny assets, quick to run, in tmp dirs."""
 
     def make(*overrides, output="run"):
-        return compose(
-            [
-                "experiment=demo",
-                f"paths.demo_dir={tiny_assets}",
-                f"paths.cache_dir={tmp_path / 'cache'}",
-                "train.epochs=1",
-                "teachers.toy_bert.finetune_args.epochs=1",
-                "teachers.toy_roberta.finetune_args.epochs=1",
-                # One epoch leaves these teachers near chance, as fast plumbing tests want;
-                # the sanity gate is tested on teachers that learn (tests/test_teachers.py).
-                "teacher_gate=false",
-                *overrides,
-            ],
-            output_dir=str(tmp_path / output),
-        )
+        return compose([*tiny_overrides, *overrides], output_dir=str(tmp_path / output))
 
     return make

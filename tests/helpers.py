@@ -10,7 +10,9 @@ from pathlib import Path
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+from sead.config import CONF_DIR
+
+CONF = CONF_DIR  # the checkout's conf/ (a wheel's sead/conf when sead is installed from one)
 
 
 def compose(overrides=(), output_dir="/tmp/sead-test-output"):

@@ -229,3 +229,35 @@ def test_eval_logits_of_the_cache_are_what_a_fresh_pass_gives(tiny_assets, tmp_p
     encoded = data.tokenize(splits["validation"], tokenizer, SST2, 64)
     fresh = inference.predict_logits(model, tokenizer, encoded, 64)
     np.testing.assert_array_equal(entry["validation"].logits, fresh)
+
+
+def test_grouped_batches_are_seeded_per_epoch_not_by_the_global_generator(tiny_assets, tmp_path):
+    """An epoch's batches depend on the seed and the epoch alone: a resumed run (and every DDP
+    rank) draws the batches an uninterrupted run draws."""
+    import torch
+
+    model, tokenizer = _student(tiny_assets)
+    train = _mixed_lengths(300)
+    trainer = distill.student_trainer(
+        model,
+        tokenizer,
+        train,
+        np.full((len(train), 2), 0.5),
+        task=SST2,
+        train_cfg=_train_cfg(True),
+        max_length=64,
+        output_dir=tmp_path / "trainer",
+        seed=7,
+    )
+
+    def epoch_batches(epoch: int, global_seed: int) -> list[list[int]]:
+        torch.manual_seed(global_seed)  # whatever else drew numbers before this epoch
+        loader = trainer.get_train_dataloader()
+        loader.set_epoch(epoch)  # what the Trainer calls at each epoch's start
+        return [batch["input_ids"].shape[1] for batch in loader]
+
+    sampler = trainer._get_train_sampler()
+    assert isinstance(sampler, choices.SeededLengthGroupedSampler)
+    assert epoch_batches(0, 1) == epoch_batches(0, 2)
+    first, second = list(iter(sampler)), (sampler.set_epoch(1), list(iter(sampler)))[1]
+    assert sorted(first) == sorted(second) and first != second

@@ -8,11 +8,14 @@ what `python -m sead.run` calls.
 
 import logging
 import pickle
+import re
+import shlex
 import sys
+from pathlib import Path
 
 import pytest
 
-from sead import run
+from sead import cli, run
 from sead.config import CONF_DIR
 
 
@@ -32,12 +35,14 @@ def _logging_as_it_was():
         logger.propagate, logger.disabled = propagate, disabled
 
 
-def _cli(monkeypatch, tmp_path, *args) -> int:
-    """Run `python -m sead.run <args>` in-process; its exit code (0 when it returns)."""
+def _cli(monkeypatch, tmp_path, *args, command=("sead/run.py", run.cli)) -> int:
+    """Run `python -m sead.run <args>` (or another command) in-process; its exit code (0
+    when it returns)."""
     monkeypatch.chdir(tmp_path)  # anything Hydra writes lands in the test's folder
-    monkeypatch.setattr(sys, "argv", ["sead/run.py", *args])
+    program, entry_point = command
+    monkeypatch.setattr(sys, "argv", [program, *args])
     try:
-        run.cli()
+        entry_point()
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else 1
     return 0
@@ -99,11 +104,14 @@ def test_help_flags(monkeypatch, tmp_path, capsys, flag):
     assert ("Powered by Hydra" in out) or ("Hydra" in out and "--cfg" in out)
 
 
+@pytest.mark.parametrize("command", ["python -m sead.run", "sead"])
 @pytest.mark.parametrize("flag", ["-m", "--multirun"])
-def test_multirun_flag_runs_a_sweep(monkeypatch, tmp_path, flag):
+def test_multirun_flag_runs_a_sweep(monkeypatch, tmp_path, flag, command):
     """A sweep of two jobs that fail at once (no such stage): each records its failure and
     the sweep goes on, which is all this needs to show that -m reached Hydra."""
-    assert _cli(monkeypatch, tmp_path, flag, "stage=nope,other", "teachers=[minilm]") == 0
+    entry = ("sead/run.py", run.cli) if command != "sead" else ("sead", cli.main)
+    args = [flag, "stage=nope,other", "teachers=[minilm]"]
+    assert _cli(monkeypatch, tmp_path, *args, command=entry) == 0
     failed = sorted(tmp_path.glob("multirun/*/*/*/results.json"))
     assert len(failed) == 2 and all('"failed"' in path.read_text() for path in failed)
 
@@ -130,3 +138,104 @@ def test_unknown_teacher_check_reads_flag_values_as_hydra_does():
 def test_cli_still_lists_the_teachers_when_a_flag_is_present(monkeypatch, tmp_path, capsys):
     code = _cli(monkeypatch, tmp_path, "--cfg", "job", "teachers=[minilm,nope]")
     assert code == 1
+
+
+# --- the `sead` command (sead.cli): the same Hydra app, and the tools ----------------------
+
+
+def _sead(monkeypatch, tmp_path, *args) -> int:
+    """`sead <args>` in-process; its exit code (0 when it returns)."""
+    return _cli(monkeypatch, tmp_path, *args, command=("sead", cli.main))
+
+
+def test_sead_is_the_hydra_app(monkeypatch, tmp_path, capsys):
+    assert _cli(monkeypatch, tmp_path, "--cfg", "job", "task=cb") == 0
+    by_module = capsys.readouterr().out
+    assert _sead(monkeypatch, tmp_path, "--cfg", "job", "task=cb") == 0
+    assert capsys.readouterr().out == by_module
+    assert _sead(monkeypatch, tmp_path, "--help") == 0
+    out = capsys.readouterr().out
+    assert all(f"sead {tool}" in out for tool in cli.TOOLS) and "Powered by Hydra" in out
+
+
+@pytest.mark.parametrize("tool", sorted(cli.TOOLS))
+def test_every_tool_answers_help_under_its_sead_name(monkeypatch, tmp_path, capsys, tool):
+    assert _sead(monkeypatch, tmp_path, tool, "--help") == 0
+    assert capsys.readouterr().out.startswith(f"usage: sead {tool}")
+
+
+def test_sead_cache_list_reads_the_configured_cache(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("SEAD_CACHE", str(tmp_path / "somewhere"))
+    assert _sead(monkeypatch, tmp_path, "cache", "list") == 0
+    assert f"No cache entries in {tmp_path / 'somewhere' / 'logits'}" in capsys.readouterr().out
+
+
+@pytest.fixture
+def my_conf(tmp_path):
+    """A config folder of the user's own, outside sead: one teacher, `mine`."""
+    teachers = tmp_path / "my_conf" / "teachers"
+    teachers.mkdir(parents=True)
+    (teachers / "mine.yaml").write_text("mine:\n  checkpoints: {cb: /models/mine-cb}\n")
+    return tmp_path / "my_conf"
+
+
+@pytest.mark.parametrize("how", ["--config-dir", "-cd", "hydra.searchpath"])
+def test_a_teacher_of_ones_own_from_a_config_dir(monkeypatch, tmp_path, capsys, my_conf, how):
+    searchpath = [f"hydra.searchpath=[file://{my_conf}]"]
+    where = searchpath if how == "hydra.searchpath" else [how, "my_conf"]
+    args = ["--cfg", "job", *where, "task=cb", "teachers=[mine,mpnet]"]
+    assert _sead(monkeypatch, tmp_path, *args) == 0
+    out = capsys.readouterr().out
+    assert "mine:" in out and "/models/mine-cb" in out and "mpnet:" in out
+    assert run.unknown_teachers(args) == []
+
+    with pytest.raises(SystemExit) as refused:
+        cli.main(["--cfg", "job", *where, "teachers=[mine,nope]"])
+    error = str(refused.value.code)
+    assert "Unknown teacher(s) ['nope']" in error
+    assert str(my_conf) in error and str(CONF_DIR) in error  # every folder searched
+    assert "mine, minilm" in error  # and what they hold
+
+
+def test_other_groups_are_checked_along_the_search_path_too():
+    with pytest.raises(SystemExit) as refused:
+        cli.main(["-m", "task=cb,nope", "student=tiny"])
+    error = str(refused.value.code)
+    assert "Unknown task option(s) ['nope']" in error and "superglue_rte" in error
+    assert "Unknown student option(s) ['tiny']" in error and "xtremedistil_l6_h256" in error
+    assert str(CONF_DIR) in error
+
+
+def test_a_copy_of_hydras_config_store_is_the_store():
+    """sead.searchpath keeps Hydra from deep-copying its ConfigStore on every group lookup
+    (0.9 s of `--help`); a config stored after a repository was copied is still found."""
+    import copy
+
+    from hydra.core.config_store import ConfigStore
+
+    from sead import searchpath
+
+    found = searchpath.options(searchpath.search_path())
+    store = ConfigStore.instance()
+    assert copy.deepcopy(store) is store
+    store.store(name="late", node={"x": 1}, group="sead_test_late")
+    assert searchpath.Options(copy.deepcopy(found.repo), []).of("sead_test_late") == ["late"]
+
+
+def test_the_readme_teacher_of_ones_own_works_as_written(monkeypatch, tmp_path, capsys):
+    """README, "A teacher of your own": its yaml, saved where it says, and each of its
+    command lines (printing the config, --cfg job, rather than running it)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("**A teacher of your own**") :]
+    yaml_block = re.search(r"```yaml\n# (my_conf/\S+)\n(.*?)```", section, re.DOTALL)
+    path, content = tmp_path / yaml_block.group(1), yaml_block.group(2)
+    path.parent.mkdir(parents=True)
+    path.write_text(content)
+    commands = re.search(r"```bash\n(.*?)```", section, re.DOTALL).group(1).splitlines()
+    assert len(commands) == 2
+    for command in commands:
+        words = shlex.split(command.replace("/abs/path/to/my_conf", str(tmp_path / "my_conf")))
+        assert words[0] == "sead"
+        assert _sead(monkeypatch, tmp_path, "--cfg", "job", *words[1:]) == 0, command
+        out = capsys.readouterr().out
+        assert "/path/to/my-sst2-checkpoint" in out and "mpnet:" in out, command

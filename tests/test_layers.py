@@ -15,7 +15,13 @@ SEAD = Path(__file__).resolve().parents[1] / "sead"
 # Floors, top first. A module may import from its own floor and the floors below it.
 # A name covers the module and, for a package, everything inside it.
 LAYERS = {
-    "commands": {"sead.run", "sead.toy"},
+    "commands": {
+        "sead.run",
+        "sead.toy",
+        "sead.cli",  # the `sead` command: the Hydra app or a tool (issue 30)
+        "sead.__main__",  # python -m sead
+        "sead.api",  # compose and run from Python, as the command does (issue 30)
+    },
     "pipeline": {"sead.pipeline"},
     "stages": {
         "sead.teachers",
@@ -43,6 +49,7 @@ LAYERS = {
         "sead.files",
         "sead.prediction_files",  # read and write teacher prediction files (issue 17)
         "sead.config",
+        "sead.searchpath",  # Hydra's search path for sead, and the check of config names
         "sead.distributed",
         "sead.tracking",
         "sead.models",  # installs real weights offline (make models); its main() is a command

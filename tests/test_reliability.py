@@ -329,7 +329,7 @@ def test_a_teacher_listed_twice_is_refused():
     assert run.repeated_teachers(["teachers=[toy_bert,toy_bert]"]) == ["toy_bert"]
     assert run.repeated_teachers(["-m", "teachers=[toy_bert],[toy_bert,toy_roberta]"]) == []
     with pytest.raises(SystemExit, match=r"\['toy_bert'\] are listed twice"):
-        run.exit_if_unknown_teachers(["teachers=[toy_bert,toy_bert]"])
+        run.exit_on_unknown_configs(["teachers=[toy_bert,toy_bert]"])
 
 
 # --- 6. a read-only cache -------------------------------------------------------------------

@@ -25,7 +25,7 @@ One job a module, each importing only those above it in this list:
     origin    `prepare`: a checkpoint as it is, or fine-tuned (or reused from the store)
 
 Checkpoint resolution and identity are shared with other stages: `sead.checkpoints`.
-`python -m sead.run stage=teachers` prepares teachers and their logits without distilling.
+`sead stage=teachers` prepares teachers and their logits without distilling.
 """
 
 from sead.teachers.labels import LABEL_SYNONYMS, align_labels, check_labels

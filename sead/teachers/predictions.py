@@ -1,7 +1,7 @@
 """A teacher read from prediction files: any model, run anywhere, joins the ensemble.
 
 The model behind the files (a GPU-cluster job, a hosted LLM asked for label probabilities,
-a scikit-learn pipeline, a teacher exported with `python -m sead.cache export`) never runs
+a scikit-learn pipeline, a teacher exported with `sead cache export`) never runs
 here: sead checks the files against the task's splits before any expensive work (`check`),
 turns them into logits in the task's label order, and caches those like any teacher's. The
 cache key holds each file's content hash, so editing a file invalidates its entry and

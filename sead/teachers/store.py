@@ -347,7 +347,7 @@ def _teacher_trainer(
         scorer = eval_scorer(
             task, eval_splits, tokenizer, spec.max_length, spec.batch_size, autocast
         )
-    trainer_class = choices.ChoiceTrainer if task.is_multiple_choice else Trainer
+    trainer_class = choices.ChoiceTrainer if task.is_multiple_choice else choices.GroupedTrainer
     return trainer_class(
         model=model,
         args=training_args,
