@@ -48,7 +48,6 @@ import shutil
 import statistics
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -58,9 +57,10 @@ sys.path.insert(0, str(ROOT))  # this checkout's sead, whatever is installed
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from datasets import DatasetDict  # noqa: E402
-from filelock import FileLock  # noqa: E402
 from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: E402
 
+from experiments.cpu_lock import LOCK as CPU_LOCK  # noqa: E402
+from experiments.cpu_lock import cpu_lock  # noqa: E402
 from experiments.provenance import code_commit  # noqa: E402
 from experiments.sead_glue_cpu import run as study  # noqa: E402
 from sead import pipeline, teachers  # noqa: E402
@@ -70,7 +70,7 @@ from sead.files import write_atomic  # noqa: E402
 log = logging.getLogger("representations_cpu")
 WORK = HERE / "work"
 RESULTS = HERE / "results.json"
-LOCK = "/tmp/sead-cpu.lock"  # --lock; "" when the whole command runs under `flock` already
+LOCK = CPU_LOCK  # --lock; "" when the whole command runs under `flock` already
 TEACHERS = ("minilm", "mpnet")
 TARGET = 1.1  # with / without, at most
 MAX_LENGTH = study.TASKS["sst2"]["max_length"]
@@ -118,17 +118,11 @@ def config(n: int):
     return study.compose_cfg(args)
 
 
-def cpu_lock():
-    """The team's CPU lock (`flock /tmp/sead-cpu.lock`), held for one unit at a time, so that
-    other jobs run between units and never during one."""
-    return FileLock(LOCK) if LOCK else nullcontext()
-
-
 def unit(teacher, task, split: DatasetDict, cfg, vectors: bool, name: str) -> tuple:
     """One labelling into an empty cache, under the CPU lock: (its times and entry sizes, the
     logits)."""
     root = WORK / "units" / name
-    with cpu_lock():
+    with cpu_lock(LOCK):
         shutil.rmtree(root, ignore_errors=True)
         cache = SoftLabelCache(root, **cfg.cache)
         spec = cache.representations if vectors else None
