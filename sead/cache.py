@@ -37,8 +37,9 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from filelock import FileLock, Timeout
@@ -47,7 +48,7 @@ from safetensors.numpy import save_file
 from sead import chunks, prediction_files
 from sead import representations as reps
 from sead.chunks import LOCK_DIR, PartialEntry, Shard
-from sead.config import CONF_DIR, number
+from sead.config import CONF_DIR, build, setting
 from sead.entry import (
     LOGITS_FILE,
     MANIFEST_FILE,
@@ -77,7 +78,6 @@ PARTIAL_PREFIX = ".partial-"
 FILE_HASHES = "file_hashes.json"
 FORMAT_VERSION = 1  # part of every fingerprint: bump only when keys change meaning
 STORAGE_DTYPES = {"float32": np.float32, "float16": np.float16}
-AUTOCAST_CHOICES = (None, "bf16", "fp16")
 
 
 def fingerprint(key: dict) -> str:
@@ -102,18 +102,26 @@ class CacheEntry:
 Compute = Callable[[PartialEntry], np.ndarray | Outputs]
 
 
-def check_settings(
-    dtype: str = "float32", chunk_size: int = 4096, autocast=None, shard=None, representations=None
-) -> None:
-    """The `cache.*` settings, named when out of range (the check stage calls this too)."""
-    if representations is not None:
-        RepresentationSpec.from_config(representations)
-    if dtype not in STORAGE_DTYPES:
-        raise ValueError(f"cache.dtype={dtype!r}: expected one of {list(STORAGE_DTYPES)}.")
-    number(chunk_size, "cache.chunk_size", int, 1)
-    if autocast not in AUTOCAST_CHOICES:
-        raise ValueError(f"cache.autocast={autocast!r}: expected one of {AUTOCAST_CHOICES}.")
-    Shard.parse(shard)
+@dataclass(frozen=True)
+class StorageSettings:
+    """How a `SoftLabelCache` computes and stores entries: `cfg.cache` but the representations,
+    which a caller asks for entry by entry."""
+
+    dtype: Literal["float32", "float16"]  # storage (`STORAGE_DTYPES`), part of every key
+    chunk_size: int = setting(low=1)  # examples per resumable chunk
+    autocast: Literal["bf16", "fp16"] | None  # on a GPU; null: float32
+    shard: str | None  # 'i/n': fill only chunk set i of n of each missing entry
+
+    def __post_init__(self):
+        Shard.parse(self.shard)
+
+
+@dataclass(frozen=True)
+class CacheSettings(StorageSettings):
+    """`cfg.cache` (conf/cache/default.yaml): how teacher logits are computed and stored, and
+    the representations a stage that learns from them asks `cached_logits` for."""
+
+    representations: RepresentationSpec  # cache.representations.{layer,pooling,dtype}
 
 
 def not_writable(root: Path, err: OSError) -> PermissionError:
@@ -132,27 +140,19 @@ class SoftLabelCache:
     relative rounding; it is part of each entry's key). `chunk_size` and
     `autocast` are read by whoever fills the cache (`sead.teachers.logits`). `shard` ('i/n')
     is the chunk set this process fills of each entry that `fill_shard` is asked for; it is
-    not part of any key. Build it from the run's config with `sead.pipeline.soft_label_cache`,
-    so that every stage keys alike.
+    not part of any key. Build it from the run's settings with `sead.pipeline.soft_label_cache`,
+    so that every stage keys alike; the keyword defaults serve library callers that only read.
 
-    `representations` (`cache.representations`) is how vectors are made and stored *when a
-    caller asks for them*: `cached_logits(..., representations=cache.representations)`.
-    Every method takes `representations=None` (logits only, keyed as always) or a spec.
+    Every method takes `representations=None` (logits only, keyed as always) or a
+    `RepresentationSpec` (`settings.cache.representations`): the entry then holds one vector
+    per example too, under a key of its own. The cache holds no spec: the caller asks.
     """
 
     def __init__(
-        self,
-        root,
-        dtype: str = "float32",
-        chunk_size: int = 4096,
-        autocast=None,
-        shard=None,
-        representations=None,
+        self, root, dtype: str = "float32", chunk_size: int = 4096, autocast=None, shard=None
     ):
-        check_settings(dtype, chunk_size, autocast, shard, representations)
-        self.representations = (
-            None if representations is None else RepresentationSpec.from_config(representations)
-        )
+        given = {"dtype": dtype, "chunk_size": chunk_size, "autocast": autocast, "shard": shard}
+        build(StorageSettings, given, "cache")  # checked, each setting named
         self.shard = Shard.parse(shard)
         self.root = Path(root)
         try:
@@ -168,6 +168,12 @@ class SoftLabelCache:
         self.hits = 0
         self.misses = 0
         self.computed: set[str] = set()  # fingerprints this object computed
+
+    @classmethod
+    def from_settings(cls, root, settings: StorageSettings) -> SoftLabelCache:
+        """The cache at `root` with a run's `cache.*` settings (a `CacheSettings` too: its
+        representations are for the caller to ask for)."""
+        return cls(root, **{f.name: getattr(settings, f.name) for f in fields(StorageSettings)})
 
     def path(self, fp: str) -> Path:
         return self.root / fp
@@ -457,8 +463,8 @@ def _select(root: Path, args) -> list[Path]:
     chosen = []
     for folder in entries(root):
         manifest = manifest_or_none(folder) or {}
-        fields = {**manifest.get("key", {}), **manifest.get("about", {})}
-        if all(str(fields.get(k)) == v for k, v in filters.items()):
+        recorded = {**manifest.get("key", {}), **manifest.get("about", {})}
+        if all(str(recorded.get(k)) == v for k, v in filters.items()):
             chosen.append(folder)
     return chosen
 

@@ -10,11 +10,13 @@ the ensembler and training settings, and how to load it.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from sead import data
+from sead.config import setting
 from sead.files import write_atomic
 from sead.tasks import get_task
 
@@ -24,33 +26,44 @@ CARD_FILE = "README.md"
 HUB_DATASETS = {"glue": "nyu-mll/glue", "super_glue": "aps/super_glue"}
 
 
-def check_settings(report_cfg) -> None:
-    """Fail before any training when the upload asked for cannot happen."""
-    if report_cfg is None or not report_cfg.get("push_to_hub"):
-        return
-    if not report_cfg.get("hub_model_id"):
-        raise ValueError(
-            "report.push_to_hub=true needs report.hub_model_id=<user or org>/<model name> "
-            "(the Hub repository to create or update); none is set."
-        )
+@dataclass(frozen=True)
+class ReportSettings:
+    """`cfg.report` (conf/report/default.yaml): what a run reports beyond results.json."""
+
+    speed_samples: int = setting(low=0)  # eval examples timed for the speedup; 0: skip
+    language: str  # model card metadata
+    license: str
+    push_to_hub: bool  # upload student/ (weights, tokenizer, card) to the Hub
+    hub_model_id: str | None  # <user or org>/<name>; required when push_to_hub
+    hub_private: bool  # a new Hub repository is private unless false
+
+    def __post_init__(self):
+        """Fail before any training when the upload asked for cannot happen."""
+        if self.push_to_hub and not self.hub_model_id:
+            raise ValueError(
+                "report.push_to_hub=true needs report.hub_model_id=<user or org>/<model name> "
+                "(the Hub repository to create or update); none is set."
+            )
 
 
-def write_model_card(results: dict, cfg, student_dir: Path) -> Path:
-    """Write `README.md` beside the student's weights; returns its path."""
-    report_cfg = cfg.get("report") or {}
-    name = (
-        report_cfg.get("hub_model_id")
-        or f"{Path(str(cfg.student.model)).name}-sead-{results['task']}"
-    )
+def write_model_card(
+    results: dict, report: ReportSettings, student_dir: Path, max_length: int
+) -> Path:
+    """Write `README.md` beside the student's weights; returns its path.
+
+    `max_length`: the student's truncation length (`student.max_length`).
+    """
+    name = report.hub_model_id or f"{Path(results['student']['model']).name}-sead-{results['task']}"
     card = ModelCard(
-        f"---\n{_metadata(results, cfg, name).to_yaml()}\n---\n{_body(results, cfg, name)}"
+        f"---\n{_metadata(results, report, name).to_yaml()}\n---\n"
+        f"{_body(results, name, max_length)}"
     )
     path = Path(student_dir) / CARD_FILE
     write_atomic(path, str(card))
     return path
 
 
-def _metadata(results: dict, cfg, name: str) -> ModelCardData:
+def _metadata(results: dict, report: ReportSettings, name: str) -> ModelCardData:
     task = get_task(results["task"])
     dataset = HUB_DATASETS.get(task.benchmark, task.benchmark)
     student = results["student"]
@@ -69,12 +82,11 @@ def _metadata(results: dict, cfg, name: str) -> ModelCardData:
         for split in results["eval_splits"]
         for metric, value in student["metrics"][split].items()
     ]
-    base_model = str(cfg.student.model)
-    report_cfg = cfg.get("report") or {}
+    base_model = str(student["model"])
     return ModelCardData(
         model_name=name,
-        language=report_cfg.get("language", "en"),
-        license=report_cfg.get("license", "apache-2.0"),
+        language=report.language,
+        license=report.license,
         library_name="transformers",
         pipeline_tag="multiple-choice" if task.is_multiple_choice else "text-classification",
         tags=["knowledge-distillation", "sead", "ensemble-distillation", task.benchmark, task.name],
@@ -86,7 +98,7 @@ def _metadata(results: dict, cfg, name: str) -> ModelCardData:
     )
 
 
-def _body(results: dict, cfg, name: str) -> str:
+def _body(results: dict, name: str, max_length: int) -> str:
     task, splits = get_task(results["task"]), results["eval_splits"]
     student, ensemble, teachers = results["student"], results["ensemble"], results["teachers"]
     train = results.get("train", {})
@@ -161,7 +173,7 @@ def _body(results: dict, cfg, name: str) -> str:
         f"- Optimiser: lr {train.get('lr')}, {train.get('epochs')} epoch(s), batch size "
         f"{train.get('batch_size')}, weight decay {train.get('weight_decay')}, warmup ratio "
         f"{train.get('warmup_ratio')}, seed {results.get('seed')}",
-        f"- Max sequence length {cfg.student.max_length}; "
+        f"- Max sequence length {max_length}; "
         f"{results.get('n_examples', {}).get(task.train_split, '?')} training examples",
         *_transfer_lines(results.get("transfer")),
         "",
@@ -321,12 +333,12 @@ def _example(task) -> str:
     return '"The cat sat on the mat.", "A cat is sitting on a mat."'
 
 
-def push_to_hub(student_dir: Path, report_cfg) -> str:
+def push_to_hub(student_dir: Path, report: ReportSettings) -> str:
     """Upload the student folder (weights, tokenizer, card) to `report.hub_model_id`."""
     from huggingface_hub import create_repo, upload_folder
 
-    repo_id = report_cfg.hub_model_id
-    create_repo(repo_id, private=bool(report_cfg.get("hub_private", True)), exist_ok=True)
+    repo_id = report.hub_model_id
+    create_repo(repo_id, private=report.hub_private, exist_ok=True)
     upload_folder(
         repo_id=repo_id,
         folder_path=str(student_dir),

@@ -15,6 +15,7 @@ import json
 import logging
 import re
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,52 +23,59 @@ from datasets import Dataset, DatasetDict, Value, load_dataset
 from datasets import utils as progress_bars
 
 from sead import choices, metrics
-from sead.config import number
+from sead.config import setting
 from sead.tasks import TASKS, TaskSpec, get_task
 
 log = logging.getLogger(__name__)
 
 
-def load_splits(task: TaskSpec, data_cfg, splits: Iterable[str]) -> DatasetDict:
+@dataclass(frozen=True)
+class DataSettings:
+    """`cfg.data` (conf/data/default.yaml): where the splits come from, and how much of them."""
+
+    dir: str | None  # a folder of <split>.jsonl; null: the Hub
+    max_train_samples: int | None = setting(low=1)  # a fixed random subset; null: all
+    max_eval_samples: int | None = setting(low=1)
+    subsample_seed: int = setting(low=0)  # not the run seed: sweeping `seed` keeps the data
+    diagnostics: tuple[str, ...]  # evaluation-only sets, e.g. (axb, axg) for rte
+    diagnostics_dir: str | None  # a folder of <name>/test.jsonl; null: the Hub
+
+    def whole(self, folder: str | None) -> DataSettings:
+        """Every example of the splits in `folder` (null: the Hub), none held back."""
+        return replace(self, dir=folder, max_train_samples=None, max_eval_samples=None)
+
+
+def load_splits(task: TaskSpec, settings: DataSettings, splits: Iterable[str]) -> DatasetDict:
     """Load, validate and subsample the requested splits of `task`.
 
-    `data_cfg.dir` set: read `<dir>/<split>.jsonl` (the HF schema, as in
+    `settings.dir` set: read `<dir>/<split>.jsonl` (the HF schema, as in
     `shared/data/glue/<task>/`); unset: `load_dataset(benchmark, task)` from the Hub.
     """
     splits = list(dict.fromkeys(splits))
-    _check_sizes(data_cfg)
-    if data_cfg.get("dir"):
-        loaded = _load_local(task, Path(data_cfg.get("dir")), splits)
+    if settings.dir:
+        loaded = _load_local(task, Path(settings.dir), splits)
     else:
         loaded = _load_hub(task, splits)
     out = DatasetDict()
     for split in splits:
         ds = loaded[split]
         if task.is_multiple_choice:
-            ds = choices.prepare(task, ds, split, source=_source_name(data_cfg, split))
+            ds = choices.prepare(task, ds, split, source=_source_name(settings, split))
         else:
-            _validate(task, ds, split, source=_source_name(data_cfg, split))
+            _validate(task, ds, split, source=_source_name(settings, split))
         if "idx" not in ds.column_names:
             ds = ds.add_column("idx", list(range(len(ds))))
         is_train = split == task.train_split
-        limit = data_cfg.get("max_train_samples" if is_train else "max_eval_samples")
+        limit = settings.max_train_samples if is_train else settings.max_eval_samples
         groups = metrics.GROUP_KEYS[task.name](ds) if task.name in metrics.GROUP_KEYS else None
-        out[split] = subsample(ds, limit, seed=data_cfg.get("subsample_seed", 0), groups=groups)
+        out[split] = subsample(ds, limit, seed=settings.subsample_seed, groups=groups)
     log.info("Task %s: %s", task.name, ", ".join(f"{s}={len(d):,}" for s, d in out.items()))
     return out
 
 
-def _check_sizes(data_cfg) -> None:
-    """`data.max_*_samples` and `data.subsample_seed` in range, named, before any loading."""
-    for option in ("max_train_samples", "max_eval_samples"):
-        if data_cfg.get(option) is not None:
-            number(data_cfg.get(option), f"data.{option}", int, 1)  # null: every example
-    number(data_cfg.get("subsample_seed", 0), "data.subsample_seed", int, 0)
-
-
-def _source_name(data_cfg, split: str) -> str:
-    if data_cfg.get("dir"):
-        return str(Path(data_cfg.get("dir")) / f"{split}.jsonl")
+def _source_name(settings: DataSettings, split: str) -> str:
+    if settings.dir:
+        return str(Path(settings.dir) / f"{split}.jsonl")
     return f"the Hub dataset split {split!r}"
 
 
@@ -121,17 +129,15 @@ def _load_hub(task: TaskSpec, splits: list[str]) -> DatasetDict:
     )
 
 
-def load_diagnostics(task: TaskSpec, data_cfg) -> DatasetDict:
+def load_diagnostics(task: TaskSpec, settings: DataSettings) -> DatasetDict:
     """The diagnostic sets in `data.diagnostics` (SuperGLUE axb/axg for an RTE model), checked.
 
     Each is its task's labelled `test` split: `<data.diagnostics_dir>/<name>/test.jsonl` when
     that is set, else `load_dataset("super_glue", name, split="test")`. Never subsampled: they
     are small, and axg's gender parity needs every pair.
     """
-    names = data_cfg.get("diagnostics") or []
-    names = [names] if isinstance(names, str) else list(names)  # data.diagnostics=axb
     out = DatasetDict()
-    for name in names:
+    for name in settings.diagnostics:
         diagnostic = get_task(name)
         if task.name not in diagnostic.diagnostic_for:
             fits = sorted(n for n, t in TASKS.items() if task.name in t.diagnostic_for)
@@ -140,8 +146,8 @@ def load_diagnostics(task: TaskSpec, data_cfg) -> DatasetDict:
                 f"{list(diagnostic.diagnostic_for) or 'no task (it is not a diagnostic set)'}, "
                 f"not of task {task.name!r}. Diagnostic sets for {task.name!r}: {fits or 'none'}."
             )
-        folder = data_cfg.get("diagnostics_dir")
-        source = {"dir": str(Path(folder) / name)} if folder else {}
+        folder = settings.diagnostics_dir
+        source = settings.whole(str(Path(folder) / name) if folder else None)
         (split,) = diagnostic.eval_splits
         out[name] = load_splits(diagnostic, source, [split])[split]
     return out

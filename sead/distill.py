@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +36,9 @@ from transformers import (
 
 from sead import choices, data, models
 from sead.checkpoints import from_pretrained_with_new_head
-from sead.config import number
+from sead.config import setting
 from sead.tasks import UNLABELED, TaskSpec, head_config
-from sead.tracking import EpochReport, eval_scorer
+from sead.tracking import EpochReport, eval_scorer, optimiser_args
 
 log = logging.getLogger(__name__)
 
@@ -107,45 +108,53 @@ class DistillationTrainer(choices.GroupedTrainer):
         return (loss, outputs) if return_outputs else loss
 
 
-def load_student(student_cfg, task: TaskSpec):
+@dataclass(frozen=True)
+class StudentSettings:
+    """`cfg.student` (conf/student/<name>.yaml): the checkpoint the student starts from."""
+
+    model: str  # Hub id or local path
+    tokenizer: str | None  # null: the model's own
+    revision: str | None  # Hub branch, tag or commit; null: main
+    max_length: int = setting(low=1)
+    trust_remote_code: bool
+    keep_layers: tuple[int, ...] | None  # build the student from these encoder layers only
+
+
+def load_student(student: StudentSettings, task: TaskSpec):
     """The student model (with a fresh head for the task) and its own tokenizer.
 
     With `student.keep_layers` the student is the checkpoint cut down to those encoder layers
     (see `keep_encoder_layers`), for when no small pretrained checkpoint of the family exists.
     """
-    remote = bool(student_cfg.get("trust_remote_code", False))
-    revision = student_cfg.get("revision")
+    remote = student.trust_remote_code
     model = from_pretrained_with_new_head(
         choices.model_class(task),
-        student_cfg.model,
+        student.model,
         "Student",
-        revision=revision,
+        revision=student.revision,
         trust_remote_code=remote,
         **head_config(task),
     )
-    keep_layers = student_cfg.get("keep_layers")
-    if keep_layers is not None:
-        model = keep_encoder_layers(model, list(keep_layers), source=str(student_cfg.model))
+    if student.keep_layers is not None:
+        model = keep_encoder_layers(model, list(student.keep_layers), source=student.model)
     tokenizer = AutoTokenizer.from_pretrained(
-        student_cfg.get("tokenizer") or student_cfg.model,
-        revision=revision,
-        trust_remote_code=remote,
+        student.tokenizer or student.model, revision=student.revision, trust_remote_code=remote
     )
     return model, tokenizer
 
 
-def check_student(student_cfg) -> None:
+def check_student(student: StudentSettings) -> None:
     """Fail before the teachers run when the student's checkpoint cannot be read, or when
     `student.keep_layers` cannot apply to it.
 
     Reads only the checkpoint's config, and finds the layer list on a weightless (meta) copy.
     """
-    remote = bool(student_cfg.get("trust_remote_code", False))
-    source = str(student_cfg.model)
+    remote = student.trust_remote_code
+    source = student.model
     models.require_installed(source, "student.model")  # installed by `make models`
     try:
         config = AutoConfig.from_pretrained(
-            student_cfg.model, revision=student_cfg.get("revision"), trust_remote_code=remote
+            source, revision=student.revision, trust_remote_code=remote
         )
     except (OSError, ValueError) as err:
         reason = str(err).strip().splitlines()[0]
@@ -154,10 +163,9 @@ def check_student(student_cfg) -> None:
             "folder or a Hub id reachable from here (offline: a local path, e.g. "
             "student=minilm_l2 or student.model=<folder>)."
         ) from err
-    keep_layers = student_cfg.get("keep_layers")
-    if keep_layers is None:
+    if student.keep_layers is None:
         return
-    _check_keep_layers(list(keep_layers), config.num_hidden_layers, source)
+    _check_keep_layers(list(student.keep_layers), config.num_hidden_layers, source)
     with torch.device("meta"):
         skeleton = AutoModelForSequenceClassification.from_config(config, trust_remote_code=remote)
     _layer_list(skeleton, source)
@@ -238,7 +246,7 @@ def student_trainer(
     soft_targets: np.ndarray,
     *,
     task: TaskSpec,
-    train_cfg,
+    settings: TrainSettings,
     max_length: int,
     output_dir: Path,
     seed: int,
@@ -247,43 +255,38 @@ def student_trainer(
 ) -> DistillationTrainer:
     """The Trainer that distils `model` on `train` with the ensemble's `soft_targets` (rows in
     `train` order), ready to train: see `distill`."""
-    group_by_length = bool(train_cfg.group_by_length)
+    group_by_length = settings.group_by_length
     encoded = data.tokenize(train, tokenizer, task, max_length).remove_columns("idx")
     encoded = encoded.add_column("soft_targets", soft_targets.astype(np.float32).tolist())
     encoded = choices.with_lengths(encoded, task, group_by_length)
     args = TrainingArguments(
         output_dir=str(output_dir),
-        learning_rate=float(train_cfg.lr),
-        num_train_epochs=float(train_cfg.epochs),
-        max_steps=int(train_cfg.get("max_steps", -1)),
-        per_device_train_batch_size=int(train_cfg.batch_size),
-        weight_decay=float(train_cfg.weight_decay),
-        warmup_steps=float(train_cfg.warmup_ratio),
-        lr_scheduler_type=train_cfg.get("lr_scheduler", "linear"),
+        **optimiser_args(settings),
+        max_steps=settings.max_steps,
+        lr_scheduler_type=settings.lr_scheduler,
         seed=seed,
         save_strategy="no",
-        logging_steps=int(train_cfg.get("logging_steps", 50)),
-        report_to=report_to(train_cfg),
+        logging_steps=settings.logging_steps,
+        report_to=report_to(settings),
         remove_unused_columns=False,  # keep soft_targets for compute_loss (and the lengths)
-        dataloader_num_workers=int(train_cfg.get("dataloader_num_workers", 0)),
-        bf16=bool(train_cfg.get("bf16", False)),
-        fp16=bool(train_cfg.get("fp16", False)),
+        dataloader_num_workers=settings.dataloader_num_workers,
+        bf16=settings.bf16,
+        fp16=settings.fp16,
         use_cpu=not torch.cuda.is_available(),
-        ddp_timeout=int(train_cfg.get("ddp_timeout", 1800)),
+        ddp_timeout=settings.ddp_timeout,
         **choices.training_args(task, group_by_length),
     )
     scorer = None
     if eval_splits:
-        eval_batch_size = int(train_cfg.get("eval_batch_size", 128))
-        scorer = eval_scorer(task, eval_splits, tokenizer, max_length, eval_batch_size)
+        scorer = eval_scorer(task, eval_splits, tokenizer, max_length, settings.eval_batch_size)
     trainer = DistillationTrainer(
         model=model,
         args=args,
         train_dataset=encoded,
         data_collator=choices.collator(task, tokenizer),
         processing_class=tokenizer,
-        temperature=float(train_cfg.temperature),
-        alpha=float(train_cfg.alpha),
+        temperature=settings.temperature,
+        alpha=settings.alpha,
         regression=task.is_regression,
         callbacks=[EpochReport("Student", scorer), *(callbacks or [])],
     )
@@ -293,7 +296,7 @@ def student_trainer(
 def distill(model, tokenizer, train: Dataset, soft_targets: np.ndarray, **settings):
     """Train `model` on `train` with the ensemble's `soft_targets` (rows in `train` order).
 
-    `settings` are `student_trainer`'s: `task`, `train_cfg` (`cfg.train`), `max_length` (the
+    `settings` are `student_trainer`'s: `task`, `settings` (`TrainSettings`), `max_length` (the
     student's truncation length), `output_dir`, `seed`, and optionally `callbacks` and
     `eval_splits`. Each epoch logs its loss and, with `eval_splits`, the student's metrics on
     them; the last epoch's are the final model's (`tracking.final_evaluations`). Under
@@ -305,46 +308,46 @@ def distill(model, tokenizer, train: Dataset, soft_targets: np.ndarray, **settin
     return trainer
 
 
-# train.<option> -> the range each numeric setting allows (`sead.config.number`'s arguments)
-TRAIN_RANGES = {
-    "lr": dict(kind=float, low=0, low_open=True),
-    "epochs": dict(kind=float, low=0),  # 0 only with max_steps >= 1 (checked below)
-    "max_steps": dict(kind=int, low=-1),
-    "batch_size": dict(kind=int, low=1),
-    "eval_batch_size": dict(kind=int, low=1),
-    "weight_decay": dict(kind=float, low=0),
-    "warmup_ratio": dict(kind=float, low=0, high=1, high_open=True),  # >= 1 would be steps
-    "temperature": dict(kind=float, low=0, low_open=True),
-    "alpha": dict(kind=float, low=0, high=1),
-    "logging_steps": dict(kind=int, low=1),
-    "dataloader_num_workers": dict(kind=int, low=0),
-    "ddp_timeout": dict(kind=int, low=1),
-}
+@dataclass(frozen=True)
+class TrainSettings:
+    """`cfg.train` (conf/train/default.yaml): the student's optimisation and distillation.
 
+    Every setting is checked before the teachers run: a zero temperature or an alpha above 1
+    would otherwise train to the end and save a broken student.
+    """
 
-def check_train(train_cfg) -> None:
-    """Every `train.*` setting in range before the teachers run: a zero temperature or
-    alpha above 1 would otherwise train to the end and save a broken student."""
-    for option, allowed in TRAIN_RANGES.items():
-        if option in train_cfg:
-            number(train_cfg[option], f"train.{option}", **allowed)
-    max_steps = int(train_cfg.get("max_steps", -1))
-    if max_steps == 0:
-        raise ValueError("train.max_steps=0 is not allowed: expected -1 (use epochs) or >= 1.")
-    if max_steps < 0 and float(train_cfg.epochs) <= 0:
-        raise ValueError(
-            f"train.epochs={train_cfg.epochs!r} is not allowed: expected a number in (0, inf) "
-            "(or set train.max_steps >= 1)."
-        )
-    scheduler = train_cfg.get("lr_scheduler", "linear")
-    allowed = [s.value for s in SchedulerType]
-    if scheduler not in allowed:
-        raise ValueError(
-            f"train.lr_scheduler={scheduler!r} is not allowed: expected one of {allowed}."
-        )
-    for option in ("bf16", "fp16", "group_by_length"):
-        if not isinstance(train_cfg.get(option, False), bool):
-            raise ValueError(f"train.{option}={train_cfg[option]!r}: expected true or false.")
+    lr: float = setting(low=0, low_open=True)
+    epochs: float = setting(low=0)  # 0 only with max_steps >= 1 (checked below)
+    max_steps: int = setting(low=-1)  # > 0 overrides epochs
+    batch_size: int = setting(low=1)
+    group_by_length: bool  # batches of similar length (HF LengthGroupedSampler)
+    eval_batch_size: int = setting(low=1)
+    weight_decay: float = setting(low=0)
+    warmup_ratio: float = setting(low=0, high=1, high_open=True)  # >= 1 would be steps
+    lr_scheduler: str
+    temperature: float = setting(low=0, low_open=True)
+    alpha: float = setting(low=0, high=1)
+    logging_steps: int = setting(low=1)
+    report_to: str | tuple[str, ...]  # the Trainer's trackers: none, one name, or a list
+    bf16: bool
+    fp16: bool
+    dataloader_num_workers: int = setting(low=0)
+    ddp_timeout: int = setting(low=1)  # seconds ranks wait for each other under torchrun
+
+    def __post_init__(self):
+        if self.max_steps == 0:
+            raise ValueError("train.max_steps=0 is not allowed: expected -1 (use epochs) or >= 1.")
+        if self.max_steps < 0 and self.epochs <= 0:
+            raise ValueError(
+                f"train.epochs={self.epochs:g} is not allowed: expected a number in (0, inf) "
+                "(or set train.max_steps >= 1)."
+            )
+        allowed = [s.value for s in SchedulerType]
+        if self.lr_scheduler not in allowed:
+            raise ValueError(
+                f"train.lr_scheduler={self.lr_scheduler!r} is not allowed: expected one of "
+                f"{allowed}."
+            )
 
 
 def check_finite(model, what: str) -> None:
@@ -356,7 +359,7 @@ def check_finite(model, what: str) -> None:
         )
 
 
-def report_to(train_cfg) -> list[str]:
+def report_to(train: TrainSettings) -> list[str]:
     """`train.report_to` as the Trainer takes it (`none`, one name, or a list of them).
 
     Checked against the installed trackers, so that a missing package stops the run before
@@ -364,8 +367,8 @@ def report_to(train_cfg) -> list[str]:
     """
     from transformers.integrations import get_available_reporting_integrations
 
-    value = train_cfg.get("report_to") or "none"
-    names = [value] if isinstance(value, str) else [str(v) for v in value]
+    value = train.report_to
+    names = [value] if isinstance(value, str) else list(value)
     names = [] if names in (["none"], []) else names
     available = get_available_reporting_integrations()
     missing = [name for name in names if name != "all" and name not in available]

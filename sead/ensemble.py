@@ -11,7 +11,7 @@ When that split is also reported, `assess` scores it by k-fold cross-fitting, so
 reported number comes from an example the ensembler was fitted on.
 
 `sead stage=ensemble task=sst2 'teachers=[a,b,c]'` prints every strategy next to
-each teacher alone, from cached logits, without training a student (`compare_strategies`).
+each teacher alone, from cached logits, without training a student (`sead.pipeline`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from scipy.special import log_softmax, softmax
 from sklearn.model_selection import KFold, StratifiedKFold
 
 from sead import choices, metrics
-from sead.config import CONF_DIR, check_keys
+from sead.config import build as build_settings
+from sead.config import check_keys, container, setting
 from sead.tasks import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -498,20 +499,43 @@ def score(task: TaskSpec, targets: np.ndarray, labels: np.ndarray) -> tuple[dict
 
 
 def build(cfg, task: TaskSpec, teacher_names: list[str]) -> Ensembler:
-    """The ensembler named by `cfg.name`, with the rest of `cfg` as its options."""
-    name, options = _name_and_options(cfg)
-    if name not in ENSEMBLERS:
-        raise ValueError(f"Unknown ensemble {name!r}: expected one of {sorted(ENSEMBLERS)}.")
-    strategy = ENSEMBLERS[name]
-    check_keys(options, strategy.options(), f"ensemble={name}", what="option")
-    return strategy(task, teacher_names, **options)
+    """The ensembler named by `cfg.name` (a mapping, or `EnsembleSettings`), with the rest of
+    `cfg` as its options; the stage's own keys (`STAGE_KEYS`) are not options."""
+    name, options = _name_and_options(getattr(cfg, "strategy", cfg))
+    return ENSEMBLERS[name](task, teacher_names, **options)
 
 
-def _name_and_options(cfg) -> tuple[str | None, dict]:
-    options = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
+def _name_and_options(cfg) -> tuple[str, dict]:
+    """A strategy's name and options, each option a parameter of its class (its signature)."""
+    options = container(cfg, "ensemble")
     for key in STAGE_KEYS:
         options.pop(key, None)
-    return options.pop("name", None), options
+    name = options.pop("name", None)
+    if name not in ENSEMBLERS:
+        raise ValueError(f"Unknown ensemble {name!r}: expected one of {sorted(ENSEMBLERS)}.")
+    check_keys(options, ENSEMBLERS[name].options(), f"ensemble={name}", what="option")
+    return name, options
+
+
+@dataclass(frozen=True)
+class EnsembleSettings:
+    """`cfg.ensemble`: the strategy (its name and options) and the stage's own keys."""
+
+    strategy: dict  # {"name": ..., **options}, checked against the strategy's signature
+    fit_split: str | None  # fitted strategies learn on it; null: the task's first eval split
+    folds: int = setting(low=2)  # k-fold cross-fitting when the fit split is also reported
+    fold_seed: int  # not the run seed: sweeping `seed` keeps the ensemble's numbers
+
+    @property
+    def name(self) -> str:
+        return self.strategy["name"]
+
+    @classmethod
+    def from_config(cls, cfg) -> EnsembleSettings:
+        raw = container(cfg, "ensemble")
+        name, options = _name_and_options(raw)
+        stage = {key: raw[key] for key in STAGE_KEYS if key in raw}
+        return build_settings(cls, {"strategy": {"name": name, **options}, **stage}, "ensemble")
 
 
 @dataclass(frozen=True)
@@ -519,22 +543,14 @@ class FitPlan:
     """Where fitted strategies learn, and how the fit split itself is scored."""
 
     split: str
-    folds: int = 5
-    seed: int = 0
+    folds: int
+    seed: int
 
 
-def fit_plan(cfg, task: TaskSpec) -> FitPlan:
-    """`ensemble.fit_split` (null: the task's first eval split), `folds`, `fold_seed`, checked."""
-    plan = FitPlan(
-        split=str(cfg.get("fit_split") or task.eval_splits[0]),
-        folds=cfg.get("folds", FitPlan.folds),
-        seed=cfg.get("fold_seed", FitPlan.seed),
-    )
-    if not isinstance(plan.folds, int) or plan.folds < 2:
-        raise ValueError(f"ensemble.folds must be an integer >= 2, got {plan.folds!r}.")
-    if not isinstance(plan.seed, int):
-        raise ValueError(f"ensemble.fold_seed must be an integer, got {plan.seed!r}.")
-    return plan
+def fit_plan(settings: EnsembleSettings, task: TaskSpec) -> FitPlan:
+    """`ensemble.fit_split` (null: the task's first eval split), `folds`, `fold_seed`."""
+    split = settings.fit_split or task.eval_splits[0]
+    return FitPlan(split=split, folds=settings.folds, seed=settings.fold_seed)
 
 
 def fold_ids(labels: np.ndarray, task: TaskSpec, folds: int, seed: int) -> np.ndarray:
@@ -631,9 +647,11 @@ def split_scores(task: TaskSpec, targets: dict[str, np.ndarray], labels: dict) -
     return out
 
 
-def stage_record(cfg, ensembler: Ensembler, plan: FitPlan, scores: dict, comparison: dict) -> dict:
+def stage_record(
+    settings: EnsembleSettings, ensembler: Ensembler, plan: FitPlan, scores: dict, comparison: dict
+) -> dict:
     """The `ensemble` block of results.json."""
-    _, options = _name_and_options(cfg)
+    _, options = _name_and_options(settings.strategy)
     return {
         **ensembler.describe(),
         "options": options,
@@ -643,58 +661,3 @@ def stage_record(cfg, ensembler: Ensembler, plan: FitPlan, scores: dict, compari
         **scores,
         "comparison": comparison,
     }
-
-
-# ---------------------------------------------------------------------------------------------
-# `stage=ensemble`: every strategy against each teacher alone, from the teachers' logits.
-
-
-def strategy_configs(cfg_ensemble, task: TaskSpec) -> dict:
-    """Every registered strategy that applies to the task, with its options.
-
-    The chosen `ensemble=<name>` keeps its command-line options; the others use
-    their `conf/ensemble/<name>.yaml`.
-    """
-    chosen, _ = _name_and_options(cfg_ensemble)
-    configs = {}
-    for name, cls in ENSEMBLERS.items():
-        if task.is_regression and not cls.supports_regression:
-            continue
-        path = CONF_DIR / "ensemble" / f"{name}.yaml"
-        if name == chosen:
-            configs[name] = cfg_ensemble
-        else:
-            configs[name] = OmegaConf.load(path) if path.is_file() else {"name": name}
-    return configs
-
-
-def compare_strategies(
-    cfg_ensemble,
-    task: TaskSpec,
-    teacher_names: list[str],
-    logits: dict[str, np.ndarray],
-    labels: dict[str, np.ndarray],
-    plan: FitPlan,
-) -> tuple[dict[str, dict], list[str]]:
-    """Each teacher alone, `mean_logits`, and every strategy that applies, scored alike.
-
-    `logits[split]` is stacked `[n_teachers, n_examples, n_labels]` for the eval splits and
-    the fit split. Returns a row per model and a note per strategy that could not run.
-    """
-    eval_splits = list(task.eval_splits)
-    rows = baselines(task, teacher_names, logits, labels, eval_splits)
-    notes = []
-    for name, strategy_cfg in strategy_configs(cfg_ensemble, task).items():
-        try:
-            fitted, scores = assess(
-                lambda c=strategy_cfg: build(c, task, teacher_names),
-                logits,
-                labels,
-                eval_splits,
-                plan,
-            )
-        except ValueError as err:
-            notes.append(f"{name}: skipped ({err})")
-            continue
-        rows[name] = {**fitted.describe(), **scores}
-    return rows, notes

@@ -1,6 +1,7 @@
 """Ship the student: ONNX fp32 and int8 exports, checked against PyTorch and timed side by side.
 
-`export_student(student_dir, out_dir, task, split, max_length, cfg)` writes, beside `student/`:
+`export_student(student_dir, out_dir, task, split, split_name, max_length, settings)` writes,
+beside `student/`:
 
 * `onnx/`: `model.onnx` (fp32), `config.json` and the tokenizer, the layout that
   `optimum.onnxruntime.ORTModelFor...` loads; a plain `onnxruntime.InferenceSession` loads
@@ -48,11 +49,13 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
 from sead import card, choices, data, fusion, metrics
-from sead.card import deployment_table
-from sead.config import CONF_DIR
+from sead.card import ReportSettings, deployment_table
+from sead.choices import MODEL_INPUTS
+from sead.config import CONF_DIR, build, setting
+from sead.files import write_atomic
 from sead.fusion import AdditiveMask
-from sead.inference import MODEL_INPUTS, predict_logits
-from sead.report import RESULTS_FILE, write_atomic
+from sead.inference import predict_logits
+from sead.report import RESULTS_FILE
 from sead.tasks import TaskSpec, get_task
 
 log = logging.getLogger(__name__)
@@ -61,7 +64,9 @@ INSTALL_HINT = "pip install -e '.[export]'"
 ONNX_DIR, INT8_DIR = "onnx", "onnx-int8"
 ONNX_FILE = "model.onnx"
 EXPORT_FILE = "export.json"  # the record, beside the folders, when there is no results.json
-CONF_FILE = CONF_DIR / "export" / "onnx.yaml"  # in the wheel too (sead.config.conf_dir)
+CONF_FILE = (
+    CONF_DIR / "export" / "onnx.yaml"
+)  # in the wheel too (sead.config.conf_dir); export=onnx
 PYTORCH_FP32, ONNX_FP32, ONNX_INT8, PYTORCH_INT8 = (
     "pytorch fp32",
     "onnx fp32",
@@ -72,6 +77,25 @@ PYTORCH_FP32, ONNX_FP32, ONNX_INT8, PYTORCH_INT8 = (
 
 class ExportError(RuntimeError):
     """The export was refused: a check failed, or a dependency is missing."""
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """`cfg.export` (conf/export/onnx.yaml; export=none is the same with enabled: false)."""
+
+    enabled: bool  # export at the end of the run
+    backend: str  # onnx | torch (PyTorch dynamic int8 only) | auto: onnx when installed
+    split: str | None  # the eval split to check and time on; null: the task's first
+    atol: float  # largest |ONNX fp32 - PyTorch logit| allowed
+    max_metric_drop: float  # int8 may lose at most this many points (x100) of the main metric
+    opset: int = setting(low=1)
+    fuse: bool  # ONNX Runtime's transformer fusions before quantizing (not multiple choice)
+    per_channel: bool  # int8 weights with one scale per output column
+    threads: int | None = setting(low=1)  # intra-op threads for timing; null: torch's count
+    batch_size: int = setting(low=1)  # throughput batches; latency is measured at batch 1
+    speed_samples: int = setting(low=1)  # examples of the split timed
+    passes: int = setting(low=1)  # throughput: best of this many passes
+    torch_int8: bool  # also check and time PyTorch dynamic int8 beside ONNX
 
 
 # --------------------------------------------------------------------------------------------
@@ -90,9 +114,9 @@ def onnx_available() -> bool:
     return True
 
 
-def backend(cfg) -> str:
+def backend(settings: ExportSettings) -> str:
     """`onnx` or `torch`, from `export.backend` (auto: onnx when its packages are installed)."""
-    wanted = str(cfg.get("backend", "auto"))
+    wanted = settings.backend
     if wanted not in ("auto", "onnx", "torch"):
         raise ExportError(f"export.backend={wanted!r}: use auto, onnx or torch.")
     if wanted == "torch" or onnx_available():
@@ -242,11 +266,6 @@ class OrtModel(torch.nn.Module):
 # --------------------------------------------------------------------------------------------
 
 
-def hard_predictions(task: TaskSpec, logits: np.ndarray) -> np.ndarray:
-    """Label ids (classification, choices) or scores (regression), as the pipeline scores."""
-    return logits[:, 0] if task.is_regression else logits.argmax(-1)
-
-
 def check_logits(reference: np.ndarray, exported: np.ndarray, ids, atol: float) -> dict:
     """The largest |difference| of two models' logits; refuses the export above `atol`."""
     deviation = np.abs(reference.astype(np.float64) - exported.astype(np.float64))
@@ -377,32 +396,31 @@ def _torch_int8_size(model) -> int:
 
 def export_student(
     student_dir: Path, out_dir: Path, task: TaskSpec, split: Dataset, split_name: str,
-    max_length: int, cfg,
+    max_length: int, settings: ExportSettings,
 ) -> dict:  # fmt: skip
     """Export, check and time the student in `student_dir`; writes `onnx/` and `onnx-int8/`
     (ONNX backend) under `out_dir` and returns the `export` record of results.json."""
-    chosen = backend(cfg)
+    chosen = backend(settings)
     student_dir, out_dir = Path(student_dir), Path(out_dir)
-    threads = int(cfg.get("threads") or torch.get_num_threads())
+    threads = settings.threads or torch.get_num_threads()
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return _export(student_dir, out_dir, task, split, split_name, max_length, cfg, chosen)
+        return _export(student_dir, out_dir, task, split, split_name, max_length, settings, chosen)
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _export(student_dir, out_dir, task, split, split_name, max_length, cfg, chosen) -> dict:
+def _export(student_dir, out_dir, task, split, split_name, max_length, settings, chosen) -> dict:
     threads = torch.get_num_threads()
     model = choices.model_class(task).from_pretrained(student_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(student_dir)
     encoded = data.tokenize(split, tokenizer, task, max_length)
     ids = np.asarray(split["idx"][:], dtype=object)
-    batch_size = int(cfg.get("batch_size", 32))
-    limit = float(cfg.get("max_metric_drop", 1.0))
+    batch_size, limit = settings.batch_size, settings.max_metric_drop
 
     def score(logits):
-        return metrics.score_split(task, split, hard_predictions(task, logits))
+        return metrics.score_split(task, split, metrics.hard_predictions(task, logits))
 
     reference = predict_logits(model, tokenizer, encoded, 128, "PyTorch fp32")
     formats = {
@@ -427,8 +445,8 @@ def _export(student_dir, out_dir, task, split, split_name, max_length, cfg, chos
         import onnxruntime
 
         record["versions"] |= {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
-        opset = int(cfg.get("opset", 18))
-        fuse = bool(cfg.get("fuse", True)) and not task.is_multiple_choice
+        opset = settings.opset
+        fuse = settings.fuse and not task.is_multiple_choice
         record["exporter"] = f"torch.onnx.export (dynamo=True, opset {opset})"
         if fuse:
             record["exporter"] += ", fused by onnxruntime.transformers.optimizer"
@@ -445,14 +463,13 @@ def _export(student_dir, out_dir, task, split, split_name, max_length, cfg, chos
                 fp32_file = export_onnx(model, tokenizer, example, staging / ONNX_DIR, opset)
             models[ONNX_FP32] = OrtModel(session(fp32_file, threads), model.config)
             exported = predict_logits(models[ONNX_FP32], tokenizer, encoded, 128, "ONNX fp32")
-            atol = float(cfg.get("atol", 1e-4))
-            record["equivalence"] = check_logits(reference, exported, ids, atol)
+            record["equivalence"] = check_logits(reference, exported, ids, settings.atol)
             formats[ONNX_FP32] = {
                 "path": str(fp32_dir),
                 "size_bytes": size_on_disk(fp32_file),
                 "metrics": score(exported),
             }
-            per_channel = bool(cfg.get("per_channel", True))
+            per_channel = settings.per_channel
             int8_file = quantize_onnx(fp32_file, staging / INT8_DIR, per_channel)
             record["quantization"] = {"weights": "int8", "per_channel": per_channel}
             models[ONNX_INT8] = OrtModel(session(int8_file, threads), model.config)
@@ -473,7 +490,7 @@ def _export(student_dir, out_dir, task, split, split_name, max_length, cfg, chos
                 models[name] = OrtModel(session(file, threads), model.config)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    if chosen == "torch" or cfg.get("torch_int8", False):
+    if chosen == "torch" or settings.torch_int8:
         models[PYTORCH_INT8] = quantize_torch(model)
         quantized = score(predict_logits(models[PYTORCH_INT8], tokenizer, encoded, 128, "int8"))
         drop = metric_drop(task, formats[PYTORCH_FP32]["metrics"], quantized)
@@ -486,8 +503,8 @@ def _export(student_dir, out_dir, task, split, split_name, max_length, cfg, chos
         if chosen == "torch":  # what ships; beside ONNX (export.torch_int8) it is only compared
             check_drop(task, drop, limit, PYTORCH_INT8)
 
-    batches = make_batches(encoded, tokenizer, int(cfg.get("speed_samples", 1000)), batch_size)
-    passes = int(cfg.get("passes", 5))
+    batches = make_batches(encoded, tokenizer, settings.speed_samples, batch_size)
+    passes = settings.passes
     log.info("Timing %s (%d threads)...", ", ".join(models), threads)
     for name, timing in time_models(models, batches, passes).items():
         formats[name] |= timing
@@ -501,29 +518,28 @@ def _export(student_dir, out_dir, task, split, split_name, max_length, cfg, chos
 
 
 # --------------------------------------------------------------------------------------------
-# From a run's config: the pipeline's call, and the command's.
+# From a run's settings: the pipeline's call, and the command's.
 # --------------------------------------------------------------------------------------------
 
 
-def enabled(cfg: DictConfig) -> bool:
-    export_cfg = cfg.get("export")
-    return bool(export_cfg is not None and export_cfg.get("enabled", False))
-
-
-def export_run(cfg: DictConfig, out_dir: Path, splits=None) -> dict:
-    """Export `<out_dir>/student` with the run's task, data and max length (`cfg`).
+def export_run(
+    settings: ExportSettings,
+    task: TaskSpec,
+    data_settings: data.DataSettings,
+    max_length: int,
+    out_dir: Path,
+    splits=None,
+) -> dict:
+    """Export `<out_dir>/student` with the run's task, data and student max length.
 
     `splits`: the run's loaded splits (the pipeline's), else the eval split is loaded.
     """
-    task = get_task(cfg.task.name)
-    export_cfg = cfg.export
-    split_name = export_cfg.get("split") or task.eval_splits[0]
+    split_name = settings.split or task.eval_splits[0]
     if splits is None or split_name not in splits:
-        splits = data.load_splits(task, cfg.data, [split_name])
-    max_length = int(cfg.student.max_length)
+        splits = data.load_splits(task, data_settings, [split_name])
     return export_student(
         Path(out_dir) / "student", out_dir, task, splits[split_name], split_name, max_length,
-        export_cfg,
+        settings,
     )  # fmt: skip
 
 
@@ -552,34 +568,49 @@ def main(argv=None, prog: str = "python -m sead.export") -> None:
         sys.exit(f"{args.path}: no such folder (pass a run folder or its student/).")
     run_dir = args.path if (args.path / "student").is_dir() else args.path.parent
     cfg = _run_config(run_dir, args)
-    settings = OmegaConf.merge(default_settings(), cfg.get("export") or {})
-    settings = OmegaConf.merge(settings, OmegaConf.from_dotlist(args.overrides), {"enabled": True})
-    cfg.export = settings
     try:
-        record = export_run(cfg, run_dir)
+        export_finished_run(run_dir, cfg, OmegaConf.from_dotlist(args.overrides))
     except ExportError as error:
         sys.exit(f"Export refused: {error}")
-    save_record(run_dir, cfg, record)  # the table was logged by export_student
+
+
+def export_finished_run(run_dir: Path, cfg: DictConfig, overrides) -> dict:
+    """Export a finished run's student with its own task, data and max length (`cfg`, its
+    saved config), the export settings of conf/export/onnx.yaml with the run's and then
+    `overrides` over them; the record goes into its results.json (`save_record`)."""
+    merged = OmegaConf.merge(default_settings(), OmegaConf.select(cfg, "export", default={}))
+    merged = OmegaConf.merge(merged, overrides, {"enabled": True})
+    settings = build(ExportSettings, merged, "export")
+    task = get_task(cfg.task.name)
+    data_settings = build(data.DataSettings, cfg.data, "data")
+    max_length = int(cfg.student.max_length)
+    record = export_run(settings, task, data_settings, max_length, run_dir)
+    report = build(ReportSettings, cfg.report, "report")
+    save_record(run_dir, record, report, max_length)  # the table was logged by export_student
+    return record
 
 
 def _run_config(run_dir: Path, args) -> DictConfig:
-    """The run's resolved config; for a student folder of its own, one from the options."""
+    """The run's resolved config; for a student folder of its own, the default config with
+    the options' task, data folder, student and max length."""
     if (run_dir / "config.yaml").is_file() and not args.task:
         return OmegaConf.load(run_dir / "config.yaml")
     if not args.task:
         sys.exit(f"{args.path}: not a sead run (no config.yaml beside student/): pass --task.")
     if (run_dir / "student").resolve() != args.path.resolve():
         sys.exit(f"{args.path}: the student folder must be named student/ (exports go beside it).")
+    defaults = OmegaConf.load(CONF_DIR / "data" / "default.yaml")
     return OmegaConf.create(
         {
             "task": {"name": args.task},
-            "data": {"dir": args.data_dir},
+            "data": {**OmegaConf.to_container(defaults), "dir": args.data_dir},
             "student": {"model": str(args.path), "max_length": args.max_length},
+            "report": OmegaConf.to_container(OmegaConf.load(CONF_DIR / "report" / "default.yaml")),
         }
     )
 
 
-def save_record(run_dir: Path, cfg, record: dict) -> None:
+def save_record(run_dir: Path, record: dict, report: ReportSettings, max_length: int) -> None:
     """Into results.json (and so the model card) under `export`; else `export.json`."""
     results_file = run_dir / RESULTS_FILE
     if not results_file.is_file():
@@ -589,7 +620,7 @@ def save_record(run_dir: Path, cfg, record: dict) -> None:
     results["export"] = record
     write_atomic(results_file, json.dumps(results, indent=2) + "\n")
     if results.get("status", "ok") == "ok":
-        card.write_model_card(results, cfg, run_dir / "student")
+        card.write_model_card(results, report, run_dir / "student", max_length)
 
 
 if __name__ == "__main__":

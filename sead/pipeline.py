@@ -1,7 +1,8 @@
 """The whole sead pipeline in one function: `run(cfg) -> results`.
 
-Read it top to bottom: check the inputs, get each teacher's logits (from the
-cache when they exist), combine them, distil the student, evaluate, save.
+Read it top to bottom: read every setting once (`sead.settings`: one typed object per config
+group, checked), check the inputs, get each teacher's logits (from the cache when they exist),
+combine them, distil the student, evaluate, save.
 Two jobs stop part-way with the same checks and the same cache: `prepare_teachers`
 (`stage=teachers`) and `compare_ensembles` (`stage=ensemble`).
 `sead.run` is only the Hydra entry point around them, so tests call them directly.
@@ -37,11 +38,12 @@ from sead import (
     teachers,
     transfer,
 )
-from sead.cache import SoftLabelCache, check_settings
+from sead.cache import SoftLabelCache
 from sead.chunks import Shard
-from sead.config import number
+from sead.config import CONF_DIR
 from sead.inference import count_parameters
-from sead.tasks import TaskSpec, check_trainable, get_task
+from sead.settings import Settings, read_settings
+from sead.tasks import TaskSpec, get_task
 from sead.tracking import MetricsLog, epoch_report, evaluate, final_evaluations
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,7 @@ TEACHERS_FILE = "teachers.json"  # what `stage=teachers` saves, beside a full ru
 class Inputs:
     """Everything checked before any expensive work starts."""
 
+    settings: Settings
     task: TaskSpec
     specs: list[teachers.TeacherSpec]
     ensembler: ensemble.Ensembler
@@ -68,35 +71,27 @@ class Inputs:
         return [spec.name for spec in self.specs]
 
 
-def check_inputs(cfg: DictConfig) -> Inputs:
-    """Task, teachers, ensembler and data, validated: bad input fails here, early."""
-    task = get_task(cfg.task.name)
-    check_trainable(task)
-    check_settings(**OmegaConf.to_container(cfg.cache, resolve=True))
-    stage = str(cfg.get("stage", "all"))
-    if cfg.cache.get("shard") is not None and stage != "teachers":
-        raise ValueError(
-            f"cache.shard={cfg.cache.shard} fills one chunk set of each teacher-logit entry, for "
-            f"stage=teachers jobs that share a cache; stage={stage} needs every entry whole. "
-            "Run the shards with stage=teachers, then this job without cache.shard."
-        )
-    number(cfg.seed, "seed", int, 0, 2**32 - 1)
-    specs = teachers.teacher_specs(cfg.get("teachers"), task)
-    ensembler = ensemble.build(cfg.ensemble, task, [spec.name for spec in specs])
-    plan = ensemble.fit_plan(cfg.ensemble, task)
+def check_inputs(settings: Settings) -> Inputs:
+    """Teachers, ensembler and data, validated against the task: bad input fails here, early."""
+    task, specs = settings.task, list(settings.teachers)
+    ensembler = ensemble.build(settings.ensemble, task, [spec.name for spec in specs])
+    plan = ensemble.fit_plan(settings.ensemble, task)
     if plan.split == task.train_split:
         log.warning(
             "ensemble.fit_split=%s: fitted ensemblers will learn on the teachers' own training "
             "data and favour the teachers that overfit it most.",
             plan.split,
         )
-    splits = data.load_splits(task, cfg.data, [task.train_split, *task.eval_splits, plan.split])
+    splits = data.load_splits(
+        task, settings.data, [task.train_split, *task.eval_splits, plan.split]
+    )
     # The transfer set; with transfer.labeled, the train split becomes the labelled slice.
-    transfer_set = transfer.build(cfg.get("transfer"), task, splits)
+    transfer_set = transfer.build(settings.transfer, task, splits)
     splits = transfer.apply(transfer_set, task, splits)
+    predicted = _predicted_splits(settings.run.stage, task, splits, plan)
     for spec in specs:
         if isinstance(spec, teachers.PredictionsSpec):  # its files, read and checked now
-            teachers.check_predictions(spec, task, _predicted_splits(cfg, task, splits, plan))
+            teachers.check_predictions(spec, task, predicted)
         else:
             models.require_installed(spec.source, f"teachers.{spec.name}.model")  # make models
             teachers.check_files(spec, task)  # a local folder holds config, weights, tokenizer
@@ -111,19 +106,19 @@ def check_inputs(cfg: DictConfig) -> Inputs:
     gold = {
         split: metrics.references(task, splits[split]) for split in [*task.eval_splits, plan.split]
     }
-    diagnostics = data.load_diagnostics(task, cfg.data)
-    return Inputs(task, specs, ensembler, splits, gold, plan, transfer_set, diagnostics)
+    diagnostics = data.load_diagnostics(task, settings.data)
+    return Inputs(settings, task, specs, ensembler, splits, gold, plan, transfer_set, diagnostics)
 
 
-def _predicted_splits(cfg: DictConfig, task: TaskSpec, splits: DatasetDict, plan) -> DatasetDict:
+def _predicted_splits(stage: str, task: TaskSpec, splits: DatasetDict, plan) -> DatasetDict:
     """The splits a predictions teacher needs files for: the eval and fit splits for
     `stage=ensemble`, every loaded split (train, transfer parts) otherwise."""
-    if str(cfg.get("stage", "all")) == "ensemble":
+    if stage == "ensemble":
         return DatasetDict({s: splits[s] for s in dict.fromkeys([*task.eval_splits, plan.split])})
     return splits
 
 
-def teacher_logits(cfg: DictConfig, inputs: Inputs, cache: SoftLabelCache, logit_splits=None):
+def teacher_logits(inputs: Inputs, cache: SoftLabelCache, logit_splits=None):
     """Each teacher's logits for every split (fine-tuning or reading the cache as needed).
 
     Eval splits come first: a teacher must pass the sanity gate on them
@@ -131,21 +126,23 @@ def teacher_logits(cfg: DictConfig, inputs: Inputs, cache: SoftLabelCache, logit
     or label order stops the run before more time goes into it or into a student.
     `logit_splits` limits which other splits get logits (all loaded splits by
     default; teachers are still fine-tuned on the train split). Returns
-    `{teacher: {split: logits}}` and a per-teacher results record.
+    `{teacher: {split: logits}}`, a per-teacher results record, and the prepared teachers
+    (`{name: Teacher}`, ready to load again: the speed stage times them).
     """
-    task, splits = inputs.task, inputs.splits
+    task, splits, settings = inputs.task, inputs.splits, inputs.settings
     eval_splits = DatasetDict({split: splits[split] for split in task.eval_splits})
     others = [split for split in logit_splits or splits if split not in eval_splits]
     other_splits = DatasetDict({split: splits[split] for split in others})
-    gate_every_teacher = bool(cfg.get("teacher_gate", True))
+    gate_every_teacher = settings.run.teacher_gate
     logits: dict[str, dict[str, np.ndarray]] = {}
-    records = {}
+    records, prepared = {}, {}
     seen: dict[tuple, str] = {}
     for spec in inputs.specs:
         gated = gate_every_teacher and spec.gate
         teacher = teachers.prepare(
-            spec, task, splits, cfg.paths.teachers_dir, cache.file_hashes, cache, gate=gated
+            spec, task, splits, settings.paths.teachers_dir, cache.file_hashes, cache, gate=gated
         )
+        prepared[spec.name] = teacher
         entries = teachers.cached_logits(teacher, task, eval_splits, cache)
         scores = teachers.evaluate(task, {s: e.logits for s, e in entries.items()}, splits)
         gate = teachers.gate(spec, task, scores, splits, gated)
@@ -163,7 +160,7 @@ def teacher_logits(cfg: DictConfig, inputs: Inputs, cache: SoftLabelCache, logit
                 spec.name,
             )
         seen.setdefault(same, spec.name)
-    return logits, records
+    return logits, records, prepared
 
 
 def _teacher_record(teacher: teachers.Teacher, entries, scores, gate) -> dict:
@@ -210,15 +207,16 @@ def teacher_results(inputs: Inputs, teacher_records: dict, cache: SoftLabelCache
     }
 
 
-def soft_label_cache(cfg: DictConfig) -> SoftLabelCache:
-    """The teacher-logit cache with the run's `cfg.cache` settings.
+def soft_label_cache(settings: Settings) -> SoftLabelCache:
+    """The teacher-logit cache with the run's `cache.*` settings.
 
     Storage dtype and compute precision are part of every cache key, so every stage builds
-    its cache here: logits prepared by `stage=teachers` are the ones the full run reads.
+    its cache here: logits prepared by `stage=teachers` are the ones the full run reads. A stage
+    that learns from representations asks for `settings.cache.representations` itself.
     Under a multi-process launcher each rank fills its share of every missing entry (of
     this job's `cache.shard`, if any); a barrier ends each entry's fill.
     """
-    cache = SoftLabelCache(cfg.paths.logits_dir, **OmegaConf.to_container(cfg.cache, resolve=True))
+    cache = SoftLabelCache.from_settings(settings.paths.logits_dir, settings.cache)
     if distributed.is_distributed():
         job = cache.shard or Shard(0, 1)
         rank, world_size = distributed.rank(), distributed.world_size()
@@ -233,15 +231,17 @@ def prepare_teachers(cfg: DictConfig) -> dict:
     With `cache.shard=i/n`, only chunk set i of each missing entry (see `sead.chunks`); the job
     that finds every chunk saved assembles the entry.
     """
-    distributed.init(cfg.train.get("ddp_timeout"))
-    inputs = check_inputs(cfg)
+    settings = read_settings(cfg)
+    distributed.init(settings.train.ddp_timeout)
+    inputs = check_inputs(settings)
     _check_distributed(inputs)
-    cache = soft_label_cache(cfg)
-    _, records = teacher_logits(cfg, inputs, cache)
+    cache = soft_label_cache(settings)
+    _, records, _ = teacher_logits(inputs, cache)
     results = teacher_results(inputs, records, cache)
     results["warnings"] = report.warnings(results)
     if distributed.is_main_process():
-        report.save_run(results, cfg, Path(cfg.paths.output_dir), name=TEACHERS_FILE)
+        out_dir = Path(settings.paths.output_dir)
+        report.save_run(results, cfg, out_dir, name=TEACHERS_FILE)
     return results
 
 
@@ -251,14 +251,15 @@ def compare_ensembles(cfg: DictConfig) -> tuple[str, dict]:
     Only the eval splits and the fit split get logits (no student, so no train-split
     pass). Returns the printed table and its data.
     """
-    inputs = check_inputs(cfg)
+    settings = read_settings(cfg)
+    inputs = check_inputs(settings)
     task, names, plan = inputs.task, inputs.names, inputs.plan
     needed = list(dict.fromkeys([*task.eval_splits, plan.split]))
-    cache = soft_label_cache(cfg)
-    per_teacher, records = teacher_logits(cfg, inputs, cache, logit_splits=needed)
+    cache = soft_label_cache(settings)
+    per_teacher, records, _ = teacher_logits(inputs, cache, logit_splits=needed)
     logits = {split: _stacked(per_teacher, names, split) for split in needed}
     labels = {split: inputs.gold[split] for split in needed}
-    rows, notes = ensemble.compare_strategies(cfg.ensemble, task, names, logits, labels, plan)
+    rows, notes = compare_strategies(inputs, logits, labels)
     table = report.comparison_table(task, rows, plan, notes)
     data = {"task": task.name, "fit_split": plan.split, "folds": plan.folds, "fold_seed": plan.seed}
     cached = {"dir": str(cache.root), "hits": cache.hits, "misses": cache.misses}
@@ -269,57 +270,55 @@ def run(cfg: DictConfig) -> dict | None:
     """Run the pipeline; returns the results (None on the ranks > 0 of a multi-process run)."""
     timings: dict[str, float] = {}
     stage = _stage_timer(timings)
-    set_seed(int(cfg.seed))
-    out_dir = Path(cfg.paths.output_dir)
-    distributed.init(cfg.train.get("ddp_timeout"))
+    # 1. Check: every setting, read once into its stage's typed object (nothing else reads
+    #    `cfg`), then every input that is cheap to check, before any expensive work.
+    settings = read_settings(cfg)
+    set_seed(settings.run.seed)
+    out_dir = Path(settings.paths.output_dir)
+    distributed.init(settings.train.ddp_timeout)
     main_process = distributed.is_main_process()  # the only one that writes
     metrics_log = MetricsLog(out_dir, enabled=main_process)
     metrics_log.config(cfg)
-
-    # 1. Check every input that is cheap to check, before any expensive work.
+    student, train = settings.student, settings.train
     with stage("check"):
-        inputs = check_inputs(cfg)
-        card.check_settings(cfg.get("report"))
-        distill.check_train(cfg.train)  # every train.* setting in range
-        number(cfg.student.max_length, "student.max_length", int, 1)
-        number(cfg.get("report", {}).get("speed_samples", 0), "report.speed_samples", int, 0)
-        if export.enabled(cfg):
-            export.backend(cfg.export)  # its packages are installed (or the fallback is allowed)
-        distill.report_to(cfg.train)  # the trackers asked for are installed
-        distill.check_student(cfg.student)  # student.keep_layers fits the checkpoint
+        inputs = check_inputs(settings)
+        if settings.export.enabled:
+            export.backend(settings.export)  # its packages are installed (or the fallback)
+        distill.report_to(train)  # the trackers asked for are installed
+        distill.check_student(student)  # student.keep_layers fits the checkpoint
         _check_distributed(inputs)
     task, splits = inputs.task, inputs.splits
 
     # 2. Teachers: fine-tune the ones that need it, then logits for every split (cached).
     # Multi-process: every rank computes its share of the chunks of each missing entry.
-    cache = soft_label_cache(cfg)
+    cache = soft_label_cache(settings)
     with stage("teachers"):
-        logits, teacher_records = teacher_logits(cfg, inputs, cache)
+        logits, teacher_records, prepared = teacher_logits(inputs, cache)
 
     # 3. Ensemble: fitted on ensemble.fit_split (cross-fitted where that split is reported),
     #    then soft targets for the train split, with each teacher alone and mean_logits beside.
     with stage("ensemble"):
-        ensembler, ensemble_results = _ensemble(cfg, inputs, logits)
+        ensembler, ensemble_results = _ensemble(inputs, logits)
         student_train, soft_targets, transfer_predictions = _student_data(
-            inputs, logits, ensembler, float(cfg.train.temperature)
+            inputs, logits, ensembler, train.temperature
         )
 
     # 4. Student: distil on the soft targets with its own tokenizer.
     with stage("distill"):
         # Re-seeded here: the student's fresh head is drawn from the global RNG, which teacher
         # fine-tuning earlier in this process (or not, on a rerun) has advanced.
-        set_seed(int(cfg.seed))
-        model, tokenizer = distill.load_student(cfg.student, task)
+        set_seed(settings.run.seed)
+        model, tokenizer = distill.load_student(student, task)
         trainer = distill.distill(
             model,
             tokenizer,
             student_train,
             soft_targets,
             task=task,
-            train_cfg=cfg.train,
-            max_length=int(cfg.student.max_length),
+            settings=train,
+            max_length=student.max_length,
             output_dir=out_dir / "trainer",
-            seed=int(cfg.seed),
+            seed=settings.run.seed,
             callbacks=[metrics_log.callback()],
             eval_splits=DatasetDict({split: splits[split] for split in task.eval_splits}),
         )
@@ -328,7 +327,7 @@ def run(cfg: DictConfig) -> dict | None:
         return None
 
     # 5. Evaluate the student on every eval split with the task's official metrics.
-    student_results = {"model": cfg.student.model, "params": count_parameters(model)}
+    student_results = {"model": student.model, "params": count_parameters(model)}
     student_results["epoch_seconds"] = epoch_report(trainer).epoch_seconds  # steps only
     with stage("evaluate"):
         student_results["metrics"], student_results["examples_per_second"] = {}, {}
@@ -340,72 +339,75 @@ def run(cfg: DictConfig) -> dict | None:
                 tokenizer,
                 task,
                 splits[split],
-                int(cfg.student.max_length),
-                int(cfg.train.eval_batch_size),
+                student.max_length,
+                train.eval_batch_size,
                 f"Student on {split}",
             )
             student_results["metrics"][split] = scored.metrics
             student_results["examples_per_second"][split] = round(scored.examples_per_second, 1)
             student_results["eval_runtime_s"][split] = round(scored.seconds, 3)
         if inputs.diagnostics:
-            student_results["diagnostics"] = _diagnostics(cfg, inputs, model, tokenizer)
+            student_results["diagnostics"] = _diagnostics(inputs, model, tokenizer)
         student_results["floor"] = _student_floor(inputs, student_results["metrics"])
 
     # 6. Inference speedup: student and teachers timed on the same examples.
     speed_results = None
-    if int(cfg.get("report", {}).get("speed_samples", 0)) > 0:
+    if settings.report.speed_samples > 0:
         with stage("speed"):
             speed_results = speed.compare(
                 model,
                 tokenizer,
-                max_length=int(cfg.student.max_length),
+                max_length=student.max_length,
                 task=task,
-                specs=inputs.specs,
+                teachers=prepared,
                 splits=splits,
-                store_dir=cfg.paths.teachers_dir,
-                n=int(cfg.report.speed_samples),
-                batch_size=int(cfg.train.eval_batch_size),
+                n=settings.report.speed_samples,
+                batch_size=train.eval_batch_size,
                 measured={n: r["examples_per_second"] for n, r in teacher_records.items()},
             )
 
     results = {
         **teacher_results(inputs, teacher_records, cache),
-        "seed": int(cfg.seed),
+        "seed": settings.run.seed,
         "ensemble": ensemble_results,
         "transfer": transfer.record(inputs.transfer, task, transfer_predictions, teacher_records),
         "student": student_results,
-        "train": OmegaConf.to_container(cfg.train, resolve=True),
+        "train": OmegaConf.to_container(cfg.train, resolve=True),  # as configured
         "timings_s": timings,
         "speed": speed_results,
         "distributed": distributed.describe(),
     }
-    if export.enabled(cfg):  # 7. ONNX fp32 + int8 beside student/, checked and timed
+    if settings.export.enabled:  # 7. ONNX fp32 + int8 beside student/, checked and timed
         with stage("export"):
-            results["export"] = export.export_run(cfg, out_dir, splits)
+            results["export"] = export.export_run(
+                settings.export, task, settings.data, student.max_length, out_dir, splits
+            )
     results["warnings"] = report.warnings(results)  # models that may have learned nothing
     report.save_run(results, cfg, out_dir)
+    card.write_model_card(results, settings.report, out_dir / "student", student.max_length)
     metrics_log.write("results", results=results)
     log.info("\n%s\n\n%s", report.teacher_table(results), report.summary_table(results))
     if report.transfer_summary(results):
         log.info(report.transfer_summary(results))
-    if cfg.get("report", {}).get("push_to_hub"):
-        results["hub_model_id"] = card.push_to_hub(out_dir / "student", cfg.report)
+    if settings.report.push_to_hub:
+        results["hub_model_id"] = card.push_to_hub(out_dir / "student", settings.report)
     return results
 
 
-def _ensemble(cfg: DictConfig, inputs: Inputs, logits: dict) -> tuple[ensemble.Ensembler, dict]:
+def _ensemble(inputs: Inputs, logits: dict) -> tuple[ensemble.Ensembler, dict]:
     """The ensembler fitted on the fit split, and its results.json record."""
     task, names, plan = inputs.task, inputs.names, inputs.plan
+    chosen = inputs.settings.ensemble
     splits = list(dict.fromkeys([*task.eval_splits, plan.split]))
     stacked = {split: _stacked(logits, names, split) for split in splits}
     eval_splits = list(task.eval_splits)
 
     def make():
-        return ensemble.build(cfg.ensemble, task, names)
+        return ensemble.build(chosen, task, names)
 
     fitted, scores = ensemble.assess(make, stacked, inputs.gold, eval_splits, inputs.plan)
     comparison = ensemble.baselines(task, names, stacked, inputs.gold, eval_splits)
-    return fitted, ensemble.stage_record(cfg.ensemble, fitted, plan, scores, comparison)
+    return fitted, ensemble.stage_record(chosen, fitted, plan, scores, comparison)
 
 
 def _student_data(inputs: Inputs, logits: dict, ensembler, temperature: float):
@@ -463,11 +465,12 @@ def _student_floor(inputs: Inputs, scores: dict[str, dict]) -> dict[str, dict]:
     return floor
 
 
-def _diagnostics(cfg: DictConfig, inputs: Inputs, model, tokenizer) -> dict[str, dict]:
+def _diagnostics(inputs: Inputs, model, tokenizer) -> dict[str, dict]:
     """The student's metrics on each diagnostic set (axb, axg: read as RTE, label for label)."""
     scores = {}
+    settings = inputs.settings
     for name, ds in inputs.diagnostics.items():
-        max_length, batch_size = int(cfg.student.max_length), int(cfg.train.eval_batch_size)
+        max_length, batch_size = settings.student.max_length, settings.train.eval_batch_size
         scored = evaluate(
             model, tokenizer, get_task(name), ds, max_length, batch_size, f"Student on {name}"
         )
@@ -488,3 +491,50 @@ def _stage_timer(timings: dict):
             timings["total"] = round(sum(v for k, v in timings.items() if k != "total"), 3)
 
     return stage
+
+
+# --------------------------------------------------------------------------------------------
+# `stage=ensemble`: every strategy against each teacher alone, from the teachers' logits.
+
+
+def strategy_configs(chosen: ensemble.EnsembleSettings, task: TaskSpec) -> dict:
+    """Every registered strategy that applies to the task, with its options.
+
+    The chosen `ensemble=<name>` keeps its command-line options; the others use
+    their `conf/ensemble/<name>.yaml`.
+    """
+    configs = {}
+    for name, cls in ensemble.ENSEMBLERS.items():
+        if task.is_regression and not cls.supports_regression:
+            continue
+        path = CONF_DIR / "ensemble" / f"{name}.yaml"
+        if name == chosen.name:
+            configs[name] = chosen.strategy
+        else:
+            configs[name] = OmegaConf.load(path) if path.is_file() else {"name": name}
+    return configs
+
+
+def compare_strategies(inputs: Inputs, logits: dict, labels: dict) -> tuple[dict, list[str]]:
+    """Each teacher alone, `mean_logits`, and every strategy that applies, scored alike.
+
+    `logits[split]` is stacked `[n_teachers, n_examples, n_labels]` for the eval splits and
+    the fit split. Returns a row per model and a note per strategy that could not run.
+    """
+    task, names, eval_splits = inputs.task, inputs.names, list(inputs.task.eval_splits)
+    rows = ensemble.baselines(task, names, logits, labels, eval_splits)
+    notes = []
+    for name, strategy in strategy_configs(inputs.settings.ensemble, task).items():
+        try:
+            fitted, scores = ensemble.assess(
+                lambda s=strategy: ensemble.build(s, task, names),
+                logits,
+                labels,
+                eval_splits,
+                inputs.plan,
+            )
+        except ValueError as err:
+            notes.append(f"{name}: skipped ({err})")
+            continue
+        rows[name] = {**fitted.describe(), **scores}
+    return rows, notes

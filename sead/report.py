@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import statistics
 import sys
 import traceback
 from collections.abc import Iterable, Sequence
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from sead import card, metrics
+from sead import metrics
 from sead.ensemble import FitPlan, loss_name
 from sead.files import format_table, write_atomic
 
@@ -31,7 +32,8 @@ TRACEBACK_LINES = 30  # of a failed job's traceback, kept in its results.json
 
 
 def save_run(results: dict, cfg, out_dir: Path, name: str = RESULTS_FILE) -> None:
-    """Write a successful run's results (adding its status, settings and overrides) and card.
+    """Write a successful run's results (adding its status, settings and overrides) and its
+    resolved config (the student's card is `sead.card`'s).
 
     `name`: another file than `results.json` for a stage run on its own (`stage=teachers`
     writes `teachers.json`), so that a sweep report does not take it for a full run.
@@ -39,8 +41,6 @@ def save_run(results: dict, cfg, out_dir: Path, name: str = RESULTS_FILE) -> Non
     results.update({"status": "ok", **job_context(cfg)})
     write_atomic(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     write_atomic(out_dir / name, json.dumps(results, indent=2) + "\n")
-    if (out_dir / "student").is_dir():
-        card.write_model_card(results, cfg, out_dir / "student")
 
 
 def save_failure(cfg, error: BaseException, out_dir: Path, name: str = RESULTS_FILE) -> dict:
@@ -110,7 +110,7 @@ def run_settings(cfg) -> dict:
         return value if isinstance(value, str | int | float | bool) or value is None else str(value)
 
     settings = {column: select(key) for column, key in SETTINGS.items()}
-    teachers = "+".join(str(name) for name in cfg.get("teachers") or {})
+    teachers = "+".join(str(name) for name in OmegaConf.select(cfg, "teachers") or {})
     return {"task": settings.pop("task"), "teachers": teachers, **settings}
 
 
@@ -403,6 +403,15 @@ def swept_columns(table) -> list[str]:
         if c not in results and not c.startswith(("teacher ", "params ", "speedup ", "student "))
     ]
     return [c for c in candidates if table[c].astype(str).nunique(dropna=False) > 1]
+
+
+def mean_std(values: Iterable[float]) -> tuple[float, float]:
+    """A metric over seeds: its mean and sample standard deviation (n - 1; 0 for one seed).
+
+    The studies in experiments/ report their seeds with it, as this report does its sweeps.
+    """
+    values = [float(v) for v in values]
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def add_seed_statistics(table, swept: list[str]):

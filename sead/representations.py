@@ -21,25 +21,24 @@ of varying number, which means nothing to a student; see `check_task`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Literal, NamedTuple
 
 import numpy as np
 
-from sead.config import check_keys
-
 OPTION = "cache.representations"
-POOLINGS = ("mean", "cls")
 STORAGE_DTYPES = {"float16": np.float16, "float32": np.float32}
 
 
 @dataclass(frozen=True)
 class RepresentationSpec:
-    """Which vectors a teacher's cache entries hold (`cache.representations`; defaults in conf/).
+    """Which vectors a teacher's cache entries hold: `cache.representations`, a field of
+    `sead.cache.CacheSettings` that `sead.config.build` checks (each key named
+    `cache.representations.<key>`); its values live in conf/cache/default.yaml only.
 
     layer:   index into the model's hidden states: 0 is the embeddings, 1..n the layers' outputs,
-             -1 the last layer (negative counts from the end, as in Python).
+             -1 the last layer (negative counts from the end, as in Python); checked against the
+             model before any batch runs (`sead.inference.predict`).
     pooling: mean  the average over real tokens (the attention mask: padding never counts);
              cls   the first real token ([CLS] for BERT, <s> for RoBERTa and MPNet).
     dtype:   how vectors are stored: float16 (half the size, ~1e-3 relative rounding) or
@@ -50,41 +49,9 @@ class RepresentationSpec:
     pooling: Literal["mean", "cls"]
     dtype: Literal["float16", "float32"]
 
-    def __post_init__(self):
-        if isinstance(self.layer, bool) or not isinstance(self.layer, int | np.integer):
-            raise ValueError(f"{OPTION}.layer={self.layer!r}: expected an integer (-1: the last).")
-        if self.pooling not in POOLINGS:
-            raise ValueError(
-                f"{OPTION}.pooling={self.pooling!r}: expected one of {list(POOLINGS)}."
-            )
-        if self.dtype not in STORAGE_DTYPES:
-            raise ValueError(
-                f"{OPTION}.dtype={self.dtype!r}: expected one of {list(STORAGE_DTYPES)}."
-            )
-        object.__setattr__(self, "layer", int(self.layer))
-
-    @classmethod
-    def from_config(cls, node) -> RepresentationSpec:
-        """The spec from `cache.representations` (a mapping; a spec is returned as it is)."""
-        if isinstance(node, RepresentationSpec):
-            return node
-        if not isinstance(node, Mapping):
-            raise ValueError(f"{OPTION} must be a mapping of layer, pooling, dtype; got {node!r}.")
-        fields = {"layer": "int", "pooling": " | ".join(POOLINGS), "dtype": "float16 | float32"}
-        check_keys(node, fields, OPTION)
-        missing = sorted(set(fields) - set(node))
-        if missing:
-            raise ValueError(f"{OPTION} is missing {missing}: set them in conf/cache/default.yaml.")
-        return cls(**{name: node[name] for name in fields})
-
     def key(self) -> dict:
         """What the vectors add to a cache entry's key (and to its fill's plan)."""
         return {"layer": self.layer, "pooling": self.pooling, "storage_dtype": self.dtype}
-
-    def describe(self, width: int | None = None) -> str:
-        """One line: `layer -1, mean, 48 wide (float16)`."""
-        wide = "" if width is None else f", {width} wide"
-        return f"layer {self.layer}, {self.pooling}{wide} ({self.dtype})"
 
 
 class Outputs(NamedTuple):

@@ -29,7 +29,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, OverrideParseException
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from sead import models, searchpath
 from sead.config import CONF_DIR
@@ -72,6 +72,14 @@ def stages() -> dict:
     }
 
 
+def _read_settings(cfg: DictConfig) -> None:
+    """What runs for a stage that does not exist: reading the settings stops it, naming the
+    stage and the ones there are (`sead.settings.RunSettings`)."""
+    from sead.settings import read_settings
+
+    read_settings(cfg)
+
+
 def run_job(cfg: DictConfig) -> tuple[str, dict | None]:
     """One job, as `sead` and `sead.api` run it: `(stage, results)`.
 
@@ -79,12 +87,11 @@ def run_job(cfg: DictConfig) -> tuple[str, dict | None]:
     re-raised, except in a sweep, which goes on (results None). Results are None too on the
     ranks > 0 of a multi-process run (rank 0 reports).
     """
-    stage = str(cfg.get("stage", "all"))
+    stage = OmegaConf.select(cfg, "stage")  # checked with every other setting by the job
     known = stages()
-    run_stage, results_file = known.get(stage, (None, known["all"][1]))
+    # An unknown stage: reading the settings names it (and what is allowed), as any bad key.
+    run_stage, results_file = known.get(stage, (_read_settings, known["all"][1]))
     try:
-        if run_stage is None:
-            raise ValueError(f"stage={stage!r}: expected one of {', '.join(known)}.")
         results = run_stage(cfg)
     except Exception as error:
         _record_failure(cfg, error, results_file)  # re-raises unless a sweep should go on
@@ -129,7 +136,8 @@ def _record_failure(cfg: DictConfig, error: Exception, results_file: str) -> Non
     if distributed.is_main_process():
         report.save_failure(cfg, error, out_dir, name=results_file)
     log.error("Job failed (%s: %s); recorded in %s", type(error).__name__, error, out_dir)
-    if HydraConfig.get().mode != RunMode.MULTIRUN or cfg.get("fail_fast", False):
+    fail_fast = OmegaConf.select(cfg, "fail_fast")  # not a bool: too broken to go on
+    if HydraConfig.get().mode != RunMode.MULTIRUN or fail_fast is not False:
         raise error
 
 

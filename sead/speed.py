@@ -15,13 +15,13 @@ from __future__ import annotations
 import logging
 import os
 import time
-from contextlib import contextmanager
 
 from datasets import Dataset, DatasetDict
 
-from sead import data, teachers
+from sead import data
 from sead.inference import predict_logits
 from sead.tasks import TaskSpec
+from sead.teachers import PredictionsTeacher, Teacher
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +81,8 @@ def compare(
     *,
     max_length: int,
     task: TaskSpec,
-    specs: list[teachers.TeacherSpec],
+    teachers: dict[str, Teacher | PredictionsTeacher],
     splits: DatasetDict,
-    store_dir,
     n: int,
     batch_size: int,
     measured: dict[str, float | None] | None = None,
@@ -91,9 +90,10 @@ def compare(
 ) -> dict:
     """Student and each teacher on the first `n` examples of the task's first eval split.
 
-    `measured`: each teacher's throughput already measured in this run (None where its
-    logits came from the cache); when every teacher has one, only the student is timed.
-    `max_length` is the student's; each teacher keeps its own.
+    `teachers`: the run's prepared teachers, by name (`sead.teachers.prepare`), loaded again
+    here to be timed. `measured`: each teacher's throughput already measured in this run
+    (None where its logits came from the cache); when every teacher has one, only the student
+    is timed. `max_length` is the student's; each teacher keeps its own.
     """
     split = task.eval_splits[0]
     sample = splits[split].select(range(min(n, len(splits[split]))))
@@ -101,8 +101,12 @@ def compare(
     timed = {"student": _Timed(student, tokenizer, sample, task, max_length, batch_size)}
     measured = measured or {}
     # A teacher read from files has no model here to time.
-    skipped = {s.name: "predictions file: no model to time" for s in specs if _from_files(s)}
-    specs = [spec for spec in specs if not _from_files(spec)]
+    skipped = {
+        name: "predictions file: no model to time"
+        for name, teacher in teachers.items()
+        if isinstance(teacher, PredictionsTeacher)
+    }
+    specs = [t.spec for name, t in teachers.items() if name not in skipped]
     for name, why in skipped.items():
         log.info("Speed: teacher %s skipped (%s).", name, why)
     reuse = bool(specs) and all(measured.get(spec.name) for spec in specs)
@@ -113,12 +117,11 @@ def compare(
         log.info(
             "Speed: timing the student and %s on %d examples, %d passes", names, len(sample), passes
         )
-        with _quiet_store():  # reloading a stored teacher is not preparing it again
-            for spec in specs:
-                model, teacher_tokenizer = teachers.prepare(spec, task, splits, store_dir).load()
-                timed[spec.name] = _Timed(
-                    model, teacher_tokenizer, sample, task, spec.max_length, batch_size
-                )
+        for spec in specs:
+            model, teacher_tokenizer = teachers[spec.name].load()
+            timed[spec.name] = _Timed(
+                model, teacher_tokenizer, sample, task, spec.max_length, batch_size
+            )
     for _ in range(passes):
         for model in timed.values():
             model.one_pass()
@@ -165,18 +168,3 @@ def _load_average() -> list[float] | None:
         return [round(value, 2) for value in os.getloadavg()]
     except (AttributeError, OSError):
         return None
-
-
-@contextmanager
-def _quiet_store():
-    store_log = logging.getLogger("sead.teachers.store")
-    level = store_log.level
-    store_log.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        store_log.setLevel(level)
-
-
-def _from_files(spec) -> bool:
-    return isinstance(spec, teachers.PredictionsSpec)

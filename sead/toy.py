@@ -266,21 +266,13 @@ def build_tiny_model(
         tokenizer_args["model_input_names"] = ["input_ids", "attention_mask"]
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, **tokenizer_args)
     shared = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id}
+    size = {"hidden_size": hidden_size, "num_hidden_layers": num_layers}  # BERT's names
+    size |= {"num_attention_heads": num_heads, "intermediate_size": intermediate_size}
     if arch == "bert":
-        config = BertConfig(
-            hidden_size=hidden_size,
-            num_hidden_layers=num_layers,
-            num_attention_heads=num_heads,
-            intermediate_size=intermediate_size,
-            max_position_embeddings=max_position,
-            **shared,
-        )
+        config = BertConfig(**size, max_position_embeddings=max_position, **shared)
     elif arch == "roberta":
         config = RobertaConfig(
-            hidden_size=hidden_size,
-            num_hidden_layers=num_layers,
-            num_attention_heads=num_heads,
-            intermediate_size=intermediate_size,
+            **size,
             # RoBERTa numbers positions from pad_token_id + 1.
             max_position_embeddings=max_position + tokenizer.pad_token_id + 1,
             type_vocab_size=1,

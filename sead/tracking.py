@@ -207,3 +207,16 @@ def _finite(value):
     if isinstance(value, list | tuple):
         return [_finite(v) for v in value]
     return value
+
+
+def optimiser_args(recipe) -> dict:
+    """The Trainer's optimiser and schedule settings from a recipe with `lr`, `epochs`,
+    `batch_size`, `weight_decay` and `warmup_ratio`: the student's `train.*` and a teacher's
+    `finetune_args` alike."""
+    return {
+        "learning_rate": recipe.lr,
+        "num_train_epochs": recipe.epochs,
+        "per_device_train_batch_size": recipe.batch_size,
+        "weight_decay": recipe.weight_decay,
+        "warmup_steps": recipe.warmup_ratio,  # transformers 5: a float < 1 is a ratio of steps
+    }

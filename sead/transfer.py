@@ -25,61 +25,52 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from datasets import Dataset, DatasetDict, Value, concatenate_datasets, load_dataset
-from omegaconf import OmegaConf
 
 from sead import data, metrics
 from sead.checkpoints import resolve
-from sead.config import check_keys
+from sead.config import build as build_settings
+from sead.config import container, setting
 from sead.tasks import MULTIPLE_CHOICE, UNLABELED, TaskSpec
 
 log = logging.getLogger(__name__)
 
 SPLIT = "transfer"  # each part of the transfer set is a split `transfer_<source>`
-SOURCES = ("none", "unlabeled_split", "files", "augment")
 FILE_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "tsv", ".txt": "text"}
 
 
 @dataclass(frozen=True)
 class TransferSettings:
-    """`cfg.transfer`, checked before any work starts."""
+    """`cfg.transfer` (conf/transfer/<source>.yaml), checked before any work starts.
 
-    source: str = "none"
-    labeled: int | None = None  # keep this many gold labels of the train split; the rest: transfer
-    max_unlabeled: int | None = None  # a fixed random subset of the unlabelled text
-    seed: int = 0  # picks the labelled slice and the augmentations; not the run seed (cache hits)
-    # files
-    paths: tuple[str, ...] = ()
-    hub: dict | None = None  # {path, name, split}: load_dataset(path, name, split=split)
-    columns: dict = field(default_factory=dict)  # task field (or label) -> column in the source
-    # augment
-    multiplier: int = 1
-    word_dropout: float = 0.0
-    swap: float = 0.0
-    mlm: float = 0.0
-    fill_mask_model: str | None = None
-    mlm_top_k: int = 5
-    mlm_batch_size: int = 64
+    This class is `transfer=none`; each other source adds its own keys (`SETTINGS`), so that
+    a key its YAML does not set is an error, not a silent default.
+    """
+
+    source: str  # none | unlabeled_split | files | augment
+    labeled: int | None = setting(low=1)  # keep this many gold labels of the train split
+    seed: int = setting(low=0)  # picks the labelled slice and the augmentations; not the run seed
 
     @classmethod
     def from_config(cls, cfg, task: TaskSpec) -> TransferSettings:
-        raw = OmegaConf.to_container(cfg, resolve=True) if cfg is not None else {}
-        check_keys(raw, [f.name for f in fields(cls)], "transfer")
-        raw["paths"] = tuple(raw.get("paths") or ())
-        raw["columns"] = dict(raw.get("columns") or {})
-        settings = cls(**raw)
+        """The settings class of `cfg.source`, built and checked against the task."""
+        raw = container(cfg, "transfer")
+        source = raw.get("source")
+        if source not in SETTINGS:
+            raise ValueError(f"transfer.source={source!r}: expected one of {list(SETTINGS)}.")
+        settings = build_settings(SETTINGS[source], raw, "transfer")
         settings.check(task)
         return settings
 
     def check(self, task: TaskSpec) -> None:
         """Config mistakes, named, before the data is read."""
-        if self.source not in SOURCES:
-            raise ValueError(f"transfer.source={self.source!r}: expected one of {list(SOURCES)}.")
+        if self.source not in SETTINGS or not isinstance(self, SETTINGS[self.source]):
+            raise ValueError(f"transfer.source={self.source!r}: expected one of {list(SETTINGS)}.")
         if self.source == "none" and self.labeled is None:
             return
         if task.kind == MULTIPLE_CHOICE:
@@ -95,21 +86,33 @@ class TransferSettings:
                 "per-answer ids that new or edited text would not match). Use "
                 "transfer=unlabeled_split, or transfer=none."
             )
-        for name, least in (("labeled", 1), ("max_unlabeled", 0)):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < least):
-                raise ValueError(f"transfer.{name}={value!r}: expected an integer >= {least}.")
         if self.source == "unlabeled_split" and not self.labeled:
             raise ValueError(
                 "transfer=unlabeled_split needs transfer.labeled=<number of gold labels to "
                 "keep>, e.g. transfer.labeled=2000; the rest of the train split is unlabelled."
             )
-        if self.source == "files":
-            self._check_files(task)
-        if self.source == "augment":
-            self._check_augment()
+        self._check_source(task)
 
-    def _check_files(self, task: TaskSpec) -> None:
+    def _check_source(self, task: TaskSpec) -> None:
+        """What a source's own keys must hold (none here)."""
+
+
+@dataclass(frozen=True)
+class UnlabeledSplitSettings(TransferSettings):
+    """`transfer=unlabeled_split`: the train split's other rows, their labels hidden."""
+
+    max_unlabeled: int | None = setting(low=0)  # a fixed random subset of them; null: all
+
+
+@dataclass(frozen=True)
+class FilesSettings(UnlabeledSplitSettings):
+    """`transfer=files`: text from local files or a Hub dataset."""
+
+    paths: tuple[str, ...]  # .jsonl/.json, .csv, .tsv with the task's fields; .txt a line each
+    hub: dict  # {path, name, split}: load_dataset(path, name, split=split)
+    columns: dict[str, str] | None  # task field -> column of the source
+
+    def _check_source(self, task: TaskSpec) -> None:
         if bool(self.paths) == bool(self.hub_path):
             raise ValueError(
                 "transfer=files needs exactly one of transfer.paths=[<file>, ...] (jsonl, csv, "
@@ -132,9 +135,22 @@ class TransferSettings:
 
     @property
     def hub_path(self) -> str | None:
-        return (self.hub or {}).get("path")
+        return self.hub.get("path")
 
-    def _check_augment(self) -> None:
+
+@dataclass(frozen=True)
+class AugmentSettings(UnlabeledSplitSettings):
+    """`transfer=augment`: deterministic augmented copies of the (labelled) train text."""
+
+    multiplier: int  # augmented copies of each train example
+    word_dropout: float  # each word dropped with this probability
+    swap: float  # round(swap * words) swaps of two random words
+    mlm: float  # fraction of words masked and refilled by fill_mask_model
+    fill_mask_model: str | None  # a checkpoint with a trained masked-LM head
+    mlm_top_k: int = setting(low=1)
+    mlm_batch_size: int = setting(low=1)
+
+    def _check_source(self, task: TaskSpec) -> None:
         if not isinstance(self.multiplier, int) or self.multiplier < 1:
             raise ValueError(f"transfer.multiplier={self.multiplier!r}: expected an integer >= 1.")
         rates = {"word_dropout": self.word_dropout, "swap": self.swap, "mlm": self.mlm}
@@ -151,6 +167,15 @@ class TransferSettings:
                 f"transfer.mlm={self.mlm} needs transfer.fill_mask_model=<a masked-LM checkpoint "
                 "(Hub id or local path)>, e.g. the student's or a teacher's pretrained model."
             )
+
+
+# transfer.source -> its settings
+SETTINGS: dict[str, type[TransferSettings]] = {
+    "none": TransferSettings,
+    "unlabeled_split": UnlabeledSplitSettings,
+    "files": FilesSettings,
+    "augment": AugmentSettings,
+}
 
 
 @dataclass
@@ -179,9 +204,8 @@ class TransferSet:
         }
 
 
-def build(cfg, task: TaskSpec, splits: DatasetDict) -> TransferSet:
-    """The transfer set of `cfg.transfer` (None or `source: none`: no transfer set)."""
-    settings = TransferSettings.from_config(cfg, task)
+def build(settings: TransferSettings, task: TaskSpec, splits: DatasetDict) -> TransferSet:
+    """The transfer set the settings ask for (`source: none`: none, unless `labeled`)."""
     train = splits[task.train_split]
     first_new_idx = int(data.example_ids(train, task).max(initial=-1)) + 1  # not a train id
     parts: list[tuple[str, Dataset, np.ndarray | None]] = []
@@ -198,7 +222,8 @@ def build(cfg, task: TaskSpec, splits: DatasetDict) -> TransferSet:
         held_out = len(rest)
         if settings.source == "none":  # the labelled slice alone, e.g. as a baseline
             rest = rest.select([])
-        rest = data.subsample(rest, settings.max_unlabeled, seed=settings.seed)
+        else:
+            rest = data.subsample(rest, settings.max_unlabeled, seed=settings.seed)
         parts.append(("unlabeled_split", rest, _labels(rest)))
         log.info(
             "Transfer: %d gold labels kept, %d hidden (%d of those examples used as transfer text)",
@@ -263,15 +288,18 @@ def _concatenate(parts, task: TaskSpec, first_new_idx: int):
 # --------------------------------------------------------------------------------------------
 
 
-def read_files(settings: TransferSettings, task: TaskSpec) -> Dataset:
+def read_files(settings: FilesSettings, task: TaskSpec) -> Dataset:
     """The text of `transfer.paths` (or `transfer.hub`), checked field by field."""
     if settings.hub_path:
         hub = settings.hub
         source = f"Hub dataset {hub['path']!r}"
         ds = load_dataset(hub["path"], hub.get("name"), split=hub.get("split") or "train")
-        return _to_task_fields(ds, task, settings.columns, source)
+        return _to_task_fields(ds, task, settings.columns or {}, source)
     return concatenate_datasets(
-        [_to_task_fields(_read_file(Path(p)), task, settings.columns, p) for p in settings.paths]
+        [
+            _to_task_fields(_read_file(Path(p)), task, settings.columns or {}, p)
+            for p in settings.paths
+        ]
     )
 
 
@@ -346,7 +374,7 @@ def _to_task_fields(ds: Dataset, task: TaskSpec, columns: dict, source: str) -> 
 # --------------------------------------------------------------------------------------------
 
 
-def augment(train: Dataset, task: TaskSpec, settings: TransferSettings) -> Dataset:
+def augment(train: Dataset, task: TaskSpec, settings: AugmentSettings) -> Dataset:
     """`multiplier` augmented copies of each train example (each text field on its own).
 
     Each (example, copy, field) draws from its own random generator, seeded by

@@ -8,7 +8,7 @@ fill MODEL DATA ROOT CHUNK BATCH DELAY [SHARD]: fill the train logits of the tea
     path, sleeping DELAY s after each saved chunk (so a test can SIGKILL it mid-way);
     with SHARD ('i/n'), only that chunk set, as a `cache.shard=i/n` job does. Prints
     {"computed": [chunks this process computed], "pending": [saved, in all] or null} as json.
-fill-vectors ...: the same, asking for representations too (`VECTORS`).
+fill-vectors ...: the same, asking for representations too (`cache.representations`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from sead.cache import SoftLabelCache
 from sead.chunks import PartialEntry
 
 RACE_KEY = {"model": "m@1", "task": "sst2", "split": "train", "data": "d"}
-VECTORS = {"layer": -1, "pooling": "mean", "dtype": "float16"}  # conf/cache's defaults
 
 
 def race(root: str, barrier: str) -> None:
@@ -44,32 +43,22 @@ def race(root: str, barrier: str) -> None:
 
 
 def fill(
-    model_dir, data_dir, root, chunk_size: int, batch_size: int, shard=None, representations=None
+    model_dir, data_dir, root, chunk_size: int, batch_size: int, shard=None, representations=False
 ):
     """A teacher's train-split cache entry on an sst2-shaped task, via `cached_logits`
     (its logits; with `shard` or `representations`, the entry, which has no logits while other
-    shards are missing)."""
-    from omegaconf import OmegaConf  # heavy imports here, so that `race` starts fast
-
-    from sead import data, teachers
+    shards are missing). `representations`: ask for the vectors `cache.representations` (conf/)
+    configures, as a run that learns from them does."""
+    from sead import data, teachers  # heavy imports here, so that `race` starts fast
     from sead.tasks import get_task
+    from tests.helpers import settings, teacher_spec
 
     task = get_task("sst2")
-    data_cfg = OmegaConf.create({"dir": str(data_dir)})
-    splits = data.load_splits(task, data_cfg, ["train"])
-    spec = teachers.TeacherSpec(
-        name="toy_bert",
-        source=str(model_dir),
-        finetune=False,
-        tokenizer=None,
-        max_length=64,
-        revision=None,
-        trust_remote_code=False,
-        batch_size=batch_size,
-    )
-    cache = SoftLabelCache(root, chunk_size=chunk_size, shard=shard, representations=VECTORS)
+    splits = data.load_splits(task, settings("data", dir=str(data_dir)), ["train"])
+    spec = teacher_spec("toy_bert", model_dir, batch_size=batch_size)
+    cache = SoftLabelCache(root, chunk_size=chunk_size, shard=shard)
     teacher = teachers.prepare(spec, task, splits, Path(root) / "teachers", cache.file_hashes)
-    vectors = cache.representations if representations else None
+    vectors = settings("cache").representations if representations else None
     entries = teachers.cached_logits(
         teacher, task, splits, cache, sharded=True, representations=vectors
     )

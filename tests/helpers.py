@@ -39,6 +39,19 @@ def kill_after_chunks(child: subprocess.Popen, root: Path, chunks: int = 2, time
     assert child.returncode == -signal.SIGKILL
 
 
+def settings(group: str, *overrides: str, **values):
+    """One group's typed settings as a run reads them (`sead.settings.GROUPS`): the real
+    config, with `overrides` (`task=rte`, `transfer=files`...) and then `values` set in the
+    group, e.g. `settings("data", dir="data/sst2", max_train_samples=300)`."""
+    from omegaconf import OmegaConf
+
+    from sead.settings import GROUPS, read_settings
+
+    cfg = compose(list(overrides))
+    node = OmegaConf.merge(OmegaConf.to_container(cfg[group], resolve=True), values)
+    return GROUPS[group](node, read_settings(cfg).task)
+
+
 def teacher_spec(name: str, source, **settings):
     """A `TeacherSpec` for a local checkpoint: `settings` over the plain ones a test does not
     vary (not fine-tuned, its own tokenizer, no revision, no remote code, length 64, batch 8)."""

@@ -16,6 +16,7 @@ from sead.tasks import get_task
 from sead.teachers import logits as teacher_logits
 from sead.teachers import store
 from sead.teachers.spec import FinetuneArgs
+from tests.helpers import compose, settings, teacher_spec
 
 SST2 = get_task("sst2")
 
@@ -47,26 +48,34 @@ def _student(tiny_assets):
 
 
 def _train_cfg(group_by_length: bool):
-    cfg = OmegaConf.load(distill.__file__.replace("sead/distill.py", "conf/train/default.yaml"))
-    cfg.group_by_length = group_by_length
-    return cfg
+    return settings("train", group_by_length=group_by_length)
 
 
-@pytest.mark.parametrize("group_by_length", [True, False])
-def test_student_batches_are_grouped_by_length_by_default(tiny_assets, tmp_path, group_by_length):
+def _recipe(**changes) -> FinetuneArgs:
+    """A shipped teacher's fine-tuning recipe (conf/teachers/toy_bert.yaml), with changes."""
+    recipe = compose(["experiment=demo"]).teachers.toy_bert.finetune_args
+    return FinetuneArgs.from_config("toy", {**OmegaConf.to_container(recipe), **changes})
+
+
+def _student_trainer(tiny_assets, tmp_path, train, group_by_length: bool, seed: int):
+    """The tiny student's Trainer on `train` (uniform soft targets), ready to train."""
     model, tokenizer = _student(tiny_assets)
-    train = _mixed_lengths()
-    trainer = distill.student_trainer(
+    return distill.student_trainer(
         model,
         tokenizer,
         train,
         np.full((len(train), 2), 0.5),
         task=SST2,
-        train_cfg=_train_cfg(group_by_length),
+        settings=_train_cfg(group_by_length),
         max_length=64,
         output_dir=tmp_path / "trainer",
-        seed=1,
+        seed=seed,
     )
+
+
+@pytest.mark.parametrize("group_by_length", [True, False])
+def test_student_batches_are_grouped_by_length_by_default(tiny_assets, tmp_path, group_by_length):
+    trainer = _student_trainer(tiny_assets, tmp_path, _mixed_lengths(), group_by_length, seed=1)
     ratio = _padding_ratio(trainer)
     if group_by_length:
         assert ratio <= 1.15, f"grouped batches compute {ratio:.2f}x the real tokens"
@@ -77,7 +86,7 @@ def test_student_batches_are_grouped_by_length_by_default(tiny_assets, tmp_path,
 def test_the_default_config_groups_by_length():
     default = OmegaConf.load(distill.__file__.replace("sead/distill.py", "conf/train/default.yaml"))
     assert default.group_by_length is True
-    assert FinetuneArgs().group_by_length is True
+    assert _recipe().group_by_length is True  # no teacher config sets it: on by default
 
 
 @pytest.mark.parametrize("group_by_length", [True, False])
@@ -85,17 +94,8 @@ def test_teacher_batches_are_grouped_too_and_the_store_key_says_how(
     tiny_assets, tmp_path, group_by_length
 ):
     base = tiny_assets / "models" / "teacher_bert"
-    spec = teachers.TeacherSpec(
-        name="toy",
-        source=str(base),
-        finetune=True,
-        tokenizer=None,
-        max_length=64,
-        revision=None,
-        trust_remote_code=False,
-        batch_size=64,
-        finetune_args=FinetuneArgs(group_by_length=group_by_length),
-    )
+    recipe = _recipe(group_by_length=group_by_length)
+    spec = teacher_spec("toy", base, finetune=True, batch_size=64, finetune_args=recipe)
     train = _mixed_lengths()
     trainer = store._teacher_trainer(spec, SST2, train, base, base, tmp_path / "work")
     ratio = _padding_ratio(trainer)
@@ -109,7 +109,7 @@ def test_the_store_keys_of_grouped_and_random_teachers_differ(tiny_assets):
     keys = [
         store.store_key(
             teachers.TeacherSpec(
-                "toy", "b", True, None, 64, None, False, 64, FinetuneArgs(group_by_length=g)
+                "toy", "b", True, None, 64, None, False, 64, _recipe(group_by_length=g)
             ),
             SST2,
             train,
@@ -122,8 +122,10 @@ def test_the_store_keys_of_grouped_and_random_teachers_differ(tiny_assets):
 
 
 def test_group_by_length_must_be_a_boolean():
-    with pytest.raises(ValueError, match=r"finetune_args.group_by_length='yes': expected true"):
-        FinetuneArgs.from_config("toy", {"group_by_length": "yes"})
+    with pytest.raises(ValueError, match=r"finetune_args.group_by_length='yes' is not allowed"):
+        _recipe(group_by_length="yes")
+    with pytest.raises(ValueError, match=r"train.group_by_length='yes' is not allowed"):
+        _train_cfg("yes")
 
 
 def test_multiple_choice_batches_group_by_their_choice_tokens():
@@ -208,7 +210,7 @@ def test_eval_logits_of_the_cache_are_what_a_fresh_pass_gives(tiny_assets, tmp_p
     model under inference_mode, bit for bit."""
     base = tiny_assets / "models" / "teacher_bert"
     spec = teachers.TeacherSpec(
-        "toy", str(base), True, None, 64, None, False, 64, FinetuneArgs(epochs=1, seed=1)
+        "toy", str(base), True, None, 64, None, False, 64, _recipe(epochs=1, seed=1)
     )
     splits = DatasetDict({"train": _mixed_lengths(200), "validation": _mixed_lengths(80, seed=1)})
     cache = SoftLabelCache(tmp_path / "cache")
@@ -236,19 +238,7 @@ def test_grouped_batches_are_seeded_per_epoch_not_by_the_global_generator(tiny_a
     rank) draws the batches an uninterrupted run draws."""
     import torch
 
-    model, tokenizer = _student(tiny_assets)
-    train = _mixed_lengths(300)
-    trainer = distill.student_trainer(
-        model,
-        tokenizer,
-        train,
-        np.full((len(train), 2), 0.5),
-        task=SST2,
-        train_cfg=_train_cfg(True),
-        max_length=64,
-        output_dir=tmp_path / "trainer",
-        seed=7,
-    )
+    trainer = _student_trainer(tiny_assets, tmp_path, _mixed_lengths(300), True, seed=7)
 
     def epoch_batches(epoch: int, global_seed: int) -> list[list[int]]:
         torch.manual_seed(global_seed)  # whatever else drew numbers before this epoch

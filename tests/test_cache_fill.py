@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 from datasets import DatasetDict
-from omegaconf import OmegaConf
 from safetensors.numpy import load_file, save_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -19,7 +18,7 @@ from sead.cache import SoftLabelCache
 from sead.chunks import PartialEntry
 from sead.tasks import get_task
 from tests import cache_worker
-from tests.helpers import compose, kill_after_chunks
+from tests.helpers import compose, kill_after_chunks, settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,8 +28,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 def fingerprints(cfg, label_alignment=None, truncation_side=None) -> dict:
     """{(teacher, split): fingerprint} for a composed config, as `pipeline.run` keys its cache."""
-    inputs = pipeline.check_inputs(cfg)
-    cache = SoftLabelCache(cfg.paths.logits_dir, **cfg.cache)
+    run = pipeline.read_settings(cfg)
+    inputs = pipeline.check_inputs(run)
+    cache = pipeline.soft_label_cache(run)
     out = {}
     for spec in inputs.specs:
         teacher = teachers.prepare(
@@ -134,7 +134,7 @@ def test_fingerprint_changes_with_each_thing_that_changes_the_logits(
 
 def test_fingerprint_changes_with_the_split_name_alone(teacher_cfg, tmp_path):
     cfg = teacher_cfg()
-    inputs = pipeline.check_inputs(cfg)
+    inputs = pipeline.check_inputs(pipeline.read_settings(cfg))
     cache = SoftLabelCache(tmp_path)
     teacher = teachers.prepare(inputs.specs[0], inputs.task, inputs.splits, tmp_path)
     tokenizer = teacher.load_tokenizer()
@@ -203,8 +203,9 @@ def tiny_teacher(tiny_assets):
     model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder)
     task = get_task("sst2")
-    data_cfg = OmegaConf.create({"dir": str(tiny_assets / "data" / "sst2_toy")})
-    ds = data.load_splits(task, data_cfg, ["validation"])
+    ds = data.load_splits(
+        task, settings("data", dir=str(tiny_assets / "data" / "sst2_toy")), ["validation"]
+    )
     encoded = data.tokenize(ds["validation"], tokenizer, task, max_length=64)
     return model, tokenizer, encoded
 

@@ -7,7 +7,7 @@ from huggingface_hub import ModelCard
 import sead.distill
 import sead.teachers.store
 from sead import card, pipeline
-from tests.helpers import compose
+from tests.helpers import compose, settings
 
 
 def _results():
@@ -64,8 +64,8 @@ def _front_matter(text: str) -> dict:
 
 
 def test_card_metadata_parses_with_model_index_per_eval_split(tmp_path):
-    cfg = compose(["task=mnli", "report.hub_model_id=me/sead-mnli"])
-    path = card.write_model_card(_results(), cfg, tmp_path)
+    report = settings("report", hub_model_id="me/sead-mnli")
+    path = card.write_model_card(_results(), report, tmp_path, max_length=128)
     text = path.read_text()
     meta = _front_matter(text)
     assert meta["license"] == "apache-2.0" and meta["language"] == "en"
@@ -100,7 +100,7 @@ def test_card_states_the_transfer_set(tmp_path):
         "parts": {"unlabeled_split": 4000},
         "labeled": 2000,
     }
-    text = card.write_model_card(results, compose(["task=mnli"]), tmp_path).read_text()
+    text = card.write_model_card(results, settings("report"), tmp_path, 128).read_text()
     assert (
         "- Transfer set `unlabeled_split`: 4,000 examples without gold labels (4,000 "
         "unlabeled_split), labelled by the teacher ensemble and learned with the soft term "
@@ -109,8 +109,11 @@ def test_card_states_the_transfer_set(tmp_path):
 
 
 def test_local_student_is_not_named_as_base_model(tmp_path):
-    cfg = compose(["task=mnli", f"student.model={tmp_path}"])
-    meta = _front_matter(card.write_model_card(_results(), cfg, tmp_path).read_text())
+    results = _results()
+    results["student"]["model"] = str(tmp_path)
+    meta = _front_matter(
+        card.write_model_card(results, settings("report"), tmp_path, 128).read_text()
+    )
     assert "base_model" not in meta
 
 
@@ -135,9 +138,8 @@ def test_push_uploads_the_student_folder_with_its_card(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(huggingface_hub, "create_repo", lambda *a, **k: calls.append((a, k)))
     monkeypatch.setattr(huggingface_hub, "upload_folder", lambda **k: calls.append(((), k)))
-    cfg = compose(["report.push_to_hub=true", "report.hub_model_id=me/sead-sst2"])
-    card.check_settings(cfg.report)  # a repo id is set: no error
-    assert card.push_to_hub(tmp_path, cfg.report) == "me/sead-sst2"
+    report = settings("report", push_to_hub=True, hub_model_id="me/sead-sst2")  # no error
+    assert card.push_to_hub(tmp_path, report) == "me/sead-sst2"
     (create_args, create_kwargs), (_, upload_kwargs) = calls
     assert create_args == ("me/sead-sst2",) and create_kwargs["private"] is True
     assert upload_kwargs["repo_id"] == "me/sead-sst2"

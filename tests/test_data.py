@@ -4,10 +4,10 @@ import json
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
 
 from sead.data import content_fingerprint, load_splits
 from sead.tasks import get_task
+from tests.helpers import settings
 
 SST2 = get_task("sst2")
 SHARED_SST2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue" / "sst2"
@@ -23,7 +23,7 @@ def _rows(n, label=lambda i: i % 2):
 
 
 def _cfg(folder, **kw):
-    return OmegaConf.create({"dir": str(folder), **kw})
+    return settings("data", dir=str(folder), **kw)
 
 
 def test_local_splits_load_and_subsample(tmp_path):

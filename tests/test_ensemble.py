@@ -12,6 +12,7 @@ import sead.ensemble
 from sead import pipeline, report
 from sead.ensemble import (
     Ensembler,
+    EnsembleSettings,
     FitPlan,
     assess,
     build,
@@ -334,7 +335,7 @@ def test_assess_cross_fits_the_fit_split_only():
     other = np.stack([good[:100], good[:100], good[:100]])
     splits = {"validation": logits, "test": other}
     gold = {"validation": labels, "test": labels[:100]}
-    plan = FitPlan(split="validation", folds=4)
+    plan = FitPlan(split="validation", folds=4, seed=0)
     fitted, scores = assess(lambda: _build("learned"), splits, gold, ["validation", "test"], plan)
     assert scores["cross_fitted"] == {"validation": True, "test": False}
     crossed, _ = cross_fit(lambda: _build("learned"), logits, labels, plan)
@@ -348,26 +349,35 @@ def test_assess_cross_fits_the_fit_split_only():
 def test_assess_claims_no_cross_fitting_for_a_strategy_that_fits_nothing(name):
     good, labels, rng = _sampled_task(n=200)
     logits = np.stack([good, rng.normal(0, 3, good.shape), good])
-    plan = FitPlan(split="validation", folds=4)
+    plan = FitPlan(split="validation", folds=4, seed=0)
     splits, gold = {"validation": logits}, {"validation": labels}
     fitted, scores = assess(lambda: _build(name), splits, gold, ["validation"], plan)
     assert scores["cross_fitted"] == {"validation": False}
     assert scores["nll"]["validation"] == pytest.approx(nll(fitted.combine(logits), labels))
 
 
+def _settings(*overrides):
+    return EnsembleSettings.from_config(compose(["ensemble=learned", *overrides]).ensemble)
+
+
 @pytest.mark.parametrize(
-    "settings, message",
-    [({"folds": 1}, "folds must be an integer >= 2"), ({"fold_seed": "x"}, "fold_seed")],
+    "override, message",
+    [
+        ("ensemble.folds=1", r"ensemble.folds=1 is not allowed: expected an integer in \[2"),
+        ("ensemble.fold_seed=x", "ensemble.fold_seed='x' is not allowed"),
+        ("~ensemble.folds", r"ensemble is missing key\(s\) \['folds'\]"),
+        ("+ensemble.fold=3", r"ensemble=learned has unknown option\(s\) \['fold'\]"),
+    ],
 )
-def test_fit_plan_rejects_bad_settings(settings, message):
+def test_fit_settings_reject_bad_settings(override, message):
     with pytest.raises(ValueError, match=message):
-        fit_plan(OmegaConf.create({"name": "learned", **settings}), SST2)
+        _settings(override)
 
 
 def test_fit_split_defaults_to_the_tasks_first_eval_split():
-    assert fit_plan(OmegaConf.create({"fit_split": None}), SST2).split == "validation"
-    assert fit_plan(OmegaConf.create({}), get_task("mnli")).split == "validation_matched"
-    assert fit_plan(OmegaConf.create({"fit_split": "train"}), SST2).split == "train"
+    assert fit_plan(_settings(), SST2).split == "validation"
+    assert fit_plan(_settings(), get_task("mnli")).split == "validation_matched"
+    assert fit_plan(_settings("ensemble.fit_split=train"), SST2) == FitPlan("train", 5, 0)
 
 
 def test_too_few_examples_for_the_folds():
@@ -443,7 +453,7 @@ def test_regression_is_cross_fitted_and_scored_by_mse():
     rng = np.random.default_rng(1)
     gold = rng.uniform(0, 5, 200)
     scores = np.stack([gold + rng.normal(0, 0.5, 200), 0.5 * gold])[..., None]
-    plan = FitPlan("validation", folds=5)
+    plan = FitPlan("validation", folds=5, seed=0)
 
     def make():
         return build(OmegaConf.create({"name": "learned"}), STSB, NAMES)

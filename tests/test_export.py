@@ -11,7 +11,9 @@ from omegaconf import OmegaConf
 from transformers import AutoModelForMultipleChoice, AutoModelForSequenceClassification
 
 from sead import card, data, export, report
+from sead.config import build
 from sead.tasks import get_task
+from tests.helpers import settings as group_settings
 from tests.test_card import _results
 
 pytest.importorskip("onnxruntime")
@@ -22,7 +24,8 @@ QUICK = {"speed_samples": 8, "passes": 1, "threads": 1, "batch_size": 4}
 
 
 def settings(**overrides):
-    return OmegaConf.merge(export.default_settings(), QUICK, overrides)
+    merged = OmegaConf.merge(export.default_settings(), QUICK, overrides)
+    return build(export.ExportSettings, merged, "export")
 
 
 def make_student(tiny_assets, run_dir: Path, model_class=AutoModelForSequenceClassification, **kw):
@@ -38,8 +41,9 @@ def make_student(tiny_assets, run_dir: Path, model_class=AutoModelForSequenceCla
 
 def toy_split(tiny_assets, n=40):
     task = get_task("sst2")
-    cfg = OmegaConf.create({"dir": str(tiny_assets / "data" / "sst2_toy"), "max_eval_samples": n})
-    return task, data.load_splits(task, cfg, ["validation"])["validation"]
+    folder = str(tiny_assets / "data" / "sst2_toy")
+    data_settings = group_settings("data", dir=folder, max_eval_samples=n)
+    return task, data.load_splits(task, data_settings, ["validation"])["validation"]
 
 
 @pytest.fixture
@@ -178,7 +182,7 @@ def test_multiple_choice_student_exports_with_a_choice_axis(tiny_assets, tmp_pat
     task = get_task("copa")
     student = make_student(tiny_assets, tmp_path / "run", AutoModelForMultipleChoice)
     split = data.load_splits(
-        task, OmegaConf.create({"dir": str(FIXTURES / "copa")}), ["validation"]
+        task, group_settings("data", dir=str(FIXTURES / "copa")), ["validation"]
     )
     record = export.export_student(
         student, student.parent, task, split["validation"], "validation", 64,
@@ -219,9 +223,8 @@ def exported_results():
 
 def test_card_has_the_deployment_table(tmp_path):
     results = exported_results()
-    text = card.write_model_card(
-        results, OmegaConf.create({"student": {"model": "x", "max_length": 128}}), tmp_path
-    ).read_text()
+    report_settings = group_settings("report")
+    text = card.write_model_card(results, report_settings, tmp_path, max_length=128).read_text()
     assert "## Deployment" in text and "2.5e-06" in text
     assert "| onnx int8 | 12.9 MiB | 79.90 (-0.22) | 1.50 | 1,000 (2.50x) |" in text
     assert "| pytorch fp32 | 49.6 MiB | 80.12 | 4.00 | 400 (1.00x) |" in text

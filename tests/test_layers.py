@@ -13,7 +13,8 @@ from pathlib import Path
 SEAD = Path(__file__).resolve().parents[1] / "sead"
 
 # Floors, top first. A module may import from its own floor and the floors below it.
-# A name covers the module and, for a package, everything inside it.
+# A name covers the module and, for a package, everything inside it; `sead` itself (its
+# `__init__`) covers only itself, so that a new module with no floor is caught.
 LAYERS = {
     "commands": {
         "sead.run",
@@ -22,7 +23,10 @@ LAYERS = {
         "sead.__main__",  # python -m sead
         "sead.api",  # compose and run from Python, as the command does (issue 30)
     },
-    "pipeline": {"sead.pipeline"},
+    "pipeline": {
+        "sead.pipeline",
+        "sead.settings",  # every group's typed settings, read once (issue 29)
+    },
     "stages": {
         "sead.teachers",
         "sead.ensemble",
@@ -35,7 +39,7 @@ LAYERS = {
         "sead.fusion",  # ONNX Runtime's transformer fusions for the exported student (issue 27)
     },
     "kernel": {
-        "sead",  # the package itself (its resolver for configs)
+        "sead",  # the package itself (its resolver for configs), and nothing inside it
         "sead.cache",
         "sead.entry",  # a cache entry's files, read back and verified (issue 28)
         "sead.representations",  # teacher vectors beside the logits: what to store (issue 28)
@@ -53,8 +57,10 @@ LAYERS = {
         "sead.distributed",
         "sead.tracking",
         "sead.models",  # installs real weights offline (make models); its main() is a command
+        "sead.manifest",  # manifests and content hashes of store and cache entries
     },
 }
+ROOT = "sead"
 RANK = {floor: rank for rank, floor in enumerate(reversed(list(LAYERS)))}  # kernel 0 ... up
 
 
@@ -75,7 +81,8 @@ def floor(module: str) -> str | None:
     best = None
     for name, members in LAYERS.items():
         for member in members:
-            covers = module == member or module.startswith(member + ".")
+            inside = member != ROOT and module.startswith(member + ".")
+            covers = module == member or inside
             if covers and (best is None or len(member) > len(best[1])):
                 best = (name, member)
     return best[0] if best else None
@@ -108,14 +115,15 @@ def imports(module: str, path: Path, known: dict[str, Path]) -> list[tuple[str, 
     return sorted(ours, key=lambda item: item[1])
 
 
-def import_graph() -> tuple[dict[str, set[str]], list[str]]:
+def import_graph(root: Path | None = None) -> tuple[dict[str, set[str]], list[str]]:
     """Edges between sead's modules, and every upward or unplaced import, as messages."""
-    known = modules()
+    root = root or SEAD
+    known = modules(root)
     graph: dict[str, set[str]] = {module: set() for module in known}
     problems = []
     for module, path in known.items():
         if floor(module) is None:
-            problems.append(f"{path.relative_to(SEAD.parent)}: in no floor; add it to LAYERS")
+            problems.append(f"{path.relative_to(root.parent)}: in no floor; add it to LAYERS")
             continue
         for target, line in imports(module, path, known):
             graph[module].add(target)
@@ -123,7 +131,7 @@ def import_graph() -> tuple[dict[str, set[str]], list[str]]:
                 continue
             if RANK[floor(target)] > RANK[floor(module)]:
                 problems.append(
-                    f"{path.relative_to(SEAD.parent)}:{line}: upward import of {target} "
+                    f"{path.relative_to(root.parent)}:{line}: upward import of {target} "
                     f"({floor(target)}) from {module} ({floor(module)})"
                 )
     return graph, problems
@@ -163,6 +171,18 @@ def test_no_import_cycles():
     graph, _ = import_graph()
     found = cycles(graph)
     assert not found, "Import cycles:\n" + "\n".join(" -> ".join(cycle) for cycle in found)
+
+
+def test_a_module_in_no_floor_is_caught(tmp_path):
+    """A new module nobody placed fails the layer test (the package itself covers nothing)."""
+    package = tmp_path / "sead"
+    package.mkdir()
+    for name in ("__init__", "pipeline", "cache", "newcomer"):
+        (package / f"{name}.py").write_text("")
+    _, problems = import_graph(package)
+    assert problems == ["sead/newcomer.py: in no floor; add it to LAYERS"]
+    assert floor("sead") == "kernel" and floor("sead.newcomer") is None
+    assert floor("sead.teachers.store") == "stages"  # a listed package covers its modules
 
 
 def test_every_import_is_seen_wherever_it_stands(tmp_path):

@@ -149,4 +149,4 @@ def test_the_mpnet_teacher_stops_the_check_stage_when_not_installed(tmp_path, mo
         )
     assert cfg.teachers.mpnet.model == str(tmp_path / "nothing" / "all-mpnet-base-v2")
     with pytest.raises(models.ModelNotInstalledError, match="make models"):
-        pipeline.check_inputs(cfg)
+        pipeline.check_inputs(pipeline.read_settings(cfg))

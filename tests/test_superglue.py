@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from datasets import Dataset
-from omegaconf import OmegaConf
 
 from sead import card, data, metrics, pipeline, report, teachers, toy
 from sead.tasks import TASKS, check_trainable, get_task
+from tests.helpers import compose, settings
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "super_glue"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "super_glue"
@@ -31,7 +31,9 @@ SPLITS = {"axb": ["test"], "axg": ["test"]}
 
 
 def _load(task: str, splits=("train", "validation"), **cfg):
-    return data.load_splits(get_task(task), {"dir": str(FIXTURES / task), **cfg}, splits)
+    return data.load_splits(
+        get_task(task), settings("data", dir=str(FIXTURES / task), **cfg), splits
+    )
 
 
 def _one(task: str, **row) -> dict:
@@ -95,9 +97,9 @@ def test_bad_idx_is_named_with_task_split_and_file(tmp_path):
     (tmp_path / "validation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     multirc = get_task("multirc")
     with pytest.raises(ValueError, match=r"'multirc', split 'validation' \(.*validation.jsonl\)"):
-        data.load_splits(multirc, {"dir": str(tmp_path)}, ["validation"])
+        data.load_splits(multirc, settings("data", dir=str(tmp_path)), ["validation"])
     with pytest.raises(ValueError, match=r"idx.answer repeats the value\(s\) \[0\]"):
-        data.load_splits(multirc, {"dir": str(tmp_path)}, ["validation"])
+        data.load_splits(multirc, settings("data", dir=str(tmp_path)), ["validation"])
     # A task with integer ids given dict ids is told so.
     ds = Dataset.from_list([{"question": "q", "passage": "p", "idx": {"a": 1}, "label": 0}])
     with pytest.raises(ValueError, match="'boolq' expects an integer idx"):
@@ -111,10 +113,10 @@ def test_missing_superglue_field_and_bad_label_name_the_file(tmp_path):
     with pytest.raises(
         ValueError, match=r"'wic', split 'train' \(.*train.jsonl\) has no field 'end2'"
     ):
-        data.load_splits(get_task("wic"), {"dir": str(tmp_path)}, ["train"])
+        data.load_splits(get_task("wic"), settings("data", dir=str(tmp_path)), ["train"])
     (tmp_path / "train.jsonl").write_text(json.dumps({**row, "end2": 8, "label": 2}) + "\n")
     with pytest.raises(ValueError, match=r"label value\(s\) \[2\].*'False', 1: 'True'"):
-        data.load_splits(get_task("wic"), {"dir": str(tmp_path)}, ["train"])
+        data.load_splits(get_task("wic"), settings("data", dir=str(tmp_path)), ["train"])
 
 
 # --- formatting -----------------------------------------------------------------------------
@@ -133,7 +135,7 @@ def test_wic_span_outside_the_sentence_is_an_error_naming_the_row_and_file(tmp_p
     rows[2]["end2"] = 99
     (tmp_path / "validation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(ValueError, match=r"validation.jsonl\): row idx 2: start2/end2=\d+/99"):
-        data.load_splits(get_task("wic"), {"dir": str(tmp_path)}, ["validation"])
+        data.load_splits(get_task("wic"), settings("data", dir=str(tmp_path)), ["validation"])
 
 
 def test_wsc_marks_both_spans_keeping_punctuation_outside():
@@ -189,7 +191,7 @@ def test_wsc_repairs_are_logged_once_when_the_split_is_loaded(tmp_path, caplog):
     rows[3]["span2_index"] = 8  # "because" -> "it" is word 9
     (tmp_path / "validation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     with caplog.at_level("WARNING", logger="sead.data"):
-        data.load_splits(get_task("wsc"), {"dir": str(tmp_path)}, ["validation"])
+        data.load_splits(get_task("wsc"), settings("data", dir=str(tmp_path)), ["validation"])
     assert "1 span(s) are not where their index says" in caplog.text
     assert "idx 3: span2_text 'it' is not at word 8, found at word 9" in caplog.text
 
@@ -274,21 +276,22 @@ def test_diagnostics_are_evaluation_only_and_belong_to_rte():
         check_trainable(get_task("axb"))
     cfg = {"diagnostics": ["axb"], "diagnostics_dir": str(FIXTURES)}
     with pytest.raises(ValueError, match=r"'axb'.*models of \['rte', 'superglue_rte'\].*'cb'"):
-        data.load_diagnostics(get_task("cb"), cfg)
+        data.load_diagnostics(get_task("cb"), settings("data", **cfg))
     with pytest.raises(ValueError, match="'boolq'.*not a diagnostic set"):
-        data.load_diagnostics(get_task("superglue_rte"), {"diagnostics": ["boolq"]})
-    loaded = data.load_diagnostics(get_task("rte"), {**cfg, "diagnostics": ["axb", "axg"]})
+        data.load_diagnostics(get_task("superglue_rte"), settings("data", diagnostics=["boolq"]))
+    loaded = data.load_diagnostics(
+        get_task("rte"), settings("data", **{**cfg, "diagnostics": ["axb", "axg"]})
+    )
     assert {name: len(ds) for name, ds in loaded.items()} == {"axb": 24, "axg": 24}
-    assert list(data.load_diagnostics(get_task("rte"), {**cfg, "diagnostics": "axg"})) == ["axg"]
+    axg = settings("data", **{**cfg, "diagnostics": "axg"})  # data.diagnostics=axg: one set
+    assert list(data.load_diagnostics(get_task("rte"), axg)) == ["axg"]
 
 
 def test_superglue_teacher_without_checkpoint_points_to_finetuning():
-    cfg = OmegaConf.create({"bert": {"checkpoints": {"rte": "x"}, "model": "bert-base-uncased"}})
+    cfg = compose(["teachers=[bert]"]).teachers  # checkpoints for GLUE tasks and RTE only
     with pytest.raises(ValueError, match="no public super_glue checkpoint.*finetune=true"):
         teachers.teacher_specs(cfg, get_task("wic"))
     # SuperGLUE's RTE is GLUE's RTE data: the configured RTE checkpoints apply.
-    from tests.helpers import compose
-
     composed = compose(["task=superglue_rte", "teachers=[bert,roberta]"])
     specs = teachers.teacher_specs(composed.teachers, get_task("superglue_rte"))
     assert [s.source for s in specs] == [

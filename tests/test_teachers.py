@@ -31,16 +31,29 @@ SST2, MNLI, RTE, MRPC, COLA, STSB = map(get_task, ["sst2", "mnli", "rte", "mrpc"
 # --------------------------------------------------------------------------------------------
 
 
-def test_finetune_defaults_are_the_glue_recipe_and_typos_fail():
-    args = teachers.FinetuneArgs()
+GLUE_RECIPE = {"lr": 2e-5, "epochs": 3, "batch_size": 32, "weight_decay": 0.01}
+GLUE_RECIPE |= {"warmup_ratio": 0.1, "seed": 42, "group_by_length": True}
+
+
+def test_finetune_args_are_converted_and_typos_and_gaps_fail():
+    args = teachers.FinetuneArgs.from_config("x", GLUE_RECIPE)
     assert (args.lr, args.epochs, args.batch_size, args.warmup_ratio) == (2e-5, 3.0, 32, 0.1)
     assert "save_steps" not in args.store_key()  # checkpointing never changes the model
-    parsed = teachers.FinetuneArgs.from_config("x", {"lr": "1e-4", "seed": 7})
+    parsed = teachers.FinetuneArgs.from_config("x", {**GLUE_RECIPE, "lr": "1e-4", "seed": 7})
     assert (parsed.lr, parsed.seed, parsed.epochs) == (1e-4, 7, 3.0)
     with pytest.raises(
         ValueError, match=r"teachers.x.finetune_args has unknown key.*learning_rate"
     ):
-        teachers.FinetuneArgs.from_config("x", {"learning_rate": 1e-4})
+        teachers.FinetuneArgs.from_config("x", {**GLUE_RECIPE, "learning_rate": 1e-4})
+    with pytest.raises(ValueError, match=r"teachers.x.finetune_args is missing key.*'lr'"):
+        teachers.FinetuneArgs.from_config("x", {k: v for k, v in GLUE_RECIPE.items() if k != "lr"})
+    with pytest.raises(ValueError, match=r"finetune_args.max_train_samples=50 needs .*seed"):
+        teachers.teacher_specs(
+            compose(
+                ["teachers=[minilm]", "+teachers.minilm.finetune_args.max_train_samples=50"]
+            ).teachers,
+            SST2,
+        )
 
 
 def test_unknown_teacher_key_is_named_with_the_expected_ones():
@@ -292,7 +305,7 @@ def trainings(monkeypatch):
 
 
 def _prepare(cfg):
-    inputs = pipeline.check_inputs(cfg)
+    inputs = pipeline.check_inputs(pipeline.read_settings(cfg))
     cache = SoftLabelCache(cfg.paths.logits_dir)
     (spec,) = inputs.specs
     store = cfg.paths.teachers_dir
@@ -309,7 +322,9 @@ def test_a_fine_tuned_teacher_beats_the_majority_baseline_is_stored_and_reused(
     assert record["train_examples"] == 320 and record["train_seconds"] > 0
     assert record["finetune_args"]["seed"] == 1
     accuracy = record["evaluation"]["validation"]["metrics"]["accuracy"]
-    gold = np.asarray(pipeline.check_inputs(teacher_cfg()).gold["validation"])
+    gold = np.asarray(
+        pipeline.check_inputs(pipeline.read_settings(teacher_cfg())).gold["validation"]
+    )
     assert accuracy > teachers.majority_baseline(SST2, gold) + 0.1
     assert not (first.model_dir / "training_args.bin").exists()  # no pickles in the store
     assert not first.model_dir.with_name(first.model_dir.name + ".work").exists()
@@ -425,20 +440,24 @@ def test_a_checkpoint_in_the_wrong_order_is_caught_by_the_gate_before_its_train_
         teachers.logits, "predict", lambda *a, **k: passes.append(a[-1]) or real(*a, **k)
     )
     cfg = teacher_cfg(*overrides)
-    inputs = pipeline.check_inputs(cfg)
+    inputs = pipeline.check_inputs(pipeline.read_settings(cfg))
     cache = SoftLabelCache(cfg.paths.logits_dir)
     with pytest.raises(teachers.TeacherBelowFloor, match="(?s)'toy_bert'.*accuracy=0.0000"):
-        pipeline.teacher_logits(cfg, inputs, cache)
+        pipeline.teacher_logits(inputs, cache)
     assert passes == ["Teacher toy_bert on validation"]  # stopped before the train split
 
     # Switched off, the run goes on and the record says what the gate found.
     off = teacher_cfg(*overrides, "teacher_gate=false")
-    _, records = pipeline.teacher_logits(off, pipeline.check_inputs(off), cache)
+    _, records, _ = pipeline.teacher_logits(
+        pipeline.check_inputs(pipeline.read_settings(off)), cache
+    )
     gate = records["toy_bert"]["gate"]
     assert gate["enabled"] is False and not gate["splits"]["validation"]["passed"]
     # With the right label_map, the same checkpoint passes.
     fixed = teacher_cfg(*overrides, "+teachers.toy_bert.label_map={0: positive, 1: negative}")
-    _, records = pipeline.teacher_logits(fixed, pipeline.check_inputs(fixed), cache)
+    _, records, _ = pipeline.teacher_logits(
+        pipeline.check_inputs(pipeline.read_settings(fixed)), cache
+    )
     assert records["toy_bert"]["label_alignment"] == [1, 0]
     assert records["toy_bert"]["gate"]["splits"]["validation"]["passed"]
 
@@ -447,9 +466,9 @@ def test_teacher_records_and_table(teacher_cfg):
     cfg = teacher_cfg(
         "teachers=[toy_bert,toy_roberta]", f"teachers.toy_roberta.finetune_args={KEYWORD_SETTINGS}"
     )
-    inputs = pipeline.check_inputs(cfg)
+    inputs = pipeline.check_inputs(pipeline.read_settings(cfg))
     cache = SoftLabelCache(cfg.paths.logits_dir)
-    _, records = pipeline.teacher_logits(cfg, inputs, cache)
+    _, records, _ = pipeline.teacher_logits(inputs, cache)
     results = pipeline.teacher_results(inputs, records, cache)
     for name, record in records.items():
         assert record["origin"] == "finetuned" and record["examples_per_second"] > 0
@@ -468,7 +487,7 @@ def test_teacher_records_and_table(teacher_cfg):
         "fine-tuned now" in table[1] and "all 320 ex x 5 ep, lr 0.003, batch 16, seed 1" in table[1]
     )
 
-    _, again = pipeline.teacher_logits(cfg, inputs, SoftLabelCache(cfg.paths.logits_dir))
+    _, again, _ = pipeline.teacher_logits(inputs, SoftLabelCache(cfg.paths.logits_dir))
     assert all(r["origin"] == "store" and r["examples_per_second"] is None for r in again.values())
     rows = report.teacher_table({**results, "teachers": again}).splitlines()[1:]
     assert all("cached" in row and "from store" in row for row in rows)
@@ -480,8 +499,8 @@ def test_config_yaml_gate_switch_is_on_by_default():
 
 def test_seed_variants_of_one_base_get_their_own_store_and_cache_entries(teacher_cfg):
     cfg = teacher_cfg("teachers.toy_bert.seeds=[1,2]")
-    inputs = pipeline.check_inputs(cfg)
-    logits, records = pipeline.teacher_logits(cfg, inputs, SoftLabelCache(cfg.paths.logits_dir))
+    inputs = pipeline.check_inputs(pipeline.read_settings(cfg))
+    logits, records, _ = pipeline.teacher_logits(inputs, SoftLabelCache(cfg.paths.logits_dir))
     assert list(records) == ["toy_bert_s1", "toy_bert_s2"]
     stores = {r["finetune"]["store_dir"] for r in records.values()}
     fingerprints = {fp for r in records.values() for fp in r["cache"].values()}
@@ -545,10 +564,10 @@ def test_every_stage_records_its_failure_in_its_results_file(tmp_path):
 
 
 def test_shipped_minilm_teachers_use_the_recipe_the_readme_states():
-    """README: whatever a config leaves out gets 3 epochs on all of train; the shipped
-    MiniLM pair does exactly that (minilm_weak is the documented exception)."""
+    """README: the GLUE recipe, 3 epochs on all of train; the shipped MiniLM pair does
+    exactly that (minilm_weak is the documented exception)."""
     cfg = compose(["teachers=[minilm,minilm_s2]"])
-    recipe = teachers.FinetuneArgs()
+    recipe = teachers.FinetuneArgs.from_config("glue", GLUE_RECIPE)
     for spec in teachers.teacher_specs(cfg.teachers, SST2):
         args = spec.finetune_args
         assert (args.epochs, args.max_train_samples) == (recipe.epochs, None), spec.name

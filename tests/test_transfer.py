@@ -20,7 +20,7 @@ from sead import data, pipeline, report, toy
 from sead.distill import kd_loss
 from sead.tasks import MULTIPLE_CHOICE, TaskSpec, get_task
 from sead.transfer import UNLABELED, TransferSettings, build, random_swap, word_dropout
-from tests.helpers import compose
+from tests.helpers import compose, settings
 
 SST2, STSB, MRPC = get_task("sst2"), get_task("stsb"), get_task("mrpc")
 
@@ -32,8 +32,15 @@ def _splits(task=SST2, n=50) -> DatasetDict:
     return DatasetDict({"train": train, "validation": train.select(range(5))})
 
 
-def _cfg(**settings):
-    return OmegaConf.create(settings)
+def _cfg(source="none", **settings):
+    """conf/transfer/<source>.yaml with `settings` set in it."""
+    return OmegaConf.merge(
+        OmegaConf.to_container(compose([f"transfer={source}"]).transfer), settings
+    )
+
+
+def _build(cfg, task, splits):
+    return build(TransferSettings.from_config(cfg, task), task, splits)
 
 
 # --------------------------------------------------------------------------------------------
@@ -90,19 +97,24 @@ def test_regression_drops_the_gold_term_for_unlabelled_rows():
         ({"source": "web"}, SST2, r"transfer.source='web': expected one of"),
         ({"source": "none", "shots": 3}, SST2, r"unknown key\(s\) \['shots'\]"),
         ({"source": "unlabeled_split"}, SST2, "needs transfer.labeled"),
-        ({"source": "unlabeled_split", "labeled": 0}, SST2, "labeled=0: expected an integer >= 1"),
+        (
+            {"source": "unlabeled_split", "labeled": 0},
+            SST2,
+            r"labeled=0 is not allowed: expected an integer in \[1, inf\)",
+        ),
         ({"source": "files"}, SST2, "exactly one of transfer.paths"),
         ({"source": "files", "paths": ["x.parquet"]}, SST2, "unknown extension"),
         ({"source": "files", "paths": ["/nonexistent.jsonl"]}, SST2, "/nonexistent.jsonl does"),
-        ({"source": "augment"}, SST2, "changes nothing"),
+        ({"source": "augment", "word_dropout": 0, "swap": 0}, SST2, "changes nothing"),
         ({"source": "augment", "swap": 1.5}, SST2, r"swap=1.5: expected a fraction"),
         ({"source": "augment", "mlm": 0.2}, SST2, "needs transfer.fill_mask_model"),
         ({"source": "augment", "swap": 0.1, "multiplier": 0}, SST2, "multiplier=0"),
     ],
 )
 def test_bad_settings_are_named(settings, task, message):
+    given = _cfg(**settings) if settings["source"] != "web" else settings
     with pytest.raises((ValueError, FileNotFoundError), match=message):
-        TransferSettings.from_config(_cfg(**settings), task)
+        TransferSettings.from_config(given, task)
 
 
 @pytest.mark.parametrize(
@@ -140,12 +152,12 @@ def test_span_tasks_take_their_own_unlabelled_rows_but_no_new_text(task_name):
     """New or edited text cannot carry wic/wsc spans or multirc's ids; the task's own rows can."""
     task = get_task(task_name)
     fixtures = Path(__file__).resolve().parent / "fixtures" / "super_glue" / task_name
-    for source in ("files", "augment"):
+    for source, extra in (("files", {"paths": ["x.jsonl"]}), ("augment", {})):
         with pytest.raises(ValueError, match=f"transfer={source} is not supported.*{task_name}"):
-            TransferSettings.from_config(_cfg(source=source, paths=["x.jsonl"]), task)
-    splits = data.load_splits(task, {"dir": str(fixtures)}, ["train"])
+            TransferSettings.from_config(_cfg(source=source, **extra), task)
+    splits = data.load_splits(task, settings("data", dir=str(fixtures)), ["train"])
     n = len(splits["train"])
-    transfer = build(_cfg(source="unlabeled_split", labeled=n // 2), task, splits)
+    transfer = _build(_cfg(source="unlabeled_split", labeled=n // 2), task, splits)
     assert len(transfer.train) == n // 2 and transfer.size == n - n // 2
     ids = data.example_ids(transfer.dataset, task)  # the cache's row ids stay unique
     assert not set(ids.tolist()) & set(data.example_ids(transfer.train, task).tolist())
@@ -162,7 +174,7 @@ def test_span_tasks_take_their_own_unlabelled_rows_but_no_new_text(task_name):
 
 def test_unlabeled_split_hides_the_labels_beyond_the_slice():
     splits = _splits(n=50)
-    transfer = build(_cfg(source="unlabeled_split", labeled=10, max_unlabeled=30), SST2, splits)
+    transfer = _build(_cfg(source="unlabeled_split", labeled=10, max_unlabeled=30), SST2, splits)
     assert len(transfer.train) == 10 and transfer.size == 30 and transfer.held_out == 40
     assert set(transfer.dataset["label"][:]) == {UNLABELED}
     # the slice is exactly the one data.max_train_samples (same seed) picks: baselines match
@@ -173,12 +185,12 @@ def test_unlabeled_split_hides_the_labels_beyond_the_slice():
     assert transfer.gold.tolist() == [float(i % 2) for i in ids]
     assert transfer.dataset["sentence"][:] == [f"sentence number {i} is here" for i in ids]
     # none + labeled: the slice alone (the baseline), nothing unlabelled
-    baseline = build(_cfg(source="none", labeled=10), SST2, splits)
+    baseline = _build(_cfg(source="none", labeled=10), SST2, splits)
     assert baseline.train["idx"][:] == transfer.train["idx"][:] and baseline.dataset is None
 
 
 def test_unlabeled_split_keeps_sentence_pairs_and_regression_targets():
-    transfer = build(_cfg(source="unlabeled_split", labeled=5), STSB, _splits(STSB, 20))
+    transfer = _build(_cfg(source="unlabeled_split", labeled=5), STSB, _splits(STSB, 20))
     assert set(transfer.dataset.column_names) == {"sentence1", "sentence2", "label", "idx"}
     row = transfer.dataset[0]
     assert row["sentence1"].replace("sentence1", "") == row["sentence2"].replace("sentence2", "")
@@ -188,7 +200,7 @@ def test_unlabeled_split_keeps_sentence_pairs_and_regression_targets():
 
 def test_labeled_must_leave_something_unlabelled():
     with pytest.raises(ValueError, match="labeled=50 keeps every one of the train split's 50"):
-        build(_cfg(source="unlabeled_split", labeled=50), SST2, _splits(n=50))
+        _build(_cfg(source="unlabeled_split", labeled=50), SST2, _splits(n=50))
 
 
 # --------------------------------------------------------------------------------------------
@@ -203,12 +215,12 @@ def test_files_of_every_format_become_one_transfer_split(tmp_path):
     (tmp_path / "d.txt").write_text("from txt one\n\nfrom txt two\n")
     paths = [str(tmp_path / n) for n in ("a.jsonl", "b.csv", "c.tsv")]
     cfg = _cfg(source="files", paths=paths, columns={"sentence": "text"})
-    transfer = build(cfg, SST2, _splits(n=10))
+    transfer = _build(cfg, SST2, _splits(n=10))
     assert transfer.dataset["sentence"][:] == ["from json", "from, csv", 'from "tsv"']
     assert set(transfer.dataset["label"][:]) == {UNLABELED}
     assert min(transfer.dataset["idx"][:]) >= 10  # never a train example's id
     assert len(transfer.train) == 10  # all gold labels kept: files only add text
-    text = build(_cfg(source="files", paths=[str(tmp_path / "d.txt")]), SST2, _splits(n=10))
+    text = _build(_cfg(source="files", paths=[str(tmp_path / "d.txt")]), SST2, _splits(n=10))
     assert text.dataset["sentence"][:] == ["from txt one", "from txt two"]
 
 
@@ -216,9 +228,9 @@ def test_pair_files_need_both_fields_and_say_which(tmp_path):
     path = tmp_path / "pairs.jsonl"
     path.write_text('{"q": "a question", "sentence2": "an answer"}\n')
     with pytest.raises(ValueError, match=r"pairs.jsonl has no column\(s\) \['sentence1'\]"):
-        build(_cfg(source="files", paths=[str(path)]), MRPC, _splits(MRPC, 10))
+        _build(_cfg(source="files", paths=[str(path)]), MRPC, _splits(MRPC, 10))
     cfg = _cfg(source="files", paths=[str(path)], columns={"sentence1": "q"})
-    transfer = build(cfg, MRPC, _splits(MRPC, 10))
+    transfer = _build(cfg, MRPC, _splits(MRPC, 10))
     assert transfer.dataset[0]["sentence1"] == "a question"
     assert transfer.dataset[0]["sentence2"] == "an answer"
 
@@ -227,7 +239,7 @@ def test_empty_text_is_an_error_naming_the_row(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"sentence": "fine"}\n{"sentence": ""}\n')
     with pytest.raises(ValueError, match=r"bad.jsonl: field 'sentence' is empty.*row 1"):
-        build(_cfg(source="files", paths=[str(path)]), SST2, _splits(n=10))
+        _build(_cfg(source="files", paths=[str(path)]), SST2, _splits(n=10))
 
 
 def test_hub_dataset_with_a_column_mapping(monkeypatch):
@@ -240,11 +252,11 @@ def test_hub_dataset_with_a_column_mapping(monkeypatch):
     monkeypatch.setattr(sead.transfer, "load_dataset", fake_load_dataset)
     hub = {"path": "someone/reviews", "name": None, "split": "unsupervised"}
     cfg = _cfg(source="files", hub=hub, columns={"sentence": "review"}, max_unlabeled=None)
-    transfer = build(cfg, SST2, _splits(n=10))
+    transfer = _build(cfg, SST2, _splits(n=10))
     assert calls == [("someone/reviews", None, "unsupervised")]
     assert transfer.dataset["sentence"][:] == ["great film", "dull plot"]
     with pytest.raises(ValueError, match=r"Hub dataset 'someone/reviews' has no column"):
-        build(_cfg(source="files", hub=hub), SST2, _splits(n=10))
+        _build(_cfg(source="files", hub=hub), SST2, _splits(n=10))
 
 
 # --------------------------------------------------------------------------------------------
@@ -264,9 +276,9 @@ def test_word_dropout_and_swap():
 def test_augment_is_deterministic_per_seed_and_keeps_pairs():
     splits = _splits(MRPC, 20)
     cfg = dict(source="augment", multiplier=2, word_dropout=0.2, swap=0.2)
-    first = build(_cfg(**cfg), MRPC, splits).dataset
-    again = build(_cfg(**cfg), MRPC, splits).dataset
-    other = build(_cfg(**cfg, seed=1), MRPC, splits).dataset
+    first = _build(_cfg(**cfg), MRPC, splits).dataset
+    again = _build(_cfg(**cfg), MRPC, splits).dataset
+    other = _build(_cfg(**cfg, seed=1), MRPC, splits).dataset
     assert len(first) == 40 and first.to_list() == again.to_list()
     assert first["sentence1"][:] != other["sentence1"][:]
     for row in first:  # each side is augmented from its own side of the same example
@@ -303,8 +315,9 @@ def test_masked_lm_replacement_is_batched_and_deterministic(tiny_mlm):
     train = Dataset.from_dict({"sentence": sentences, "label": [1, 1, 1, 1, 0], "idx": range(5)})
     splits = DatasetDict({"train": train})
     cfg = dict(source="augment", mlm=0.3, fill_mask_model=str(tiny_mlm), mlm_top_k=3)
-    one = build(_cfg(**cfg, mlm_batch_size=1), SST2, splits).dataset["sentence"][:]
-    many = build(_cfg(**cfg, mlm_batch_size=64), SST2, splits).dataset["sentence"][:]
+    cfg |= dict(word_dropout=0.0, swap=0.0)  # masked-LM replacement alone
+    one = _build(_cfg(**cfg, mlm_batch_size=1), SST2, splits).dataset["sentence"][:]
+    many = _build(_cfg(**cfg, mlm_batch_size=64), SST2, splits).dataset["sentence"][:]
     assert one == many  # batching does not change the result
     changed = [a != b for a, b in zip(one, sentences, strict=True)]
     assert all(changed)  # every example had a word replaced by another word
@@ -319,7 +332,7 @@ def test_fill_mask_model_without_a_masked_lm_head_is_refused(tiny_assets):
     student = tiny_assets / "models" / "student"  # a base encoder: no masked-LM head
     cfg = _cfg(source="augment", mlm=0.2, fill_mask_model=str(student))
     with pytest.raises(ValueError, match="has no trained masked-LM head"):
-        build(cfg, SST2, splits)
+        _build(cfg, SST2, splits)
 
 
 # --------------------------------------------------------------------------------------------
@@ -436,7 +449,7 @@ def test_student_training_set_is_the_slice_then_the_transfer_rows(task):
     splits = _splits(task, 20)
     if not task.is_regression:  # as loaded from the Hub: a ClassLabel column
         splits["train"] = splits["train"].cast_column("label", ClassLabel(names=list(task.labels)))
-    transfer = build(_cfg(source="unlabeled_split", labeled=5), task, splits)
+    transfer = _build(_cfg(source="unlabeled_split", labeled=5), task, splits)
     student = sead.transfer.with_transfer(transfer.train, transfer.dataset, task)
     assert len(student) == 20
     assert np.allclose(student["label"][:5], transfer.train["label"][:])  # float32 for stsb

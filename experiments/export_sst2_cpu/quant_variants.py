@@ -16,6 +16,7 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from sead import data, export, metrics
+from sead.config import build
 from sead.inference import predict_logits
 from sead.tasks import get_task
 
@@ -34,14 +35,15 @@ def main(run_dir: Path, work: Path) -> None:
     torch.set_num_threads(1)
     cfg = OmegaConf.load(run_dir / "config.yaml")
     task = get_task(cfg.task.name)
-    split = data.load_splits(task, cfg.data, [task.eval_splits[0]])[task.eval_splits[0]]
+    data_settings = build(data.DataSettings, cfg.data, "data")
+    split = data.load_splits(task, data_settings, [task.eval_splits[0]])[task.eval_splits[0]]
     tokenizer = AutoTokenizer.from_pretrained(run_dir / "student")
     model = AutoModelForSequenceClassification.from_pretrained(run_dir / "student").eval()
     encoded = data.tokenize(split, tokenizer, task, int(cfg.student.max_length))
     reference = predict_logits(model, tokenizer, encoded, 128)
 
     def score(logits):
-        return metrics.score_split(task, split, export.hard_predictions(task, logits))
+        return metrics.score_split(task, split, metrics.hard_predictions(task, logits))
 
     print(f"fp32: {task.main_metric} {100 * score(reference)[task.main_metric]:.2f}")
     example = export.make_batches(encoded, tokenizer, 2, 2).sorted32[0]

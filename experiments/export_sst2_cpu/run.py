@@ -32,15 +32,15 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's sead, whatever the cwd
 
-from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
+from experiments import harness  # noqa: E402
 from sead import export, pipeline  # noqa: E402
 from sead.card import deployment_table  # noqa: E402
 
 log = logging.getLogger("export_sst2_cpu")
 
-DATA = Path(os.environ.get("SEAD_SHARED", ROOT.parent / "shared")) / "data" / "glue" / "sst2"
+DATA = harness.SHARED_DATA / "glue" / "sst2"
 COMMON = [
     "task=sst2",
     "teachers=[minilm]",
@@ -69,10 +69,8 @@ def student_run(name: str, cache: Path) -> Path:
         f"paths.cache_dir={cache}",
         f"paths.output_dir={run_dir}",
     ]
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
     log.info("%s: training (%s)", name, " ".join(overrides))
-    pipeline.run(cfg)
+    pipeline.run(harness.compose(overrides))
     return run_dir
 
 
@@ -88,30 +86,25 @@ def main() -> None:
     for name in args.students:
         run_dir = student_run(name, args.cache.resolve())
         cfg = OmegaConf.load(run_dir / "config.yaml")
-        cfg.export = OmegaConf.merge(
-            export.default_settings(), EXPORT, {"enabled": True, "threads": args.threads}
-        )
+        settings = {**EXPORT, "threads": args.threads}
         try:
-            record = export.export_run(cfg, run_dir)
+            record = export.export_finished_run(run_dir, cfg, settings)
         except export.ExportError as error:  # recorded, and the other student still runs
             log.error("%s: export refused: %s", name, error)
             records[name] = {"run_dir": str(run_dir), "refused": str(error)}
             continue
-        export.save_record(run_dir, cfg, record)
         records[name] = {"run_dir": str(run_dir), **record}
         print(f"\n## {name}\n\n{deployment_table(record)}\n", flush=True)
     out = {
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "processor": platform.processor() or platform.machine(),
-            "python": platform.python_version(),
-            "torch_threads": args.threads,
-            **{p: metadata.version(p) for p in ("torch", "transformers", "onnx", "onnxruntime")},
-        },
+        "machine": harness.machine(
+            processor=platform.processor() or platform.machine(),
+            timing_threads=args.threads,
+            **{p: metadata.version(p) for p in ("onnx", "onnxruntime")},
+        ),
         "command": " ".join(["python", *sys.argv]),
         "students": records,
     }
-    (HERE / "results.json").write_text(json.dumps(out, indent=2) + "\n")
+    harness.write_json(HERE / "results.json", out)
 
 
 if __name__ == "__main__":

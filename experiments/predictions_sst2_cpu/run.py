@@ -9,23 +9,21 @@ Two conditions, the same labelled slice (`data.max_train_samples`, slice seed 0)
 
 Both use the unfitted `mean_logits` ensembler, so nothing is tuned on validation, the split
 reported. The stage=ensemble table (`ensemble.json`) adds the other unfitted strategies.
-Each job's summary is saved to `runs/<condition>_s<seed>.json`; a rerun skips jobs done.
+Each job's summary is saved to `runs/<condition>_s<seed>.json` (a unit of
+`experiments/harness.py`); a rerun skips jobs done.
 
 Run from the repository root, under the CPU lock:
     flock /tmp/sead-cpu.lock python experiments/predictions_sst2_cpu/run.py
+    python experiments/predictions_sst2_cpu/run.py --report-only   # results.json, table.md
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import statistics
 import sys
 import time
 from pathlib import Path
-
-from hydra import compose, initialize_config_dir
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -34,12 +32,12 @@ sys.path.insert(0, str(HERE))
 
 import tfidf_teacher  # noqa: E402
 
-from experiments.provenance import code_commit  # noqa: E402
+from experiments import harness  # noqa: E402
 from sead import pipeline  # noqa: E402
 from sead.files import write_atomic  # noqa: E402
 
 log = logging.getLogger("predictions_sst2_cpu")
-SST2 = ROOT.parent / "shared" / "data" / "glue" / "sst2"
+SST2 = harness.SHARED_DATA / "glue" / "sst2"
 SEEDS = (1, 2, 3)
 UNFITTED = ("mean_logits", "mean_probs", "vote")  # strategies that learn nothing on validation
 
@@ -55,17 +53,12 @@ def tfidf_override(files: Path) -> str:
 
 def overrides(args, teachers: str, work: Path, seed: int = 1) -> list[str]:
     common = [
-        "task=sst2",
+        "experiment=sst2_cpu",  # MiniLM teacher, 2-layer student, length 64, no speed stage
         f"data.dir={SST2}",
         f"data.max_train_samples={args.train}",
-        "teachers=[minilm]",
         f"teachers.minilm.finetune_args.epochs={args.teacher_epochs}",
-        "student=minilm_l2",
-        "student.max_length=64",
         f"train.epochs={args.epochs}",
         f"train.lr={args.lr}",
-        "train.logging_steps=100",
-        "report.speed_samples=0",  # inference speed is not what this study measures
         f"seed={seed}",
         f"paths.cache_dir={work / 'cache'}",
     ]
@@ -73,8 +66,7 @@ def overrides(args, teachers: str, work: Path, seed: int = 1) -> list[str]:
 
 
 def config(args, teachers: str, work: Path, seed: int = 1, extra=()):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=[*overrides(args, teachers, work, seed), *extra])
+    return harness.compose([*overrides(args, teachers, work, seed), *extra])
 
 
 def run_job(args, condition: str, seed: int, work: Path) -> dict:
@@ -114,47 +106,49 @@ def ensemble_table(args, work: Path) -> dict:
 
 
 def markdown(summary: dict) -> str:
-    lines = [
-        "| teachers | teachers' val. accuracy | ensemble (mean_logits) | student, mean ± std "
-        "(3 seeds) | student per seed |",
-        "|---|---|---|---|---|",
+    header = ["teachers", "teachers' val. accuracy", "ensemble (mean_logits)"]
+    header += ["student, mean ± std (3 seeds)", "student per seed"]
+    rows = [
+        [
+            name,
+            ", ".join(f"{t} {a:.4f}" for t, a in row["teachers"].items()),
+            f"{row['ensemble']:.4f}",
+            *harness.seed_cells(row["mean"], row["std"], row["student"]),
+        ]
+        for name, row in summary["conditions"].items()
     ]
-    for name, row in summary["conditions"].items():
-        teachers = ", ".join(f"{t} {a:.4f}" for t, a in row["teachers"].items())
-        lines.append(
-            f"| {name} | {teachers} | {row['ensemble']:.4f} | "
-            f"{row['mean']:.4f} ± {row['std']:.4f} | "
-            + ", ".join(f"{a:.4f}" for a in row["student"])
-            + " |"
-        )
-    lines += ["", "| unfitted strategy, minilm + tfidf | val. accuracy |", "|---|---|"]
-    lines += [f"| {name} | {acc:.4f} |" for name, acc in summary["ensemble_strategies"].items()]
-    return "\n".join(lines) + "\n"
+    strategies = [[name, f"{acc:.4f}"] for name, acc in summary["ensemble_strategies"].items()]
+    return (
+        harness.markdown_table(header, rows)
+        + "\n"
+        + harness.markdown_table(["unfitted strategy, minilm + tfidf", "val. accuracy"], strategies)
+    )
 
 
-def summarise(jobs: list[dict], strategies: dict, tfidf: dict, args) -> dict:
+def summarise(jobs: list[dict], record: dict) -> dict:
+    """`record` (settings, commit, the tfidf teacher, the strategy table) and the conditions."""
     conditions = {}
     for condition in ("minilm", "minilm_tfidf"):
         done = sorted((j for j in jobs if j["condition"] == condition), key=lambda j: j["seed"])
         if not done:
             continue
         accuracy = [j["student"] for j in done]
+        mean, std = harness.mean_std(accuracy)
         conditions[condition] = {
             "seeds": [j["seed"] for j in done],
             "student": accuracy,
-            "mean": statistics.mean(accuracy),
-            "std": statistics.stdev(accuracy) if len(accuracy) > 1 else 0.0,
+            "mean": mean,
+            "std": std,
             "ensemble": done[0]["ensemble"],
             "teachers": done[0]["teachers"],
             "wall_s": [j["wall_s"] for j in done],
         }
-    settings = {k: v for k, v in vars(args).items() if k != "commit"}
     return {
-        "settings": settings,
-        "commit": args.commit,
-        "tfidf": tfidf,
+        "settings": record["settings"],
+        "commit": record["commit"],
+        "tfidf": record["tfidf"],
         "conditions": conditions,
-        "ensemble_strategies": strategies,
+        "ensemble_strategies": record["ensemble_strategies"],
         "jobs": jobs,
     }
 
@@ -166,24 +160,27 @@ def main(argv=None) -> None:
     parser.add_argument("--teacher-epochs", type=float, default=1)
     parser.add_argument("--lr", type=float, default=1e-4, help="student learning rate")
     parser.add_argument("--work", type=Path, default=HERE / "work")
+    harness.report_only(parser)
     args = parser.parse_args(argv)
-    args.commit = code_commit(ROOT)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    work = args.work.resolve()
-    args.work = str(args.work)
-    tfidf = tfidf_teacher.main(["--out", str(work / "tfidf"), "--train", str(args.train)])
-    runs = HERE / "runs"
-    runs.mkdir(exist_ok=True)
-    jobs = []
-    for condition in ("minilm", "minilm_tfidf"):
-        for seed in SEEDS:
-            path = runs / f"{condition}_s{seed}.json"
-            if not path.is_file():
-                write_atomic(path, json.dumps(run_job(args, condition, seed, work), indent=2))
-            jobs.append(json.loads(path.read_text()))
-    strategies = ensemble_table(args, work)
-    summary = summarise(jobs, strategies, tfidf, args)
-    write_atomic(HERE / "results.json", json.dumps(summary, indent=2) + "\n")
+    units = harness.Units(HERE / "runs")
+    names = [f"{condition}_s{seed}" for condition in ("minilm", "minilm_tfidf") for seed in SEEDS]
+    if args.report_only:  # the run's own record, kept; the tables, from the units
+        keys = ["settings", "commit", "tfidf", "ensemble_strategies"]
+        record = harness.kept(HERE / "results.json", keys)
+    else:
+        args.commit = harness.code_commit()
+        work = args.work.resolve()
+        args.work = str(args.work)
+        tfidf = tfidf_teacher.main(["--out", str(work / "tfidf"), "--train", str(args.train)])
+        for name in names:
+            condition, seed = name.rsplit("_s", 1)
+            units.get(name, lambda c=condition, s=int(seed): run_job(args, c, s, work))
+        settings = {k: v for k, v in vars(args).items() if k not in ("commit", "report_only")}
+        record = {"settings": settings, "commit": args.commit, "tfidf": tfidf}
+        record["ensemble_strategies"] = ensemble_table(args, work)
+    summary = summarise([units.load(name) for name in names], record)
+    harness.write_json(HERE / "results.json", summary)
     write_atomic(HERE / "table.md", markdown(summary))
     print(markdown(summary))
 

@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -34,10 +35,13 @@ from datasets import Dataset, load_dataset
 from transformers import AutoTokenizer
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from sead import choices, inference, metrics
-from sead.tasks import get_task
-
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[1]))  # this checkout's sead, whatever is installed
+
+from experiments import harness  # noqa: E402
+from sead import choices, inference, metrics  # noqa: E402
+from sead.tasks import get_task  # noqa: E402
+
 SST2 = HERE.parents[2] / "shared" / "data" / "glue" / "sst2" / "train.jsonl"
 BATCH = 32
 
@@ -121,8 +125,7 @@ def main() -> None:
     ]
     _, collate_s = timed(lambda: [collate([features[i] for i in rows]) for rows in grouped_batches])
     results = {
-        "machine": f"{platform.processor() or platform.machine()}, torch threads "
-        f"{torch.get_num_threads()}",
+        "machine": harness.machine(processor=platform.processor() or platform.machine()),
         "load_average_before": load_before,
         "queries": len(ds),
         "candidates_total": n_candidates,

@@ -20,19 +20,23 @@ and each teacher's cache size is reported. Settings, fixed before any number was
             repeat (alternating, so drift in machine load does not favour one side); one
             untimed warm-up unit per teacher first (file cache, allocator)
   threads   torch's default (OMP_NUM_THREADS), or --threads; recorded with the results
-  lock      each unit holds /tmp/sead-cpu.lock (the team's CPU lock) while it runs, so other
-            jobs interleave between units and none runs during one (--lock '' when the whole
-            command already runs under `flock`)
+  lock      each unit holds /tmp/sead-cpu.lock (the team's CPU lock, `harness.cpu_lock`) while
+            it runs, so other jobs interleave between units and none runs during one (--lock ''
+            when the whole command already runs under `flock`)
 
 Reported per teacher: the median wall and forward seconds of each side, their ratio, each
-repeat's ratio, whether the logits of both sides are bitwise equal (they must be: one pass),
-and the entry sizes in bytes (logits tensor, vectors tensor, the whole entry file), also per
-1,000 examples and for the study's whole SST-2 transfer source.
+repeat's ratio, whether the logits of both sides are bitwise equal (they must be: one pass;
+compared by their SHA-256), and the entry sizes in bytes (logits tensor, vectors tensor, the
+whole entry file), also per 1,000 examples and for the study's whole SST-2 transfer source.
+
+Resumable: each timed unit (teacher, side, repeat) is saved to runs/<unit>.json as it ends (a
+unit of `experiments/harness.py`); a rerun redoes only the missing ones (after the teacher's
+warm-up unit). Remove runs/ to measure again.
 
     OMP_NUM_THREADS=2 python experiments/representations_cpu/run.py   # N=2000, 5 repeats
     python experiments/representations_cpu/run.py --n 4000 --repeats 7
     python experiments/representations_cpu/run.py --quick         # 64 sentences, 2 repeats
-    python experiments/representations_cpu/run.py --report-only   # print the saved results
+    python experiments/representations_cpu/run.py --report-only   # the table from runs/
 
 It takes the CPU lock itself, unit by unit: do not wrap it in `flock` (or pass --lock '').
 """
@@ -40,14 +44,15 @@ It takes the CPU lock itself, unit by unit: do not wrap it in `flock` (or pass -
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
-import platform
 import shutil
 import statistics
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -59,22 +64,24 @@ import torch  # noqa: E402
 from datasets import DatasetDict  # noqa: E402
 from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: E402
 
-from experiments.cpu_lock import LOCK as CPU_LOCK  # noqa: E402
-from experiments.cpu_lock import cpu_lock  # noqa: E402
-from experiments.provenance import code_commit  # noqa: E402
+from experiments import harness  # noqa: E402
 from experiments.sead_glue_cpu import run as study  # noqa: E402
 from sead import pipeline, teachers  # noqa: E402
 from sead.cache import LOGITS_FILE, MANIFEST_FILE, SoftLabelCache  # noqa: E402
-from sead.files import write_atomic  # noqa: E402
 
 log = logging.getLogger("representations_cpu")
 WORK = HERE / "work"
+RUNS = HERE / "runs"
 RESULTS = HERE / "results.json"
-LOCK = CPU_LOCK  # --lock; "" when the whole command runs under `flock` already
+LOCK = harness.CPU_LOCK  # --lock; "" when the whole command runs under `flock` already
 TEACHERS = ("minilm", "mpnet")
+SIDES = {"without": False, "with": True}
 TARGET = 1.1  # with / without, at most
 MAX_LENGTH = study.TASKS["sst2"]["max_length"]
 LABELS = ("negative", "positive")
+# the run's record in results.json, which --report-only keeps while it re-renders the units
+RECORD = ["n_examples", "repeats", "full_split_examples", "max_length", "batch_size"]
+RECORD += ["teacher_models", "representations", "code", "machine", "finished"]
 
 
 def labelling_checkpoint(name: str, base: str) -> Path:
@@ -97,8 +104,8 @@ def labelling_checkpoint(name: str, base: str) -> Path:
     return folder
 
 
-def config(n: int):
-    """The composed config: the study's SST-2 data, both teachers as ready checkpoints."""
+def settings(n: int):
+    """The run's typed settings: the study's SST-2 data, both teachers as ready checkpoints."""
     args = [
         "task=sst2",
         f"data.dir={study.data_dir('sst2')}",
@@ -107,7 +114,7 @@ def config(n: int):
         f"paths.cache_dir={WORK / 'cache'}",
         f"paths.output_dir={WORK / 'outputs'}",
     ]
-    bases = study.compose_cfg(args).teachers
+    bases = harness.compose(args).teachers
     for name in TEACHERS:
         checkpoint = labelling_checkpoint(name, str(bases[name].model))
         args += [
@@ -115,17 +122,17 @@ def config(n: int):
             f"+teachers.{name}.checkpoints={{sst2: '{checkpoint}'}}",
             f"teachers.{name}.max_length={MAX_LENGTH}",
         ]
-    return study.compose_cfg(args)
+    return pipeline.read_settings(harness.compose(args))
 
 
-def unit(teacher, task, split: DatasetDict, cfg, vectors: bool, name: str) -> tuple:
-    """One labelling into an empty cache, under the CPU lock: (its times and entry sizes, the
-    logits)."""
+def unit(teacher, task, split, cache_settings, vectors: bool, name: str) -> dict:
+    """One labelling into an empty cache, under the CPU lock: its times, entry sizes and the
+    logits' SHA-256."""
     root = WORK / "units" / name
-    with cpu_lock(LOCK):
+    with harness.cpu_lock(LOCK):
         shutil.rmtree(root, ignore_errors=True)
-        cache = SoftLabelCache(root, **cfg.cache)
-        spec = cache.representations if vectors else None
+        cache = SoftLabelCache.from_settings(root, cache_settings)
+        spec = cache_settings.representations if vectors else None
         started = time.perf_counter()
         entry = teachers.cached_logits(teacher, task, split, cache, representations=spec)["train"]
         wall = time.perf_counter() - started
@@ -137,71 +144,71 @@ def unit(teacher, task, split: DatasetDict, cfg, vectors: bool, name: str) -> tu
         "forward_s": manifest["compute_seconds"],
         "n_examples": manifest["n_examples"],
         "logits_bytes": int(np.prod(manifest["shape"])) * np.dtype(manifest["dtype"]).itemsize,
+        "logits_sha256": hashlib.sha256(np.ascontiguousarray(entry.logits).tobytes()).hexdigest(),
         "vectors_bytes": stored["size_bytes"] if stored else 0,
         "vectors_shape": stored["shape"] if stored else None,
         "entry_file_bytes": (root / entry.fingerprint / LOGITS_FILE).stat().st_size,
         "load_average_after": os.getloadavg(),
     }
     shutil.rmtree(root, ignore_errors=True)
-    return record, entry.logits
+    return record
+
+
+def unit_name(teacher: str, side: str, repeat: int) -> str:
+    return f"{teacher}-{side}-{repeat}"
 
 
 def measure(n: int, repeats: int, threads: int | None) -> dict:
+    """Every missing unit, each saved as it ends; the run's record (settings, machine, code)."""
     if threads:
         torch.set_num_threads(threads)
-    cfg = config(n)
-    inputs = pipeline.check_inputs(cfg)
+    run = settings(n)
+    inputs = pipeline.check_inputs(run)
     task = inputs.task
     split = DatasetDict({"train": inputs.splits["train"]})
-    full = sum(1 for _ in (study.data_dir("sst2") / "train.jsonl").open())
-    out = {"teachers": {}}
+    saved = harness.Units(RUNS)
     for spec in inputs.specs:
-        teacher = teachers.prepare(spec, task, inputs.splits, cfg.paths.teachers_dir)
+        names = [unit_name(spec.name, side, r) for r in range(repeats) for side in SIDES]
+        if all(saved.done(name) for name in names):
+            continue
+        teacher = teachers.prepare(spec, task, inputs.splits, run.paths.teachers_dir)
         warm = DatasetDict({"train": split["train"].select(range(min(64, n)))})
-        unit(teacher, task, warm, cfg, True, f"{spec.name}-warmup")
-        runs, identical = [], True
+        unit(teacher, task, warm, run.cache, True, f"{spec.name}-warmup")
         for repeat in range(repeats):
-            order = (False, True) if repeat % 2 == 0 else (True, False)
-            logits = {}
-            for vectors in order:
-                label = f"{spec.name}-{'with' if vectors else 'without'}-{repeat}"
-                record, logits[vectors] = unit(teacher, task, split, cfg, vectors, label)
-                runs.append({"repeat": repeat, **record})
+            order = list(SIDES) if repeat % 2 == 0 else list(SIDES)[::-1]
+            for side in order:
+                name = unit_name(spec.name, side, repeat)
+                if saved.done(name):
+                    continue
+                record = unit(teacher, task, split, run.cache, SIDES[side], name)
+                saved.save(name, {"teacher": spec.name, "repeat": repeat, **record})
                 log.info(
-                    "%s: %.2fs wall, %.2fs forward", label, record["wall_s"], record["forward_s"]
+                    "%s: %.2fs wall, %.2fs forward", name, record["wall_s"], record["forward_s"]
                 )
-            identical &= bool(np.array_equal(logits[True], logits[False]))
-        out["teachers"][spec.name] = summary(runs, identical, full)
-        out["teachers"][spec.name]["model"] = spec.source
     return {
         "n_examples": n,
         "repeats": repeats,
-        "full_split_examples": full,
+        "full_split_examples": sum(1 for _ in (study.data_dir("sst2") / "train.jsonl").open()),
         "max_length": MAX_LENGTH,
         "batch_size": {spec.name: spec.batch_size for spec in inputs.specs},
-        "representations": dict(cfg.cache.representations),
-        **out,
-        "code": code_commit(ROOT),
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "teacher_models": {spec.name: spec.source for spec in inputs.specs},
+        "representations": asdict(run.cache.representations),
+        "code": harness.code_commit(),
+        "machine": harness.machine(),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
 
-def summary(runs: list[dict], identical: bool, full: int) -> dict:
+def summary(runs: list[dict], full: int) -> dict:
     side = {v: [r for r in runs if r["vectors"] == v] for v in (False, True)}
 
     def median(vectors: bool, field: str) -> float:
         return statistics.median(r[field] for r in side[vectors])
 
-    pairs = {}
+    pairs, hashes = {}, {}
     for r in runs:
         pairs.setdefault(r["repeat"], {})[r["vectors"]] = r["wall_s"]
+        hashes.setdefault(r["repeat"], set()).add(r["logits_sha256"])
     ratio = median(True, "wall_s") / median(False, "wall_s")
     with_vectors, without = side[True][0], side[False][0]
     n = with_vectors["n_examples"]
@@ -219,10 +226,12 @@ def summary(runs: list[dict], identical: bool, full: int) -> dict:
         },
         "ratio_wall": round(ratio, 4),
         "ratio_forward": round(median(True, "forward_s") / median(False, "forward_s"), 4),
-        "ratio_each_repeat": [round(p[True] / p[False], 4) for _, p in sorted(pairs.items())],
+        "ratio_each_repeat": [
+            round(p[True] / p[False], 4) for _, p in sorted(pairs.items()) if len(p) == 2
+        ],
         "target": TARGET,
         "target_met": ratio <= TARGET,
-        "logits_identical": identical,
+        "logits_identical": all(len(pair) == 1 for pair in hashes.values()),  # per repeat
         "hidden_size": with_vectors["vectors_shape"][1],
         "bytes": {
             "logits": without["logits_bytes"],
@@ -236,47 +245,69 @@ def summary(runs: list[dict], identical: bool, full: int) -> dict:
     }
 
 
+def collect(record: dict) -> dict:
+    """The run's record and, per teacher with both sides saved, its summary of the units."""
+    by_teacher: dict[str, list[dict]] = {}
+    for saved in harness.Units(RUNS).all():
+        by_teacher.setdefault(saved["teacher"], []).append(saved)
+    out = {}
+    for name, runs in by_teacher.items():
+        if {r["vectors"] for r in runs} == {False, True}:
+            model = record["teacher_models"].get(name)
+            out[name] = summary(runs, record["full_split_examples"]) | {"model": model}
+    return {**record, "teachers": out}
+
+
 def report(results: dict) -> str:
-    lines = [
+    head = (
         f"{results['n_examples']:,} SST-2 sentences, {results['repeats']} repeats, "
-        f"{results['machine']['torch_threads']} thread(s), code {results['code']}",
-        "",
-        "| teacher | hidden | median s without | median s with | with / without (wall) "
-        "| forward ratio | target <= 1.1 | logits equal | logits B/1k ex | vectors B/1k ex "
-        f"| entry with vectors, whole split ({results['full_split_examples']:,} ex) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+        f"{results['machine']['torch_threads']} thread(s), code {results['code']}\n\n"
+    )
+    header = [
+        "teacher", "hidden", "median s without", "median s with", "with / without (wall)",
+        "forward ratio", f"target <= {TARGET}", "logits equal", "logits B/1k ex",
+        "vectors B/1k ex",
+        f"entry with vectors, whole split ({results['full_split_examples']:,} ex)",
+    ]  # fmt: skip
+    rows = []
     for name, t in results["teachers"].items():
         wall, per_k = t["median_wall_s"], t["bytes_per_1000_examples"]
-        lines.append(
-            f"| {name} | {t['hidden_size']} | {wall['without']:.2f} | {wall['with']:.2f} "
-            f"| {t['ratio_wall']:.3f} ({', '.join(f'{r:.3f}' for r in t['ratio_each_repeat'])}) "
-            f"| {t['ratio_forward']:.3f} | {'met' if t['target_met'] else 'missed'} "
-            f"| {t['logits_identical']} | {per_k['logits']:,} | {per_k['vectors']:,} "
-            f"| {t['bytes_full_split']['entry_with'] / 2**20:.1f} MiB |"
-        )
-    return "\n".join(lines)
+        each = ", ".join(f"{r:.3f}" for r in t["ratio_each_repeat"])
+        rows.append([
+            name, t["hidden_size"], f"{wall['without']:.2f}", f"{wall['with']:.2f}",
+            f"{t['ratio_wall']:.3f} ({each})", f"{t['ratio_forward']:.3f}",
+            "met" if t["target_met"] else "missed", t["logits_identical"],
+            f"{per_k['logits']:,}", f"{per_k['vectors']:,}",
+            f"{t['bytes_full_split']['entry_with'] / 2**20:.1f} MiB",
+        ])  # fmt: skip
+    return head + harness.markdown_table(header, rows)
 
 
 def main(argv=None) -> None:
-    global WORK, RESULTS, LOCK
+    global WORK, RUNS, RESULTS, LOCK
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=2000, help="SST-2 sentences to label")
     parser.add_argument("--repeats", type=int, default=5, help="pairs of units per teacher")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's own)")
     parser.add_argument("--lock", default=LOCK, help="CPU lock taken per unit ('': none)")
     parser.add_argument("--quick", action="store_true", help="64 sentences, 2 repeats, quick/")
-    parser.add_argument("--report-only", action="store_true")
+    harness.report_only(parser)
     args = parser.parse_args(argv)
     LOCK = args.lock
     if args.quick:
-        WORK, RESULTS = HERE / "quick" / "work", HERE / "quick" / "results.json"
+        quick = HERE / "quick"
+        WORK, RUNS, RESULTS = quick / "work", quick / "runs", quick / "results.json"
         args.n, args.repeats = 64, 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    if not args.report_only:
-        results = measure(args.n, args.repeats, args.threads)
-        write_atomic(RESULTS, json.dumps(results, indent=2) + "\n")
-    print(report(json.loads(RESULTS.read_text())))
+    if args.report_only:
+        record = harness.kept(RESULTS, RECORD)
+        if not record:
+            parser.error(f"--report-only: no {RESULTS} yet (run the benchmark first)")
+    else:
+        record = measure(args.n, args.repeats, args.threads)
+    results = collect(record)
+    harness.write_json(RESULTS, results)
+    print(report(results))
 
 
 if __name__ == "__main__":

@@ -23,10 +23,10 @@ is picked on and what the learned ensemble is fitted on, so validation, the repo
 tunes nothing. The study writes its own data folders (train minus heldout, heldout, validation)
 under work/, from ../shared/data, and never commits them.
 
-Resumable: each unit (task, condition, seed) is saved to runs/<task>/<unit>.json as it ends,
-and a rerun skips the units there; commit runs/ as tasks complete. The teacher store and logit
-cache live in work/cache: on a fresh machine a task's teachers are fine-tuned again (one task's
-cost), and finished units are never redone.
+Resumable: each unit (task, condition, seed) is saved to runs/<task>/<unit>.json as it ends
+(`experiments/harness.py`), and a rerun skips the units there; commit runs/ as tasks
+complete. The teacher store and logit cache live in work/cache: on a fresh machine a task's
+teachers are fine-tuned again (one task's cost), and finished units are never redone.
 
 Run from the repository root, under the CPU lock:
     make models   # all-mpnet-base-v2, once
@@ -44,7 +44,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import random
 import statistics
 import sys
@@ -52,19 +51,17 @@ import time
 from pathlib import Path
 
 import torch
-import transformers
-from hydra import compose, initialize_config_dir
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's sead, whatever is installed
 
-from experiments.provenance import code_commit  # noqa: E402
+from experiments import harness  # noqa: E402
 from sead import metrics, pipeline  # noqa: E402
 from sead.files import write_atomic  # noqa: E402
 
 log = logging.getLogger("sead_glue_cpu")
-SHARED = ROOT.parent / "shared" / "data"
+SHARED = harness.SHARED_DATA
 WORK = HERE / "work"
 RUNS = HERE / "runs"
 SEEDS = (1, 2, 3)
@@ -197,15 +194,10 @@ def overrides(task: str, condition: str, seed: int, used=TEACHERS) -> list[str]:
     return out + extra + EXTRA
 
 
-def compose_cfg(args: list[str]):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=args)
-
-
 def student_job(task: str, condition: str, seed: int, used=TEACHERS) -> dict:
     args = overrides(task, condition, seed, used)
     started = time.perf_counter()
-    results = pipeline.run(compose_cfg(args))
+    results = pipeline.run(harness.compose(args))
     split, main = results["eval_splits"][0], results["main_metric"]
     return {
         "task": task,
@@ -248,13 +240,13 @@ def student_job(task: str, condition: str, seed: int, used=TEACHERS) -> dict:
 def teacher_unit(task: str) -> dict:
     """Every ensembler against each teacher (cached logits), cross-fitted on validation; and
     each teacher's held-out score, which picks the best single teacher."""
-    cfg = compose_cfg(overrides(task, "ensemble", 1) + ["ensemble.fit_split=null"])
+    cfg = harness.compose(overrides(task, "ensemble", 1) + ["ensemble.fit_split=null"])
     table, comparison = pipeline.compare_ensembles(cfg)
     print(table)
-    held_cfg = compose_cfg(overrides(task, "ensemble", 1))
-    inputs = pipeline.check_inputs(held_cfg)
-    cache = pipeline.soft_label_cache(held_cfg)
-    per_teacher, _ = pipeline.teacher_logits(held_cfg, inputs, cache, logit_splits=["heldout"])
+    held = pipeline.read_settings(harness.compose(overrides(task, "ensemble", 1)))
+    inputs = pipeline.check_inputs(held)
+    cache = pipeline.soft_label_cache(held)
+    per_teacher, _, _ = pipeline.teacher_logits(inputs, cache, logit_splits=["heldout"])
     task_spec, heldout = inputs.task, inputs.splits["heldout"]
     held_scores = {
         name: metrics.score_split(
@@ -266,18 +258,11 @@ def teacher_unit(task: str) -> dict:
     best = max(held_scores, key=lambda n: held_scores[n][main])
     return {
         "task": task,
-        "comparison": _plain(comparison),
+        "comparison": harness.plain(comparison),
         "table": table,
         "heldout_scores": held_scores,
         "best_teacher": best,
     }
-
-
-def _plain(value):
-    """JSON-safe copy (numpy scalars and arrays to Python)."""
-    return json.loads(
-        json.dumps(value, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v))
-    )
 
 
 def units(task: str, seeds=SEEDS, conditions=tuple(CONDITIONS)) -> list[tuple[str, int]]:
@@ -288,31 +273,23 @@ def units(task: str, seeds=SEEDS, conditions=tuple(CONDITIONS)) -> list[tuple[st
     return [(name, seed) for seed in seeds for name in names if name in conditions]
 
 
-def save(path: Path, record: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, json.dumps(_plain(record), indent=2) + "\n")
-
-
 def run_task(task: str, commit: str, seeds=SEEDS, conditions=tuple(CONDITIONS)) -> None:
-    folder = RUNS / task
-    first = folder / "ensemble_s1.json"
-    if not first.exists():  # fine-tunes both teachers and caches their logits
-        save(first, student_job(task, "ensemble", 1) | {"commit": commit})
-    teacher_file = folder / "teachers.json"
-    if not teacher_file.exists():
-        save(teacher_file, teacher_unit(task) | {"commit": commit})
-    best = json.loads(teacher_file.read_text())["best_teacher"]
+    saved = harness.Units(RUNS / task)
+    # the first unit fine-tunes both teachers and caches their logits
+    saved.get("ensemble_s1", lambda: student_job(task, "ensemble", 1) | {"commit": commit})
+    best = saved.get("teachers", lambda: teacher_unit(task) | {"commit": commit})["best_teacher"]
     for condition, seed in units(task, seeds, conditions):
-        path = folder / f"{condition}_s{seed}.json"
-        if path.exists():
+        if saved.done(f"{condition}_s{seed}"):
             continue
         log.info("== %s: %s, seed %d ==", task, condition, seed)
         used = (best,) if condition.startswith("best") else TEACHERS
-        save(path, student_job(task, condition, seed, used) | {"commit": commit})
+        saved.save(
+            f"{condition}_s{seed}", student_job(task, condition, seed, used) | {"commit": commit}
+        )
     try:
         render()
     except Exception:  # the saved units are what matters; --report-only redoes this
-        log.exception("Could not render the report; the units are saved in %s", folder)
+        log.exception("Could not render the report; the units are saved in %s", saved.folder)
 
 
 # ------------------------------------------------------------------------------ speed
@@ -326,10 +303,14 @@ def measure_speed(task: str = "sst2", n: int = 512) -> dict:
     """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from sead import speed
+    from sead import speed, teachers
 
-    cfg = compose_cfg(overrides(task, "ensemble", 1))
-    inputs = pipeline.check_inputs(cfg)
+    settings = pipeline.read_settings(harness.compose(overrides(task, "ensemble", 1)))
+    inputs = pipeline.check_inputs(settings)
+    prepared = {  # from the teacher store: fine-tuned by the study's first unit
+        spec.name: teachers.prepare(spec, inputs.task, inputs.splits, settings.paths.teachers_dir)
+        for spec in inputs.specs
+    }
     out = {}
     for key, condition in (("l2", "ensemble"), ("l6", "transfer_l6")):
         run = RUNS / task / f"{condition}_s1.json"
@@ -342,9 +323,8 @@ def measure_speed(task: str = "sst2", n: int = 512) -> dict:
             AutoTokenizer.from_pretrained(folder),
             max_length=TASKS[task]["max_length"],
             task=inputs.task,
-            specs=inputs.specs,
+            teachers=prepared,
             splits=inputs.splits,
-            store_dir=cfg.paths.teachers_dir,
             n=n,
             batch_size=128,
         ) | {"student_params": sum(p.numel() for p in student.parameters())}
@@ -361,10 +341,6 @@ def _spread(row: dict) -> str:
     return f"{row['mean']:.4f} ± {row['std']:.4f} ({len(row['scores'])} seeds)"
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
 def collect() -> dict:
     tasks = {}
     for task in TASKS:
@@ -378,7 +354,7 @@ def collect() -> dict:
         for condition in CONDITIONS:
             done = [j for j in jobs if j["condition"] == condition]
             if done:
-                mean, std = _mean_std([j["score"] for j in done])
+                mean, std = harness.mean_std([j["score"] for j in done])
                 rows[condition] = {
                     "mean": mean,
                     "std": std,
@@ -414,10 +390,13 @@ def collect() -> dict:
 RESULTS_START, RESULTS_END = "<!-- results: run.py --report-only -->", "<!-- /results -->"
 
 
-def render() -> None:
-    summary = collect() | {"machine": machine()}
+def render(report_only: bool = False) -> None:
+    """results.json, RESULTS.md (and the README's copy) and the plot, from the saved units;
+    with `report_only`, the machine is the one results.json records (the units' machine)."""
+    machine = harness.kept(HERE / "results.json", ["machine"]) if report_only else {}
+    summary = collect() | {"machine": machine.get("machine") or harness.machine()}
     summary["verdicts"] = verdicts(summary)
-    write_atomic(HERE / "results.json", json.dumps(_plain(summary), indent=2) + "\n")
+    harness.write_json(HERE / "results.json", summary)
     table = markdown(summary)
     write_atomic(HERE / "RESULTS.md", table)
     readme = HERE / "README.md"
@@ -620,17 +599,6 @@ def plot(summary: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def machine() -> dict:
-    return {
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "python": platform.python_version(),
-    }
-
-
 def quick() -> None:
     """Plumbing check: tiny slices, one epoch, into work-quick/ and runs-quick/."""
     global WORK, RUNS, HERE
@@ -654,18 +622,18 @@ def main(argv=None) -> None:
         default=",".join(CONDITIONS),
         help="run these rows only, in the study's order (e.g. one row's last seed first)",
     )
-    parser.add_argument("--report-only", action="store_true")
+    harness.report_only(parser)
     parser.add_argument("--quick", action="store_true", help="a tiny run into work-quick/")
     args = parser.parse_args(argv)
     if args.quick:
         quick()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.report_only:
-        return render()
+        return render(report_only=True)
     if args.speed:
-        write_atomic(HERE / "speed.json", json.dumps(_plain(measure_speed()), indent=2) + "\n")
+        harness.write_json(HERE / "speed.json", measure_speed())
         return render()
-    head = code_commit(ROOT)
+    head = harness.code_commit()
     for task in args.tasks.split(","):
         if task not in TASKS:
             parser.error(f"unknown task {task!r}: one of {', '.join(TASKS)}")

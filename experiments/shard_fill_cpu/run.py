@@ -24,7 +24,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -36,7 +35,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's sead, whatever is installed
 
-from experiments.provenance import code_commit  # noqa: E402
+from experiments import harness  # noqa: E402
 from sead.files import format_table, write_atomic  # noqa: E402
 
 SST2 = ROOT.parent / "shared" / "data" / "glue" / "sst2"
@@ -178,19 +177,12 @@ def main() -> None:
         c["speedup_vs_1p_1t"] = round(base["1p x 1t"]["wall_s"] / c["wall_s"], 2)
         c["speedup_vs_1p_2t"] = round(base["1p x 2t"]["wall_s"] / c["wall_s"], 2)
         c["bytes_equal_1p_1t"] = c["train_entry_sha256"] == base["1p x 1t"]["train_entry_sha256"]
-    import torch
 
     results = {
         "rows": args.rows or sum(1 for _ in (data / "train.jsonl").open()),
         "configs": configs,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "load_average_after": os.getloadavg(),
-        },
-        "code": code_commit(ROOT),
+        "machine": harness.machine(cpus=os.cpu_count(), load_average_after=os.getloadavg()),
+        "code": harness.code_commit(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     write_atomic(HERE / "results.json", json.dumps(results, indent=2) + "\n")

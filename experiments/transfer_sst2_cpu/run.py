@@ -10,40 +10,35 @@ fine-tuned by sead on that slice alone, seeds 1 and 2):
                   (labels hidden, a fixed random subset of `--unlabeled` examples)
   d_augment       c + augmented copies of the slice (word dropout + random swap)
 
-Each job's summary is saved to `runs/<condition>_s<seed>.json` as it finishes; a rerun skips
-the jobs already there, so the study resumes after a kill. Then `results.json` and
-`RESULTS.md` are rebuilt from every saved job.
+Each job's summary is saved to `runs/<condition>_s<seed>.json` as it finishes (a unit of
+`experiments/harness.py`); a rerun skips the jobs already there, so the study resumes after a
+kill. Then `results.json` and `table.md` are rebuilt from every saved job.
 
 Run from the repository root, under the CPU lock:
     flock /tmp/sead-cpu.lock python experiments/transfer_sst2_cpu/run.py
-`--quick` runs a tiny version (a few minutes) into work-quick/, to check the plumbing.
+`--quick` runs a tiny version (a few minutes) into work-quick/, to check the plumbing;
+`--report-only` rebuilds results.json and table.md from runs/ (no computation).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import platform
-import statistics
 import sys
 import time
 from pathlib import Path
-
-import torch
-from hydra import compose, initialize_config_dir
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's sead, whatever is installed
 
-from experiments.provenance import code_commit  # noqa: E402
+from experiments import harness  # noqa: E402
 from sead import pipeline  # noqa: E402
 from sead.files import write_atomic  # noqa: E402
 
 log = logging.getLogger("transfer_sst2_cpu")
-SST2 = ROOT.parent / "shared" / "data" / "glue" / "sst2"
+SST2 = harness.SHARED_DATA / "glue" / "sst2"
 SEEDS = (1, 2, 3)
 CONDITIONS = {
     "a_hard_labels": ["transfer=none", "train.alpha=0"],
@@ -66,17 +61,12 @@ DESCRIPTIONS = {
 
 def overrides(args, condition: str, seed: int, work: Path) -> list[str]:
     common = [
-        "task=sst2",
+        "experiment=sst2_cpu",  # MiniLM teachers, 2-layer student, length 64, no speed stage
         f"data.dir={SST2}",
-        "teachers=[minilm]",
         "teachers.minilm.seeds=[1,2]",
         f"teachers.minilm.finetune_args.epochs={args.teacher_epochs}",
-        "student=minilm_l2",
-        "student.max_length=64",
         f"train.epochs={args.epochs}",
         f"train.lr={args.lr}",
-        "train.logging_steps=100",
-        "report.speed_samples=0",  # inference speed is not what this study measures
         f"transfer.labeled={args.labeled}",
         f"seed={seed}",
         f"paths.cache_dir={work / 'cache'}",
@@ -90,8 +80,7 @@ def overrides(args, condition: str, seed: int, work: Path) -> list[str]:
 
 
 def run_job(args, condition: str, seed: int, work: Path) -> dict:
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=overrides(args, condition, seed, work))
+    cfg = harness.compose(overrides(args, condition, seed, work))
     started = time.perf_counter()
     results = pipeline.run(cfg)
     wall = time.perf_counter() - started
@@ -123,32 +112,28 @@ def run_job(args, condition: str, seed: int, work: Path) -> dict:
     }
 
 
-def summarise(jobs: list[dict], args) -> dict:
+def summarise(jobs: list[dict], record: dict) -> dict:
+    """The study's results: `record` (settings, machine, commit), then its conditions."""
     rows = {}
     for condition in CONDITIONS:
         done = [j for j in jobs if j["condition"] == condition]
         if not done:
             continue
         accuracy = [j["accuracy"] for j in done]
+        mean, std = harness.mean_std(accuracy)
         rows[condition] = {
             "what": DESCRIPTIONS[condition],
             "seeds": [j["seed"] for j in done],
             "accuracy": accuracy,
-            "mean": statistics.mean(accuracy),
-            "std": statistics.stdev(accuracy) if len(accuracy) > 1 else 0.0,
+            "mean": mean,
+            "std": std,
             "train_examples": done[0]["student_train_examples"],
             "distill_s": [j["timings_s"]["distill"] for j in done],
             "wall_s": [j["wall_s"] for j in done],
         }
     first = jobs[0] if jobs else {}
     return {
-        "settings": {k: v for k, v in vars(args).items() if k not in ("commit", "quick")},
-        "machine": {
-            "cpu_threads": torch.get_num_threads(),
-            "platform": platform.platform(),
-            "torch": torch.__version__,
-        },
-        "commit": args.commit,  # of the code the jobs ran (taken at the start)
+        **record,
         "teachers": first.get("teachers"),
         "ensemble_accuracy": first.get("ensemble_accuracy"),
         "conditions": rows,
@@ -157,23 +142,19 @@ def summarise(jobs: list[dict], args) -> dict:
 
 
 def markdown(summary: dict) -> str:
-    lines = [
-        "| condition | student trains on | val. accuracy (mean ± std, 3 seeds) | per seed "
-        "| student training s (per seed) | job wall s (per seed) |",
-        "|---|---|---|---|---|---|",
+    header = ["condition", "student trains on", "val. accuracy (mean ± std, 3 seeds)"]
+    header += ["per seed", "student training s (per seed)", "job wall s (per seed)"]
+    rows = [
+        [
+            f"{name}: {row['what']}",
+            f"{row['train_examples']:,}",
+            *harness.seed_cells(row["mean"], row["std"], row["accuracy"]),
+            ", ".join(f"{s:.0f}" for s in row["distill_s"]),
+            ", ".join(f"{s:.0f}" for s in row["wall_s"]),
+        ]
+        for name, row in summary["conditions"].items()
     ]
-    for name, row in summary["conditions"].items():
-        lines.append(
-            f"| {name}: {row['what']} | {row['train_examples']:,} | "
-            f"{row['mean']:.4f} ± {row['std']:.4f} | "
-            + ", ".join(f"{a:.4f}" for a in row["accuracy"])
-            + " | "
-            + ", ".join(f"{s:.0f}" for s in row["distill_s"])
-            + " | "
-            + ", ".join(f"{s:.0f}" for s in row["wall_s"])
-            + " |"
-        )
-    return "\n".join(lines) + "\n"
+    return harness.markdown_table(header, rows)
 
 
 def main(argv=None) -> None:
@@ -184,27 +165,30 @@ def main(argv=None) -> None:
     parser.add_argument("--teacher-epochs", type=float, default=2)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--quick", action="store_true", help="a tiny run into work-quick/")
+    harness.report_only(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.labeled, args.unlabeled, args.epochs, args.teacher_epochs = 200, 300, 1, 1
-    args.commit = code_commit(ROOT)
-    args.load_average_at_start = os.getloadavg()  # other processes distort the wall times
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     work = HERE / ("work-quick" if args.quick else "work")
-    runs = work / "runs" if args.quick else HERE / "runs"
-    runs.mkdir(parents=True, exist_ok=True)
-    for seed in SEEDS:  # seed by seed: a study cut short still has every condition
-        for condition in CONDITIONS:
-            path = runs / f"{condition}_s{seed}.json"
-            if path.is_file():
-                log.info("%s seed %d: done already (%s)", condition, seed, path)
-                continue
-            log.info("=== %s seed %d ===", condition, seed)
-            write_atomic(path, json.dumps(run_job(args, condition, seed, work), indent=2) + "\n")
-    jobs = [json.loads(p.read_text()) for p in sorted(runs.glob("*.json"))]
-    summary = summarise(jobs, args)
+    units = harness.Units(work / "runs" if args.quick else HERE / "runs")
     out = work if args.quick else HERE
-    write_atomic(out / "results.json", json.dumps(summary, indent=2) + "\n")
+    if args.report_only:  # the run's own record, kept; the tables, from the units
+        record = harness.kept(out / "results.json", ["settings", "machine", "commit"])
+    else:
+        args.commit = harness.code_commit()
+        args.load_average_at_start = os.getloadavg()  # other processes distort the wall times
+        settings = {k: v for k, v in vars(args).items() if k not in ("commit", "quick")}
+        settings.pop("report_only")
+        # the commit is that of the code the jobs ran (taken at the start)
+        record = {"settings": settings, "machine": harness.machine(), "commit": args.commit}
+        for seed in SEEDS:  # seed by seed: a study cut short still has every condition
+            for condition in CONDITIONS:
+                name = f"{condition}_s{seed}"
+                log.info("=== %s seed %d%s ===", condition, seed, " (saved)" * units.done(name))
+                units.get(name, lambda c=condition, s=seed: run_job(args, c, s, work))
+    summary = summarise(units.all(), record)
+    harness.write_json(out / "results.json", summary)
     write_atomic(out / "table.md", markdown(summary))
     print(markdown(summary))
 

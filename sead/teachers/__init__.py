@@ -35,10 +35,10 @@ from sead.teachers.predictions import PREDICTIONS, PredictionsTeacher
 from sead.teachers.predictions import check as check_predictions
 from sead.teachers.sanity import TeacherBelowFloor, evaluate, gate, majority_baseline
 from sead.teachers.spec import (
-    PREDICTION_KEYS,
-    TEACHER_KEYS,
     FinetuneArgs,
+    PredictionsSettings,
     PredictionsSpec,
+    TeacherSettings,
     TeacherSpec,
     teacher_specs,
 )
@@ -56,15 +56,15 @@ __all__ = [
     "FINETUNED",
     "LABEL_SYNONYMS",
     "PREDICTIONS",
-    "PREDICTION_KEYS",
     "STORE",
     "STORE_MARKER",
-    "TEACHER_KEYS",
     "FinetuneArgs",
+    "PredictionsSettings",
     "PredictionsSpec",
     "PredictionsTeacher",
     "Teacher",
     "TeacherBelowFloor",
+    "TeacherSettings",
     "TeacherSpec",
     "align_labels",
     "cache_keys",

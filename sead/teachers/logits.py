@@ -14,12 +14,12 @@ from __future__ import annotations
 import numpy as np
 from datasets import DatasetDict
 
+import sead.teachers.predictions as predictions
 from sead import choices, data
 from sead.cache import CacheEntry, SoftLabelCache
 from sead.inference import default_device, precision, predict
 from sead.representations import Outputs, RepresentationSpec, check_task
 from sead.tasks import TaskSpec
-from sead.teachers import predictions
 from sead.teachers.teacher import Teacher
 
 
@@ -72,7 +72,7 @@ def cached_logits(
     they are not used, and the one pass that fills an entry computes logits and vectors.
     `representations`: entries hold one vector per example too (`entry.representations`,
     float32 `[n, hidden]`), keyed apart from logits-only entries; usually
-    `cache.representations`, the configured spec. Refused for a multiple-choice task. A
+    `settings.cache.representations`, the configured spec. Refused for a multiple-choice task. A
     predictions teacher's entries come back with `representations=None` (it has no model).
     """
     check_task(task, representations)

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from datasets import DatasetDict
 
+import sead.teachers.predictions as predictions
+import sead.teachers.store as store
 from sead.cache import FileHashes, SoftLabelCache
 from sead.checkpoints import check_local, identity, resolve, tokenizer_identity
 from sead.representations import RepresentationSpec
 from sead.tasks import TaskSpec
-from sead.teachers import predictions, store
 from sead.teachers.labels import check_labels
 from sead.teachers.spec import PredictionsSpec, TeacherSpec
 from sead.teachers.teacher import Teacher

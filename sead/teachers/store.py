@@ -25,18 +25,24 @@ from filelock import FileLock, Timeout
 from transformers import AutoTokenizer, Trainer, TrainerState, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
+import sead.teachers.sanity as sanity
 from sead import choices, data, manifest
 from sead.cache import FileHashes, SoftLabelCache, fingerprint
 from sead.checkpoints import from_pretrained_with_new_head, identity
 from sead.manifest import STORE_MARKER
 from sead.representations import RepresentationSpec
 from sead.tasks import TaskSpec, head_config
-from sead.teachers import sanity
 from sead.teachers.logits import cached_logits
 from sead.teachers.sanity import evaluate
 from sead.teachers.spec import TeacherSpec
 from sead.teachers.teacher import FINETUNED, STORE, Teacher
-from sead.tracking import EpochReport, epoch_report, eval_scorer, final_evaluations
+from sead.tracking import (
+    EpochReport,
+    epoch_report,
+    eval_scorer,
+    final_evaluations,
+    optimiser_args,
+)
 
 log = logging.getLogger(__name__)
 
@@ -325,11 +331,7 @@ def _teacher_trainer(
     encoded = choices.with_lengths(encoded, task, args.group_by_length)
     training_args = TrainingArguments(
         output_dir=str(work),
-        learning_rate=args.lr,
-        num_train_epochs=args.epochs,
-        per_device_train_batch_size=args.batch_size,
-        weight_decay=args.weight_decay,
-        warmup_steps=args.warmup_ratio,  # transformers 5: a float < 1 is a ratio of all steps
+        **optimiser_args(args),
         seed=args.seed,
         save_strategy="steps",
         save_steps=args.save_steps,
