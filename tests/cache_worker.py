@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,7 +26,17 @@ import numpy as np
 from sead.cache import SoftLabelCache
 from sead.chunks import PartialEntry
 
+REPO = Path(__file__).resolve().parents[1]
 RACE_KEY = {"model": "m@1", "task": "sst2", "split": "train", "data": "d"}
+
+
+def spawn(mode: str, *args, stdout=subprocess.PIPE, env=None) -> subprocess.Popen:
+    """`python -m tests.cache_worker MODE ARGS...` started in the background from the
+    repository root, its stderr (and `stdout`) captured as text."""
+    command = [sys.executable, "-m", "tests.cache_worker", mode, *map(str, args)]
+    return subprocess.Popen(
+        command, cwd=REPO, stdout=stdout, stderr=subprocess.PIPE, text=True, env=env
+    )
 
 
 def race(root: str, barrier: str) -> None:

@@ -3,8 +3,6 @@
 import json
 import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,9 +17,6 @@ from sead.chunks import PartialEntry
 from sead.tasks import get_task
 from tests import cache_worker
 from tests.helpers import compose, kill_after_chunks, settings
-
-REPO = Path(__file__).resolve().parents[1]
-
 
 # --- fingerprints, through the pipeline's own key building ----------------------------------
 
@@ -258,14 +253,8 @@ def test_fill_killed_mid_way_resumes_from_its_chunks_and_equals_an_uninterrupted
     task_dir = tiny_assets / "data" / "sst2_toy"
 
     root, chunk, batch = tmp_path / "killed", 32, 16
-    child = subprocess.Popen(
-        [sys.executable, "-m", "tests.cache_worker", "fill"]
-        + [str(teacher), str(task_dir), str(root), str(chunk), str(batch), "0.5"],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    args = [teacher, task_dir, root, chunk, batch, 0.5]
+    child = cache_worker.spawn("fill", *args, stdout=subprocess.DEVNULL)
     kill_after_chunks(child, root)
     done = len(list(root.glob(".partial-*/chunk-*.safetensors")))
     assert done >= 2

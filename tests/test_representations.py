@@ -8,7 +8,6 @@ import hashlib
 import json
 import logging
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,6 @@ from sead.tasks import get_task
 from tests import cache_worker
 from tests.helpers import compose, kill_after_chunks, settings, teacher_spec
 
-REPO = Path(__file__).resolve().parents[1]
 SST2 = get_task("sst2")
 WIDTH = 48  # the teacher's hidden size: the vectors' width
 CHUNK, BATCH = 32, 16  # the toy train split (240 rows) in several chunks
@@ -214,14 +212,8 @@ def test_a_fill_killed_mid_way_resumes_to_the_same_vectors(
 ):
     task_dir = tiny_assets / "data" / "sst2_toy"
     root = tmp_path / "killed"
-    args = [str(wide_teacher), str(task_dir), str(root), str(CHUNK), str(BATCH), "0.5"]
-    child = subprocess.Popen(
-        [sys.executable, "-m", "tests.cache_worker", "fill-vectors", *args],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    args = [wide_teacher, task_dir, root, CHUNK, BATCH, 0.5]
+    child = cache_worker.spawn("fill-vectors", *args, stdout=subprocess.DEVNULL)
     kill_after_chunks(child, root)
     done = len(list(root.glob(".partial-*/chunk-*.safetensors")))
     assert done >= 2 and not _entries(root)
