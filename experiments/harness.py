@@ -9,7 +9,9 @@
   and `seed_cells` to show it in a table;
 * `report_only(parser)` and `kept(results_file, keys)`: `--report-only` re-renders a study's
   tables from its saved units, keeping the record of the run (settings, machine, commit)
-  that its results file already holds.
+  that its results file already holds;
+* `cpu_lock(path)`: the team's CPU lock (`flock /tmp/sead-cpu.lock`), for a study that takes
+  it one timed unit at a time, so that test suites run between its units, never during one.
 
 A study script starts with `sys.path.insert(0, ROOT)` (this checkout's sead, whatever is
 installed) and then `from experiments import harness`.
@@ -18,11 +20,13 @@ installed) and then `from experiments import harness`.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import platform
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sead.files import write_atomic
@@ -30,13 +34,16 @@ from sead.report import mean_std
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SEAD_SHARED", ROOT.parent / "shared")) / "data"
+CPU_LOCK = "/tmp/sead-cpu.lock"  # the one `flock /tmp/sead-cpu.lock <command>` takes
 
 __all__ = [
+    "CPU_LOCK",
     "ROOT",
     "SHARED_DATA",
     "Units",
     "code_commit",
     "compose",
+    "cpu_lock",
     "kept",
     "machine",
     "mean_std",
@@ -119,6 +126,23 @@ def code_commit(root: Path = ROOT) -> str:
     except OSError:  # no git here
         return "unknown"
     return head.stdout.strip() + (" (uncommitted changes)" if dirty else "")
+
+
+@contextmanager
+def cpu_lock(path: str | None = CPU_LOCK) -> Iterator[None]:
+    """Hold `path` (`flock /tmp/sead-cpu.lock`) for one unit, so that test suites run between
+    units but never during one. A blocking flock(2), as flock(1) takes it: waiters queue in
+    the kernel alike (a polling lock would lose every race). `path` '' or None: no lock (the
+    whole command already runs under `flock`)."""
+    if not path:
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def machine(**extra) -> dict:

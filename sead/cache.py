@@ -7,7 +7,8 @@ reads the same entry, so a teacher never runs twice on the same data.
 
 Layout under the cache root (`paths.logits_dir`):
 
-    <fingerprint>/logits.safetensors   logits [n_examples, n_labels] (+ idx when not a range)
+    <fingerprint>/logits.safetensors   logits [n_examples, n_labels] (+ idx when not a range;
+                                       + representations [n_examples, hidden] when asked for)
     <fingerprint>/manifest.json        key, shape, dtype, idx order, checksum, created
     .partial-<fingerprint>/            chunks of an entry being computed (`sead.chunks`: resume
                                        after a kill; several processes or jobs fill one entry)
@@ -36,18 +37,30 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from filelock import FileLock, Timeout
-from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save_file
 
 from sead import chunks, prediction_files
+from sead import representations as reps
 from sead.chunks import CACHE_SETTING, LOCK_DIR, PartialEntry, Shard
 from sead.config import CONF_DIR, build, setting
+from sead.entry import (
+    LOGITS_FILE,
+    MANIFEST_FILE,
+    MANIFEST_VERSION,
+    CorruptEntry,
+    check_computed,
+    entries,
+    is_range,
+    manifest_or_none,
+    read_entry,
+    read_tensors,
+)
 from sead.files import disk_space, format_table, human_size, write_atomic
 from sead.manifest import (
     DamagedFolder,
@@ -56,16 +69,14 @@ from sead.manifest import (
     store_record,
     verify_store_entry,
 )
+from sead.representations import Outputs, RepresentationSpec
 from sead.tasks import get_task
 
 log = logging.getLogger(__name__)
 
-LOGITS_FILE = "logits.safetensors"
-MANIFEST_FILE = "manifest.json"
 PARTIAL_PREFIX = ".partial-"
 FILE_HASHES = "file_hashes.json"
 FORMAT_VERSION = 1  # part of every fingerprint: bump only when keys change meaning
-MANIFEST_VERSION = 2  # layout of an entry on disk; older entries are rebuilt
 STORAGE_DTYPES = {"float32": np.float32, "float16": np.float16}
 
 
@@ -83,18 +94,18 @@ class CacheEntry:
     hit: bool  # True when read from disk, False when computed now
     # (chunks saved, chunks in all) of an entry other shards are still filling: no logits yet
     pending: tuple[int, int] | None = None
+    # [n_examples, hidden] float32 when asked for (`sead.representations`); None otherwise
+    representations: np.ndarray | None = None
 
 
-class CorruptEntry(Exception):
-    """An entry on disk that must not be used (truncated, edited, mismatched)."""
-
-
-Compute = Callable[[PartialEntry], np.ndarray]
+# logits, or `Outputs` (logits and vectors) when the entry's key asks for representations
+Compute = Callable[[PartialEntry], np.ndarray | Outputs]
 
 
 @dataclass(frozen=True)
-class CacheSettings:
-    """`cfg.cache` (conf/cache/default.yaml): how teacher logits are computed and stored."""
+class StorageSettings:
+    """How a `SoftLabelCache` computes and stores entries: `cfg.cache` but the representations,
+    which a caller asks for entry by entry."""
 
     dtype: Literal["float32", "float16"]  # storage (`STORAGE_DTYPES`), part of every key
     chunk_size: int = setting(low=1)  # examples per resumable chunk
@@ -103,6 +114,14 @@ class CacheSettings:
 
     def __post_init__(self):
         Shard.parse(self.shard)
+
+
+@dataclass(frozen=True)
+class CacheSettings(StorageSettings):
+    """`cfg.cache` (conf/cache/default.yaml): how teacher logits are computed and stored, and
+    the representations a stage that learns from them asks `cached_logits` for."""
+
+    representations: RepresentationSpec  # cache.representations.{layer,pooling,dtype}
 
 
 def not_writable(root: Path, err: OSError) -> PermissionError:
@@ -123,13 +142,17 @@ class SoftLabelCache:
     is the chunk set this process fills of each entry that `fill_shard` is asked for; it is
     not part of any key. Build it from the run's settings with `sead.pipeline.soft_label_cache`,
     so that every stage keys alike; the keyword defaults serve library callers that only read.
+
+    Every method takes `representations=None` (logits only, keyed as always) or a
+    `RepresentationSpec` (`settings.cache.representations`): the entry then holds one vector
+    per example too, under a key of its own. The cache holds no spec: the caller asks.
     """
 
     def __init__(
         self, root, dtype: str = "float32", chunk_size: int = 4096, autocast=None, shard=None
     ):
         given = {"dtype": dtype, "chunk_size": chunk_size, "autocast": autocast, "shard": shard}
-        build(CacheSettings, given, "cache")  # checked, each setting named
+        build(StorageSettings, given, "cache")  # checked, each setting named
         self.shard = Shard.parse(shard)
         self.root = Path(root)
         try:
@@ -146,21 +169,34 @@ class SoftLabelCache:
         self.misses = 0
         self.computed: set[str] = set()  # fingerprints this object computed
 
+    @classmethod
+    def from_settings(cls, root, settings: StorageSettings) -> SoftLabelCache:
+        """The cache at `root` with a run's `cache.*` settings (a `CacheSettings` too: its
+        representations are for the caller to ask for)."""
+        return cls(root, **{f.name: getattr(settings, f.name) for f in fields(StorageSettings)})
+
     def path(self, fp: str) -> Path:
         return self.root / fp
 
     def partial_path(self, fp: str) -> Path:
         return self.root / f"{PARTIAL_PREFIX}{fp}"
 
-    def full_key(self, key: dict) -> dict:
-        """The key as stored: the caller's, plus how this cache stores logits."""
-        return {**key, "storage_dtype": self.dtype}
+    def full_key(self, key: dict, representations: RepresentationSpec | None = None) -> dict:
+        """The key as stored: the caller's, plus how this cache stores logits (and vectors,
+        when asked for: a key without them is exactly what it always was)."""
+        vectors = {} if representations is None else {"representations": representations.key()}
+        return {**key, "storage_dtype": self.dtype, **vectors}
 
-    def fingerprint(self, key: dict) -> str:
-        return fingerprint(self.full_key(key))
+    def fingerprint(self, key: dict, representations: RepresentationSpec | None = None) -> str:
+        return fingerprint(self.full_key(key, representations))
 
     def get_or_compute(
-        self, key: dict, expected_idx, compute: Compute, about: dict | None = None
+        self,
+        key: dict,
+        expected_idx,
+        compute: Compute,
+        about: dict | None = None,
+        representations: RepresentationSpec | None = None,
     ) -> CacheEntry:
         """Read the entry for `key`, or compute, store and return it.
 
@@ -169,8 +205,10 @@ class SoftLabelCache:
         logits in that order, saving and reusing chunks through `partial`.
         `about` is shown by `list` (e.g. the teacher's name) but is not part of
         the key: two names for one checkpoint share an entry.
+        With `representations`, the entry holds vectors too (its own key): `compute` returns
+        `Outputs(logits, vectors)`, and the entry comes back with `.representations`.
         """
-        key = self.full_key(key)
+        key = self.full_key(key, representations)
         fp = fingerprint(key)
         expected_idx = np.asarray(expected_idx, dtype=np.int64)
         try:  # a complete entry needs no lock, so a shared read-only cache is usable
@@ -189,18 +227,24 @@ class SoftLabelCache:
             self._remove_stale_temps(fp)
             partial = self._partial(fp, key, about)
             started = time.perf_counter()
-            logits = np.ascontiguousarray(compute(partial), dtype=np.float32)
+            outputs = _outputs(compute(partial), representations)
             seconds = time.perf_counter() - started
-            _check_computed(logits, expected_idx, key)
-            self._store(fp, key, about or {}, logits, expected_idx, seconds)
+            check_computed(outputs, len(expected_idx), key, _describe(key, about))
+            self._store(fp, key, about or {}, outputs, expected_idx, seconds)
             partial.remove()
             self.misses += 1
             self.computed.add(fp)
-            stored = self._load(fp, key, expected_idx)  # what every later run will read
-            return CacheEntry(fp, stored, expected_idx, hit=False)
+            logits, vectors = self._load(fp, key, expected_idx)  # what every later run reads
+            return CacheEntry(fp, logits, expected_idx, hit=False, representations=vectors)
 
     def fill_shard(
-        self, key: dict, expected_idx, compute: Compute, about: dict | None, shard: Shard
+        self,
+        key: dict,
+        expected_idx,
+        compute: Compute,
+        about: dict | None,
+        shard: Shard,
+        representations: RepresentationSpec | None = None,
     ) -> CacheEntry:
         """Compute `shard`'s chunks of the entry for `key` while other processes compute the
         rest, then assemble the entry if every chunk is there (as `get_or_compute` does).
@@ -208,29 +252,33 @@ class SoftLabelCache:
         No entry lock is held while computing: chunk claims keep processes apart. Returns the
         entry, or one with `pending` = (chunks saved, chunks in all) and no logits while other
         shards are missing. `shard.sync` (ranks: a barrier) is called before that check.
+        `representations`: as in `get_or_compute` (chunks hold the vectors too).
         """
-        fp = self.fingerprint(key)
+        full = self.full_key(key, representations)
+        fp = fingerprint(full)
         expected_idx = np.asarray(expected_idx, dtype=np.int64)
         try:
-            self._load(fp, self.full_key(key), expected_idx)
+            self._load(fp, full, expected_idx)
         except (FileNotFoundError, CorruptEntry):  # absent or unusable: fill this shard
             log.info("Cache fill %s (%s), chunk set %s", fp, _describe(key, about), shard)
             # Assembled: by a process that found every chunk while this one waited for one
             with suppress(chunks.Assembled):
-                compute(self._partial(fp, self.full_key(key), about, shard))
+                compute(self._partial(fp, full, about, shard))
         if shard.sync is not None:
             shard.sync()
-        pending = self.pending(key)
+        pending = self.pending(key, representations)
         if pending is not None:
             what = f"{fp} ({_describe(key, about)}): {pending[0]} of {pending[1]} chunks saved"
             log.info("Cache entry %s; the process that finds all of them assembles it.", what)
             return CacheEntry(fp, None, expected_idx, hit=False, pending=pending)
-        return self.get_or_compute(key, expected_idx, compute, about)
+        return self.get_or_compute(key, expected_idx, compute, about, representations)
 
-    def pending(self, key: dict) -> tuple[int, int] | None:
+    def pending(
+        self, key: dict, representations: RepresentationSpec | None = None
+    ) -> tuple[int, int] | None:
         """(chunks saved, chunks in all) of an entry still being filled; None when it is
         stored or every chunk is there to assemble it."""
-        fp = self.fingerprint(key)
+        fp = self.fingerprint(key, representations)
         if (self.path(fp) / MANIFEST_FILE).is_file():
             return None
         done, total = chunks.progress(self.partial_path(fp))
@@ -246,13 +294,13 @@ class SoftLabelCache:
         )
 
     def _hit(self, fp: str, key: dict, expected_idx: np.ndarray, about) -> CacheEntry:
-        logits = self._load(fp, key, expected_idx)
+        logits, vectors = self._load(fp, key, expected_idx)
         PartialEntry(self.partial_path(fp), self.chunk_size).remove()  # killed after writing
-        if fp in self.computed:  # computed earlier in this run: not a hit
-            return CacheEntry(fp, logits, expected_idx, hit=False)
-        self.hits += 1
-        log.info("Cache hit %s (%s)", fp, _describe(key, about))
-        return CacheEntry(fp, logits, expected_idx, hit=True)
+        hit = fp not in self.computed  # computed earlier in this run: not a hit
+        if hit:
+            self.hits += 1
+            log.info("Cache hit %s (%s)", fp, _describe(key, about))
+        return CacheEntry(fp, logits, expected_idx, hit=hit, representations=vectors)
 
     @contextmanager
     def lock(self, fp: str) -> Iterator[None]:
@@ -271,29 +319,38 @@ class SoftLabelCache:
         finally:
             lock.release()
 
-    def _load(self, fp: str, key: dict, expected_idx: np.ndarray) -> np.ndarray:
-        manifest, logits, idx = read_entry(self.path(fp))
+    def _load(self, fp: str, key: dict, expected_idx: np.ndarray):
+        """(logits, vectors or None) as float32, from an entry made for `key` and this order."""
+        manifest, tensors, idx = read_tensors(self.path(fp))
         if manifest.get("key") != json.loads(json.dumps(key, default=str)):
             raise CorruptEntry("manifest key differs from the requested one")
         if len(idx) != len(expected_idx) or not np.array_equal(idx, expected_idx):
             raise CorruptEntry(
                 f"its {len(idx)} examples are not the {len(expected_idx)} being used, in order"
             )
-        return logits.astype(np.float32)
+        vectors = tensors.get("representations")
+        if (vectors is None) != (reps.spec_of(key) is None):  # the key says which it holds
+            raise CorruptEntry("its representations are not the ones its key asks for")
+        return tensors["logits"].astype(np.float32), _float32(vectors)
 
-    def _store(self, fp, key, about, logits, idx, seconds) -> None:
+    def _store(self, fp, key, about, outputs: Outputs, idx, seconds) -> None:
         tmp = Path(tempfile.mkdtemp(prefix=f".{fp}.", dir=self.root))
         try:
-            stored = logits.astype(STORAGE_DTYPES[self.dtype])
+            stored = outputs.logits.astype(STORAGE_DTYPES[self.dtype])
             tensors = {"logits": stored}
-            if _is_range(idx):
+            spec = reps.spec_of(key)
+            if spec is not None:
+                vectors = outputs.representations.astype(reps.STORAGE_DTYPES[spec.dtype])
+                tensors["representations"] = vectors
+            if is_range(idx):
                 start = int(idx[0]) if len(idx) else 0
                 idx_record = {"range": [start, start + len(idx)]}
             else:
                 idx_dtype = np.int32 if idx.min() >= -(2**31) and idx.max() < 2**31 else np.int64
                 tensors["idx"] = idx.astype(idx_dtype)
                 idx_record = {"tensor": "idx"}
-            with disk_space(self.root, "teacher logits", 2 * stored.nbytes, CACHE_SETTING):
+            needed = 2 * sum(t.nbytes for t in tensors.values())
+            with disk_space(self.root, "teacher logits", needed, CACHE_SETTING):
                 save_file(tensors, str(tmp / LOGITS_FILE))
             payload = (tmp / LOGITS_FILE).read_bytes()
             manifest = {
@@ -310,6 +367,8 @@ class SoftLabelCache:
                 "compute_seconds": round(seconds, 3),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }
+            if spec is not None:  # an entry with logits only has the manifest it always had
+                manifest["representations"] = reps.record(vectors, spec)
             write_atomic(tmp / MANIFEST_FILE, json.dumps(manifest, indent=2, default=str))
             final = self.path(fp)
             if final.exists():
@@ -331,70 +390,16 @@ class SoftLabelCache:
             self._remove_stale_temps(fp)
 
 
-def read_entry(folder: Path) -> tuple[dict, np.ndarray, np.ndarray]:
-    """(manifest, logits as stored, idx) of an entry, checked against its manifest.
-
-    FileNotFoundError when there is no entry at all; CorruptEntry when there is
-    one that must not be used.
-    """
-    if not folder.is_dir():
-        raise FileNotFoundError(folder)
-    try:
-        manifest = json.loads((folder / MANIFEST_FILE).read_text())
-    except (OSError, ValueError) as err:
-        raise CorruptEntry(f"manifest unreadable: {err.__class__.__name__}") from err
-    if not isinstance(manifest, dict) or manifest.get("manifest_version") != MANIFEST_VERSION:
-        raise CorruptEntry(f"manifest is not format {MANIFEST_VERSION}")
-    try:
-        payload = (folder / LOGITS_FILE).read_bytes()
-    except OSError as err:
-        raise CorruptEntry(f"{LOGITS_FILE} unreadable: {err.__class__.__name__}") from err
-    if len(payload) != manifest.get("size_bytes") or chunks.sha256(payload) != manifest.get(
-        "sha256"
-    ):
-        raise CorruptEntry(f"{LOGITS_FILE} fails its checksum ({len(payload):,} bytes)")
-    try:
-        tensors = load_safetensors(payload)
-        logits = tensors["logits"]
-        idx = _decode_idx(manifest["idx"], tensors)
-    except Exception as err:  # checksum matched, so this is a manifest/file disagreement
-        raise CorruptEntry(f"contents disagree with the manifest: {err!r}") from err
-    if list(logits.shape) != manifest.get("shape") or logits.dtype.name != manifest.get("dtype"):
-        raise CorruptEntry(
-            f"logits are {logits.dtype.name}{list(logits.shape)}, the manifest says "
-            f"{manifest.get('dtype')}{manifest.get('shape')}"
-        )
-    if not len(idx) == len(logits) == manifest.get("n_examples"):
-        raise CorruptEntry(f"{len(idx)} idx for {len(logits)} rows of logits")
-    if chunks.sha256(idx.tobytes()) != manifest["idx"].get("sha256"):
-        raise CorruptEntry("example idx order fails its checksum")
-    return manifest, logits, idx
+def _outputs(computed, representations: RepresentationSpec | None) -> Outputs:
+    """A compute's result as `Outputs` (float32, contiguous): vectors only when asked for."""
+    if not isinstance(computed, Outputs):
+        computed = Outputs(computed)
+    vectors = computed.representations if representations is not None else None
+    return Outputs(np.ascontiguousarray(computed.logits, np.float32), _float32(vectors))
 
 
-def _decode_idx(record: dict, tensors: dict) -> np.ndarray:
-    if "range" in record:
-        return np.arange(*record["range"], dtype=np.int64)
-    return tensors[record["tensor"]].astype(np.int64)
-
-
-def _is_range(idx: np.ndarray) -> bool:
-    """idx == start, start+1, ...: stored as two numbers instead of a column."""
-    return len(idx) == 0 or bool(np.array_equal(idx, np.arange(idx[0], idx[0] + len(idx))))
-
-
-def _check_computed(logits: np.ndarray, expected_idx: np.ndarray, key: dict) -> None:
-    """Never cache what every later run would silently inherit as garbage."""
-    if logits.ndim != 2 or logits.shape[0] != len(expected_idx):
-        raise ValueError(
-            f"compute() returned logits of shape {list(logits.shape)} for "
-            f"{len(expected_idx)} examples; expected [{len(expected_idx)}, n_labels]."
-        )
-    bad = int((~np.isfinite(logits)).any(axis=1).sum())
-    if bad:
-        raise ValueError(
-            f"Teacher logits for {_describe(key)} have non-finite values for {bad} examples "
-            f"(precision {key.get('precision', 'float32')}); they were not cached."
-        )
+def _float32(array: np.ndarray | None) -> np.ndarray | None:
+    return None if array is None else np.ascontiguousarray(array, dtype=np.float32)
 
 
 def _describe(key: dict, about: dict | None = None) -> str:
@@ -408,30 +413,15 @@ def _describe(key: dict, about: dict | None = None) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def entries(root: Path) -> list[Path]:
-    """Entry folders under `root` (not partial, temp or lock folders)."""
-    if not root.is_dir():
-        return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def _manifest_or_none(folder: Path) -> dict | None:
-    try:
-        manifest = json.loads((folder / MANIFEST_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return manifest if isinstance(manifest, dict) else None
-
-
 def _folder_size(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
 def _row(folder: Path) -> list[str]:
-    manifest = _manifest_or_none(folder)
+    manifest = manifest_or_none(folder)
     if manifest is None:
         size = human_size(_folder_size(folder))
-        return [folder.name, "?", "?", "?", "?", "?", size, "unreadable"]
+        return [folder.name, "?", "?", "?", "?", "?", "?", size, "unreadable"]
     key, about = manifest.get("key", {}), manifest.get("about", {})
     return [
         folder.name,
@@ -440,6 +430,7 @@ def _row(folder: Path) -> list[str]:
         str(key.get("split", "?")),
         f"{manifest.get('n_examples', '?'):,}",
         str(manifest.get("dtype", "?")),
+        reps.describe_entry(manifest),
         human_size(_folder_size(folder)),
         str(manifest.get("created", "?")),
     ]
@@ -464,16 +455,17 @@ def _select(root: Path, args) -> list[Path]:
         )
     chosen = []
     for folder in entries(root):
-        manifest = _manifest_or_none(folder) or {}
-        fields = {**manifest.get("key", {}), **manifest.get("about", {})}
-        if all(str(fields.get(k)) == v for k, v in filters.items()):
+        manifest = manifest_or_none(folder) or {}
+        recorded = {**manifest.get("key", {}), **manifest.get("about", {})}
+        if all(str(recorded.get(k)) == v for k, v in filters.items()):
             chosen.append(folder)
     return chosen
 
 
 def _cmd_list(root: Path, args) -> int:
     rows = [_row(folder) for folder in _select(root, args)]
-    header = ["FINGERPRINT", "TEACHER", "TASK", "SPLIT", "EXAMPLES", "DTYPE", "SIZE", "CREATED"]
+    header = ["FINGERPRINT", "TEACHER", "TASK", "SPLIT", "EXAMPLES", "DTYPE", "REPRESENTATIONS"]
+    header += ["SIZE", "CREATED"]
     print(format_table([header, *rows]) if rows else f"No cache entries in {root}.")
     partial_rows = [_partial_row(folder) for folder in sorted(root.glob(f"{PARTIAL_PREFIX}*"))]
     if partial_rows:
@@ -524,7 +516,7 @@ def _store_row(folder: Path) -> list[str]:
 
 def _cmd_show(root: Path, args) -> int:
     for folder in _select(root, args):
-        manifest = _manifest_or_none(folder)
+        manifest = manifest_or_none(folder)
         print(json.dumps(manifest, indent=2) if manifest else f"{folder}: manifest unreadable")
         for path in sorted(folder.iterdir()):
             print(f"  {path.name}  {human_size(path.stat().st_size)}")

@@ -13,7 +13,9 @@ releases when its process dies, and saved atomically with a checksum. So:
 Layout, beside the entries under the cache root:
 
     .partial-<fingerprint>/plan.json                 the plan, and which teacher/task/split
-    .partial-<fingerprint>/chunk-00012.safetensors   rows + logits + sha256 of both
+    .partial-<fingerprint>/chunk-00012.safetensors   rows + logits + sha256 of both (with
+                                                     representations, the vectors are the
+                                                     columns after the logits)
     .locks/.partial-<fingerprint>.lock               held while the plan is checked
     .locks/.partial-<fingerprint>.chunk-00012.lock   chunk 12's claim
 """

@@ -10,6 +10,9 @@ logits are put back in dataset order.
 Batches are grouped into chunks with fixed boundaries in that sorted order;
 given a `PartialEntry`, each chunk is saved as it completes and reused on a
 restart, so a killed run resumes with exactly the batches it would have run.
+
+`predict` can also pool one hidden layer into a vector per example in the same forward pass
+(`sead.representations`): a teacher's logits and representations cost one pass.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from transformers import DataCollatorWithPadding
 from sead import choices
 from sead.choices import MODEL_INPUTS
 from sead.chunks import PartialEntry
+from sead.representations import OPTION, Outputs, RepresentationSpec
 
 log = logging.getLogger(__name__)
 
@@ -95,19 +99,47 @@ def predict_logits(
     autocast: str | None = None,
     partial: PartialEntry | None = None,
 ) -> np.ndarray:
-    """Logits `[len(encoded), num_labels]` in the dataset's order.
+    """Logits `[len(encoded), num_labels]` in the dataset's order (`predict`'s logits).
 
     Multiple choice (`encoded` from `choices.tokenize`): `[len(encoded), max choices]`, padding
     choices at `choices.PAD_LOGIT`.
+    """
+    return predict(
+        model, tokenizer, encoded, batch_size, desc, autocast=autocast, partial=partial
+    ).logits
+
+
+def predict(
+    model,
+    tokenizer,
+    encoded: Dataset,
+    batch_size: int = 128,
+    desc: str = "Predicting",
+    *,
+    autocast: str | None = None,
+    partial: PartialEntry | None = None,
+    representations: RepresentationSpec | None = None,
+) -> Outputs:
+    """Logits in the dataset's order, as `predict_logits`; with `representations`, also one
+    vector per example, `[len(encoded), hidden]` float32, from the same forward pass: the
+    hidden state of `representations.layer`, pooled over the real tokens (`pool`).
 
     With `partial`, batches are grouped into chunks of at least `partial.chunk_size`
-    examples that are saved as they complete and reused when already there.
+    examples that are saved as they complete and reused when already there; a chunk holds
+    the logits and then the vectors, as the columns of one matrix.
     """
     model.eval()
     device = next(model.parameters()).device
     columns = [c for c in MODEL_INPUTS if c in encoded.column_names]
     features = {c: encoded[c][:] for c in columns}  # plain lists: fast row access
     multiple_choice = "n_choices" in encoded.column_names
+    if multiple_choice and representations is not None:
+        raise ValueError(
+            f"{desc}: {OPTION} are one vector per example; multiple-choice inputs have one "
+            "sequence per choice (see sead.representations.check_task)."
+        )
+    hidden = 0 if representations is None else _hidden_size(model, representations, desc)
+    asked = {} if representations is None else {"output_hidden_states": True}
     if multiple_choice:  # [n, choices, length]: sort by choices x length, so batches are dense
         counts = np.asarray(encoded["n_choices"][:], dtype=np.int64)
         sizes = np.asarray(encoded[choices.CHOICE_TOKENS][:], dtype=np.int64)
@@ -117,15 +149,16 @@ def predict_logits(
     chunks = _group(batches, partial.chunk_size if partial else len(encoded))
     if partial is not None:
         layout = [np.asarray([len(b) for b in batches], np.int64), *batches]
-        partial.start(
-            {
-                "n_examples": len(encoded),
-                "batch_size": batch_size,
-                "chunk_size": partial.chunk_size,
-                "n_chunks": len(chunks),
-                "batches_sha256": hashlib.sha256(b"".join(a.tobytes() for a in layout)).hexdigest(),
-            }
-        )
+        plan = {
+            "n_examples": len(encoded),
+            "batch_size": batch_size,
+            "chunk_size": partial.chunk_size,
+            "n_chunks": len(chunks),
+            "batches_sha256": hashlib.sha256(b"".join(a.tobytes() for a in layout)).hexdigest(),
+        }
+        if representations is not None:  # a plan without vectors is what it always was
+            plan["representations"] = {**representations.key(), "width": hidden}
+        partial.start(plan)
     if multiple_choice:
         collate = choices.ChoiceCollator(tokenizer)
         width = int(counts.max(initial=1))
@@ -135,7 +168,8 @@ def predict_logits(
     chunk_rows = [np.concatenate(chunk) for chunk in chunks]
     todo = partial.chunks_to_fill(len(chunks)) if partial else range(len(chunks))
     # a shard fills only its own chunks: the other rows stay NaN (and are never cached)
-    out = np.full((len(encoded), width), np.nan if partial and partial.shard else 0, np.float32)
+    fill = np.nan if partial and partial.shard else 0
+    out = np.full((len(encoded), width + hidden), fill, np.float32)  # logits | vectors
     started = time.perf_counter()
     with (
         torch.inference_mode(),
@@ -152,10 +186,16 @@ def predict_logits(
             for batch_rows in chunks[index]:
                 batch = collate([{c: features[c][i] for c in columns} for i in batch_rows])
                 batch.pop("choice_mask", None)
-                batch_logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
-                batch_logits = batch_logits.float().cpu().numpy()
+                batch = {k: v.to(device) for k, v in batch.items()}
+                output = model(**batch, **asked)
+                batch_logits = output.logits.float().cpu().numpy()
                 if multiple_choice:  # each batch as wide as its widest example
                     batch_logits = choices.pad_logits(batch_logits, counts[batch_rows], width)
+                if representations is not None:  # the columns after the logits
+                    states = output.hidden_states[representations.layer]
+                    mask = batch.get("attention_mask", torch.ones_like(batch["input_ids"]))
+                    vectors = pool(states, mask, representations.pooling).cpu().numpy()
+                    batch_logits = np.hstack([batch_logits, vectors])
                 parts.append(batch_logits)
                 bar.update(len(batch_rows))
             return np.concatenate(parts)
@@ -181,7 +221,33 @@ def predict_logits(
         seconds,
         ran / max(seconds, 1e-9),
     )
-    return out
+    logits = np.ascontiguousarray(out[:, :width])
+    return Outputs(logits, np.ascontiguousarray(out[:, width:]) if hidden else None)
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """One vector per row of `hidden` [batch, tokens, dim]: the mean over the real tokens
+    (`attention_mask` 1; padding never counts), or the first real token's (`cls`; with left
+    padding too), in float32."""
+    hidden = hidden.float()
+    if pooling == "cls":
+        first = attention_mask.int().argmax(dim=1)  # the first 1 of each row
+        return hidden[torch.arange(len(hidden), device=hidden.device), first]
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+
+
+def _hidden_size(model, representations: RepresentationSpec, desc: str) -> int:
+    """The vectors' width; the layer checked against the model's, before any batch runs."""
+    config = model.config
+    n_layers = getattr(config, "num_hidden_layers", None)
+    if n_layers is not None and not -(n_layers + 1) <= representations.layer <= n_layers:
+        raise ValueError(
+            f"{desc}: {OPTION}.layer={representations.layer}, but the model has {n_layers} "
+            f"layers: hidden states 0 (embeddings) to {n_layers}, or -1 to -{n_layers + 1} from "
+            "the end (-1: the last layer)."
+        )
+    return int(config.hidden_size)
 
 
 def _autocast(device: torch.device, autocast: str | None):

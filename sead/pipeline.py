@@ -16,7 +16,7 @@ import logging
 import shutil
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -246,11 +246,12 @@ def soft_label_cache(settings: Settings) -> SoftLabelCache:
     """The teacher-logit cache with the run's `cache.*` settings.
 
     Storage dtype and compute precision are part of every cache key, so every stage builds
-    its cache here: logits prepared by `stage=teachers` are the ones the full run reads.
+    its cache here: logits prepared by `stage=teachers` are the ones the full run reads. A stage
+    that learns from representations asks for `settings.cache.representations` itself.
     Under a multi-process launcher each rank fills its share of every missing entry (of
     this job's `cache.shard`, if any); a barrier ends each entry's fill.
     """
-    cache = SoftLabelCache(settings.paths.logits_dir, **asdict(settings.cache))
+    cache = SoftLabelCache.from_settings(settings.paths.logits_dir, settings.cache)
     if distributed.is_distributed():
         job = cache.shard or Shard(0, 1)
         rank, world_size = distributed.rank(), distributed.world_size()

@@ -8,6 +8,7 @@ fill MODEL DATA ROOT CHUNK BATCH DELAY [SHARD]: fill the train logits of the tea
     path, sleeping DELAY s after each saved chunk (so a test can SIGKILL it mid-way);
     with SHARD ('i/n'), only that chunk set, as a `cache.shard=i/n` job does. Prints
     {"computed": [chunks this process computed], "pending": [saved, in all] or null} as json.
+fill-vectors ...: the same, asking for representations too (`cache.representations`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,7 +26,17 @@ import numpy as np
 from sead.cache import SoftLabelCache
 from sead.chunks import PartialEntry
 
+REPO = Path(__file__).resolve().parents[1]
 RACE_KEY = {"model": "m@1", "task": "sst2", "split": "train", "data": "d"}
+
+
+def spawn(mode: str, *args, stdout=subprocess.PIPE, env=None) -> subprocess.Popen:
+    """`python -m tests.cache_worker MODE ARGS...` started in the background from the
+    repository root, its stderr (and `stdout`) captured as text."""
+    command = [sys.executable, "-m", "tests.cache_worker", mode, *map(str, args)]
+    return subprocess.Popen(
+        command, cwd=REPO, stdout=stdout, stderr=subprocess.PIPE, text=True, env=env
+    )
 
 
 def race(root: str, barrier: str) -> None:
@@ -41,9 +53,13 @@ def race(root: str, barrier: str) -> None:
     print(json.dumps({"hit": entry.hit, "logits": entry.logits.tolist()}))
 
 
-def fill(model_dir, data_dir, root, chunk_size: int, batch_size: int, shard=None):
+def fill(
+    model_dir, data_dir, root, chunk_size: int, batch_size: int, shard=None, representations=False
+):
     """A teacher's train-split cache entry on an sst2-shaped task, via `cached_logits`
-    (its logits; with `shard`, the entry, which has no logits while other shards are missing)."""
+    (its logits; with `shard` or `representations`, the entry, which has no logits while other
+    shards are missing). `representations`: ask for the vectors `cache.representations` (conf/)
+    configures, as a run that learns from them does."""
     from sead import data, teachers  # heavy imports here, so that `race` starts fast
     from sead.tasks import get_task
     from tests.helpers import settings, teacher_spec
@@ -53,8 +69,11 @@ def fill(model_dir, data_dir, root, chunk_size: int, batch_size: int, shard=None
     spec = teacher_spec("toy_bert", model_dir, batch_size=batch_size)
     cache = SoftLabelCache(root, chunk_size=chunk_size, shard=shard)
     teacher = teachers.prepare(spec, task, splits, Path(root) / "teachers", cache.file_hashes)
-    entry = teachers.cached_logits(teacher, task, splits, cache, sharded=True)["train"]
-    return entry if shard else entry.logits
+    vectors = settings("cache").representations if representations else None
+    entries = teachers.cached_logits(
+        teacher, task, splits, cache, sharded=True, representations=vectors
+    )
+    return entries["train"] if shard or representations else entries["train"].logits
 
 
 def main(argv: list[str]) -> None:
@@ -62,7 +81,7 @@ def main(argv: list[str]) -> None:
     mode, *args = argv
     if mode == "race":
         race(*args)
-    elif mode == "fill":
+    elif mode in ("fill", "fill-vectors"):
         model_dir, data_dir, root, chunk_size, batch_size, delay, *shard = args
         save, computed = PartialEntry.save, []
 
@@ -75,7 +94,16 @@ def main(argv: list[str]) -> None:
         import torch
 
         torch.set_num_threads(1)  # every process alike: logits bitwise equal across processes
-        entry = fill(model_dir, data_dir, root, int(chunk_size), int(batch_size), *shard)
+        vectors = mode == "fill-vectors"
+        entry = fill(
+            model_dir,
+            data_dir,
+            root,
+            int(chunk_size),
+            int(batch_size),
+            *shard,
+            representations=vectors,
+        )
         pending = getattr(entry, "pending", None)
         print(json.dumps({"computed": computed, "pending": pending and list(pending)}))
     else:

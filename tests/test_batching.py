@@ -141,15 +141,17 @@ def test_multiple_choice_batches_group_by_their_choice_tokens():
 def _count_passes(monkeypatch) -> list[tuple[str, int]]:
     """Every forward pass over a dataset, as (description, rows), wherever it is started."""
     calls = []
-    real = inference.predict_logits
 
-    def counted(model, tokenizer, encoded, *args, **kwargs):
-        desc = args[1] if len(args) > 1 else kwargs.get("desc", "")
-        calls.append((desc, len(encoded)))
-        return real(model, tokenizer, encoded, *args, **kwargs)
+    def counting(real):
+        def counted(model, tokenizer, encoded, *args, **kwargs):
+            desc = args[1] if len(args) > 1 else kwargs.get("desc", "")
+            calls.append((desc, len(encoded)))
+            return real(model, tokenizer, encoded, *args, **kwargs)
 
-    monkeypatch.setattr(tracking, "predict_logits", counted)
-    monkeypatch.setattr(teacher_logits, "predict_logits", counted)
+        return counted
+
+    monkeypatch.setattr(tracking, "predict_logits", counting(inference.predict_logits))
+    monkeypatch.setattr(teacher_logits, "predict", counting(inference.predict))
     return calls
 
 

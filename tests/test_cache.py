@@ -4,7 +4,6 @@ import json
 import logging
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ from sead.cache import (
 )
 from sead.chunks import LOCK_DIR, PartialEntry
 from sead.manifest import hash_files
+from tests import cache_worker
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = {"model": "m@1", "tokenizer": "t", "task": "sst2", "split": "validation", "data": "d"}
@@ -240,17 +240,8 @@ def test_chunks_are_reused_only_when_intact_and_under_the_same_plan(tmp_path, ca
 def test_two_processes_racing_for_one_entry_compute_it_once(tmp_path):
     counter, barrier = tmp_path / "computed.txt", tmp_path / "barrier"
     barrier.mkdir()
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "tests.cache_worker", "race", str(tmp_path / "c"), str(barrier)],
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "SEAD_TEST_COUNTER": str(counter)},
-        )
-        for _ in range(2)
-    ]
+    env = {**os.environ, "SEAD_TEST_COUNTER": str(counter)}
+    procs = [cache_worker.spawn("race", tmp_path / "c", barrier, env=env) for _ in range(2)]
     outputs = [proc.communicate(timeout=120) for proc in procs]
     assert all(proc.returncode == 0 for proc in procs), [err[-2000:] for _, err in outputs]
     results = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
@@ -306,10 +297,14 @@ def test_cli_list_and_show(filled, capsys):
     assert code == 0
     header, *rows = out.splitlines()
     assert header.split() == [
-        "FINGERPRINT", "TEACHER", "TASK", "SPLIT", "EXAMPLES", "DTYPE", "SIZE", "CREATED"
+        "FINGERPRINT", "TEACHER", "TASK", "SPLIT", "EXAMPLES", "DTYPE", "REPRESENTATIONS",
+        "SIZE", "CREATED",
     ]  # fmt: skip
-    assert sorted(row.split()[:4] for row in rows) == sorted(
-        [[bert, "bert", "sst2", "validation"], [rte, "roberta", "rte", "validation"]]
+    assert sorted(row.split()[:7] for row in rows) == sorted(  # logits only: no vectors, "-"
+        [
+            [bert, "bert", "sst2", "validation", "3", "float32", "-"],
+            [rte, "roberta", "rte", "validation", "3", "float32", "-"],
+        ]
     )
     code, out = _cli(capsys, cache.root, "show", bert[:8])
     assert code == 0 and json.loads(out[: out.rindex("}") + 1])["fingerprint"] == bert

@@ -3,8 +3,6 @@
 import json
 import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,16 +18,14 @@ from sead.tasks import get_task
 from tests import cache_worker
 from tests.helpers import compose, kill_after_chunks, settings
 
-REPO = Path(__file__).resolve().parents[1]
-
-
 # --- fingerprints, through the pipeline's own key building ----------------------------------
 
 
 def fingerprints(cfg, label_alignment=None, truncation_side=None) -> dict:
     """{(teacher, split): fingerprint} for a composed config, as `pipeline.run` keys its cache."""
-    inputs = pipeline.check_inputs(pipeline.read_settings(cfg))
-    cache = SoftLabelCache(cfg.paths.logits_dir, **cfg.cache)
+    run = pipeline.read_settings(cfg)
+    inputs = pipeline.check_inputs(run)
+    cache = pipeline.soft_label_cache(run)
     out = {}
     for spec in inputs.specs:
         teacher = teachers.prepare(
@@ -257,14 +253,8 @@ def test_fill_killed_mid_way_resumes_from_its_chunks_and_equals_an_uninterrupted
     task_dir = tiny_assets / "data" / "sst2_toy"
 
     root, chunk, batch = tmp_path / "killed", 32, 16
-    child = subprocess.Popen(
-        [sys.executable, "-m", "tests.cache_worker", "fill"]
-        + [str(teacher), str(task_dir), str(root), str(chunk), str(batch), "0.5"],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    args = [teacher, task_dir, root, chunk, batch, 0.5]
+    child = cache_worker.spawn("fill", *args, stdout=subprocess.DEVNULL)
     kill_after_chunks(child, root)
     done = len(list(root.glob(".partial-*/chunk-*.safetensors")))
     assert done >= 2

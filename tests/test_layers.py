@@ -43,6 +43,8 @@ LAYERS = {
     "kernel": {
         "sead",  # the package itself (its resolver for configs), and nothing inside it
         "sead.cache",
+        "sead.entry",  # a cache entry's files, read back and verified (issue 28)
+        "sead.representations",  # teacher vectors beside the logits: what to store (issue 28)
         "sead.chunks",  # the chunks of an entry being filled, shared by ranks and jobs (issue 19)
         "sead.inference",
         "sead.data",

@@ -20,13 +20,13 @@ SHARED_SST2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue" /
 def forward_passes(monkeypatch):
     """Counts teacher inference calls (each one is a full pass over a split)."""
     calls = []
-    real = sead.teachers.logits.predict_logits
+    real = sead.teachers.logits.predict
 
     def counting(*args, **kwargs):
         calls.append(kwargs.get("desc") or args[-1])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sead.teachers.logits, "predict_logits", counting)
+    monkeypatch.setattr(sead.teachers.logits, "predict", counting)
     return calls
 
 

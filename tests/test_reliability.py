@@ -160,17 +160,17 @@ def test_a_run_killed_during_logits_resumes_to_the_uninterrupted_result(
     expected = pipeline.run(whole)
 
     cfg = tiny_cfg(f"paths.cache_dir={tmp_path / 'killed'}", output="resumed")
-    real = sead.teachers.logits.predict_logits
+    real = sead.teachers.logits.predict
 
     def killed_on_bert_train(*args, **kwargs):
         if "toy_bert on train" in str(args[4]):
             raise Killed  # toy_bert is fine-tuned and stored, toy_roberta not started
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sead.teachers.logits, "predict_logits", killed_on_bert_train)
+    monkeypatch.setattr(sead.teachers.logits, "predict", killed_on_bert_train)
     with pytest.raises(Killed):
         pipeline.run(cfg)
-    monkeypatch.setattr(sead.teachers.logits, "predict_logits", real)
+    monkeypatch.setattr(sead.teachers.logits, "predict", real)
     resumed = pipeline.run(cfg)
 
     assert resumed["teachers"]["toy_bert"]["origin"] == teachers.STORE

@@ -4,8 +4,6 @@ The ranks of one `torchrun` run are covered with the DDP test in `test_sweeps.py
 """
 
 import json
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -21,7 +19,6 @@ from sead.chunks import LOCK_DIR, Assembled, ChunkConflict, PartialEntry, Shard
 from tests import cache_worker
 from tests.helpers import compose, kill_after_chunks
 
-REPO = Path(__file__).resolve().parents[1]
 CHUNK, BATCH = 16, 8  # the toy train split (240 rows) in about 15 chunks
 
 
@@ -56,15 +53,8 @@ def _entries(root: Path) -> list[Path]:
 
 
 def _worker(teacher, tiny_assets, root, shard=None, delay=0.0):
-    args = [str(teacher), str(tiny_assets / "data" / "sst2_toy"), str(root), str(CHUNK)]
-    args += [str(BATCH), str(delay), *([shard] if shard else [])]
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.cache_worker", "fill", *args],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    args = [teacher, tiny_assets / "data" / "sst2_toy", root, CHUNK, BATCH, delay]
+    return cache_worker.spawn("fill", *args, *([shard] if shard else []))
 
 
 def _report(proc) -> dict:

@@ -435,9 +435,9 @@ def test_a_checkpoint_in_the_wrong_order_is_caught_by_the_gate_before_its_train_
         f"+teachers.toy_bert.checkpoints={{sst2: '{flipped}'}}",
     ]
     passes = []
-    real = teachers.logits.predict_logits
+    real = teachers.logits.predict
     monkeypatch.setattr(
-        teachers.logits, "predict_logits", lambda *a, **k: passes.append(a[-1]) or real(*a, **k)
+        teachers.logits, "predict", lambda *a, **k: passes.append(a[-1]) or real(*a, **k)
     )
     cfg = teacher_cfg(*overrides)
     inputs = pipeline.check_inputs(pipeline.read_settings(cfg))

@@ -343,13 +343,13 @@ def test_fill_mask_model_without_a_masked_lm_head_is_refused(tiny_assets):
 @pytest.fixture
 def forward_passes(monkeypatch):
     calls = []
-    real = sead.teachers.logits.predict_logits
+    real = sead.teachers.logits.predict
 
     def counting(*args, **kwargs):
         calls.append(args[4] if len(args) > 4 else kwargs.get("desc"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sead.teachers.logits, "predict_logits", counting)
+    monkeypatch.setattr(sead.teachers.logits, "predict", counting)
     return calls
 
 

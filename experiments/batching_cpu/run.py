@@ -29,13 +29,11 @@ Resumable: each unit (name, batching, seed) is saved to runs/<unit>.json as it e
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import logging
 import statistics
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -51,7 +49,7 @@ log = logging.getLogger("batching_cpu")
 RUNS = HERE / "runs"
 WORK = HERE / "work"
 SEEDS = (1, 2, 3)
-LOCK = "/tmp/sead-cpu.lock"  # --lock; "" when the whole command runs under `flock` already
+LOCK = harness.CPU_LOCK  # --lock; "" when the whole command runs under `flock` already
 BATCHING = {"random": False, "grouped": True}
 # name: (kind, task, teacher or study condition, seeds)
 UNITS = {
@@ -137,22 +135,6 @@ def units() -> list[tuple[str, str, int]]:
     ]
 
 
-@contextmanager
-def cpu_lock():
-    """The team's CPU lock (`flock /tmp/sead-cpu.lock`), held for one unit at a time, so that
-    test suites can run between units but never during one. A blocking flock(2), as flock(1)
-    takes it: waiters queue in the kernel alike (a polling lock would lose every race)."""
-    if not LOCK:
-        yield
-        return
-    with open(LOCK, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def run_all(commit: str) -> None:
     saved = harness.Units(RUNS)
     for name, batching, seed in units():
@@ -160,7 +142,7 @@ def run_all(commit: str) -> None:
             continue
         kind, task, what, _ = UNITS[name]
         job = teacher_unit if kind == "teacher" else student_unit
-        with cpu_lock():  # nothing else CPU-heavy runs while a unit is timed
+        with harness.cpu_lock(LOCK):  # nothing else CPU-heavy runs while a unit is timed
             log.info("== %s, %s batches, seed %d ==", name, batching, seed)
             started = time.perf_counter()
             record = job(task, what, seed, BATCHING[batching])

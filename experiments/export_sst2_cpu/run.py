@@ -8,9 +8,10 @@ fine-tuned by sead on 4,000 SST-2 examples, 2 epochs of distillation on them):
 * `minilm_l2`: the 2-layer student cut from all-MiniLM-L6-v2 (`student=minilm_l2`);
 * `minilm_l6`: all six layers (`student.keep_layers=null`).
 
-Each is then exported by `sead.export` (the same code as `python -m sead.export <run dir>`),
-with PyTorch dynamic int8 timed beside the ONNX formats, on all 872 validation examples and
-with every core of the machine for every format. Results: `results.json` beside this file
+Each is then exported by `sead.export` (the same code as `python -m sead.export <run dir>`)
+twice, back to back: the graph as exported, then fused (`export.fuse`). PyTorch dynamic int8
+is timed beside the ONNX formats, on all 872 validation examples and with every core of the
+machine for every format. Results: `results.json` beside this file
 (the export records, the machine) and the tables on stdout; README.md reports them.
 
 Resumable: a student whose run folder (`<cache>/export_sst2_cpu/<name>/`) has an ok
@@ -53,6 +54,9 @@ STUDENTS = {
     "minilm_l6": ["student.keep_layers=null"],  # all six layers of all-MiniLM-L6-v2
 }
 EXPORT = {"torch_int8": True, "speed_samples": 1000, "passes": 5}  # 1000 > 872: all of them
+# Each student is exported twice, back to back: the graph as exported (issue 18's rows), then
+# fused by ONNX Runtime's transformer optimizer before quantizing (issue 27, export.fuse).
+VARIANTS = {"unfused": {"fuse": False}, "fused": {"fuse": True}}
 
 
 def student_run(name: str, cache: Path) -> Path:
@@ -86,15 +90,17 @@ def main() -> None:
     for name in args.students:
         run_dir = student_run(name, args.cache.resolve())
         cfg = OmegaConf.load(run_dir / "config.yaml")
-        settings = {**EXPORT, "threads": args.threads}
-        try:
-            record = export.export_finished_run(run_dir, cfg, settings)
-        except export.ExportError as error:  # recorded, and the other student still runs
-            log.error("%s: export refused: %s", name, error)
-            records[name] = {"run_dir": str(run_dir), "refused": str(error)}
-            continue
-        records[name] = {"run_dir": str(run_dir), **record}
-        print(f"\n## {name}\n\n{deployment_table(record)}\n", flush=True)
+        records[name] = {"run_dir": str(run_dir)}
+        for variant, changes in VARIANTS.items():
+            settings = {**EXPORT, **changes, "threads": args.threads}
+            try:
+                record = export.export_finished_run(run_dir, cfg, settings)
+            except export.ExportError as error:  # recorded, and the rest still runs
+                log.error("%s (%s): export refused: %s", name, variant, error)
+                records[name][variant] = {"refused": str(error)}
+                continue
+            records[name][variant] = record
+            print(f"\n## {name}, {variant}\n\n{deployment_table(record)}\n", flush=True)
     out = {
         "machine": harness.machine(
             processor=platform.processor() or platform.machine(),

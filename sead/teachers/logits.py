@@ -3,6 +3,10 @@
 Computed only on a cache miss; the key (`cache_keys`) holds everything that determines
 the logits and nothing else, so every run and sweep job that changes only the student,
 ensembler, temperature or seed reads the same entries.
+
+Asked for representations (`sead.representations`), the entries hold one vector per example
+too, from the same forward pass; a teacher read from prediction files has none, and takes
+part through its soft labels alone.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ from datasets import DatasetDict
 import sead.teachers.predictions as predictions
 from sead import choices, data
 from sead.cache import CacheEntry, SoftLabelCache
-from sead.inference import default_device, precision, predict_logits
+from sead.inference import default_device, precision, predict
+from sead.representations import Outputs, RepresentationSpec, check_task
 from sead.tasks import TaskSpec
 from sead.teachers.teacher import Teacher
 
@@ -52,6 +57,7 @@ def cached_logits(
     cache: SoftLabelCache,
     sharded: bool = False,
     computed: dict[str, np.ndarray] | None = None,
+    representations: RepresentationSpec | None = None,
 ) -> dict[str, CacheEntry]:
     """The teacher's logits for every split, computed only on a cache miss (a predictions
     teacher's are read from its files).
@@ -62,41 +68,50 @@ def cached_logits(
     `computed`: per split, logits this very model has just produced with the cache's own
     settings (a fine-tuned teacher's last-epoch evaluation: same batches, precision and
     weights). A missing entry is stored from them, through the same checks, instead of
-    running the model over the split again.
+    running the model over the split again. They hold no vectors: with `representations`
+    they are not used, and the one pass that fills an entry computes logits and vectors.
+    `representations`: entries hold one vector per example too (`entry.representations`,
+    float32 `[n, hidden]`), keyed apart from logits-only entries; usually
+    `settings.cache.representations`, the configured spec. Refused for a multiple-choice task. A
+    predictions teacher's entries come back with `representations=None` (it has no model).
     """
+    check_task(task, representations)
     if isinstance(teacher, predictions.PredictionsTeacher):
-        return predictions.cached_logits(teacher, task, splits, cache)
+        return predictions.cached_logits(teacher, task, splits, cache, representations)
     tokenizer = teacher.load_tokenizer()
     keys = cache_keys(teacher, task, splits, tokenizer, cache)
+    reusable = {} if representations is not None else computed or {}
     model = None
     entries = {}
     for split, ds in splits.items():
 
-        def compute(partial, ds=ds, split=split):
+        def compute(partial, ds=ds, split=split) -> Outputs:
             nonlocal model
-            if computed and split in computed:
-                return teacher.align(computed[split])
+            if split in reusable:
+                return Outputs(teacher.align(reusable[split]))
             if model is None:
                 model, _ = teacher.load()
             encoded = data.tokenize(ds, tokenizer, task, teacher.spec.max_length)
-            return teacher.align(
-                predict_logits(
-                    model,
-                    tokenizer,
-                    encoded,
-                    teacher.spec.batch_size,
-                    f"Teacher {teacher.spec.name} on {split}",
-                    autocast=cache.autocast,
-                    partial=partial,
-                )
+            outputs = predict(
+                model,
+                tokenizer,
+                encoded,
+                teacher.spec.batch_size,
+                f"Teacher {teacher.spec.name} on {split}",
+                autocast=cache.autocast,
+                partial=partial,
+                representations=representations,
             )
+            return outputs._replace(logits=teacher.align(outputs.logits))
 
         about = {"teacher": teacher.spec.name, "source": teacher.spec.source}
         ids = data.example_ids(ds, task)
         if sharded and cache.shard is not None:
-            entries[split] = cache.fill_shard(keys[split], ids, compute, about, cache.shard)
+            entries[split] = cache.fill_shard(
+                keys[split], ids, compute, about, cache.shard, representations
+            )
         else:
-            entries[split] = cache.get_or_compute(keys[split], ids, compute, about)
+            entries[split] = cache.get_or_compute(keys[split], ids, compute, about, representations)
     if teacher.params is None:
         teacher.params = _count_params_from_disk(teacher)
     return entries

@@ -9,6 +9,7 @@ import sead.teachers.predictions as predictions
 import sead.teachers.store as store
 from sead.cache import FileHashes, SoftLabelCache
 from sead.checkpoints import check_local, identity, resolve, tokenizer_identity
+from sead.representations import RepresentationSpec
 from sead.tasks import TaskSpec
 from sead.teachers.labels import check_labels
 from sead.teachers.spec import PredictionsSpec, TeacherSpec
@@ -23,12 +24,15 @@ def prepare(
     file_hashes: FileHashes | None = None,
     cache: SoftLabelCache | None = None,
     gate: bool = False,
+    representations: RepresentationSpec | None = None,
 ) -> Teacher | predictions.PredictionsTeacher:
     """Resolve a teacher's checkpoint and label order, fine-tuning (or reusing) it when asked.
 
     `file_hashes` memoizes the content hashes that identify local checkpoints;
     `cache` receives a newly fine-tuned teacher's eval-split logits; with `gate`, a newly
     fine-tuned teacher below its floor stops here and is not stored.
+    `representations`: the spec the run will ask `cached_logits` for, if any, so that a newly
+    fine-tuned teacher's eval-split entries hold vectors too (one pass over them, not two).
     A predictions teacher has no model: its files' content hashes are its identity.
     """
     if isinstance(spec, PredictionsSpec):
@@ -51,6 +55,7 @@ def prepare(
             cache=cache,
             file_hashes=file_hashes,
             gate=gate,
+            representations=representations,
         )
     model_id = identity(spec.source, local, file_hashes=file_hashes)
     teacher = Teacher(spec, local, tok_dir, model_id, tok_id)

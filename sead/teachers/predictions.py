@@ -19,6 +19,7 @@ from datasets import Dataset, DatasetDict
 
 from sead import choices, data, prediction_files
 from sead.cache import CacheEntry, SoftLabelCache
+from sead.representations import RepresentationSpec
 from sead.tasks import TaskSpec
 from sead.teachers.labels import align_labels
 from sead.teachers.spec import PredictionsSpec
@@ -157,10 +158,24 @@ def cache_key(teacher: PredictionsTeacher, task: TaskSpec, split: str, ds: Datas
 
 
 def cached_logits(
-    teacher: PredictionsTeacher, task: TaskSpec, splits: DatasetDict, cache: SoftLabelCache
+    teacher: PredictionsTeacher,
+    task: TaskSpec,
+    splits: DatasetDict,
+    cache: SoftLabelCache,
+    representations: RepresentationSpec | None = None,
 ) -> dict[str, CacheEntry]:
-    """The teacher's logits for every split: read from its files on a cache miss."""
+    """The teacher's logits for every split: read from its files on a cache miss.
+
+    Prediction files hold no hidden states: asked for `representations`, its entries still
+    come back, with `representations=None`; the teacher takes part through its soft labels
+    (a representation objective leaves it out)."""
     spec = teacher.spec
+    if representations is not None:
+        log.info(
+            "Teacher %s is read from prediction files: it has no representations, and takes "
+            "part through its soft labels only.",
+            spec.name,
+        )
     entries = {}
     for split, ds in splits.items():
         path = file_for(spec, split)

@@ -30,6 +30,7 @@ from sead.cache import FileHashes, SoftLabelCache, fingerprint
 from sead.checkpoints import from_pretrained_with_new_head, identity
 from sead.files import disk_space, write_atomic
 from sead.manifest import STORE_MARKER
+from sead.representations import RepresentationSpec
 from sead.tasks import TaskSpec, head_config
 from sead.teachers.logits import cached_logits
 from sead.teachers.sanity import evaluate
@@ -121,6 +122,7 @@ def finetune(
     cache: SoftLabelCache | None = None,
     file_hashes: FileHashes | None = None,
     gate: bool = False,
+    representations: RepresentationSpec | None = None,
 ) -> Teacher:
     """Fine-tune `base_dir` (tokenizer `tok_dir`; identified as `base_id`, `tok_id`) on the
     task's train split once, evaluate it, and store it.
@@ -132,6 +134,8 @@ def finetune(
     Every file is listed with its size and hash (`sead.manifest`) and checked on reuse: a
     damaged entry is reported in one line and rebuilt. With `gate`, a teacher below its
     floor (`sanity.gate`) is not stored.
+    `representations`: the run will ask the cache for vectors (`cached_logits`); the eval-split
+    entries written here hold them too, so the run's own eval-split request is a hit.
     """
     train = teacher_train_split(spec, task, splits)
     key = store_key(spec, task, train, base_id, tok_id)
@@ -182,7 +186,9 @@ def finetune(
                 trainer.processing_class.save_pretrained(tmp)
             teacher = Teacher(spec, tmp, tmp, identity(str(tmp), tmp), tok_id, FINETUNED)
             last_epoch = {s: e.logits for s, e in final_evaluations(trainer).items()}
-            evaluation = _evaluate_into_cache(teacher, task, splits, cache, last_epoch)
+            evaluation = _evaluate_into_cache(
+                teacher, task, splits, cache, last_epoch, representations
+            )
             teacher.store_record = {
                 "teacher": spec.name,  # the first to ask for it; equal settings share the entry
                 "base_model": spec.source,
@@ -250,14 +256,20 @@ def _not_writable(folder: Path, err: OSError, what: str) -> PermissionError:
     )
 
 
-def _evaluate_into_cache(teacher: Teacher, task: TaskSpec, splits, cache, last_epoch) -> dict:
+def _evaluate_into_cache(
+    teacher: Teacher, task: TaskSpec, splits, cache, last_epoch, representations=None
+) -> dict:
     """The fine-tuned teacher's metrics on each eval split; its logits land in the cache,
     so the pipeline's own eval-split pass right after is a cache hit, not a second pass.
 
     `last_epoch`: the logits of the last epoch's evaluation, on these very weights with the
-    cache's batches and precision; they become the entries, so no split is run twice."""
+    cache's batches and precision; they become the entries, so no split is run twice.
+    With `representations` (the entries the run will ask for), they hold no vectors and are
+    not used: one cache pass computes logits and vectors, and the run's request is a hit."""
     eval_splits = DatasetDict({split: splits[split] for split in task.eval_splits})
-    entries = cached_logits(teacher, task, eval_splits, cache, computed=last_epoch)
+    entries = cached_logits(
+        teacher, task, eval_splits, cache, computed=last_epoch, representations=representations
+    )
     scores = evaluate(task, {s: e.logits for s, e in entries.items()}, eval_splits)
     return {
         split: {
