@@ -39,7 +39,7 @@ from sead import choices, data, manifest, models, resume
 from sead.checkpoints import from_pretrained_with_new_head
 from sead.config import setting
 from sead.files import disk_space
-from sead.inference import length_sorted_batches
+from sead.inference import length_sorted_batches, pool
 from sead.tasks import UNLABELED, TaskSpec, head_config
 from sead.tracking import EpochReport, eval_scorer, optimiser_args
 
@@ -117,15 +117,6 @@ def objective_loss(
     if weights.get("representations"):
         total = total + weights["representations"] * representations
     return total
-
-
-def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
-    """One vector per example from `[batch, length, hidden]`: the mean over real tokens
-    (`mean`), or the first token's (`cls`)."""
-    if pooling == "cls":
-        return hidden[:, 0]
-    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
 
 def representation_loss(
@@ -489,7 +480,7 @@ def heldout_representation_loss(
     device = next(model.parameters()).device
     columns = [c for c in choices.MODEL_INPUTS if c in encoded.column_names]
     features = {c: encoded[c][:] for c in columns}
-    collate = choices.collator(None, tokenizer)
+    collate = choices.PaddingCollator(tokenizer, return_tensors="pt")  # no multiple choice here
     total = 0.0
     with torch.inference_mode():
         for rows in length_sorted_batches(features["input_ids"], 128):
