@@ -90,13 +90,14 @@ def check_inputs(settings: Settings) -> Inputs:
             plan.split,
         )
     heldout = [data.HELDOUT] if settings.recipe.needs_heldout else []  # stages choose on it
+    recipe.check(settings.recipe, task, heldout_given=_heldout_given(settings.data))
     splits = data.load_splits(
         task, settings.data, [task.train_split, *task.eval_splits, plan.split, *heldout]
     )
-    recipe.check(settings.recipe, task)
     # The transfer set; with transfer.labeled, the train split becomes the labelled slice.
     transfer_set = transfer.build(settings.transfer, task, splits)
     splits = transfer.apply(transfer_set, task, splits)
+    recipe.check_rows(settings.recipe, len(splits[task.train_split]), transfer_set.size)
     predicted = _predicted_splits(settings.run.stage, task, splits, plan)
     for spec in specs:
         if isinstance(spec, teachers.PredictionsSpec):  # its files, read and checked now
@@ -506,6 +507,12 @@ def _vectors(inputs: Inputs, outputs: TeacherOutputs, ensembler, splits: list[st
         kind=inputs.settings.recipe.representation_loss,
         pooling=spec.pooling,
     )
+
+
+def _heldout_given(settings: data.DataSettings) -> bool:
+    """The run has a held-out slice: carved from train (data.heldout), or data.dir's own."""
+    own = settings.dir is not None and (Path(settings.dir) / f"{data.HELDOUT}.jsonl").is_file()
+    return settings.heldout is not None or own
 
 
 def _student_key(settings: Settings, student_data: recipe.StudentData) -> dict:

@@ -148,8 +148,17 @@ class Trained:
     final_evaluations: dict
 
 
-def check(recipe: RecipeSettings, task: TaskSpec, data: StudentData | None = None) -> None:
-    """What a recipe needs of the run, before any work: rows for each stage's data."""
+def check(recipe: RecipeSettings, task: TaskSpec, heldout_given: bool) -> None:
+    """What a recipe needs of the run, before any data loads: a held-out slice to choose on
+    (`heldout_given`), and a task whose examples have one vector each."""
+    choosing = [stage.name for stage in recipe.stages if stage.select]
+    if choosing and not heldout_given:
+        raise ValueError(
+            f"recipe {recipe.name!r}: stage(s) {choosing} have select: true, which chooses "
+            "each stage's best epoch on a held-out slice of train, but the run has none: set "
+            "data.heldout (a count or fraction of train, e.g. data.heldout=0.1), or give "
+            "data.dir a heldout.jsonl."
+        )
     for stage in recipe.stages:
         if stage.learns_representations and task.is_multiple_choice:
             raise ValueError(
@@ -157,11 +166,18 @@ def check(recipe: RecipeSettings, task: TaskSpec, data: StudentData | None = Non
                 f"sead does not take for multiple-choice tasks ({task.name}): use soft and "
                 "hard objectives."
             )
-        if data is not None and not len(data.part(stage.data)):
+
+
+def check_rows(recipe: RecipeSettings, labeled: int, transfer: int) -> None:
+    """Each stage has rows to train on (before the teachers run): `labeled` train rows and
+    `transfer` transfer-set rows."""
+    rows = {"labeled": labeled, "transfer": transfer, "all": labeled + transfer}
+    for stage in recipe.stages:
+        if not rows[stage.data]:
             raise ValueError(
                 f"recipe stage {stage.name!r} trains on data={stage.data}, which has no rows "
-                f"here ({data.labeled} labelled, {len(data.rows) - data.labeled} transfer): "
-                "set a transfer set (transfer=...) or another data for the stage."
+                f"here ({labeled} labelled, {transfer} transfer): set a transfer set "
+                "(transfer=...) or another data for the stage."
             )
 
 
