@@ -196,7 +196,8 @@ def _convert(value, hint, option: str):
                 return _convert(value, member, option)
             except ValueError as error:
                 errors.append(error)
-        if len(members) == 1:  # its own words: which item, what it must be
+        structured = get_origin(members[0]) in (tuple, list) or is_dataclass(members[0])
+        if len(members) == 1 and structured:  # its own words: which item, what it must be
             raise errors[0]
         raise ValueError(f"{option}={value!r} is not allowed: expected {_type_name(hint)}.")
     if origin is Literal:
