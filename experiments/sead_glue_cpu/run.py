@@ -170,6 +170,9 @@ def overrides(task: str, condition: str, seed: int, used=TEACHERS) -> list[str]:
         f"train.lr={STUDENT_LR[student]}",
         "train.logging_steps=100",
         "report.speed_samples=0",  # timed apart, on a quiet machine (--speed)
+        # Random batches, as every committed row was measured (before issue 27 made grouped
+        # batches the default): a rerun gives the same teachers and students, bit for bit.
+        "train.group_by_length=false",
         f"seed={seed}",
         f"paths.cache_dir={WORK / 'cache'}",
         f"paths.output_dir={WORK / 'outputs' / task / f'{condition}_s{seed}'}",
@@ -180,6 +183,7 @@ def overrides(task: str, condition: str, seed: int, used=TEACHERS) -> list[str]:
             f"teachers.{name}.finetune_args.epochs={settings[name + '_epochs']}",
             f"teachers.{name}.finetune_args.lr={TEACHER_LR[name]}",
             f"teachers.{name}.finetune_args.seed=1",
+            f"teachers.{name}.finetune_args.group_by_length=false",
         ]
     if condition.startswith("transfer"):
         # transfer.labeled picks the same rows as data.max_train_samples (seed 0 both), so the
