@@ -118,6 +118,33 @@ CONDITIONS = {  # name: (student, overrides)
         ["transfer=unlabeled_split", "transfer.max_unlabeled=null", "train.epochs=1"],
     ),
 }
+# Issue 28: the staged recipe (stages chosen on the held-out slice, `heldout.jsonl` of each
+# task's data folder, which the learned ensemble is fitted on too), written down before any of
+# these rows has a number. Grouped batches (issue 27); the study's teachers and cached logits
+# as they are (random-batch fine-tuning, seed 1). Each new condition is compared with the
+# baseline of the same batching in this block, never with the rows above.
+GROUPED = ["train.group_by_length=true"]
+STAGED = [  # XtremeDistil's stages, each early-stopped on held-out (patience 1), best epoch kept
+    "recipe=xtremedistil",
+    "recipe.stages.0.epochs=2",  # representations, lr 1e-4, on all the text
+    "recipe.stages.1.epochs=2",  # soft labels, train.lr, on all the text
+    "recipe.stages.2.epochs=3",  # gold labels, lr 1e-5, on the labelled rows
+]
+AUGMENT = ["transfer=augment", "transfer.multiplier=4", "train.epochs=2"]  # 5x the rows
+FULL = ["transfer=unlabeled_split", "transfer.max_unlabeled=null", "train.epochs=1"]
+CONDITIONS |= {
+    "ensemble_l6_g": ("l6", GROUPED),
+    "augment_l6": ("l6", [*AUGMENT, *GROUPED]),
+    "staged_augment_l6": ("l6", [*AUGMENT, *GROUPED, *STAGED]),
+    "transfer_g": ("l2", ["transfer=unlabeled_split", *GROUPED]),
+    "staged_l2": ("l2", ["transfer=unlabeled_split", *GROUPED, *STAGED]),
+    "transfer_l6_full_g": ("l6", [*FULL, *GROUPED]),
+    "staged_l6_full": ("l6", [*FULL, *GROUPED, *STAGED]),
+}
+ISSUE_28 = {  # per task, in the order they run (seed 1 of each first)
+    "sst2": ["staged_l6_full", "transfer_l6_full_g", "staged_l2", "transfer_g"],
+    "other": ["ensemble_l6_g", "augment_l6", "staged_augment_l6"],
+}
 DESCRIPTIONS = {
     "hard": "student, hard labels only",
     "best": "student, KD from the best single teacher",
@@ -128,6 +155,13 @@ DESCRIPTIONS = {
     "ensemble_l6": "6-layer student, KD from the learned ensemble",
     "transfer_l6": "6-layer student, KD from the ensemble + transfer set",
     "transfer_l6_full": "6-layer student, KD from the ensemble + the whole transfer set",
+    "ensemble_l6_g": "6-layer student, KD from the ensemble (grouped batches)",
+    "augment_l6": "6-layer student, KD from the ensemble + 4 augmented copies (grouped)",
+    "staged_augment_l6": "6-layer student, staged recipe + 4 augmented copies (grouped)",
+    "transfer_g": "student, KD from the ensemble + transfer set (grouped)",
+    "staged_l2": "student, staged recipe + transfer set (grouped)",
+    "transfer_l6_full_g": "6-layer student, KD + the whole transfer set (grouped)",
+    "staged_l6_full": "6-layer student, staged recipe + the whole transfer set (grouped)",
 }
 
 
@@ -185,7 +219,7 @@ def overrides(task: str, condition: str, seed: int, used=TEACHERS) -> list[str]:
             f"teachers.{name}.finetune_args.seed=1",
             f"teachers.{name}.finetune_args.group_by_length=false",
         ]
-    if condition.startswith("transfer"):
+    if "transfer=unlabeled_split" in extra:
         # transfer.labeled picks the same rows as data.max_train_samples (seed 0 both), so the
         # teachers and the labelled part are those of the other conditions.
         out += [
@@ -273,6 +307,7 @@ def units(task: str, seeds=SEEDS, conditions=tuple(CONDITIONS)) -> list[tuple[st
     names = ["ensemble", "best", "hard", "ensemble_l6", "best_l6", "hard_l6"]
     if TASKS[task]["transfer"]:  # the costliest last
         names += ["transfer", "transfer_l6", "transfer_l6_full"]
+    names += ISSUE_28["sst2" if TASKS[task]["transfer"] else "other"]
     # seed 1 of every condition first: a partial study already has a full row per condition
     return [(name, seed) for seed in seeds for name in names if name in conditions]
 
