@@ -346,7 +346,8 @@ def run(cfg: DictConfig) -> dict | None:
         # fine-tuning earlier in this process (or not, on a rerun) has advanced.
         set_seed(settings.run.seed)
         model, tokenizer = distill.load_student(student, task)
-        work = recipe.work_dir(settings.paths.cache_dir, _student_key(settings, student_data))
+        key = _student_key(settings, student_data)
+        work = recipe.work_dir(settings.paths.cache_dir, key, out_dir)
         trained = recipe.train(
             model,
             tokenizer,

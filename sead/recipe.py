@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -181,9 +182,22 @@ def check_rows(recipe: RecipeSettings, labeled: int, transfer: int) -> None:
             )
 
 
-def work_dir(cache_dir, key: dict) -> Path:
-    """Where a student's stages checkpoint: one folder per everything that shapes it."""
-    return Path(cache_dir) / "students" / fingerprint(key)
+def work_dir(cache_dir, key: dict, run_dir) -> Path:
+    """Where a student's stages checkpoint: one folder per everything that shapes it, in the
+    cache, so that a rerun of the same student resumes there. A cache this process cannot
+    write to (one shared read-only, with every teacher entry in it) still serves the run:
+    the stages then checkpoint in the run folder, which a rerun cannot resume from."""
+    students = Path(cache_dir) / "students"
+    writable = students if students.is_dir() else Path(cache_dir)
+    if writable.is_dir() and not os.access(writable, os.W_OK | os.X_OK):
+        log.warning(
+            "paths.cache_dir=%s is not writable: the student's stages checkpoint in %s "
+            "instead, which a rerun cannot resume from.",
+            cache_dir,
+            Path(run_dir) / "stages",
+        )
+        return Path(run_dir) / "stages"
+    return students / fingerprint(key)
 
 
 def train(

@@ -302,3 +302,17 @@ def test_the_default_recipe_trains_as_the_single_pass_distillation(tiny_cfg, tmp
     assert _weights_hash(trainer.model) == _student_hash(tmp_path / "recipe")
     assert results["recipe"]["stages"][0]["epochs_run"] == settings.train.epochs
     assert json.loads((tmp_path / "recipe" / "results.json").read_text())["recipe"]
+
+
+def test_a_cache_the_run_cannot_write_to_keeps_the_stages_in_the_run_folder(
+    tiny_cfg, tmp_path, monkeypatch, caplog
+):
+    cfg = tiny_cfg("report.speed_samples=0", output="readonly")
+    pipeline.prepare_teachers(cfg)  # every teacher entry is in the cache first
+    monkeypatch.setattr(recipe.os, "access", lambda path, mode: False)  # as a read-only mount
+    with caplog.at_level("WARNING"):
+        results = pipeline.run(cfg)
+    assert results["student"]["metrics"]
+    (line,) = [r.getMessage() for r in caplog.records if "is not writable" in r.getMessage()]
+    assert str(tmp_path / "readonly" / "stages") in line
+    assert not (Path(cfg.paths.cache_dir) / "students").exists()
