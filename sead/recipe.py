@@ -40,7 +40,7 @@ import torch
 from datasets import Dataset, DatasetDict
 from safetensors.torch import load_file, save_file
 
-from sead import distill, manifest, resume
+from sead import distill, distributed, manifest, resume
 from sead.cache import fingerprint
 from sead.config import setting
 from sead.data import tokenize
@@ -248,7 +248,9 @@ def train(
             parameter.requires_grad_(True)
         distill.check_finite(model, "The student")
         record = _record(index, stage, trainer, len(data.part(stage.data)))
-        _finish(stage_dir, model, projections, record)
+        if distributed.is_main_process():  # one writer; every rank holds the same weights
+            _finish(stage_dir, model, projections, record)
+        distributed.barrier()  # the stage is recorded before any rank goes on
         log.info("Stage %d (%s): %s", index, stage.name, _summary(record))
         records.append(record)
     last = recipe.stages[-1]
@@ -372,15 +374,16 @@ def _summary(record: dict) -> str:
 def _finish(stage_dir: Path, model, projections, record: dict) -> None:
     """The stage's weights, then its record (last: a stage without one is not done); its
     checkpoints go."""
-    final = stage_dir / "final"
-    shutil.rmtree(final, ignore_errors=True)
-    final.mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
-              str(final / "model.safetensors"))  # fmt: skip
-    if projections is not None:
-        state = {k: v.contiguous() for k, v in projections.state_dict().items()}
-        save_file(state, str(final / PROJECTIONS_FILE))
-    manifest.write(final)  # verified before a later run takes these weights (`_intact`)
+    saved = {"model.safetensors": model, PROJECTIONS_FILE: projections}
+
+    def fill(folder: Path) -> None:
+        for name, module in saved.items():
+            if module is not None:
+                state = {k: v.contiguous() for k, v in module.state_dict().items()}
+                save_file(state, str(folder / name))
+
+    # whole or absent, with the manifest `_intact` verifies before a later run takes it
+    manifest.publish(stage_dir / "final", fill)
     write_atomic(stage_dir / DONE_FILE, json.dumps(record, indent=2) + "\n")
     for checkpoint in stage_dir.glob("checkpoint-*"):
         shutil.rmtree(checkpoint, ignore_errors=True)
