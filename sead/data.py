@@ -52,6 +52,17 @@ class DataSettings:
                 "whole number) or a fraction of the train split in (0, 1)."
             )
 
+    @property
+    def heldout_file(self) -> Path | None:
+        """`<dir>/heldout.jsonl` when the data folder has one: a held-out slice of its own."""
+        path = Path(self.dir) / f"{HELDOUT}.jsonl" if self.dir else None
+        return path if path is not None and path.is_file() else None
+
+    @property
+    def has_heldout(self) -> bool:
+        """A held-out slice: carved from train (`heldout`), or the data folder's own file."""
+        return self.heldout is not None or self.heldout_file is not None
+
     def whole(self, folder: str | None) -> DataSettings:
         """Every example of the splits in `folder` (null: the Hub), none held back."""
         return replace(
@@ -73,10 +84,10 @@ def load_splits(task: TaskSpec, settings: DataSettings, splits: Iterable[str]) -
     if carve and task.train_split not in files:
         files.append(task.train_split)
     if settings.dir:
-        if carve and (Path(settings.dir) / f"{HELDOUT}.jsonl").is_file():
+        if carve and settings.heldout_file is not None:
             raise ValueError(
                 f"data.heldout={settings.heldout:g} would carve a held-out slice from train, but "
-                f"{Path(settings.dir) / (HELDOUT + '.jsonl')} is one already: set "
+                f"{settings.heldout_file} is one already: set "
                 "data.heldout=null to use that file, or remove it."
             )
         loaded = _load_local(task, Path(settings.dir), files)

@@ -173,6 +173,13 @@ class Representations:
         parts = torch.split(self.vectors[rows.cpu()], list(self.widths.values()), dim=-1)
         return {name: part.to(device) for name, part in zip(self.widths, parts, strict=True)}
 
+    def loss(self, hidden, attention_mask, projections, rows: torch.Tensor) -> torch.Tensor:
+        """The batch's representation loss: the student's last hidden states `hidden`, pooled
+        as the teachers' were, through `projections` against rows `rows`' teacher vectors."""
+        vectors = pool(hidden, attention_mask, self.pooling)
+        targets = self.targets(rows, vectors.device)
+        return representation_loss(vectors, projections, targets, self.weights, self.kind)
+
 
 class DistillationTrainer(choices.GroupedTrainer):
     """A Trainer whose batches carry `soft_targets` beside the gold `labels`.
@@ -226,12 +233,9 @@ class DistillationTrainer(choices.GroupedTrainer):
             )  # fmt: skip
             learned = None
             if self.objectives.get("representations"):
-                reps = self.representations
-                vectors = pool(outputs.hidden_states[-1], inputs["attention_mask"], reps.pooling)
                 projections = self.accelerator.unwrap_model(self.model).projections
-                targets = reps.targets(rows, vectors.device)
-                learned = representation_loss(
-                    vectors, projections, targets, reps.weights, reps.kind
+                learned = self.representations.loss(
+                    outputs.hidden_states[-1], inputs["attention_mask"], projections, rows
                 )
             loss = objective_loss(self.objectives, soft, hard, labelled, learned)
         if not torch.isfinite(loss):
@@ -486,9 +490,9 @@ def heldout_representation_loss(
         for rows in length_sorted_batches(features["input_ids"], 128):
             batch = collate([{c: features[c][i] for c in columns} for i in rows])
             batch = {k: v.to(device) for k, v in batch.items()}
-            vectors = pool(model(**batch).hidden_states[-1], batch["attention_mask"], reps.pooling)
-            targets = reps.targets(torch.from_numpy(rows), device)
-            loss = representation_loss(vectors, model.projections, targets, reps.weights, reps.kind)
+            hidden = model(**batch).hidden_states[-1]
+            rows_tensor = torch.from_numpy(rows)
+            loss = reps.loss(hidden, batch["attention_mask"], model.projections, rows_tensor)
             total += float(loss) * len(rows)
     model.train(was_training)
     return total / max(len(encoded), 1)

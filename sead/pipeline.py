@@ -90,7 +90,7 @@ def check_inputs(settings: Settings) -> Inputs:
             plan.split,
         )
     heldout = [data.HELDOUT] if settings.recipe.needs_heldout else []  # stages choose on it
-    recipe.check(settings.recipe, task, heldout_given=_heldout_given(settings.data))
+    recipe.check(settings.recipe, task, heldout_given=settings.data.has_heldout)
     splits = data.load_splits(
         task, settings.data, [task.train_split, *task.eval_splits, plan.split, *heldout]
     )
@@ -508,12 +508,6 @@ def _vectors(inputs: Inputs, outputs: TeacherOutputs, ensembler, splits: list[st
         kind=inputs.settings.recipe.representation_loss,
         pooling=spec.pooling,
     )
-
-
-def _heldout_given(settings: data.DataSettings) -> bool:
-    """The run has a held-out slice: carved from train (data.heldout), or data.dir's own."""
-    own = settings.dir is not None and (Path(settings.dir) / f"{data.HELDOUT}.jsonl").is_file()
-    return settings.heldout is not None or own
 
 
 def _student_key(settings: Settings, student_data: recipe.StudentData) -> dict:
