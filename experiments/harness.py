@@ -100,6 +100,9 @@ class Units:
         return json.loads(self.path(name).read_text())
 
     def save(self, name: str, record: dict) -> dict:
+        """Save a finished unit, stamped with the CPU it ran on: sittings do not always get
+        the same machine, and another CPU trains the same seed to other weights."""
+        record = {**record, "cpu": record.get("cpu") or cpu()}
         write_json(self.path(name), record)
         return record
 
@@ -153,11 +156,29 @@ def machine(**extra) -> dict:
     return {
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
+        **cpu(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "python": platform.python_version(),
         **extra,
+    }
+
+
+def cpu() -> dict:
+    """The CPU's model and the instruction sets that decide int8 and fp32 kernel speed (what
+    `/proc/cpuinfo` says; torch's own pick of kernels as `cpu_capability`)."""
+    import torch
+
+    info = Path("/proc/cpuinfo")
+    first = info.read_text().split("\n\n")[0] if info.exists() else ""  # processor 0
+    field = dict(line.split(":", 1) for line in first.splitlines() if ":" in line)
+    field = {key.strip(): value.strip() for key, value in field.items()}
+    flags = set(field.get("flags", "").split())
+    return {
+        "cpu": field.get("model name") or platform.processor() or platform.machine(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "int8_dot_product": sorted(flags & {"avx512_vnni", "avx_vnni", "amx_int8"}),
     }
 
 
