@@ -172,8 +172,8 @@ def _row(records: list[dict]) -> dict:
 
 
 def machine_of(record: dict) -> str:
-    """The CPU a unit ran on. Units saved before the record held it ran in one sitting, on
-    one machine, from commit 47b27a7: their commit stands for that machine."""
+    """The CPU a unit ran on. Units saved before records held it (commits 47b27a7 and
+    fd91f54) ran one sitting per commit, each on one machine: their commit stands for it."""
     if "cpu" in record:
         cpu = record["cpu"]
         dot = ", ".join(cpu["int8_dot_product"]) or "none"
