@@ -171,14 +171,27 @@ def _row(records: list[dict]) -> dict:
     }
 
 
+# Units saved before records held their CPU. Commit 47b27a7's sitting left no record of its
+# machine. Commit fd91f54's units ran on the AMD EPYC that later recorded itself: that VM
+# booted at 17:23:08 UTC on 2026-12-02, fd91f54 was committed on it at 17:27:53, its units
+# ran after that, and the same boot (no restart in between) saved the first unit with a `cpu`
+# field, `teacher_mpnet_sst2_grouped_s1` (`uptime -s` and `git log` show both times).
+SITTINGS = {
+    "fd91f54": {
+        "cpu": "AMD EPYC",
+        "cpu_capability": "AVX512",
+        "int8_dot_product": ["avx512_vnni", "avx_vnni"],
+    }
+}
+
+
 def machine_of(record: dict) -> str:
-    """The CPU a unit ran on. Units saved before records held it (commits 47b27a7 and
-    fd91f54) ran one sitting per commit, each on one machine: their commit stands for it."""
-    if "cpu" in record:
-        cpu = record["cpu"]
-        dot = ", ".join(cpu["int8_dot_product"]) or "none"
-        return f"{cpu['cpu']} ({cpu['cpu_capability']}; int8 dot product: {dot})"
-    return f"not recorded (the sitting of commit {record['commit'][:7]})"
+    """The CPU a unit ran on: its own record, else its sitting's (SITTINGS), else unknown."""
+    cpu = record.get("cpu") or SITTINGS.get(record["commit"][:7])
+    if cpu is None:
+        return f"not recorded (the sitting of commit {record['commit'][:7]})"
+    dot = ", ".join(cpu["int8_dot_product"]) or "none"
+    return f"{cpu['cpu']} ({cpu['cpu_capability']}; int8 dot product: {dot})"
 
 
 def seed_speedups(random_row: dict, grouped_row: dict) -> dict:
