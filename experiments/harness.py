@@ -165,6 +165,14 @@ def machine(**extra) -> dict:
     }
 
 
+def cpu_label(cpu: dict | None) -> str:
+    """One line for a `cpu()` record, as reports print it ('not recorded' for None)."""
+    if not cpu:
+        return "not recorded"
+    dot = ", ".join(cpu["int8_dot_product"]) or "none"
+    return f"{cpu['cpu']} ({cpu['cpu_capability']}; int8 dot product: {dot})"
+
+
 def cpu() -> dict:
     """The CPU's model and the instruction sets that decide int8 and fp32 kernel speed (what
     `/proc/cpuinfo` says; torch's own pick of kernels as `cpu_capability`)."""

@@ -190,8 +190,7 @@ def machine_of(record: dict) -> str:
     cpu = record.get("cpu") or SITTINGS.get(record["commit"][:7])
     if cpu is None:
         return f"not recorded (the sitting of commit {record['commit'][:7]})"
-    dot = ", ".join(cpu["int8_dot_product"]) or "none"
-    return f"{cpu['cpu']} ({cpu['cpu_capability']}; int8 dot product: {dot})"
+    return harness.cpu_label(cpu)
 
 
 def seed_speedups(random_row: dict, grouped_row: dict) -> dict:

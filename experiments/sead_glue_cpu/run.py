@@ -57,6 +57,7 @@ ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's sead, whatever is installed
 
 from experiments import harness  # noqa: E402
+from experiments.sead_glue_cpu import tables  # noqa: E402
 from sead import metrics, pipeline  # noqa: E402
 from sead.files import write_atomic  # noqa: E402
 
@@ -64,7 +65,7 @@ log = logging.getLogger("sead_glue_cpu")
 SHARED = harness.SHARED_DATA
 WORK = HERE / "work"
 RUNS = HERE / "runs"
-SEEDS = (1, 2, 3)
+SEEDS = tables.SEEDS
 EXTRA: list[str] = []  # overrides for every job (--quick: the gate is off for its tiny teachers)
 
 # Chosen once for the study, to fit 2 CPU cores (MPNet trains ~6.6 SST-2 sentences/s, pairs
@@ -133,6 +134,7 @@ STAGED = [  # XtremeDistil's stages, each early-stopped on held-out (patience 1)
 AUGMENT = ["transfer=augment", "transfer.multiplier=4", "train.epochs=2"]  # 5x the rows
 FULL = ["transfer=unlabeled_split", "transfer.max_unlabeled=null", "train.epochs=1"]
 CONDITIONS |= {
+    "hard_l6_g": ("l6", ["train.alpha=0", *GROUPED]),  # added before any block number existed
     "ensemble_l6_g": ("l6", GROUPED),
     "augment_l6": ("l6", [*AUGMENT, *GROUPED]),
     "staged_augment_l6": ("l6", [*AUGMENT, *GROUPED, *STAGED]),
@@ -142,8 +144,8 @@ CONDITIONS |= {
     "staged_l6_full": ("l6", [*FULL, *GROUPED, *STAGED]),
 }
 ISSUE_28 = {  # per task, in the order they run (seed 1 of each first)
-    "sst2": ["staged_l6_full", "transfer_l6_full_g", "staged_l2", "transfer_g"],
-    "other": ["ensemble_l6_g", "augment_l6", "staged_augment_l6"],
+    "sst2": ["staged_l6_full", "transfer_l6_full_g", "hard_l6_g", "staged_l2", "transfer_g"],
+    "other": ["hard_l6_g", "ensemble_l6_g", "augment_l6", "staged_augment_l6"],
 }
 DESCRIPTIONS = {
     "hard": "student, hard labels only",
@@ -155,6 +157,7 @@ DESCRIPTIONS = {
     "ensemble_l6": "6-layer student, KD from the learned ensemble",
     "transfer_l6": "6-layer student, KD from the ensemble + transfer set",
     "transfer_l6_full": "6-layer student, KD from the ensemble + the whole transfer set",
+    "hard_l6_g": "6-layer student, hard labels only (grouped batches)",
     "ensemble_l6_g": "6-layer student, KD from the ensemble (grouped batches)",
     "augment_l6": "6-layer student, KD from the ensemble + 4 augmented copies (grouped)",
     "staged_augment_l6": "6-layer student, staged recipe + 4 augmented copies (grouped)",
@@ -268,6 +271,8 @@ def student_job(task: str, condition: str, seed: int, used=TEACHERS) -> dict:
             for k in ("size", "labeled", "unlabeled", "ensemble_agreement")
         },
         "timings_s": results["timings_s"],
+        # per stage: epochs run, the epoch kept and its held-out score, seconds per epoch
+        "recipe": results.get("recipe"),
         "wall_s": round(time.perf_counter() - started, 1),
         "overrides": args,
         "student_dir": str(WORK / "outputs" / task / f"{condition}_s{seed}" / "student"),
@@ -373,13 +378,6 @@ def measure_speed(task: str = "sst2", n: int = 512) -> dict:
 # ------------------------------------------------------------------------------ report
 
 
-def _spread(row: dict) -> str:
-    """mean ± std over the seeds run so far (one seed has no spread yet)."""
-    if len(row["scores"]) < 2:
-        return f"{row['mean']:.4f} (seed {row['seeds'][0]} only)"
-    return f"{row['mean']:.4f} ± {row['std']:.4f} ({len(row['scores'])} seeds)"
-
-
 def collect() -> dict:
     tasks = {}
     for task in TASKS:
@@ -393,12 +391,7 @@ def collect() -> dict:
         for condition in CONDITIONS:
             done = [j for j in jobs if j["condition"] == condition]
             if done:
-                mean, std = harness.mean_std([j["score"] for j in done])
-                rows[condition] = {
-                    "mean": mean,
-                    "std": std,
-                    "scores": [j["score"] for j in done],
-                    "seeds": [j["seed"] for j in done],
+                rows[condition] = tables.scores(done) | {
                     "params": done[0]["student"]["params"],
                     "train_examples": done[0]["train_examples"],
                     "teachers_used": done[0]["teachers_used"],
@@ -417,6 +410,7 @@ def collect() -> dict:
             },
             "student_ensemble_fit_on_heldout": first["ensemble"],
             "students": rows,
+            "block": tables.block(jobs, ISSUE_28["sst2" if TASKS[task]["transfer"] else "other"]),
             "settings": TASKS[task],
         }
     speed_file = HERE / "speed.json"
@@ -506,7 +500,7 @@ def markdown(summary: dict) -> str:
         measured = fast.get(student, {})
         speedup = [f"{measured[t]:.1f}x" if measured.get(t) else "-" for t in TEACHERS]
         row(DESCRIPTIONS[condition], params, speedup,
-            [_spread(r) if r else "-" for r in done],
+            [tables.spread(r) if r else "-" for r in done],
             [r["mean"] if r else None for r in done])  # fmt: skip
     lines += ["", "Every ensembler, 5-fold cross-fitted on validation:", ""]
     strategies = list(dict.fromkeys(k for t in names for k in tasks[t]["ensembles"]))
@@ -514,9 +508,13 @@ def markdown(summary: dict) -> str:
     for strategy in strategies:
         cells = [_fmt(tasks[t]["ensembles"].get(strategy)) for t in names]
         lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
+    lines += tables.markdown(tasks, DESCRIPTIONS)
     lines += ["", "Targets (as measured):", ""]
     lines += [f"- **{v['target']}**: {v['verdict']}. {v['detail']}" for v in summary["verdicts"]]
     return "\n".join(lines) + "\n"
+
+
+MOST = len(TASKS) // 2 + 1  # "most tasks": 4 of the 6
 
 
 def verdicts(summary: dict) -> list[dict]:
@@ -525,21 +523,20 @@ def verdicts(summary: dict) -> list[dict]:
     out = []
 
     def add(target: str, met: bool | None, detail: str) -> None:
-        verdict = "open (not enough measured yet)" if met is None else ("met" if met else "not met")
-        out.append({"target": target, "verdict": verdict, "detail": detail})
+        out.append(tables.verdict(target, met, detail))
 
     ens = {
         t: r["ensembles"].get("learned") >= max(r["teachers"].values()) for t, r in tasks.items()
     }
     add("Learned ensemble >= best teacher on most tasks",
-        _at_least(ens, MOST),
-        "Cross-fitted on validation: " + _count(ens))  # fmt: skip
+        tables.at_least(ens, MOST, len(TASKS)),
+        "Cross-fitted on validation: " + tables.count(ens))  # fmt: skip
 
     def both(t, a, b):
         """Rows a and b of task t once each has every seed: a seed spread needs them all."""
         rows = tasks[t]["students"]
         pair = rows.get(a), rows.get(b)
-        return pair if all(map(_every_seed, pair)) else None
+        return pair if all(map(tables.every_seed, pair)) else None
 
     def compare(a: str, b: str, holds) -> dict[str, dict[str, bool]]:
         """Per student (l6 first: the verdict's), the tasks where row a vs row b holds."""
@@ -550,28 +547,28 @@ def verdicts(summary: dict) -> list[dict]:
         return out
 
     def detail(per_student: dict[str, dict[str, bool]]) -> str:
-        counts = " ".join(f"{name} student: {_count(met)}" for name, met in per_student.items())
+        counts = " ".join(f"{name} student: {tables.count(m)}" for name, m in per_student.items())
         return f"A task counts once both rows have {len(SEEDS)} seeds. {counts}"
 
     kd = compare("ensemble", "hard", lambda e, h: e["mean"] - h["mean"] > max(e["std"], h["std"]))
     l6 = kd["6-layer"]
     add("Ensemble-KD student beats hard labels by more than the larger seed std on >= 4 of 6 tasks",
-        _at_least(l6, 4),
+        tables.at_least(l6, 4, len(TASKS)),
         detail(kd))  # fmt: skip
     single = compare("ensemble", "best", lambda e, b: e["mean"] >= b["mean"])
     l6 = single["6-layer"]
     add("Ensemble-KD student >= best-single-teacher-KD student on most tasks",
-        _at_least(l6, MOST),
+        tables.at_least(l6, MOST, len(TASKS)),
         detail(single))  # fmt: skip
     sst2 = tasks.get("sst2", {})
     students, mpnet = sst2.get("students", {}), sst2.get("teachers", {}).get("mpnet")
     full, budget = students.get("transfer_l6_full"), students.get("transfer_l6")
-    grid = [f"{label} {_spread(r)}" for label, r in (("whole transfer set", full),
+    grid = [f"{label} {tables.spread(r)}" for label, r in (("whole transfer set", full),
             ("16,000-sentence transfer set", budget)) if r]  # fmt: skip
     add(
         "SST-2: the 6-layer student with the transfer set within 1 point of MPNet "
         "(judged on the whole transfer set)",
-        full["mean"] >= mpnet - 0.01 if _every_seed(full) else None,
+        full["mean"] >= mpnet - 0.01 if tables.every_seed(full) else None,
         f"student: {'; '.join(grid)}; MPNet {mpnet:.4f}." if grid else "",
     )
     fast = speedups(summary).get("student l6", {}).get("mpnet")
@@ -580,28 +577,7 @@ def verdicts(summary: dict) -> list[dict]:
         None if fast is None else fast >= 5,
         f"{fast:.2f}x measured." if fast else "",
     )
-    return out
-
-
-def _every_seed(row: dict | None) -> bool:
-    """A row with all its seeds: a seed spread (and a verdict) needs them all."""
-    return bool(row) and len(row["scores"]) == len(SEEDS)
-
-
-MOST = len(TASKS) // 2 + 1  # "most tasks": 4 of the 6
-
-
-def _at_least(met: dict[str, bool], k: int) -> bool | None:
-    """Met once k tasks hold, missed once too few tasks are left to get there, open between."""
-    holds, fails = sum(met.values()), len(met) - sum(met.values())
-    return True if holds >= k else False if fails > len(TASKS) - k else None
-
-
-def _count(met: dict[str, bool]) -> str:
-    which = ", ".join(task for task, ok in met.items() if ok) or "none"
-    if not met:
-        return "no task measured yet."
-    return f"holds on {sum(met.values())} of the {len(met)} tasks measured so far ({which})."
+    return out + tables.verdicts(tasks)  # issue 28's block
 
 
 def plot(summary: dict, path: Path) -> None:
