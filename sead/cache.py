@@ -1,9 +1,9 @@
 """The soft-label cache: each teacher's logits per split, on disk, by fingerprint.
 
-Teachers are the expensive part of multi-teacher distillation, and their
-outputs depend only on the model, its tokenizer, the truncation settings, the
-task and the data. Everything else (student, ensembler, temperature, seed)
-reads the same entry, so a teacher never runs twice on the same data.
+Teachers are the expensive part of multi-teacher distillation, and their outputs depend only
+on the model, its tokenizer, the truncation settings, the task and the data. Everything else
+(student, ensembler, temperature, seed) reads the same entry, so a teacher never runs twice on
+the same data: an entry that holds vectors too serves a run that asks for logits alone.
 
 Layout under the cache root (`paths.logits_dir`):
 
@@ -15,9 +15,9 @@ Layout under the cache root (`paths.logits_dir`):
     .locks/<fingerprint>.lock          one process assembles or computes, the others wait and read
     file_hashes.json                   content hashes of checkpoint files, by (path, size, mtime)
 
-An entry is built under a temporary name and renamed into place (atomic on
-POSIX), and verified against its manifest on every load: a missing, truncated,
-edited or mismatched entry is reported in one line and recomputed, never used.
+An entry is built under a temporary name and renamed into place (atomic on POSIX), and verified
+against its manifest on every load: a missing, truncated, edited or mismatched entry is
+reported in one line and recomputed, never used.
 
 `sead cache list|show|rm|verify` inspects and prunes the cache; `export` writes a
 teacher's cached logits as prediction files (`sead.prediction_files`), which a predictions
@@ -37,7 +37,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Literal
 
@@ -62,13 +62,7 @@ from sead.entry import (
     read_tensors,
 )
 from sead.files import disk_space, format_table, human_size, write_atomic
-from sead.manifest import (
-    DamagedFolder,
-    FileHashes,
-    store_entries,
-    store_record,
-    verify_store_entry,
-)
+from sead.manifest import DamagedFolder, FileHashes, store_entries, store_record, verify_store_entry
 from sead.representations import Outputs, RepresentationSpec
 from sead.tasks import get_task
 
@@ -168,6 +162,8 @@ class SoftLabelCache:
         self.hits = 0
         self.misses = 0
         self.computed: set[str] = set()  # fingerprints this object computed
+        # entries stored with these vectors serve logits-only requests too (one pass gave both)
+        self.serving: RepresentationSpec | None = None  # set by pipeline.soft_label_cache
 
     @classmethod
     def from_settings(cls, root, settings: StorageSettings) -> SoftLabelCache:
@@ -208,6 +204,7 @@ class SoftLabelCache:
         With `representations`, the entry holds vectors too (its own key): `compute` returns
         `Outputs(logits, vectors)`, and the entry comes back with `.representations`.
         """
+        asked = key
         key = self.full_key(key, representations)
         fp = fingerprint(key)
         expected_idx = np.asarray(expected_idx, dtype=np.int64)
@@ -215,6 +212,9 @@ class SoftLabelCache:
             return self._hit(fp, key, expected_idx, about)
         except (FileNotFoundError, CorruptEntry):
             pass  # absent or unusable: decided, and reported, under the lock
+        served = self._served(asked, representations, expected_idx, about)
+        if served is not None:
+            return served
         with self.lock(fp):
             try:
                 return self._hit(fp, key, expected_idx, about)
@@ -257,6 +257,9 @@ class SoftLabelCache:
         full = self.full_key(key, representations)
         fp = fingerprint(full)
         expected_idx = np.asarray(expected_idx, dtype=np.int64)
+        served = self._served(key, representations, expected_idx, about)
+        if served is not None:  # stored whole: every rank reads it, none computes
+            return served
         try:
             self._load(fp, full, expected_idx)
         except (FileNotFoundError, CorruptEntry):  # absent or unusable: fill this shard
@@ -283,6 +286,17 @@ class SoftLabelCache:
             return None
         done, total = chunks.progress(self.partial_path(fp))
         return None if total is not None and done >= total else (done, total or 0)
+
+    def _served(self, key: dict, representations, expected_idx, about) -> CacheEntry | None:
+        """A logits-only request read from the sound entry holding `serving` vectors too."""
+        if representations is not None or self.serving is None:
+            return None
+        full = self.full_key(key, self.serving)
+        try:
+            entry = self._hit(fingerprint(full), full, expected_idx, about)
+        except (FileNotFoundError, CorruptEntry):
+            return None
+        return replace(entry, representations=None)
 
     def _partial(self, fp: str, key: dict, about: dict | None, shard=None) -> PartialEntry:
         described = {k: key.get(k) for k in ("task", "split")}

@@ -248,11 +248,13 @@ def soft_label_cache(settings: Settings) -> SoftLabelCache:
 
     Storage dtype and compute precision are part of every cache key, so every stage builds
     its cache here: logits prepared by `stage=teachers` are the ones the full run reads. A stage
-    that learns from representations asks for `settings.cache.representations` itself.
+    that learns from representations asks for `settings.cache.representations` itself, and
+    an entry stored with them serves a run that asks for logits only (one labelling for both).
     Under a multi-process launcher each rank fills its share of every missing entry (of
     this job's `cache.shard`, if any); a barrier ends each entry's fill.
     """
     cache = SoftLabelCache.from_settings(settings.paths.logits_dir, settings.cache)
+    cache.serving = settings.cache.representations  # their entries serve logits-only runs too
     if distributed.is_distributed():
         job = cache.shard or Shard(0, 1)
         rank, world_size = distributed.rank(), distributed.world_size()

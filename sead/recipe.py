@@ -18,7 +18,10 @@ With `select: true` a stage is scored on the held-out slice (`data.heldout`, or 
 folder's heldout split) after each epoch: by the task's main metric, or by the held-out
 representation loss when representations are its only objective. It stops after `patience`
 epochs without a better score and restores its best epoch; `results.json` records, per stage,
-the epoch chosen and its held-out score. The reported splits choose nothing.
+the epoch chosen and its held-out score. When the previous stage was scored by the same metric,
+the weights the stage starts from count as its epoch 0: a stage none of whose epochs beats
+them gives them back (`kept: entry` in its record), so a stage that only hurts on held-out
+changes nothing. The reported splits choose nothing.
 
 Every stage checkpoints at each epoch's end in a work folder keyed by everything that shapes
 the student (`work_dir`), and records its outcome there once done: a run killed in a stage
@@ -218,6 +221,7 @@ def train(
     earlier run got there; returns the student and each stage's record."""
     records, projections, trainer = [], None, None
     for index, stage in enumerate(recipe.stages, 1):
+        entry = _entry_point(records, stage, model)
         stage_dir = folder / f"{index}-{stage.name}"
         done = stage_dir / DONE_FILE
         if done.is_file() and _intact(stage_dir / "final"):  # finished by an earlier run
@@ -225,36 +229,37 @@ def train(
             model.load_state_dict(load_file(str(stage_dir / "final" / "model.safetensors")))
             projections = _load_projections(stage_dir / "final", projections)
             log.info("Stage %d (%s): done earlier, %s", index, stage.name, _summary(record))
-            records.append(record)
             trainer = None
-            continue
-        trainer, projections = _stage_trainer(
-            model, tokenizer, data, stage, recipe, projections,
-            settings=settings, task=task, max_length=max_length, seed=seed,
-            output_dir=stage_dir, callbacks=callbacks, eval_splits=eval_splits,
-        )  # fmt: skip
-        point = resume.latest(stage_dir, f"Student stage {stage.name}")  # verified, or None
-        log.info(
-            "Stage %d of %d (%s): %s on %s rows%s",
-            index,
-            len(recipe.stages),
-            stage.name,
-            stage.objectives or f"soft and hard labels (train.alpha={settings.alpha:g})",
-            stage.data,
-            f", resuming from {point}" if point else "",
-        )
-        resume.train(trainer, point, f"the student's stage {stage.name}", setting="SEAD_CACHE")
-        for parameter in model.parameters():  # what this stage froze, the next one trains
-            parameter.requires_grad_(True)
-        distill.check_finite(model, "The student")
-        record = _record(index, stage, trainer, len(data.part(stage.data)))
-        if distributed.is_main_process():  # one writer; every rank holds the same weights
-            _finish(stage_dir, model, projections, record)
-        distributed.barrier()  # the stage is recorded before any rank goes on
-        log.info("Stage %d (%s): %s", index, stage.name, _summary(record))
-        records.append(record)
-    last = recipe.stages[-1]
-    final = final_evaluations(trainer) if trainer is not None and not last.select else {}
+        else:
+            trainer, projections = _stage_trainer(
+                model, tokenizer, data, stage, recipe, projections,
+                settings=settings, task=task, max_length=max_length, seed=seed,
+                output_dir=stage_dir, callbacks=callbacks, eval_splits=eval_splits,
+            )  # fmt: skip
+            point = resume.latest(stage_dir, f"Student stage {stage.name}")  # verified, or None
+            log.info(
+                "Stage %d of %d (%s): %s on %s rows%s",
+                index,
+                len(recipe.stages),
+                stage.name,
+                stage.objectives or f"soft and hard labels (train.alpha={settings.alpha:g})",
+                stage.data,
+                f", resuming from {point}" if point else "",
+            )
+            resume.train(trainer, point, f"the student's stage {stage.name}", setting="SEAD_CACHE")
+            for parameter in model.parameters():  # what this stage froze, the next one trains
+                parameter.requires_grad_(True)
+            distill.check_finite(model, "The student")
+            record = _record(index, stage, trainer, len(data.part(stage.data)))
+            if distributed.is_main_process():  # one writer; every rank holds the same weights
+                _finish(stage_dir, model, projections, record)
+            distributed.barrier()  # the stage is recorded before any rank goes on
+            log.info("Stage %d (%s): %s", index, stage.name, _summary(record))
+        records.append(_keep_entry_unless_beaten(record, entry, model))
+    last, kept_entry = recipe.stages[-1], records[-1].get("selection", {}).get("kept") == "entry"
+    final = {}  # the last epoch's scores are the final weights' only if it kept them
+    if trainer is not None and not last.select and not kept_entry:
+        final = final_evaluations(trainer)
     return Trained(model, records, final)
 
 
@@ -359,6 +364,36 @@ def _record(index: int, stage: StageSettings, trainer, rows: int) -> dict:
             "curve": [sign * score for _, score in scores],
         }
     return record
+
+
+def _entry_point(records: list[dict], stage: StageSettings, model) -> tuple | None:
+    """The held-out score a stage starts from, and the weights that have it: those the previous
+    stage kept, when both stages are scored the same way (the task's main metric on the same
+    slice). They count as the stage's epoch 0: a stage that never beats them gives them back."""
+    previous = records[-1].get("selection") if records else None
+    if not stage.select or stage.selects_on_representations or not previous:
+        return None
+    if previous["on"] != "main_metric":
+        return None
+    score = previous.get("entry_heldout") if previous.get("kept") == "entry" else None
+    state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+    return (previous["heldout"] if score is None else score), state
+
+
+def _keep_entry_unless_beaten(record: dict, entry: tuple | None, model) -> dict:
+    """The stage's record; where none of its epochs beat the held-out score it started from,
+    the model goes back to its entry weights, and the record says so (`kept: entry`)."""
+    chosen = record.get("selection")
+    if entry is None or not chosen or chosen["heldout"] > entry[0]:
+        return record
+    score, state = entry
+    model.load_state_dict(state)
+    log.info(
+        "Stage %d (%s): no epoch beat the held-out %s it started from (%.4f against its best "
+        "%.4f): the weights it started from are kept.",
+        record["stage"], record["name"], chosen["on"], score, chosen["heldout"],
+    )  # fmt: skip
+    return record | {"selection": chosen | {"kept": "entry", "entry_heldout": score}}
 
 
 def _summary(record: dict) -> str:

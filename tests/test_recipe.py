@@ -227,11 +227,57 @@ def test_the_staged_recipe_learns_representations_and_keeps_its_best_epochs(tiny
     assert _weights_hash(loaded) == _student_hash(Path(cfg.paths.output_dir))
 
 
+def test_a_stage_that_never_beats_its_entry_on_heldout_gives_the_entry_weights_back(
+    tiny_cfg, monkeypatch
+):
+    seen = []
+    real = distill.student_trainer
+
+    def recording(*args, **kwargs):
+        hashes = EpochHashes()
+        kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), hashes]
+        seen.append(hashes)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(distill, "student_trainer", recording)
+    real_scorer = recipe._heldout_scorer
+
+    def worse_after_gold_labels(trained, tokenizer, data, stage, *rest):
+        """The gold-label stage's epochs score below anything the soft stage can reach."""
+        score, encoded = real_scorer(trained, tokenizer, data, stage, *rest)
+        return (lambda: {"heldout": -1.0}) if stage.name == "hard" else score, encoded
+
+    monkeypatch.setattr(recipe, "_heldout_scorer", worse_after_gold_labels)
+    cfg = tiny_cfg(*STAGED, "recipe.stages.2.epochs=2")
+    results = pipeline.run(cfg)
+    soft, hard = results["recipe"]["stages"][1:]
+    assert hard["selection"]["kept"] == "entry"
+    assert hard["selection"]["entry_heldout"] == soft["selection"]["heldout"]
+    assert hard["selection"]["heldout"] == -1.0
+    # the saved student is the soft stage's kept weights, not the gold stage's best epoch
+    assert seen[2].final != seen[1].final
+    assert _student_hash(Path(cfg.paths.output_dir)) == seen[1].final
+    # the entry rule only compares stages scored alike: the soft stage follows a
+    # representation stage (another measure), so it keeps its own best epoch
+    assert "kept" not in soft["selection"]
+
+
 def test_a_second_staged_run_has_no_cache_miss(tiny_cfg):
     pipeline.run(tiny_cfg(*STAGED, output="first"))
     again = pipeline.run(tiny_cfg(*STAGED, output="second"))
     assert again["cache"]["misses"] == 0
     assert all(all(t["cache_hit"].values()) for t in again["teachers"].values())
+
+
+def test_entries_with_vectors_serve_a_run_that_asks_for_logits_only(tiny_cfg, tmp_path):
+    plain = ["data.heldout=40", "report.speed_samples=0"]
+    pipeline.run(tiny_cfg(*STAGED, output="staged"))  # labels every split, vectors too
+    served = pipeline.run(tiny_cfg(*plain, output="served"))
+    assert served["cache"]["misses"] == 0  # no teacher labels anything twice
+    # the logits it read are those a logits-only pass computes: the same student comes out
+    fresh = tiny_cfg(*plain, f"paths.cache_dir={tmp_path / 'fresh'}", output="fresh")
+    assert pipeline.run(fresh)["cache"]["misses"] > 0
+    assert _student_hash(tmp_path / "served") == _student_hash(tmp_path / "fresh")
 
 
 class Kill(TrainerCallback):

@@ -101,6 +101,11 @@ def _stages_text(stages: list[dict]) -> str:
             if chosen
             else f"{stage['epochs_run']} epoch(s)"
         )
+        if chosen and chosen.get("kept") == "entry":
+            kept = (
+                f"{stage['epochs_run']} epoch(s), none beat its entry (held-out "
+                f"{chosen['heldout']:.4f} against {chosen['entry_heldout']:.4f}): entry kept"
+            )
         parts.append(f"{stage['name']}: {kept}")
     return "; ".join(parts)
 
