@@ -78,6 +78,19 @@ def row_losses(
     return soft, hard, labelled
 
 
+def soft_loss(
+    student_logits: np.ndarray, soft_targets: np.ndarray, temperature: float, task: TaskSpec
+) -> float:
+    """The soft objective on whole rows, averaged over them (T^2 KL to the ensemble's soft
+    labels, or the squared error to its score): a stage's held-out soft-label score."""
+    logits = torch.as_tensor(np.asarray(student_logits, dtype=np.float32))
+    unlabelled = torch.full((len(logits),), UNLABELED)
+    soft, _, _ = row_losses(
+        logits, torch.as_tensor(soft_targets), unlabelled, temperature, task.is_regression
+    )
+    return float(soft.mean())
+
+
 def kd_loss(
     student_logits: torch.Tensor,
     soft_targets: torch.Tensor,

@@ -479,6 +479,9 @@ def _student_data(inputs: Inputs, outputs: TeacherOutputs, ensembler):
     rows_splits = [task.train_split, *inputs.transfer.splits()]
     heldout = inputs.splits.get(data.HELDOUT)
     student_data = recipe.StudentData(train, soft_targets, labeled, heldout=heldout)
+    if heldout is not None and settings.recipe.needs_heldout_soft_targets:
+        held = _stacked(outputs.logits, names, data.HELDOUT)
+        student_data.heldout_soft_targets = ensembler.combine(held, temperature)
     if settings.recipe.needs_representations:
         student_data.representations = _vectors(inputs, outputs, ensembler, rows_splits)
         if heldout is not None:
@@ -530,6 +533,9 @@ def _student_key(settings: Settings, student_data: recipe.StudentData) -> dict:
         "heldout": None
         if student_data.heldout is None
         else data.input_fingerprint(student_data.heldout, settings.task, ["label"]),
+        "heldout_soft_targets": None
+        if student_data.heldout_soft_targets is None
+        else chunks.sha256(np.ascontiguousarray(student_data.heldout_soft_targets).tobytes()),
         "recipe": asdict(settings.recipe),
         "train": train,
         "seed": settings.run.seed,

@@ -15,13 +15,17 @@ labels), each the mean over the rows that have it (`sead.distill.objective_loss`
 is the train split's rows (`labeled`), the transfer set's (`transfer`) or both (`all`).
 
 With `select: true` a stage is scored on the held-out slice (`data.heldout`, or the data
-folder's heldout split) after each epoch: by the task's main metric, or by the held-out
-representation loss when representations are its only objective. It stops after `patience`
+folder's heldout split) after each epoch, as its `select_by` says: `auto`, by the task's main
+metric, or by the held-out representation loss when representations are its only objective;
+`soft_loss`, by the held-out loss against the ensemble's soft labels (the soft objective on
+the held-out rows: smoother than a metric on a few hundred rows, which moves in steps of one
+row and has a sampling noise of about a point on 1,000). It stops after `patience`
 epochs without a better score and restores its best epoch; `results.json` records, per stage,
-the epoch chosen and its held-out score. When the previous stage was scored by the same metric,
-the weights the stage starts from count as its epoch 0: a stage none of whose epochs beats
-them gives them back (`kept: entry` in its record), so a stage that only hurts on held-out
-changes nothing. The reported splits choose nothing.
+the epoch chosen and its held-out score. When the previous stage selected too (on anything but
+the representation loss, after which the task head has never trained), the weights the stage
+starts from count as its epoch 0, scored on the stage's own measure: a stage none of whose
+epochs beats them gives them back (`kept: entry` in its record), so a stage that only hurts
+on held-out changes nothing. The reported splits choose nothing.
 
 Every stage checkpoints at each epoch's end in a work folder keyed by everything that shapes
 the student (`work_dir`), and records its outcome there once done: a run killed in a stage
@@ -35,6 +39,7 @@ import logging
 import os
 import shutil
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -54,6 +59,7 @@ from sead.tracking import epoch_report, evaluate, final_evaluations
 log = logging.getLogger(__name__)
 
 OBJECTIVES = ("representations", "soft", "hard")
+SELECT_BY = ("auto", "soft_loss")
 DONE_FILE = "stage.json"  # a finished stage's record, written last
 PROJECTIONS_FILE = "projections.safetensors"
 
@@ -70,6 +76,7 @@ class StageSettings:
     freeze: tuple[str, ...]  # parameter-name prefixes kept frozen in this stage
     select: bool  # keep the best epoch on the held-out slice
     patience: int = setting(low=1)  # with select: epochs without a better score before stopping
+    select_by: Literal["auto", "soft_loss"]  # with select: what scores an epoch (module doc)
 
     def __post_init__(self):
         where = f"recipe stage {self.name!r}: objectives"
@@ -91,9 +98,18 @@ class StageSettings:
     @property
     def selects_on_representations(self) -> bool:
         """Scored by its held-out representation loss: representations are all it learns."""
-        return self.learns_representations and not any(
-            self.objectives.get(o) for o in ("soft", "hard")
+        return (
+            self.select_by == "auto"
+            and self.learns_representations
+            and not any(self.objectives.get(o) for o in ("soft", "hard"))
         )
+
+    @property
+    def selected_on(self) -> str:
+        """What scores its epochs on the held-out slice, as its record names it."""
+        if self.select_by == "soft_loss":
+            return "soft_loss"
+        return "representation_loss" if self.selects_on_representations else "main_metric"
 
 
 @dataclass(frozen=True)
@@ -119,12 +135,17 @@ class RecipeSettings:
     def needs_heldout(self) -> bool:
         return any(stage.select for stage in self.stages)
 
+    @property
+    def needs_heldout_soft_targets(self) -> bool:
+        return any(stage.select and stage.select_by == "soft_loss" for stage in self.stages)
+
 
 @dataclass
 class StudentData:
     """What the stages learn from: the train split's rows then the transfer set's (`rows`),
     the ensemble's soft targets of each, and the teachers' vectors of each (when a stage
-    learns representations); the held-out slice and its vectors, when a stage selects."""
+    learns representations); the held-out slice, with its vectors and soft targets when a
+    stage selects on them."""
 
     rows: Dataset
     soft_targets: np.ndarray
@@ -132,6 +153,7 @@ class StudentData:
     representations: distill.Representations | None = None
     heldout: Dataset | None = None
     heldout_representations: distill.Representations | None = None
+    heldout_soft_targets: np.ndarray | None = None
 
     def part(self, which: str) -> np.ndarray:
         everything = np.arange(len(self.rows))
@@ -164,6 +186,11 @@ def check(recipe: RecipeSettings, task: TaskSpec, heldout_given: bool) -> None:
             "data.dir a heldout.jsonl."
         )
     for stage in recipe.stages:
+        if stage.select and stage.select_by == "soft_loss" and task.is_multiple_choice:
+            raise ValueError(
+                f"recipe stage {stage.name!r} has select_by: soft_loss, which sead does not "
+                f"take for multiple-choice tasks ({task.name}): use select_by: auto."
+            )
         if stage.learns_representations and task.is_multiple_choice:
             raise ValueError(
                 f"recipe stage {stage.name!r} learns the teachers' representations, which "
@@ -221,7 +248,9 @@ def train(
     earlier run got there; returns the student and each stage's record."""
     records, projections, trainer = [], None, None
     for index, stage in enumerate(recipe.stages, 1):
-        entry = _entry_point(records, stage, model)
+        scoring = {"task": task, "max_length": max_length, "temperature": settings.temperature}
+        measure = partial(_score_now, model, tokenizer, data, stage, recipe, scoring)
+        entry = _entry_point(records, stage, model, measure)
         stage_dir = folder / f"{index}-{stage.name}"
         done = stage_dir / DONE_FILE
         if done.is_file() and _intact(stage_dir / "final"):  # finished by an earlier run
@@ -291,7 +320,8 @@ def _stage_trainer(model, tokenizer, data, stage, recipe, projections, **common)
         projections = trained.projections
     heldout, heldout_rows = None, None
     if stage.select:
-        heldout, heldout_rows = _heldout_scorer(trained, tokenizer, data, stage, recipe, common)
+        scoring = common | {"temperature": settings.temperature}
+        heldout, heldout_rows = _heldout_scorer(trained, tokenizer, data, stage, recipe, scoring)
     trainer = distill.student_trainer(
         trained,
         tokenizer,
@@ -311,7 +341,7 @@ def _stage_trainer(model, tokenizer, data, stage, recipe, projections, **common)
 
 def _heldout_scorer(trained, tokenizer, data: StudentData, stage, recipe, common):
     """A function scoring `trained` on the held-out slice, {"heldout": score}, higher better
-    (the held-out representation loss is given negated); and the slice, tokenized."""
+    (the held-out losses are given negated); and the slice, tokenized."""
     task, max_length = common["task"], common["max_length"]
     if data.heldout is None:
         raise ValueError(
@@ -333,9 +363,19 @@ def _heldout_scorer(trained, tokenizer, data: StudentData, stage, recipe, common
         scored = evaluate(
             student, tokenizer, task, data.heldout, max_length, 128, "Held-out", encoded=encoded
         )
+        if stage.select_by == "soft_loss":
+            targets, temperature = data.heldout_soft_targets, common["temperature"]
+            loss = distill.soft_loss(scored.logits, targets, temperature, task)
+            return {"heldout": -loss}
         return {"heldout": scored.metrics[task.main_metric]}
 
     return metric_score, encoded
+
+
+def _score_now(model, tokenizer, data: StudentData, stage, recipe, scoring) -> float:
+    """`model`'s held-out score as `stage` selects on it, higher better."""
+    score, _ = _heldout_scorer(model, tokenizer, data, stage, recipe, scoring)
+    return score()["heldout"]
 
 
 def _record(index: int, stage: StageSettings, trainer, rows: int) -> dict:
@@ -355,10 +395,9 @@ def _record(index: int, stage: StageSettings, trainer, rows: int) -> dict:
     }
     if stage.select and scores:
         best_epoch, best = max(scores, key=lambda pair: pair[1])
-        metric = "representation_loss" if stage.selects_on_representations else "main_metric"
-        sign = -1 if stage.selects_on_representations else 1
+        sign = 1 if stage.selected_on == "main_metric" else -1  # losses are scored negated
         record["selection"] = {
-            "on": metric,
+            "on": stage.selected_on,
             "best_epoch": best_epoch,
             "heldout": sign * best,
             "curve": [sign * score for _, score in scores],
@@ -366,25 +405,38 @@ def _record(index: int, stage: StageSettings, trainer, rows: int) -> dict:
     return record
 
 
-def _entry_point(records: list[dict], stage: StageSettings, model) -> tuple | None:
+def _entry_point(records: list[dict], stage: StageSettings, model, score) -> tuple | None:
     """The held-out score a stage starts from, and the weights that have it: those the previous
-    stage kept, when both stages are scored the same way (the task's main metric on the same
-    slice). They count as the stage's epoch 0: a stage that never beats them gives them back."""
+    stage kept, when it selected too (on anything but the representation loss, after which the
+    task head has never trained). They count as the stage's epoch 0: a stage that never beats
+    them gives them back. The score is the previous stage's record when both stages measure
+    alike (the same measure on the same slice); else `score()` measures the weights now."""
     previous = records[-1].get("selection") if records else None
     if not stage.select or stage.selects_on_representations or not previous:
         return None
-    if previous["on"] != "main_metric":
+    if previous["on"] == "representation_loss":
         return None
-    score = previous.get("entry_heldout") if previous.get("kept") == "entry" else None
+    if previous["on"] == stage.selected_on:
+        kept = previous.get("entry_heldout") if previous.get("kept") == "entry" else None
+        recorded = previous["heldout"] if kept is None else kept
+    else:  # higher-better, as the selection scores it: a loss comes negated
+        measured = score()
+        recorded = measured if stage.selected_on == "main_metric" else -measured
     state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
-    return (previous["heldout"] if score is None else score), state
+    return recorded, state
+
+
+def _beats(on: str, score: float, other: float) -> bool:
+    """Whether held-out `score` is better than `other`, both as records hold them: a metric
+    is better higher, a loss lower."""
+    return score > other if on == "main_metric" else score < other
 
 
 def _keep_entry_unless_beaten(record: dict, entry: tuple | None, model) -> dict:
     """The stage's record; where none of its epochs beat the held-out score it started from,
     the model goes back to its entry weights, and the record says so (`kept: entry`)."""
     chosen = record.get("selection")
-    if entry is None or not chosen or chosen["heldout"] > entry[0]:
+    if entry is None or not chosen or _beats(chosen["on"], chosen["heldout"], entry[0]):
         return record
     score, state = entry
     model.load_state_dict(state)

@@ -48,6 +48,7 @@ def _stage(**changes) -> dict:
         "freeze": [],
         "select": False,
         "patience": 1,
+        "select_by": "auto",
     }
     return stage | changes
 
@@ -60,6 +61,7 @@ def _stage(**changes) -> dict:
         (_stage(objectives={"soft": 0.0}), r"at least one above 0"),
         (_stage(data="unlabeled"), r"recipe.stages\[0\].data='unlabeled'"),
         (_stage(patience=0), r"recipe.stages\[0\].patience=0"),
+        (_stage(select_by="loss"), r"recipe.stages\[0\].select_by='loss'"),
         (_stage() | {"epoch": 3}, r"recipe.stages\[0\] has unknown key\(s\) \['epoch'\]"),
     ],
 )
@@ -260,6 +262,92 @@ def test_a_stage_that_never_beats_its_entry_on_heldout_gives_the_entry_weights_b
     # the entry rule only compares stages scored alike: the soft stage follows a
     # representation stage (another measure), so it keeps its own best epoch
     assert "kept" not in soft["selection"]
+
+
+def test_stages_can_choose_on_the_heldout_soft_label_loss(tiny_cfg, monkeypatch):
+    seen = []
+    real = distill.student_trainer
+
+    def recording(*args, **kwargs):
+        hashes = EpochHashes()
+        kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), hashes]
+        seen.append(hashes)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(distill, "student_trainer", recording)
+    by_loss = ["recipe.stages.1.select_by=soft_loss", "recipe.stages.2.select_by=soft_loss"]
+    cfg = tiny_cfg(*STAGED, *by_loss, "recipe.stages.2.epochs=2")
+    results = pipeline.run(cfg)
+    reps, soft, hard = results["recipe"]["stages"]
+    assert reps["selection"]["on"] == "representation_loss"  # select_by: auto
+    for stage, hashes in zip((soft, hard), seen[1:], strict=True):
+        chosen = stage["selection"]
+        assert chosen["on"] == "soft_loss" and all(loss > 0 for loss in chosen["curve"])
+        assert chosen["best_epoch"] == 1 + int(np.argmin(chosen["curve"]))  # lower is better
+        assert hashes.final == dict(hashes.hashes)[chosen["best_epoch"]]
+    # the stages are scored alike, so the gold-label stage keeps its entry unless it beats it
+    kept = hard["selection"].get("kept") == "entry"
+    assert kept == (hard["selection"]["heldout"] >= soft["selection"]["heldout"])
+    final = hard["selection"]["entry_heldout"] if kept else hard["selection"]["heldout"]
+    # ...and that score is the saved student's T^2 KL to the ensemble's held-out soft labels
+    settings, inputs, scored = _saved_student_on_heldout(cfg)
+    outputs = pipeline.teacher_outputs(inputs, pipeline.soft_label_cache(settings))
+    ensembler, _ = pipeline._ensemble(inputs, outputs.logits)
+    temperature = settings.train.temperature
+    held = np.stack([outputs.logits[name][data.HELDOUT] for name in inputs.names])
+    targets = torch.as_tensor(ensembler.combine(held, temperature), dtype=torch.float64)
+    logits = torch.as_tensor(scored.logits, dtype=torch.float64)
+    log_student = torch.log_softmax(logits / temperature, -1)
+    kl = (targets * (targets.clamp_min(1e-30).log() - log_student)).sum(-1).mean()
+    assert float(kl) * temperature**2 == pytest.approx(final, rel=1e-4)
+
+
+def test_a_stage_scores_its_entry_on_its_own_measure(tiny_cfg, monkeypatch):
+    """After a stage chosen on the soft-label loss, the gold-label stage (chosen on the task's
+    metric) scores the weights it starts from on that metric, and gives them back if none of
+    its epochs beats them."""
+    seen = []
+    real = distill.student_trainer
+
+    def recording(*args, **kwargs):
+        hashes = EpochHashes()
+        kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), hashes]
+        seen.append(hashes)
+        if len(seen) == 3:  # the gold-label stage: every epoch scores below any accuracy
+            kwargs["heldout"] = lambda: {"heldout": -1.0}
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(distill, "student_trainer", recording)
+    cfg = tiny_cfg(*STAGED, "recipe.stages.1.select_by=soft_loss", "recipe.stages.2.epochs=2")
+    soft, hard = pipeline.run(cfg)["recipe"]["stages"][1:]
+    assert soft["selection"]["on"] == "soft_loss" and hard["selection"]["on"] == "main_metric"
+    assert hard["selection"]["kept"] == "entry" and hard["selection"]["heldout"] == -1.0
+    assert _student_hash(Path(cfg.paths.output_dir)) == seen[1].final != seen[2].final
+    _, _, scored = _saved_student_on_heldout(cfg)
+    assert hard["selection"]["entry_heldout"] == scored.metrics["accuracy"]
+
+
+def _saved_student_on_heldout(cfg):
+    """The run's settings, inputs, and its saved student's evaluation on the held-out slice."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from sead.tracking import evaluate
+
+    settings = read_settings(cfg)
+    inputs = pipeline.check_inputs(settings)
+    saved = Path(cfg.paths.output_dir) / "student"
+    student = AutoModelForSequenceClassification.from_pretrained(saved)
+    tokenizer = AutoTokenizer.from_pretrained(saved)
+    heldout = inputs.splits[data.HELDOUT]
+    max_length = settings.student.max_length
+    return settings, inputs, evaluate(student, tokenizer, SST2, heldout, max_length, 128, "x")
+
+
+def test_soft_loss_selection_is_refused_for_multiple_choice():
+    stage = build(recipe.StageSettings, _stage(select=True, select_by="soft_loss"), "s")
+    recipe_settings = recipe.RecipeSettings("mine", "mse", (stage,))
+    with pytest.raises(ValueError, match=r"select_by: soft_loss.*multiple-choice tasks \(copa\)"):
+        recipe.check(recipe_settings, get_task("copa"), heldout_given=True)
 
 
 def test_a_second_staged_run_has_no_cache_miss(tiny_cfg):
