@@ -59,7 +59,6 @@ from sead.tracking import epoch_report, evaluate, final_evaluations
 log = logging.getLogger(__name__)
 
 OBJECTIVES = ("representations", "soft", "hard")
-SELECT_BY = ("auto", "soft_loss")
 DONE_FILE = "stage.json"  # a finished stage's record, written last
 PROJECTIONS_FILE = "projections.safetensors"
 
