@@ -143,8 +143,26 @@ CONDITIONS |= {
     "transfer_l6_full_g": ("l6", [*FULL, *GROUPED]),
     "staged_l6_full": ("l6", [*FULL, *GROUPED, *STAGED]),
 }
+# SST-2's second round (written 2026-12-03, 07:15 UTC, before any of its numbers): the staged
+# units saw the transfer set for two soft-label epochs, their baseline for one, so a staged
+# seed's gain does not isolate the representations. This row is the staged recipe's own soft
+# stage alone (same objective, rows, lr, 2-epoch cap, held-out accuracy with patience 1), with
+# no representation stage before it; the judged pair stays staged_l6_full/transfer_l6_full_g.
+SOFT_STAGE_ONLY = [
+    "recipe.stages.0.objectives={soft:1.0}",
+    "recipe.stages.0.epochs=2",
+    "recipe.stages.0.select=true",
+]
+CONDITIONS |= {"soft2_l6_full": ("l6", [*FULL, *GROUPED, *SOFT_STAGE_ONLY])}
 ISSUE_28 = {  # per task, in the order they run (seed 1 of each first)
-    "sst2": ["staged_l6_full", "transfer_l6_full_g", "hard_l6_g", "staged_l2", "transfer_g"],
+    "sst2": [
+        "staged_l6_full",
+        "transfer_l6_full_g",
+        "hard_l6_g",
+        "staged_l2",
+        "transfer_g",
+        "soft2_l6_full",
+    ],
     "other": ["hard_l6_g", "ensemble_l6_g", "augment_l6", "staged_augment_l6"],
 }
 DESCRIPTIONS = {
@@ -165,6 +183,7 @@ DESCRIPTIONS = {
     "staged_l2": "student, staged recipe + transfer set (grouped)",
     "transfer_l6_full_g": "6-layer student, KD + the whole transfer set (grouped)",
     "staged_l6_full": "6-layer student, staged recipe + the whole transfer set (grouped)",
+    "soft2_l6_full": "6-layer student, the staged recipe's soft stage alone, same rows (grouped)",
 }
 
 
