@@ -295,11 +295,12 @@ def test_stages_can_choose_on_the_heldout_soft_label_loss(tiny_cfg, monkeypatch)
     ensembler, _ = pipeline._ensemble(inputs, outputs.logits)
     temperature = settings.train.temperature
     held = np.stack([outputs.logits[name][data.HELDOUT] for name in inputs.names])
-    targets = torch.as_tensor(ensembler.combine(held, temperature), dtype=torch.float64)
-    logits = torch.as_tensor(scored.logits, dtype=torch.float64)
-    log_student = torch.log_softmax(logits / temperature, -1)
+    # (the toy teachers' loss is ~1e-6, where float32 rounding moves it by ~0.5%: a wrong
+    # temperature would move it 4x, targets from other rows or gold labels by orders)
+    targets = torch.as_tensor(ensembler.combine(held, temperature), dtype=torch.float32)
+    log_student = torch.log_softmax(torch.as_tensor(scored.logits) / temperature, -1)
     kl = (targets * (targets.clamp_min(1e-30).log() - log_student)).sum(-1).mean()
-    assert float(kl) * temperature**2 == pytest.approx(final, rel=1e-4)
+    assert float(kl) * temperature**2 == pytest.approx(final, rel=0.02)
 
 
 def test_a_stage_scores_its_entry_on_its_own_measure(tiny_cfg, monkeypatch):
