@@ -229,9 +229,9 @@ def test_the_staged_recipe_learns_representations_and_keeps_its_best_epochs(tiny
     assert _weights_hash(loaded) == _student_hash(Path(cfg.paths.output_dir))
 
 
-def test_a_stage_that_never_beats_its_entry_on_heldout_gives_the_entry_weights_back(
-    tiny_cfg, monkeypatch
-):
+def _record_epoch_hashes(monkeypatch, heldout=None) -> list:
+    """Each stage's `EpochHashes`, in order, as the run trains; `heldout` {n: scorer} replaces
+    the n-th stage's held-out scorer (1-based)."""
     seen = []
     real = distill.student_trainer
 
@@ -239,9 +239,18 @@ def test_a_stage_that_never_beats_its_entry_on_heldout_gives_the_entry_weights_b
         hashes = EpochHashes()
         kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), hashes]
         seen.append(hashes)
+        if heldout and len(seen) in heldout:
+            kwargs["heldout"] = heldout[len(seen)]
         return real(*args, **kwargs)
 
     monkeypatch.setattr(distill, "student_trainer", recording)
+    return seen
+
+
+def test_a_stage_that_never_beats_its_entry_on_heldout_gives_the_entry_weights_back(
+    tiny_cfg, monkeypatch
+):
+    seen = _record_epoch_hashes(monkeypatch)
     real_scorer = recipe._heldout_scorer
 
     def worse_after_gold_labels(trained, tokenizer, data, stage, *rest):
@@ -265,16 +274,7 @@ def test_a_stage_that_never_beats_its_entry_on_heldout_gives_the_entry_weights_b
 
 
 def test_stages_can_choose_on_the_heldout_soft_label_loss(tiny_cfg, monkeypatch):
-    seen = []
-    real = distill.student_trainer
-
-    def recording(*args, **kwargs):
-        hashes = EpochHashes()
-        kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), hashes]
-        seen.append(hashes)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(distill, "student_trainer", recording)
+    seen = _record_epoch_hashes(monkeypatch)
     by_loss = ["recipe.stages.1.select_by=soft_loss", "recipe.stages.2.select_by=soft_loss"]
     cfg = tiny_cfg(*STAGED, *by_loss, "recipe.stages.2.epochs=2")
     results = pipeline.run(cfg)
@@ -307,18 +307,8 @@ def test_a_stage_scores_its_entry_on_its_own_measure(tiny_cfg, monkeypatch):
     """After a stage chosen on the soft-label loss, the gold-label stage (chosen on the task's
     metric) scores the weights it starts from on that metric, and gives them back if none of
     its epochs beats them."""
-    seen = []
-    real = distill.student_trainer
-
-    def recording(*args, **kwargs):
-        hashes = EpochHashes()
-        kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), hashes]
-        seen.append(hashes)
-        if len(seen) == 3:  # the gold-label stage: every epoch scores below any accuracy
-            kwargs["heldout"] = lambda: {"heldout": -1.0}
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(distill, "student_trainer", recording)
+    # the gold-label stage (the third trainer): every epoch scores below any accuracy
+    seen = _record_epoch_hashes(monkeypatch, heldout={3: lambda: {"heldout": -1.0}})
     cfg = tiny_cfg(*STAGED, "recipe.stages.1.select_by=soft_loss", "recipe.stages.2.epochs=2")
     soft, hard = pipeline.run(cfg)["recipe"]["stages"][1:]
     assert soft["selection"]["on"] == "soft_loss" and hard["selection"]["on"] == "main_metric"
