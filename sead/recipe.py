@@ -394,14 +394,19 @@ def _record(index: int, stage: StageSettings, trainer, rows: int) -> dict:
     }
     if stage.select and scores:
         best_epoch, best = max(scores, key=lambda pair: pair[1])
-        sign = 1 if stage.selected_on == "main_metric" else -1  # losses are scored negated
         record["selection"] = {
             "on": stage.selected_on,
             "best_epoch": best_epoch,
-            "heldout": sign * best,
-            "curve": [sign * score for _, score in scores],
+            "heldout": _as_recorded(stage, best),
+            "curve": [_as_recorded(stage, score) for _, score in scores],
         }
     return record
+
+
+def _as_recorded(stage: StageSettings, score: float) -> float:
+    """A held-out score as the selection compares it (higher better: losses negated), as the
+    stage's record holds it (a loss as itself)."""
+    return score if stage.selected_on == "main_metric" else -score
 
 
 def _entry_point(records: list[dict], stage: StageSettings, model, score) -> tuple | None:
@@ -418,9 +423,8 @@ def _entry_point(records: list[dict], stage: StageSettings, model, score) -> tup
     if previous["on"] == stage.selected_on:
         kept = previous.get("entry_heldout") if previous.get("kept") == "entry" else None
         recorded = previous["heldout"] if kept is None else kept
-    else:  # higher-better, as the selection scores it: a loss comes negated
-        measured = score()
-        recorded = measured if stage.selected_on == "main_metric" else -measured
+    else:
+        recorded = _as_recorded(stage, score())
     state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
     return recorded, state
 
