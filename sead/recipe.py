@@ -89,6 +89,15 @@ class StageSettings:
             raise ValueError(
                 f"{where}={self.objectives}: expected weights >= 0, at least one above 0."
             )
+        if self.select_by == "soft_loss" and not any(
+            self.objectives.get(o) for o in ("soft", "hard")
+        ):
+            raise ValueError(
+                f"recipe stage {self.name!r} has select_by: soft_loss, but learns only "
+                f"{sorted(o for o, w in self.objectives.items() if w)}: its task head does not "
+                "train, so its soft-label loss cannot choose an epoch. Use select_by: auto "
+                "(the held-out representation loss)."
+            )
 
     @property
     def learns_representations(self) -> bool:

@@ -62,6 +62,10 @@ def _stage(**changes) -> dict:
         (_stage(data="unlabeled"), r"recipe.stages\[0\].data='unlabeled'"),
         (_stage(patience=0), r"recipe.stages\[0\].patience=0"),
         (_stage(select_by="loss"), r"recipe.stages\[0\].select_by='loss'"),
+        (
+            _stage(objectives={"representations": 1.0}, select_by="soft_loss"),
+            r"'s' has select_by: soft_loss, but learns only \['representations'\]",
+        ),
         (_stage() | {"epoch": 3}, r"recipe.stages\[0\] has unknown key\(s\) \['epoch'\]"),
     ],
 )
