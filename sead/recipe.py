@@ -89,9 +89,7 @@ class StageSettings:
             raise ValueError(
                 f"{where}={self.objectives}: expected weights >= 0, at least one above 0."
             )
-        if self.select_by == "soft_loss" and not any(
-            self.objectives.get(o) for o in ("soft", "hard")
-        ):
+        if self.select_by == "soft_loss" and not self.trains_task_head:
             raise ValueError(
                 f"recipe stage {self.name!r} has select_by: soft_loss, but learns only "
                 f"{sorted(o for o, w in self.objectives.items() if w)}: its task head does not "
@@ -104,12 +102,15 @@ class StageSettings:
         return bool(self.objectives and self.objectives.get("representations"))
 
     @property
+    def trains_task_head(self) -> bool:
+        """It learns labels (soft or hard), not only the teachers' representations."""
+        return self.objectives is None or any(self.objectives.get(o) for o in ("soft", "hard"))
+
+    @property
     def selects_on_representations(self) -> bool:
         """Scored by its held-out representation loss: representations are all it learns."""
         return (
-            self.select_by == "auto"
-            and self.learns_representations
-            and not any(self.objectives.get(o) for o in ("soft", "hard"))
+            self.select_by == "auto" and self.learns_representations and not self.trains_task_head
         )
 
     @property
