@@ -345,6 +345,46 @@ def test_soft_loss_selection_is_refused_for_multiple_choice():
         recipe.check(recipe_settings, get_task("copa"), heldout_given=True)
 
 
+def _toy_pairs(source: Path, folder: Path) -> Path:
+    """An STS-B-shaped folder (sentence1, sentence2, a float score 0-5) from the toy reviews:
+    pairs of the same sentiment score high, so the tiny teachers have something to learn."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "validation"):
+        rows = [json.loads(line) for line in (source / f"{split}.jsonl").read_text().splitlines()]
+        with open(folder / f"{split}.jsonl", "w", encoding="utf-8") as f:
+            for i, (a, b) in enumerate(zip(rows[0::2], rows[1::2], strict=True)):
+                score = 4.5 if a["label"] == b["label"] else 0.5
+                pair = {"sentence1": a["sentence"], "sentence2": b["sentence"]}
+                f.write(json.dumps(pair | {"label": score + (i % 3) / 10, "idx": i}) + "\n")
+    return folder
+
+
+@pytest.mark.slow
+def test_the_staged_recipe_runs_on_a_regression_task_with_augmented_pairs(
+    tiny_cfg, tiny_assets, tmp_path
+):
+    """STS-B's block of the study: scores, not classes, at every stage and in the ensemble."""
+    folder = _toy_pairs(tiny_assets / "data" / "sst2_toy", tmp_path / "stsb_toy")
+    cfg = tiny_cfg(
+        *STAGED, "task=stsb", f"data.dir={folder}", "ensemble=learned",
+        "ensemble.fit_split=heldout", "transfer=augment", "transfer.multiplier=1",
+    )  # fmt: skip
+    results = pipeline.run(cfg)
+    stages = results["recipe"]["stages"]
+    assert [s["selection"]["on"] for s in stages] == [
+        "representation_loss", "main_metric", "main_metric"
+    ]  # fmt: skip
+    for stage in stages[1:]:  # Pearson on the held-out rows: a correlation, in [-1, 1]
+        assert all(-1 <= score <= 1 for score in stage["selection"]["curve"])
+    metrics = results["student"]["metrics"]["validation"]
+    assert set(metrics) >= {"pearson", "spearmanr"}
+    # the saved student is a one-output regression head
+    from transformers import AutoConfig
+
+    saved = AutoConfig.from_pretrained(Path(cfg.paths.output_dir) / "student")
+    assert saved.num_labels == 1 and saved.problem_type == "regression"
+
+
 def test_a_second_staged_run_has_no_cache_miss(tiny_cfg):
     pipeline.run(tiny_cfg(*STAGED, output="first"))
     again = pipeline.run(tiny_cfg(*STAGED, output="second"))
