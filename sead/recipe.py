@@ -8,6 +8,8 @@ objectives, data, epochs and learning rate, each able to stop early on the held-
   teachers: the teachers' sentence representations through a learned projection per teacher,
   then the ensemble's soft labels, then the gold labels; each stage keeps its best epoch on
   the held-out slice.
+* `staged`: `xtremedistil` with the epoch caps sead's GLUE study ran (2, 2, 3), its best with a
+  transfer set so far (experiments/sead_glue_cpu).
 
 A stage's objectives are weights of `representations` (the teachers' cached sentence
 vectors, `cache.representations`), `soft` (the ensemble's soft labels) and `hard` (the gold

@@ -38,6 +38,17 @@ def test_the_default_recipe_is_one_stage_of_the_single_pass_loss():
     assert not single.needs_representations and not single.needs_heldout
 
 
+def test_the_shipped_staged_recipe_is_the_one_the_study_measured():
+    # experiments/sead_glue_cpu/run.py's STAGED: xtremedistil with its caps cut to 2, 2, 3
+    study = ["recipe=xtremedistil"] + [
+        f"recipe.stages.{i}.epochs={n}" for i, n in enumerate((2, 2, 3))
+    ]
+    measured = read_settings(compose(study)).recipe
+    shipped = read_settings(compose(["recipe=staged"])).recipe
+    assert shipped.name == "staged" and shipped.stages == measured.stages
+    assert shipped.representation_loss == measured.representation_loss
+
+
 def _stage(**changes) -> dict:
     stage = {
         "name": "s",
