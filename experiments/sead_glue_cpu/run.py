@@ -474,7 +474,10 @@ def speedups(summary: dict) -> dict[str, dict[str, float]]:
 
 
 def markdown(summary: dict) -> str:
-    """The GLUE-style table (models x tasks, params, speedup, average) and the verdicts."""
+    """The GLUE-style table (models x tasks, params, speedup, average) and the verdicts.
+
+    A row's average is over every task, once each of its cells has all its seeds.
+    """
     tasks, names = summary["tasks"], list(summary["tasks"])
     fast = speedups(summary)
     head = (
@@ -520,7 +523,7 @@ def markdown(summary: dict) -> str:
         speedup = [f"{measured[t]:.1f}x" if measured.get(t) else "-" for t in TEACHERS]
         row(DESCRIPTIONS[condition], params, speedup,
             [tables.spread(r) if r else "-" for r in done],
-            [r["mean"] if r else None for r in done])  # fmt: skip
+            [r["mean"] if tables.every_seed(r) else None for r in done])  # fmt: skip
     lines += ["", "Every ensembler, 5-fold cross-fitted on validation:", ""]
     strategies = list(dict.fromkeys(k for t in names for k in tasks[t]["ensembles"]))
     lines += ["| ensembler | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
