@@ -154,6 +154,10 @@ SOFT_STAGE_ONLY = [
     "recipe.stages.0.select=true",
 ]
 CONDITIONS |= {"soft2_l6_full": ("l6", [*FULL, *GROUPED, *SOFT_STAGE_ONLY])}
+# SST-2's third round (written 2026-12-04, 19:45 UTC, before any of its numbers): the caps
+# raised to 4, 4, 3 epochs, each stage still stopped on held-out (patience 1), best epoch kept.
+LONG = [*STAGED[:1], "recipe.stages.0.epochs=4", "recipe.stages.1.epochs=4", *STAGED[3:]]
+CONDITIONS |= {"staged_long_l6_full": ("l6", [*FULL, *GROUPED, *LONG])}
 ISSUE_28 = {  # per task, in the order they run (seed 1 of each first)
     "sst2": [
         "staged_l6_full",
@@ -162,6 +166,7 @@ ISSUE_28 = {  # per task, in the order they run (seed 1 of each first)
         "staged_l2",
         "transfer_g",
         "soft2_l6_full",
+        "staged_long_l6_full",
     ],
     "other": ["hard_l6_g", "ensemble_l6_g", "augment_l6", "staged_augment_l6"],
 }
@@ -184,6 +189,7 @@ DESCRIPTIONS = {
     "transfer_l6_full_g": "6-layer student, KD + the whole transfer set (grouped)",
     "staged_l6_full": "6-layer student, staged recipe + the whole transfer set (grouped)",
     "soft2_l6_full": "6-layer student, the staged recipe's soft stage alone, same rows (grouped)",
+    "staged_long_l6_full": "6-layer student, staged recipe, stages up to 4/4/3 epochs (grouped)",
 }
 
 
