@@ -36,9 +36,14 @@ warm-up unit). Remove runs/ to measure again.
     OMP_NUM_THREADS=2 python experiments/representations_cpu/run.py   # N=2000, 5 repeats
     python experiments/representations_cpu/run.py --n 4000 --repeats 7
     python experiments/representations_cpu/run.py --quick         # 64 sentences, 2 repeats
+    python experiments/representations_cpu/run.py --task stsb --n 1000   # into tasks/stsb/
     python experiments/representations_cpu/run.py --report-only   # the table from runs/
 
 It takes the CPU lock itself, unit by unit: do not wrap it in `flock` (or pass --lock '').
+
+`--task` measures the same on another task of the study (its data folder, max_length and
+output layer: sentence pairs at 128 tokens for STS-B), into tasks/<task>/ (runs/, results.json;
+work/ not committed). SST-2 stays where it was measured first.
 """
 
 from __future__ import annotations
@@ -66,7 +71,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer  # no
 
 from experiments import harness  # noqa: E402
 from experiments.sead_glue_cpu import run as study  # noqa: E402
-from sead import pipeline, teachers  # noqa: E402
+from sead import pipeline, tasks, teachers  # noqa: E402
 from sead.cache import LOGITS_FILE, MANIFEST_FILE, SoftLabelCache  # noqa: E402
 
 log = logging.getLogger("representations_cpu")
@@ -77,25 +82,20 @@ LOCK = harness.CPU_LOCK  # --lock; "" when the whole command runs under `flock` 
 TEACHERS = ("minilm", "mpnet")
 SIDES = {"without": False, "with": True}
 TARGET = 1.1  # with / without, at most
-MAX_LENGTH = study.TASKS["sst2"]["max_length"]
-LABELS = ("negative", "positive")
+TASK = "sst2"  # --task: the study's task whose data is labelled
 # the run's record in results.json, which --report-only keeps while it re-renders the units
-RECORD = ["n_examples", "repeats", "full_split_examples", "max_length", "batch_size"]
+RECORD = ["task", "n_examples", "repeats", "full_split_examples", "max_length", "batch_size"]
 RECORD += ["teacher_models", "representations", "code", "machine", "finished"]
 
 
 def labelling_checkpoint(name: str, base: str) -> Path:
-    """`base` with a seeded fresh 2-label head, saved once under work/models/<name>."""
+    """`base` with a seeded fresh head for TASK, saved once under work/models/<name>."""
     folder = WORK / "models" / name
     if (folder / "config.json").is_file():
         return folder
     torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        base,
-        num_labels=len(LABELS),
-        id2label=dict(enumerate(LABELS)),
-        label2id={label: i for i, label in enumerate(LABELS)},
-    )
+    head = tasks.head_config(tasks.get_task(TASK))
+    model = AutoModelForSequenceClassification.from_pretrained(base, **head)
     tmp = folder.with_name(f".{name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
@@ -105,10 +105,10 @@ def labelling_checkpoint(name: str, base: str) -> Path:
 
 
 def settings(n: int):
-    """The run's typed settings: the study's SST-2 data, both teachers as ready checkpoints."""
+    """The run's typed settings: the study's TASK data, both teachers as ready checkpoints."""
     args = [
-        "task=sst2",
-        f"data.dir={study.data_dir('sst2')}",
+        f"task={TASK}",
+        f"data.dir={study.data_dir(TASK)}",
         f"data.max_train_samples={n}",
         f"teachers=[{','.join(TEACHERS)}]",
         f"paths.cache_dir={WORK / 'cache'}",
@@ -119,8 +119,8 @@ def settings(n: int):
         checkpoint = labelling_checkpoint(name, str(bases[name].model))
         args += [
             f"teachers.{name}.finetune=false",
-            f"+teachers.{name}.checkpoints={{sst2: '{checkpoint}'}}",
-            f"teachers.{name}.max_length={MAX_LENGTH}",
+            f"+teachers.{name}.checkpoints={{{TASK}: '{checkpoint}'}}",
+            f"teachers.{name}.max_length={study.TASKS[TASK]['max_length']}",
         ]
     return pipeline.read_settings(harness.compose(args))
 
@@ -186,10 +186,11 @@ def measure(n: int, repeats: int, threads: int | None) -> dict:
                     "%s: %.2fs wall, %.2fs forward", name, record["wall_s"], record["forward_s"]
                 )
     return {
+        "task": TASK,
         "n_examples": n,
         "repeats": repeats,
-        "full_split_examples": sum(1 for _ in (study.data_dir("sst2") / "train.jsonl").open()),
-        "max_length": MAX_LENGTH,
+        "full_split_examples": sum(1 for _ in (study.data_dir(TASK) / "train.jsonl").open()),
+        "max_length": study.TASKS[TASK]["max_length"],
         "batch_size": {spec.name: spec.batch_size for spec in inputs.specs},
         "teacher_models": {spec.name: spec.source for spec in inputs.specs},
         "representations": asdict(run.cache.representations),
@@ -260,7 +261,8 @@ def collect(record: dict) -> dict:
 
 def report(results: dict) -> str:
     head = (
-        f"{results['n_examples']:,} SST-2 sentences, {results['repeats']} repeats, "
+        f"{results['n_examples']:,} examples of {results.get('task', 'sst2')}'s train split, "
+        f"max_length {results['max_length']}, {results['repeats']} repeats, "
         f"{results['machine']['torch_threads']} thread(s), code {results['code']}\n\n"
     )
     header = [
@@ -284,18 +286,21 @@ def report(results: dict) -> str:
 
 
 def main(argv=None) -> None:
-    global WORK, RUNS, RESULTS, LOCK
+    global WORK, RUNS, RESULTS, LOCK, TASK
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--n", type=int, default=2000, help="SST-2 sentences to label")
+    parser.add_argument("--n", type=int, default=2000, help="examples of train to label")
+    parser.add_argument("--task", default=TASK, choices=list(study.TASKS), help="the study's task")
     parser.add_argument("--repeats", type=int, default=5, help="pairs of units per teacher")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's own)")
     parser.add_argument("--lock", default=LOCK, help="CPU lock taken per unit ('': none)")
     parser.add_argument("--quick", action="store_true", help="64 sentences, 2 repeats, quick/")
     harness.report_only(parser)
     args = parser.parse_args(argv)
-    LOCK = args.lock
+    LOCK, TASK = args.lock, args.task
+    if TASK != "sst2":
+        WORK, RUNS, RESULTS = (HERE / "tasks" / TASK / x for x in ("work", "runs", "results.json"))
     if args.quick:
-        quick = HERE / "quick"
+        quick = HERE / "quick" if TASK == "sst2" else HERE / "quick" / TASK
         WORK, RUNS, RESULTS = quick / "work", quick / "runs", quick / "results.json"
         args.n, args.repeats = 64, 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
