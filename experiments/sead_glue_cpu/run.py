@@ -154,7 +154,7 @@ SOFT_STAGE_ONLY = [
     "recipe.stages.0.select=true",
 ]
 CONDITIONS |= {"soft2_l6_full": ("l6", [*FULL, *GROUPED, *SOFT_STAGE_ONLY])}
-# SST-2's third round (written 2026-12-04, 19:45 UTC, before any of its numbers): the caps
+# SST-2's third round (written 2026-12-04, 19:37 UTC, before any of its numbers): the caps
 # raised to 4, 4, 3 epochs, each stage still stopped on held-out (patience 1), best epoch kept.
 LONG = [*STAGED[:1], "recipe.stages.0.epochs=4", "recipe.stages.1.epochs=4", *STAGED[3:]]
 CONDITIONS |= {"staged_long_l6_full": ("l6", [*FULL, *GROUPED, *LONG])}
