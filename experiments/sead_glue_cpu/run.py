@@ -125,12 +125,16 @@ CONDITIONS = {  # name: (student, overrides)
 # as they are (random-batch fine-tuning, seed 1). Each new condition is compared with the
 # baseline of the same batching in this block, never with the rows above.
 GROUPED = ["train.group_by_length=true"]
-STAGED = [  # XtremeDistil's stages, each early-stopped on held-out (patience 1), best epoch kept
-    "recipe=xtremedistil",
-    "recipe.stages.0.epochs=2",  # representations, lr 1e-4, on all the text
-    "recipe.stages.1.epochs=2",  # soft labels, train.lr, on all the text
-    "recipe.stages.2.epochs=3",  # gold labels, lr 1e-5, on the labelled rows
-]
+
+
+def staged(*caps: int) -> list[str]:
+    """XtremeDistil's stages, each early-stopped on held-out (patience 1), best epoch kept,
+    capped at these epochs: representations (lr 1e-4, all the text), soft labels (train.lr,
+    all the text), gold labels (lr 1e-5, the labelled rows)."""
+    return ["recipe=xtremedistil", *(f"recipe.stages.{i}.epochs={n}" for i, n in enumerate(caps))]
+
+
+STAGED = staged(2, 2, 3)
 AUGMENT = ["transfer=augment", "transfer.multiplier=4", "train.epochs=2"]  # 5x the rows
 FULL = ["transfer=unlabeled_split", "transfer.max_unlabeled=null", "train.epochs=1"]
 CONDITIONS |= {
@@ -156,8 +160,7 @@ SOFT_STAGE_ONLY = [
 CONDITIONS |= {"soft2_l6_full": ("l6", [*FULL, *GROUPED, *SOFT_STAGE_ONLY])}
 # SST-2's third round (written 2026-12-04, 19:37 UTC, before any of its numbers): the caps
 # raised to 4, 4, 3 epochs, each stage still stopped on held-out (patience 1), best epoch kept.
-LONG = [*STAGED[:1], "recipe.stages.0.epochs=4", "recipe.stages.1.epochs=4", *STAGED[3:]]
-CONDITIONS |= {"staged_long_l6_full": ("l6", [*FULL, *GROUPED, *LONG])}
+CONDITIONS |= {"staged_long_l6_full": ("l6", [*FULL, *GROUPED, *staged(4, 4, 3)])}
 ISSUE_28 = {  # per task, in the order they run (seed 1 of each first)
     "sst2": [
         "staged_l6_full",
