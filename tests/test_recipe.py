@@ -39,7 +39,7 @@ def test_the_default_recipe_is_one_stage_of_the_single_pass_loss():
 
 
 def test_the_shipped_staged_recipe_is_the_one_the_study_measured():
-    # experiments/sead_glue_cpu/run.py's STAGED: xtremedistil with its caps cut to 2, 2, 3
+    # experiments/sead_glue_cpu/design.py's STAGED: xtremedistil with its caps cut to 2, 2, 3
     study = ["recipe=xtremedistil"] + [
         f"recipe.stages.{i}.epochs={n}" for i, n in enumerate((2, 2, 3))
     ]
