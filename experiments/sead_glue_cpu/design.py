@@ -38,6 +38,7 @@ TEACHERS = ("mpnet", "minilm")
 TEACHER_LR = {"mpnet": 2e-5, "minilm": 5e-5}
 STUDENTS = {"l2": "minilm_l2", "l6": "minilm_l6"}
 STUDENT_LR = {"l2": 1e-4, "l6": 5e-5}
+FULL = ["transfer=unlabeled_split", "transfer.max_unlabeled=null", "train.epochs=1"]
 CONDITIONS = {  # name: (student, overrides)
     "hard": ("l2", ["train.alpha=0"]),
     "best": ("l2", []),  # teachers=[<best on heldout>], filled in at run time
@@ -51,10 +52,7 @@ CONDITIONS = {  # name: (student, overrides)
     "transfer_l6": ("l6", ["transfer=unlabeled_split"]),
     # the other point of the stated grid: every unlabelled train row, one pass (these come
     # after the task's transfer settings in overrides(), so they win)
-    "transfer_l6_full": (
-        "l6",
-        ["transfer=unlabeled_split", "transfer.max_unlabeled=null", "train.epochs=1"],
-    ),
+    "transfer_l6_full": ("l6", FULL),
 }
 # Issue 28: the staged recipe (stages chosen on the held-out slice, `heldout.jsonl` of each
 # task's data folder, which the learned ensemble is fitted on too), written down before any of
@@ -73,7 +71,6 @@ def staged(*caps: int) -> list[str]:
 
 STAGED = staged(2, 2, 3)
 AUGMENT = ["transfer=augment", "transfer.multiplier=4", "train.epochs=2"]  # 5x the rows
-FULL = ["transfer=unlabeled_split", "transfer.max_unlabeled=null", "train.epochs=1"]
 CONDITIONS |= {
     "hard_l6_g": ("l6", ["train.alpha=0", *GROUPED]),  # added before any block number existed
     "ensemble_l6_g": ("l6", GROUPED),

@@ -295,7 +295,7 @@ def collect() -> dict:
         if not (folder / "teachers.json").exists():
             continue
         teacher_unit_record = json.loads((folder / "teachers.json").read_text())
-        jobs = [json.loads(p.read_text()) for p in sorted(folder.glob("*_s*.json"))]
+        jobs = harness.Units(folder).all("*_s*.json")
         first = next(j for j in jobs if j["condition"] == "ensemble" and j["seed"] == 1)
         block_rows = ISSUE_28["sst2" if TASKS[task]["transfer"] else "other"]
         rows = {}
@@ -327,9 +327,7 @@ def collect() -> dict:
         # A block rerun on another CPU leaves its first CPU's units in runs/<task>/<label>/:
         # reported beside the live block, never judged with it (README, "Machines").
         earlier = {
-            sub.name: tables.block(
-                [json.loads(p.read_text()) for p in sorted(sub.glob("*_s*.json"))], block_rows
-            )
+            sub.name: tables.block(harness.Units(sub).all("*_s*.json"), block_rows)
             for sub in sorted(folder.iterdir())
             if sub.is_dir()
         }
