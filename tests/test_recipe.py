@@ -548,39 +548,42 @@ def test_a_run_whose_stage_has_no_long_rows_stops_before_the_teachers(tiny_cfg, 
         pipeline.run(tiny_cfg(*STAGED, "recipe.stages.2.min_words=100"))
 
 
+def _soft_stage(name: str, min_words: int) -> str:
+    return (
+        f"{{name: {name}, objectives: {{soft: 1.0}}, data: all, epochs: 2, lr: null, "
+        f"freeze: [], select: true, patience: 1, select_by: auto, min_words: {min_words}}}"
+    )
+
+
 def test_a_long_rows_stage_trains_and_chooses_on_the_long_rows_only(tiny_cfg, monkeypatch):
-    """A last soft-label stage on the rows of 12 words or more (a third of the toy rows): it
-    trains on those rows, scores its epochs on the held-out rows that long, and scores the
-    weights it starts from on them too (the stage before chose on every held-out row)."""
+    """A soft stage, then one on the rows of 12 words or more (a third of the toy rows): the
+    second trains on those rows, scores its epochs on the held-out rows that long, and scores
+    the weights it starts from on them too (the stage before chose on every held-out row)."""
     given = []
     real = distill.student_trainer
 
     def recording(model, tokenizer, train, *args, **kwargs):
         given.append((train, kwargs.get("heldout_rows")))
-        if len(given) == 3:  # the long-rows stage: no epoch beats its entry
+        if len(given) == 2:  # the long-rows stage: no epoch beats its entry
             kwargs["heldout"] = lambda: {"heldout": -1.0}
         return real(model, tokenizer, train, *args, **kwargs)
 
     monkeypatch.setattr(distill, "student_trainer", recording)
-    cfg = tiny_cfg(
-        *STAGED,
-        "recipe.stages.2.objectives={soft:1.0}",
-        "recipe.stages.2.data=all",
-        "recipe.stages.2.lr=null",
-        "recipe.stages.2.min_words=12",
-    )
+    stages = f"recipe.stages=[{_soft_stage('soft', 0)}, {_soft_stage('soft_long', 12)}]"
+    cfg = tiny_cfg("data.heldout=40", "report.speed_samples=0", stages)
     results = pipeline.run(cfg)
-    soft, long_rows = results["recipe"]["stages"][1:]
+    soft, long_rows = results["recipe"]["stages"]
     settings, inputs, scored = _saved_student_on_heldout(cfg)
     train, heldout = inputs.splits["train"], inputs.splits[data.HELDOUT]
     long_train = recipe.word_counts(train, SST2) >= 12
     long_heldout = recipe.word_counts(heldout, SST2) >= 12
     assert 0 < long_train.sum() < len(train) and 0 < long_heldout.sum() < len(heldout)
     assert "min_words" not in soft and long_rows["min_words"] == 12
-    assert long_rows["rows"] == len(given[2][0]) == long_train.sum()
+    assert len(given[0][0]) == len(train) and len(given[0][1]) == len(heldout)
+    assert long_rows["rows"] == len(given[1][0]) == long_train.sum()
     long_sentences = np.asarray(train["sentence"])[long_train].tolist()
-    assert sorted(given[2][0]["sentence"]) == sorted(long_sentences)
-    assert len(given[1][1]) == len(heldout) and len(given[2][1]) == long_heldout.sum()
+    assert sorted(given[1][0]["sentence"]) == sorted(long_sentences)
+    assert len(given[1][1]) == long_heldout.sum()
     # its entry (the soft stage's weights, which the student keeps) is scored on the long
     # held-out rows: not the soft stage's own score on every row
     chosen = long_rows["selection"]
