@@ -97,7 +97,10 @@ def check_inputs(settings: Settings) -> Inputs:
     # The transfer set; with transfer.labeled, the train split becomes the labelled slice.
     transfer_set = transfer.build(settings.transfer, task, splits)
     splits = transfer.apply(transfer_set, task, splits)
-    recipe.check_rows(settings.recipe, len(splits[task.train_split]), transfer_set.size)
+    recipe.check_rows(
+        settings.recipe, task, splits[task.train_split], transfer_set.dataset,
+        splits.get(data.HELDOUT),
+    )  # fmt: skip
     predicted = _predicted_splits(settings.run.stage, task, splits, plan)
     for spec in specs:
         if isinstance(spec, teachers.PredictionsSpec):  # its files, read and checked now

@@ -14,7 +14,10 @@ objectives, data, epochs and learning rate, each able to stop early on the held-
 A stage's objectives are weights of `representations` (the teachers' cached sentence
 vectors, `cache.representations`), `soft` (the ensemble's soft labels) and `hard` (the gold
 labels), each the mean over the rows that have it (`sead.distill.objective_loss`). Its data
-is the train split's rows (`labeled`), the transfer set's (`transfer`) or both (`all`).
+is the train split's rows (`labeled`), the transfer set's (`transfer`) or both (`all`); with
+`min_words`, only those whose text (every text field, split on whitespace) has at least that
+many words, on the held-out slice as in training: e.g. a last stage on the long rows, where a
+student trained mostly on short phrases (SST-2's train split) falls behind its teachers.
 
 With `select: true` a stage is scored on the held-out slice (`data.heldout`, or the data
 folder's heldout split) after each epoch, as its `select_by` says: `auto`, by the task's main
@@ -78,6 +81,7 @@ class StageSettings:
     select: bool  # keep the best epoch on the held-out slice
     patience: int = setting(low=1)  # with select: epochs without a better score before stopping
     select_by: Literal["auto", "soft_loss"]  # with select: what scores an epoch (module doc)
+    min_words: int = setting(low=0)  # only rows of at least this many words, held-out ones too
 
     def __post_init__(self):
         where = f"recipe stage {self.name!r}: objectives"
@@ -166,13 +170,34 @@ class StudentData:
     heldout_representations: distill.Representations | None = None
     heldout_soft_targets: np.ndarray | None = None
 
-    def part(self, which: str) -> np.ndarray:
+    def part(self, which: str, min_words: int = 0, task: TaskSpec | None = None) -> np.ndarray:
+        """Row numbers of `which` rows (labeled, transfer or all), those of at least
+        `min_words` words of `task`'s text only."""
         everything = np.arange(len(self.rows))
-        return {
+        rows = {
             "labeled": everything[: self.labeled],
             "transfer": everything[self.labeled :],
             "all": everything,
         }[which]
+        if not min_words:
+            return rows
+        return rows[word_counts(self.rows, task)[rows] >= min_words]
+
+    def heldout_rows(self, min_words: int, task: TaskSpec) -> np.ndarray:
+        """Row numbers of the held-out slice's rows of at least `min_words` words."""
+        everything = np.arange(len(self.heldout))
+        if not min_words:
+            return everything
+        return everything[word_counts(self.heldout, task) >= min_words]
+
+
+def word_counts(rows: Dataset, task: TaskSpec) -> np.ndarray:
+    """Per row, the words (whitespace-separated) of all the task's text fields together."""
+    counts = np.zeros(len(rows), dtype=np.int64)
+    for name in task.text_fields:
+        values = rows[name][:]
+        counts += np.array([len(v.split()) if isinstance(v, str) else 0 for v in values])
+    return counts
 
 
 @dataclass
@@ -210,17 +235,42 @@ def check(recipe: RecipeSettings, task: TaskSpec, heldout_given: bool) -> None:
             )
 
 
-def check_rows(recipe: RecipeSettings, labeled: int, transfer: int) -> None:
-    """Each stage has rows to train on (before the teachers run): `labeled` train rows and
-    `transfer` transfer-set rows."""
-    rows = {"labeled": labeled, "transfer": transfer, "all": labeled + transfer}
+def check_rows(
+    recipe: RecipeSettings,
+    task: TaskSpec,
+    train: Dataset,
+    transfer: Dataset | None,
+    heldout: Dataset | None = None,
+) -> None:
+    """Each stage has rows to train on, and a selecting stage held-out rows to choose on, of
+    at least its `min_words` words (before the teachers run): `train`'s rows, then the
+    transfer set's (`transfer`, or None), and the held-out slice (`heldout`)."""
+    labeled, size = len(train), 0 if transfer is None else len(transfer)
     for stage in recipe.stages:
-        if not rows[stage.data]:
+        parts = {"labeled": [train], "transfer": [transfer], "all": [train, transfer]}
+        having = sum(_at_least(part, stage.min_words, task) for part in parts[stage.data])
+        if not having:
+            longest = f" of at least {stage.min_words} words" if stage.min_words else ""
             raise ValueError(
-                f"recipe stage {stage.name!r} trains on data={stage.data}, which has no rows "
-                f"here ({labeled} labelled, {transfer} transfer): set a transfer set "
-                "(transfer=...) or another data for the stage."
+                f"recipe stage {stage.name!r} trains on data={stage.data}, which has no rows"
+                f"{longest} here ({labeled} labelled, {size} transfer): set a transfer set "
+                "(transfer=...), another data for the stage, or a lower min_words."
             )
+        choosing = stage.select and stage.min_words and heldout is not None
+        if choosing and not _at_least(heldout, stage.min_words, task):
+            raise ValueError(
+                f"recipe stage {stage.name!r} selects on the held-out rows of at least "
+                f"min_words={stage.min_words} words, and none of the {len(heldout)} held-out "
+                f"rows of task {task.name!r} has that many: lower min_words, or give the "
+                "held-out slice more rows (data.heldout)."
+            )
+
+
+def _at_least(rows: Dataset | None, min_words: int, task: TaskSpec) -> int:
+    """How many of `rows` have at least `min_words` words (0 for no rows)."""
+    if rows is None or not len(rows):
+        return 0
+    return len(rows) if not min_words else int((word_counts(rows, task) >= min_words).sum())
 
 
 def work_dir(cache_dir, key: dict, run_dir) -> Path:
@@ -278,19 +328,21 @@ def train(
             )  # fmt: skip
             point = resume.latest(stage_dir, f"Student stage {stage.name}")  # verified, or None
             log.info(
-                "Stage %d of %d (%s): %s on %s rows%s",
+                "Stage %d of %d (%s): %s on %s rows%s%s",
                 index,
                 len(recipe.stages),
                 stage.name,
                 stage.objectives or f"soft and hard labels (train.alpha={settings.alpha:g})",
                 stage.data,
+                f" of at least {stage.min_words} words" if stage.min_words else "",
                 f", resuming from {point}" if point else "",
             )
             resume.train(trainer, point, f"the student's stage {stage.name}", setting="SEAD_CACHE")
             for parameter in model.parameters():  # what this stage froze, the next one trains
                 parameter.requires_grad_(True)
             distill.check_finite(model, "The student")
-            record = _record(index, stage, trainer, len(data.part(stage.data)))
+            rows = len(data.part(stage.data, stage.min_words, task))
+            record = _record(index, stage, trainer, rows)
             if distributed.is_main_process():  # one writer; every rank holds the same weights
                 _finish(stage_dir, model, projections, record)
             distributed.barrier()  # the stage is recorded before any rank goes on
@@ -306,7 +358,7 @@ def train(
 def _stage_trainer(model, tokenizer, data, stage, recipe, projections, **common):
     """The stage's Trainer (the student, wrapped with projections when it learns
     representations), and the projections it trains."""
-    rows = data.part(stage.data)
+    rows = data.part(stage.data, stage.min_words, common["task"])
     settings = common.pop("settings")
     settings = replace(
         settings,
@@ -359,9 +411,13 @@ def _heldout_scorer(trained, tokenizer, data: StudentData, stage, recipe, common
             f"recipe stage {stage.name!r} has select: true, but the run has no held-out slice: "
             "set data.heldout (a count or fraction of train), or give data.dir a heldout.jsonl."
         )
-    encoded = tokenize(data.heldout, tokenizer, task, max_length)
+    kept = data.heldout_rows(stage.min_words, task)  # all, or those of min_words or more
+    heldout = data.heldout if len(kept) == len(data.heldout) else data.heldout.select(kept)
+    encoded = tokenize(heldout, tokenizer, task, max_length)
     if stage.selects_on_representations:
-        reps = replace(data.heldout_representations, kind=recipe.representation_loss)
+        reps = data.heldout_representations
+        vectors = reps.vectors[torch.from_numpy(kept)]
+        reps = replace(reps, vectors=vectors, kind=recipe.representation_loss)
 
         def representation_score() -> dict:
             loss = distill.heldout_representation_loss(trained, tokenizer, encoded, reps)
@@ -372,10 +428,10 @@ def _heldout_scorer(trained, tokenizer, data: StudentData, stage, recipe, common
 
     def metric_score() -> dict:
         scored = evaluate(
-            student, tokenizer, task, data.heldout, max_length, 128, "Held-out", encoded=encoded
+            student, tokenizer, task, heldout, max_length, 128, "Held-out", encoded=encoded
         )
         if stage.select_by == "soft_loss":
-            targets, temperature = data.heldout_soft_targets, common["temperature"]
+            targets, temperature = data.heldout_soft_targets[kept], common["temperature"]
             loss = distill.soft_loss(scored.logits, targets, temperature, task)
             return {"heldout": -loss}
         return {"heldout": scored.metrics[task.main_metric]}
@@ -401,6 +457,7 @@ def _record(index: int, stage: StageSettings, trainer, rows: int) -> dict:
         "objectives": stage.objectives,
         "data": stage.data,
         "rows": rows,
+        **({"min_words": stage.min_words} if stage.min_words else {}),
         "epochs_run": round(trainer.state.epoch or 0),
         "epoch_seconds": epoch_report(trainer).epoch_seconds,
     }
@@ -426,13 +483,15 @@ def _entry_point(records: list[dict], stage: StageSettings, model, score) -> tup
     stage kept, when it selected too (on anything but the representation loss, after which the
     task head has never trained). They count as the stage's epoch 0: a stage that never beats
     them gives them back. The score is the previous stage's record when both stages measure
-    alike (the same measure on the same slice); else `score()` measures the weights now."""
+    alike (the same measure on the same rows of the slice); else `score()` measures the weights
+    now."""
     previous = records[-1].get("selection") if records else None
     if not stage.select or stage.selects_on_representations or not previous:
         return None
     if previous["on"] == "representation_loss":
         return None
-    if previous["on"] == stage.selected_on:
+    same_slice = records[-1].get("min_words", 0) == stage.min_words
+    if previous["on"] == stage.selected_on and same_slice:
         kept = previous.get("entry_heldout") if previous.get("kept") == "entry" else None
         recorded = previous["heldout"] if kept is None else kept
     else:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from datasets import Dataset
 from transformers import TrainerCallback
 
 from sead import data, distill, pipeline, recipe
@@ -60,6 +61,7 @@ def _stage(**changes) -> dict:
         "select": False,
         "patience": 1,
         "select_by": "auto",
+        "min_words": 0,
     }
     return stage | changes
 
@@ -73,6 +75,7 @@ def _stage(**changes) -> dict:
         (_stage(data="unlabeled"), r"recipe.stages\[0\].data='unlabeled'"),
         (_stage(patience=0), r"recipe.stages\[0\].patience=0"),
         (_stage(select_by="loss"), r"recipe.stages\[0\].select_by='loss'"),
+        (_stage(min_words=-1), r"recipe.stages\[0\].min_words=-1"),
         (
             _stage(objectives={"representations": 1.0}, select_by="soft_loss"),
             r"'s' has select_by: soft_loss, but learns only \['representations'\]",
@@ -496,3 +499,95 @@ def test_a_cache_the_run_cannot_write_to_keeps_the_stages_in_the_run_folder(
     (line,) = [r.getMessage() for r in caplog.records if "is not writable" in r.getMessage()]
     assert str(tmp_path / "readonly" / "stages") in line
     assert not (Path(cfg.paths.cache_dir) / "students").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# min_words: a stage on the long rows only
+# --------------------------------------------------------------------------------------------
+
+
+def test_word_counts_add_up_every_text_field_and_parts_keep_the_long_rows():
+    rows = Dataset.from_dict(
+        {"sentence1": ["a b c", "a", "a b c d e"], "sentence2": ["d e", "b", ""], "label": [0] * 3}
+    )
+    pairs = get_task("mrpc")
+    assert recipe.word_counts(rows, pairs).tolist() == [5, 2, 5]
+    student_data = recipe.StudentData(rows, np.zeros((3, 2)), labeled=1, heldout=rows)
+    assert student_data.part("all", 5, pairs).tolist() == [0, 2]
+    assert student_data.part("transfer", 5, pairs).tolist() == [2]
+    assert student_data.part("labeled", 6, pairs).tolist() == []
+    assert student_data.part("all").tolist() == [0, 1, 2]  # min_words 0: every row
+    assert student_data.heldout_rows(3, pairs).tolist() == [0, 2]
+
+
+def _long_rows_recipe(min_words: int, select: bool = True) -> recipe.RecipeSettings:
+    stage = build(recipe.StageSettings, _stage(min_words=min_words, select=select), "s")
+    return recipe.RecipeSettings("mine", "mse", (stage,))
+
+
+def test_a_stage_with_no_rows_of_its_min_words_is_refused_with_its_name():
+    rows = Dataset.from_dict({"sentence": ["one two three", "one"], "label": [0, 1]})
+    short = Dataset.from_dict({"sentence": ["one two"], "label": [1]})
+    recipe.check_rows(_long_rows_recipe(3), SST2, rows, None, rows)  # one row of 3 words each
+    with pytest.raises(ValueError, match=r"stage 's' trains on data=all, which has no rows of "
+                       r"at least 4 words here \(2 labelled, 0 transfer\)"):  # fmt: skip
+        recipe.check_rows(_long_rows_recipe(4), SST2, rows, None, rows)
+    none_held_out = (
+        r"stage 's' selects on the held-out rows of at least min_words=3 words, and none of "
+        r"the 1 held-out rows of task 'sst2'"
+    )
+    with pytest.raises(ValueError, match=none_held_out):
+        recipe.check_rows(_long_rows_recipe(3), SST2, rows, None, short)
+    recipe.check_rows(_long_rows_recipe(3, select=False), SST2, rows, None, short)  # no choice
+
+
+def test_a_run_whose_stage_has_no_long_rows_stops_before_the_teachers(tiny_cfg, monkeypatch):
+    monkeypatch.setattr(pipeline, "teacher_outputs", _forbidden)
+    with pytest.raises(ValueError, match=r"stage 'hard' trains on data=labeled, which has no "
+                       r"rows of at least 100 words"):  # fmt: skip
+        pipeline.run(tiny_cfg(*STAGED, "recipe.stages.2.min_words=100"))
+
+
+def _soft_stage(name: str, min_words: int) -> str:
+    return (
+        f"{{name: {name}, objectives: {{soft: 1.0}}, data: all, epochs: 2, lr: null, "
+        f"freeze: [], select: true, patience: 1, select_by: auto, min_words: {min_words}}}"
+    )
+
+
+def test_a_long_rows_stage_trains_and_chooses_on_the_long_rows_only(tiny_cfg, monkeypatch):
+    """A soft stage, then one on the rows of 12 words or more (a third of the toy rows): the
+    second trains on those rows, scores its epochs on the held-out rows that long, and scores
+    the weights it starts from on them too (the stage before chose on every held-out row)."""
+    given = []
+    real = distill.student_trainer
+
+    def recording(model, tokenizer, train, *args, **kwargs):
+        given.append((train, kwargs.get("heldout_rows")))
+        if len(given) == 2:  # the long-rows stage: no epoch beats its entry
+            kwargs["heldout"] = lambda: {"heldout": -1.0}
+        return real(model, tokenizer, train, *args, **kwargs)
+
+    monkeypatch.setattr(distill, "student_trainer", recording)
+    stages = f"recipe.stages=[{_soft_stage('soft', 0)}, {_soft_stage('soft_long', 12)}]"
+    cfg = tiny_cfg("data.heldout=40", "report.speed_samples=0", stages)
+    results = pipeline.run(cfg)
+    soft, long_rows = results["recipe"]["stages"]
+    settings, inputs, scored = _saved_student_on_heldout(cfg)
+    train, heldout = inputs.splits["train"], inputs.splits[data.HELDOUT]
+    long_train = recipe.word_counts(train, SST2) >= 12
+    long_heldout = recipe.word_counts(heldout, SST2) >= 12
+    assert 0 < long_train.sum() < len(train) and 0 < long_heldout.sum() < len(heldout)
+    assert "min_words" not in soft and long_rows["min_words"] == 12
+    assert len(given[0][0]) == len(train) and len(given[0][1]) == len(heldout)
+    assert long_rows["rows"] == len(given[1][0]) == long_train.sum()
+    long_sentences = np.asarray(train["sentence"])[long_train].tolist()
+    assert sorted(given[1][0]["sentence"]) == sorted(long_sentences)
+    assert len(given[1][1]) == long_heldout.sum()
+    # its entry (the soft stage's weights, which the student keeps) is scored on the long
+    # held-out rows: not the soft stage's own score on every row
+    chosen = long_rows["selection"]
+    assert chosen["kept"] == "entry" and chosen["heldout"] == -1.0
+    predicted = scored.logits.argmax(-1)[long_heldout]
+    gold = np.asarray(heldout["label"])[long_heldout]
+    assert chosen["entry_heldout"] == pytest.approx(float((predicted == gold).mean()))
