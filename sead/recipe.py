@@ -179,16 +179,13 @@ class StudentData:
             "transfer": everything[self.labeled :],
             "all": everything,
         }[which]
-        if not min_words:
-            return rows
-        return rows[word_counts(self.rows, task)[rows] >= min_words]
+        return np.intersect1d(rows, long_enough(self.rows, min_words, task))
 
-    def heldout_rows(self, min_words: int, task: TaskSpec) -> np.ndarray:
-        """Row numbers of the held-out slice's rows of at least `min_words` words."""
-        everything = np.arange(len(self.heldout))
-        if not min_words:
-            return everything
-        return everything[word_counts(self.heldout, task) >= min_words]
+
+def long_enough(rows: Dataset, min_words: int, task: TaskSpec) -> np.ndarray:
+    """Row numbers of `rows` whose text has at least `min_words` words (all of them for 0)."""
+    everything = np.arange(len(rows))
+    return everything if not min_words else everything[word_counts(rows, task) >= min_words]
 
 
 def word_counts(rows: Dataset, task: TaskSpec) -> np.ndarray:
@@ -268,9 +265,7 @@ def check_rows(
 
 def _at_least(rows: Dataset | None, min_words: int, task: TaskSpec) -> int:
     """How many of `rows` have at least `min_words` words (0 for no rows)."""
-    if rows is None or not len(rows):
-        return 0
-    return len(rows) if not min_words else int((word_counts(rows, task) >= min_words).sum())
+    return 0 if rows is None else len(long_enough(rows, min_words, task))
 
 
 def work_dir(cache_dir, key: dict, run_dir) -> Path:
@@ -341,8 +336,7 @@ def train(
             for parameter in model.parameters():  # what this stage froze, the next one trains
                 parameter.requires_grad_(True)
             distill.check_finite(model, "The student")
-            rows = len(data.part(stage.data, stage.min_words, task))
-            record = _record(index, stage, trainer, rows)
+            record = _record(index, stage, trainer, len(trainer.train_dataset))
             if distributed.is_main_process():  # one writer; every rank holds the same weights
                 _finish(stage_dir, model, projections, record)
             distributed.barrier()  # the stage is recorded before any rank goes on
@@ -411,7 +405,7 @@ def _heldout_scorer(trained, tokenizer, data: StudentData, stage, recipe, common
             f"recipe stage {stage.name!r} has select: true, but the run has no held-out slice: "
             "set data.heldout (a count or fraction of train), or give data.dir a heldout.jsonl."
         )
-    kept = data.heldout_rows(stage.min_words, task)  # all, or those of min_words or more
+    kept = long_enough(data.heldout, stage.min_words, task)  # all, or the long rows
     heldout = data.heldout if len(kept) == len(data.heldout) else data.heldout.select(kept)
     encoded = tokenize(heldout, tokenizer, task, max_length)
     if stage.selects_on_representations:

@@ -517,7 +517,8 @@ def test_word_counts_add_up_every_text_field_and_parts_keep_the_long_rows():
     assert student_data.part("transfer", 5, pairs).tolist() == [2]
     assert student_data.part("labeled", 6, pairs).tolist() == []
     assert student_data.part("all").tolist() == [0, 1, 2]  # min_words 0: every row
-    assert student_data.heldout_rows(3, pairs).tolist() == [0, 2]
+    assert recipe.long_enough(rows, 3, pairs).tolist() == [0, 2]
+    assert recipe.long_enough(rows, 0, pairs).tolist() == [0, 1, 2]
 
 
 def _long_rows_recipe(min_words: int, select: bool = True) -> recipe.RecipeSettings:

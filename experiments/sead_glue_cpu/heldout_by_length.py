@@ -19,7 +19,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 from datasets import Dataset
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -81,7 +80,6 @@ def main() -> None:
     models |= {unit: (WORK / "outputs" / args.task / unit / "student", r["student"]["model"])
                for unit, r in found.items()}  # fmt: skip
     table = {}
-    torch.manual_seed(0)
     for name, (weights, tokenizer_dir) in models.items():
         model = AutoModelForSequenceClassification.from_pretrained(str(weights)).eval()
         tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
