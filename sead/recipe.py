@@ -193,7 +193,7 @@ def word_counts(rows: Dataset, task: TaskSpec) -> np.ndarray:
     counts = np.zeros(len(rows), dtype=np.int64)
     for name in task.text_fields:
         values = rows[name][:]
-        counts += np.array([len(v.split()) if isinstance(v, str) else 0 for v in values])
+        counts += np.array([len(v.split()) if isinstance(v, str) else 0 for v in values], int)
     return counts
 
 

@@ -540,6 +540,11 @@ def test_a_stage_with_no_rows_of_its_min_words_is_refused_with_its_name():
     with pytest.raises(ValueError, match=none_held_out):
         recipe.check_rows(_long_rows_recipe(3), SST2, rows, None, short)
     recipe.check_rows(_long_rows_recipe(3, select=False), SST2, rows, None, short)  # no choice
+    empty = rows.select([])  # an empty transfer set or held-out slice is counted, not a crash
+    with pytest.raises(ValueError, match=r"no rows of at least 4 words here \(2 labelled, 0 tr"):
+        recipe.check_rows(_long_rows_recipe(4), SST2, rows, empty, rows)
+    with pytest.raises(ValueError, match=r"and none of the 0 held-out rows"):
+        recipe.check_rows(_long_rows_recipe(3), SST2, rows, empty, empty)
 
 
 def test_a_run_whose_stage_has_no_long_rows_stops_before_the_teachers(tiny_cfg, monkeypatch):
