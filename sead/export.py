@@ -56,7 +56,7 @@ from sead.choices import MODEL_INPUTS
 from sead.config import CONF_DIR, build, setting
 from sead.files import write_atomic
 from sead.fusion import AdditiveMask
-from sead.inference import predict_logits
+from sead.inference import predict_logits, torch_threads
 from sead.report import RESULTS_FILE
 from sead.tasks import TaskSpec, get_task
 
@@ -315,15 +315,10 @@ def export_student(
     chosen = backend(settings)
     student_dir, out_dir = Path(student_dir), Path(out_dir)
     verify_student(student_dir)
-    threads = settings.threads or torch.get_num_threads()
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(settings.threads):
         return _export(
             student_dir, out_dir, task, split, split_name, max_length, settings, chosen, recorded
         )
-    finally:
-        torch.set_num_threads(previous_threads)
 
 
 def verify_student(student_dir: Path) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import torch
@@ -254,6 +254,18 @@ def _autocast(device: torch.device, autocast: str | None):
     if precision(device, autocast) == "float32":
         return nullcontext()
     return torch.autocast(device_type=device.type, dtype=AUTOCAST_DTYPES[autocast])
+
+
+@contextmanager
+def torch_threads(threads: int | None):
+    """Run the block with `threads` intra-op threads (None or 0: the current count), then
+    give the process back the count it had, whatever the block raised."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads or previous)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def count_parameters(model) -> int:

@@ -60,9 +60,8 @@ def fill(
     (its logits; with `shard` or `representations`, the entry, which has no logits while other
     shards are missing). `representations`: ask for the vectors `cache.representations` (conf/)
     configures, as a run that learns from them does."""
-    import torch
-
     from sead import data, teachers  # heavy imports here, so that `race` starts fast
+    from sead.inference import torch_threads
     from sead.tasks import get_task
     from tests.helpers import settings, teacher_spec
 
@@ -75,14 +74,10 @@ def fill(
     # One thread in every process, this one included, whatever OMP_NUM_THREADS the shell set:
     # float sums taken with another thread count differ in the last bit, and the shard tests
     # compare a spawned job's logits bitwise with a fill in the test's own process.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         entries = teachers.cached_logits(
             teacher, task, splits, cache, sharded=True, representations=vectors
         )
-    finally:
-        torch.set_num_threads(threads)
     return entries["train"] if shard or representations else entries["train"].logits
 
 

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from datasets import Dataset
 from omegaconf import OmegaConf
 from transformers import AutoModelForMultipleChoice, AutoModelForSequenceClassification
 
-from sead import card, data, export, manifest, report
+from sead import card, data, export, inference, manifest, report
 from sead.config import build
 from sead.tasks import get_task
 from tests.helpers import settings as group_settings
@@ -56,9 +57,15 @@ def test_fp32_and_int8_exports_load_match_and_are_timed(tiny_assets, student):
 
     task, split = toy_split(tiny_assets)
     run_dir = student.parent
-    record = export.export_student(
-        student, run_dir, task, split, "validation", 64, settings(max_metric_drop=100)
-    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # export times on 1 (QUICK), then gives the run its 2 back
+    try:
+        record = export.export_student(
+            student, run_dir, task, split, "validation", 64, settings(max_metric_drop=100)
+        )
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
     for folder in ("onnx", "onnx-int8"):
         files = {p.name for p in (run_dir / folder).iterdir()}
         assert {"model.onnx", "config.json", "tokenizer_config.json"} <= files
@@ -84,6 +91,16 @@ def test_fp32_and_int8_exports_load_match_and_are_timed(tiny_assets, student):
         assert entry["latency_ms"]["p50"] > 0 and entry["throughput"] > 0
     assert formats["pytorch fp32"]["speedup"] == 1.0
     assert record["threads"] == 1 and record["speed"]["examples"] == 8
+
+
+def test_a_thread_count_is_given_back_even_when_the_block_fails():
+    before = torch.get_num_threads()
+    with pytest.raises(RuntimeError, match="failed inside"), inference.torch_threads(before + 1):
+        assert torch.get_num_threads() == before + 1
+        raise RuntimeError("failed inside")
+    assert torch.get_num_threads() == before
+    with inference.torch_threads(None):  # export.threads=null: torch's own count
+        assert torch.get_num_threads() == before
 
 
 def test_the_shipped_graphs_are_fused_and_still_match_pytorch(tiny_assets, student):
