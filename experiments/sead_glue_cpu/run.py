@@ -36,6 +36,7 @@ Run from the repository root, under the CPU lock:
         --conditions transfer_l6_full   # one row's last seed before the rest
     flock /tmp/sead-cpu.lock python experiments/sead_glue_cpu/run.py --speed
     python experiments/sead_glue_cpu/run.py --report-only   # rebuild RESULTS.md, results.*
+    flock /tmp/sead-cpu.lock python experiments/sead_glue_cpu/run.py --check-cpu  # a new CPU
 """
 
 from __future__ import annotations
@@ -537,6 +538,35 @@ def plot(summary: dict, path: Path) -> None:
     plt.close(fig)
 
 
+# ------------------------------------------------------------------------------ which CPU
+
+
+def check_cpu() -> dict:
+    """The README's test of a new CPU ("Machines"): fine-tune RTE's MiniLM teacher (seed 1, the
+    block's settings; read from this machine's teacher store once it holds it) and compare its
+    training loss, every digit, with the one each CPU recorded in runs/rte. An equal loss means
+    the same kernels and the same numbers: the block CPU it names is the one units may join."""
+    recorded: dict[float, set[str]] = {}
+    for path in sorted((RUNS / "rte").rglob("*_s[0-9].json")):
+        unit = json.loads(path.read_text(encoding="utf-8"))
+        finetune = ((unit.get("teachers") or {}).get("minilm") or {}).get("finetune") or {}
+        loss = (finetune.get("train_metrics") or {}).get("train_loss")
+        if loss is not None:
+            recorded.setdefault(loss, set()).add(harness.cpu_label(unit.get("cpu")))
+    cfg = harness.compose(overrides("rte", "hard_l6_g", 1, used=("minilm",)))
+    settings = pipeline.read_settings(cfg)
+    inputs = pipeline.check_inputs(settings)
+    cache = pipeline.soft_label_cache(settings)
+    _, records, _ = pipeline.teacher_logits(inputs, cache, logit_splits=["validation"])
+    loss = records["minilm"]["finetune"]["train_metrics"]["train_loss"]
+    return {
+        "cpu": harness.cpu_label(harness.cpu()),
+        "train_loss": loss,
+        "same_numbers_as": sorted(recorded.get(loss, ())),
+        "recorded": {repr(value): sorted(cpus) for value, cpus in recorded.items()},
+    }
+
+
 def quick() -> None:
     """Plumbing check: tiny slices, one epoch, into work-quick/ and runs-quick/."""
     global WORK, RUNS, HERE
@@ -562,12 +592,19 @@ def main(argv=None) -> None:
     )
     harness.report_only(parser)
     parser.add_argument("--quick", action="store_true", help="a tiny run into work-quick/")
+    parser.add_argument(
+        "--check-cpu",
+        action="store_true",
+        help="which block CPU this one computes like (RTE's MiniLM fine-tune, ~7-10 min)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         quick()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.report_only:
         return render(report_only=True)
+    if args.check_cpu:
+        return print(json.dumps(check_cpu(), indent=1))
     if args.speed:
         harness.write_json(HERE / "speed.json", measure_speed())
         return render()
