@@ -117,6 +117,20 @@ SOFT_THEN_LONG = [
     f"recipe.stages=[{_stage('soft', 2, 0)},{_stage('soft_long', 2, 10)}]",
 ]
 CONDITIONS |= {"soft2_long10_l6_full": ("l6", [*FULL, *GROUPED, *SOFT_THEN_LONG])}
+# A label ceiling for SST-2 (written 2026-12-05, 21:29 UTC, before any of its numbers; README):
+# soft2_l6_full's stage with every row's gold label in place of the ensemble's soft labels. A
+# diagnostic, not a block row: ceiling.py runs it (one MiniLM teacher, on 4,000 rows, which sead
+# asks for but whose labels carry loss weight 0) and saves it in ceiling/, not runs/.
+GOLD_ONLY = [
+    "data.max_train_samples=null",  # all 66,349 rows of train minus held-out, gold labels kept
+    "train.alpha=0",
+    "recipe.stages.0.objectives={hard:1.0}",
+    "recipe.stages.0.epochs=2",
+    "recipe.stages.0.select=true",
+    "+teachers.minilm.finetune_args.max_train_samples=4000",
+    "+teachers.minilm.finetune_args.train_subsample_seed=0",
+]
+CONDITIONS |= {"gold2_l6_full": ("l6", [*GOLD_ONLY, *GROUPED])}
 ISSUE_28 = {  # per task, in the order they run (seed 1 of each first)
     "sst2": [
         "staged_l6_full",
@@ -151,4 +165,5 @@ DESCRIPTIONS = {
     "soft2_l6_full": "6-layer student, the staged recipe's soft stage alone, same rows (grouped)",
     "staged_long_l6_full": "6-layer student, staged recipe, stages up to 4/4/3 epochs (grouped)",
     "soft2_long10_l6_full": "6-layer student, soft stage, then soft labels on rows of 10+ words",
+    "gold2_l6_full": "6-layer student, gold labels on every row (a label ceiling, ceiling.py)",
 }
