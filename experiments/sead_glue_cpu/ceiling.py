@@ -5,6 +5,7 @@ A diagnostic, not a row of the study's blocks: it is saved in ceiling/ (one JSON
 each ends; a rerun skips the seeds there), records the CPU it ran on, and is read against
 `soft2_l6_full`'s mean and the bar, never seed by seed. Run from the repository root:
     flock /tmp/sead-cpu.lock python experiments/sead_glue_cpu/ceiling.py --seeds 1,2,3
+    flock /tmp/sead-cpu.lock python experiments/sead_glue_cpu/ceiling.py --condition gold4_l6_full
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ sys.path.insert(0, str(HERE.parents[1]))  # this checkout's sead, whatever is in
 from experiments import harness  # noqa: E402
 from experiments.sead_glue_cpu import run as study  # noqa: E402
 
-CONDITION = "gold2_l6_full"
+CONDITIONS = ("gold2_l6_full", "gold4_l6_full")  # the second only if the first misses the bar
 TEACHER = ("minilm",)  # sead asks for a teacher; its labels carry loss weight 0 here
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", default="1,2,3")
+    parser.add_argument("--condition", default=CONDITIONS[0], choices=CONDITIONS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     seeds = [int(part) for part in args.seeds.split(",")]
@@ -35,9 +37,9 @@ def main(argv=None) -> None:
     saved, commit = harness.Units(HERE / "ceiling"), harness.code_commit()
     for seed in seeds:
         record = saved.get(
-            f"sst2_{CONDITION}_s{seed}",
+            f"sst2_{args.condition}_s{seed}",
             lambda seed=seed: (
-                study.student_job("sst2", CONDITION, seed, TEACHER) | {"commit": commit}
+                study.student_job("sst2", args.condition, seed, TEACHER) | {"commit": commit}
             ),
         )
         stages = (record.get("recipe") or {}).get("stages") or [{}]

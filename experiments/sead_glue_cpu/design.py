@@ -131,6 +131,8 @@ GOLD_ONLY = [
     "+teachers.minilm.finetune_args.train_subsample_seed=0",
 ]
 CONDITIONS |= {"gold2_l6_full": ("l6", [*GOLD_ONLY, *GROUPED])}
+# ... and, if its mean is under the bar, the same with a cap of 4 epochs (budget or capacity?)
+CONDITIONS |= {"gold4_l6_full": ("l6", [*GOLD_ONLY, *GROUPED, "recipe.stages.0.epochs=4"])}
 ISSUE_28 = {  # per task, in the order they run (seed 1 of each first)
     "sst2": [
         "staged_l6_full",
@@ -166,4 +168,5 @@ DESCRIPTIONS = {
     "staged_long_l6_full": "6-layer student, staged recipe, stages up to 4/4/3 epochs (grouped)",
     "soft2_long10_l6_full": "6-layer student, soft stage, then soft labels on rows of 10+ words",
     "gold2_l6_full": "6-layer student, gold labels on every row (a label ceiling, ceiling.py)",
+    "gold4_l6_full": "6-layer student, gold labels on every row, up to 4 epochs (ceiling.py)",
 }
