@@ -57,15 +57,11 @@ def test_fp32_and_int8_exports_load_match_and_are_timed(tiny_assets, student):
 
     task, split = toy_split(tiny_assets)
     run_dir = student.parent
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)  # export times on 1 (QUICK), then gives the run its 2 back
-    try:
+    with inference.torch_threads(2):  # export times on 1 (QUICK), then gives the run its 2 back
         record = export.export_student(
             student, run_dir, task, split, "validation", 64, settings(max_metric_drop=100)
         )
         assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(threads)
     for folder in ("onnx", "onnx-int8"):
         files = {p.name for p in (run_dir / folder).iterdir()}
         assert {"model.onnx", "config.json", "tokenizer_config.json"} <= files

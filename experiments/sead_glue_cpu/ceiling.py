@@ -31,9 +31,7 @@ def main(argv=None) -> None:
     parser.add_argument("--condition", default=CONDITIONS[0], choices=CONDITIONS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    seeds = [int(part) for part in args.seeds.split(",")]
-    if not set(seeds) <= set(study.SEEDS):
-        parser.error(f"--seeds {args.seeds!r}: each one of {', '.join(map(str, study.SEEDS))}")
+    seeds = study.parse_seeds(parser, args.seeds)
     saved, commit = harness.Units(HERE / "ceiling"), harness.code_commit()
     for seed in seeds:
         record = saved.get(

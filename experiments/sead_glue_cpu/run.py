@@ -578,6 +578,14 @@ def quick() -> None:
     EXTRA.append("teacher_gate=false")
 
 
+def parse_seeds(parser: argparse.ArgumentParser, text: str) -> tuple[int, ...]:
+    """`--seeds 1,3` as a tuple of the study's seeds; anything else is a usage error."""
+    parts = text.split(",")
+    if not all(part.strip().isdigit() and int(part) in SEEDS for part in parts):
+        parser.error(f"--seeds {text!r}: each one of {', '.join(map(str, SEEDS))}")
+    return tuple(int(part) for part in parts)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", default="sst2,mrpc,rte,cola,stsb,cb")
@@ -612,10 +620,7 @@ def main(argv=None) -> None:
     for task in args.tasks.split(","):
         if task not in TASKS:
             parser.error(f"unknown task {task!r}: one of {', '.join(TASKS)}")
-    parts = args.seeds.split(",")
-    if not all(part.strip().isdigit() and int(part) in SEEDS for part in parts):
-        parser.error(f"--seeds {args.seeds!r}: each one of {', '.join(map(str, SEEDS))}")
-    seeds = tuple(int(part) for part in parts)
+    seeds = parse_seeds(parser, args.seeds)
     conditions = [part.strip() for part in args.conditions.split(",")]
     for condition in conditions:
         if condition not in CONDITIONS:
