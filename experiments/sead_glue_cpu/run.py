@@ -104,7 +104,12 @@ def data_dir(task: str) -> Path:
 # ------------------------------------------------------------------------------ jobs
 
 
-def overrides(task: str, condition: str, seed: int, used=TEACHERS) -> list[str]:
+def output_dir(task: str, condition: str, seed: int, block: str | None = None) -> Path:
+    """work/outputs/<task>[/<block>]/<unit>: the unit's run directory (student, checkpoints)."""
+    return WORK / "outputs" / task / (block or "") / f"{condition}_s{seed}"
+
+
+def overrides(task: str, condition: str, seed: int, used=TEACHERS, block=None) -> list[str]:
     settings, (student, extra) = TASKS[task], CONDITIONS[condition]
     out = [
         f"task={task}",
@@ -123,7 +128,7 @@ def overrides(task: str, condition: str, seed: int, used=TEACHERS) -> list[str]:
         "train.group_by_length=false",
         f"seed={seed}",
         f"paths.cache_dir={WORK / 'cache'}",
-        f"paths.output_dir={WORK / 'outputs' / task / f'{condition}_s{seed}'}",
+        f"paths.output_dir={output_dir(task, condition, seed, block)}",
     ]
     for name in used:
         out += [
@@ -146,8 +151,8 @@ def overrides(task: str, condition: str, seed: int, used=TEACHERS) -> list[str]:
     return out + extra + EXTRA
 
 
-def student_job(task: str, condition: str, seed: int, used=TEACHERS) -> dict:
-    args = overrides(task, condition, seed, used)
+def student_job(task: str, condition: str, seed: int, used=TEACHERS, block=None) -> dict:
+    args = overrides(task, condition, seed, used, block)
     started = time.perf_counter()
     results = pipeline.run(harness.compose(args))
     split, main = results["eval_splits"][0], results["main_metric"]
@@ -186,7 +191,7 @@ def student_job(task: str, condition: str, seed: int, used=TEACHERS) -> dict:
         "recipe": results.get("recipe"),
         "wall_s": round(time.perf_counter() - started, 1),
         "overrides": args,
-        "student_dir": str(WORK / "outputs" / task / f"{condition}_s{seed}" / "student"),
+        "student_dir": str(output_dir(task, condition, seed, block) / "student"),
         "load_average_after": os.getloadavg(),
     }
 
@@ -228,19 +233,23 @@ def units(task: str, seeds=SEEDS, conditions=tuple(CONDITIONS)) -> list[tuple[st
     return [(name, seed) for seed in seeds for name in names if name in conditions]
 
 
-def run_task(task: str, commit: str, seeds=SEEDS, conditions=tuple(CONDITIONS)) -> None:
-    saved = harness.Units(RUNS / task)
+def run_task(
+    task: str, commit: str, seeds=SEEDS, conditions=tuple(CONDITIONS), block: str | None = None
+) -> None:
+    """Run the task's missing units. `block` adds them to an earlier CPU's block instead, in
+    runs/<task>/<block>/ (only where the README's "Machines" rule says that CPU may)."""
+    first = harness.Units(RUNS / task)
     # the first unit fine-tunes both teachers and caches their logits
-    saved.get("ensemble_s1", lambda: student_job(task, "ensemble", 1) | {"commit": commit})
-    best = saved.get("teachers", lambda: teacher_unit(task) | {"commit": commit})["best_teacher"]
+    first.get("ensemble_s1", lambda: student_job(task, "ensemble", 1) | {"commit": commit})
+    best = first.get("teachers", lambda: teacher_unit(task) | {"commit": commit})["best_teacher"]
+    saved = harness.Units(RUNS / task / block) if block else first
     for condition, seed in units(task, seeds, conditions):
         if saved.done(f"{condition}_s{seed}"):
             continue
-        log.info("== %s: %s, seed %d ==", task, condition, seed)
+        log.info("== %s: %s, seed %d (into %s) ==", task, condition, seed, saved.folder)
         used = (best,) if condition.startswith("best") else TEACHERS
-        saved.save(
-            f"{condition}_s{seed}", student_job(task, condition, seed, used) | {"commit": commit}
-        )
+        job = student_job(task, condition, seed, used, block)
+        saved.save(f"{condition}_s{seed}", job | {"commit": commit})
     try:
         render()
     except Exception:  # the saved units are what matters; --report-only redoes this
@@ -598,6 +607,10 @@ def main(argv=None) -> None:
         default=",".join(CONDITIONS),
         help="run these rows only, in the study's order (e.g. one row's last seed first)",
     )
+    parser.add_argument(
+        "--block",
+        help="add the units to an earlier CPU's block, runs/<task>/<BLOCK>/ (README, Machines)",
+    )
     harness.report_only(parser)
     parser.add_argument("--quick", action="store_true", help="a tiny run into work-quick/")
     parser.add_argument(
@@ -626,7 +639,10 @@ def main(argv=None) -> None:
         if condition not in CONDITIONS:
             parser.error(f"unknown condition {condition!r}: one of {', '.join(CONDITIONS)}")
     for task in args.tasks.split(","):
-        run_task(task, head, seeds, conditions)
+        if args.block and not (RUNS / task / args.block).is_dir():
+            parser.error(f"--block {args.block!r}: runs/{task}/{args.block}/ does not exist")
+    for task in args.tasks.split(","):
+        run_task(task, head, seeds, conditions, args.block)
 
 
 if __name__ == "__main__":
