@@ -332,6 +332,7 @@ def collect() -> dict:
             "student_ensemble_fit_on_heldout": first["ensemble"],
             "students": rows,
             "block": tables.block(jobs, block_rows),
+            "block_rows": block_rows,
             "settings": TASKS[task],
         }
         # A block rerun on another CPU leaves its first CPU's units in runs/<task>/<label>/:

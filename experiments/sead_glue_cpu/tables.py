@@ -41,6 +41,12 @@ def every_seed(row: dict | None) -> bool:
     return bool(row) and len(row["scores"]) == len(SEEDS)
 
 
+def complete(rows: dict, names) -> bool:
+    """An earlier CPU's block with every row of its task at every seed: judged beside the live
+    block, and a target holds on that task only if it holds on both (README, "Machines")."""
+    return bool(names) and all(every_seed(rows.get(name)) for name in names)
+
+
 def at_least(met: dict[str, bool], k: int, total: int) -> bool | None:
     """Met once k of `total` tasks hold, missed once too few are left to get there, else open."""
     holds, fails = sum(met.values()), len(met) - sum(met.values())
@@ -152,17 +158,25 @@ def verdicts(tasks: dict) -> list[dict]:
     out = []
 
     def beats(pairs: dict) -> tuple[dict[str, bool], list[str]]:
+        """Per task: does `a` beat `b` on the live block and on every complete earlier block?"""
         met, notes = {}, []
         for task, (a, b) in pairs.items():
-            rows = tasks.get(task, {}).get("block", {})
-            one, other = rows.get(a), rows.get(b)
-            if not (every_seed(one) and every_seed(other)):
-                continue
-            if not _same_machines(one, other):
-                notes.append(f"{task}: {a} and {b} ran on different CPUs, not compared")
-                continue
-            met[task] = one["mean"] - other["mean"] > max(one["std"], other["std"])
-            notes.append(f"{task} {spread(one)} against {spread(other)}")
+            record = tasks.get(task, {})
+            judged = {"": record.get("block", {})} | {
+                f" (earlier CPU, runs/{task}/{label}/)": rows
+                for label, rows in record.get("earlier_blocks", {}).items()
+                if complete(rows, record.get("block_rows", ()))
+            }
+            for where, rows in judged.items():
+                one, other = rows.get(a), rows.get(b)
+                if not (every_seed(one) and every_seed(other)):
+                    continue
+                if not _same_machines(one, other):
+                    notes.append(f"{task}{where}: {a} and {b} ran on different CPUs, not compared")
+                    continue
+                wins = one["mean"] - other["mean"] > max(one["std"], other["std"])
+                met[task] = met.get(task, True) and wins  # a second block can only take it away
+                notes.append(f"{task}{where} {spread(one)} against {spread(other)}")
         return met, notes
 
     sst2 = tasks.get("sst2", {}).get("block", {})
