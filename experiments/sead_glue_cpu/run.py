@@ -37,6 +37,8 @@ Run from the repository root, under the CPU lock:
     flock /tmp/sead-cpu.lock python experiments/sead_glue_cpu/run.py --speed
     python experiments/sead_glue_cpu/run.py --report-only   # rebuild RESULTS.md, results.*
     flock /tmp/sead-cpu.lock python experiments/sead_glue_cpu/run.py --check-cpu  # a new CPU
+    flock /tmp/sead-cpu.lock python experiments/sead_glue_cpu/run.py --tasks rte --seeds 2 \
+        --block avx512 --conditions staged_augment_l6   # into runs/rte/avx512/, an earlier CPU
 """
 
 from __future__ import annotations
