@@ -338,7 +338,8 @@ def collect() -> dict:
             "settings": TASKS[task],
         }
         # A block rerun on another CPU leaves its first CPU's units in runs/<task>/<label>/:
-        # reported beside the live block, never judged with it (README, "Machines").
+        # reported beside the live block, and judged beside it only once complete (README,
+        # "Machines"; tables.verdicts).
         earlier = {
             sub.name: tables.block(harness.Units(sub).all("*_s*.json"), block_rows)
             for sub in sorted(folder.iterdir())
@@ -636,14 +637,14 @@ def main(argv=None) -> None:
     for task in args.tasks.split(","):
         if task not in TASKS:
             parser.error(f"unknown task {task!r}: one of {', '.join(TASKS)}")
+        blocks = sorted(sub.name for sub in (RUNS / task).glob("*/"))
+        if args.block and args.block not in blocks:
+            parser.error(f"--block {args.block!r} for {task}: one of {blocks} (runs/{task}/)")
     seeds = parse_seeds(parser, args.seeds)
     conditions = [part.strip() for part in args.conditions.split(",")]
     for condition in conditions:
         if condition not in CONDITIONS:
             parser.error(f"unknown condition {condition!r}: one of {', '.join(CONDITIONS)}")
-    for task in args.tasks.split(","):
-        if args.block and not (RUNS / task / args.block).is_dir():
-            parser.error(f"--block {args.block!r}: runs/{task}/{args.block}/ does not exist")
     for task in args.tasks.split(","):
         run_task(task, head, seeds, conditions, args.block)
 

@@ -43,7 +43,8 @@ def every_seed(row: dict | None) -> bool:
 
 def complete(rows: dict, names) -> bool:
     """An earlier CPU's block with every row of its task at every seed: judged beside the live
-    block, and a target holds on that task only if it holds on both (README, "Machines")."""
+    block, and a target holds on that task only if it holds on every judged block (README,
+    "Machines")."""
     return bool(names) and all(every_seed(rows.get(name)) for name in names)
 
 
