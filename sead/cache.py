@@ -61,8 +61,8 @@ from sead.entry import (
     read_entry,
     read_tensors,
 )
-from sead.files import disk_space, format_table, human_size, write_atomic
-from sead.manifest import DamagedFolder, FileHashes, store_entries, store_record, verify_store_entry
+from sead.files import disk_space, folder_size, format_table, human_size, open_to_team, write_atomic
+from sead.manifest import DamagedFolder, FileHashes, store_entries, store_row, verify_store_entry
 from sead.representations import Outputs, RepresentationSpec
 from sead.tasks import get_task
 
@@ -71,7 +71,6 @@ log = logging.getLogger(__name__)
 PARTIAL_PREFIX = ".partial-"
 FILE_HASHES = "file_hashes.json"
 FORMAT_VERSION = 1  # part of every fingerprint: bump only when keys change meaning
-STORAGE_DTYPES = {"float32": np.float32, "float16": np.float16}
 
 
 def fingerprint(key: dict) -> str:
@@ -101,7 +100,7 @@ class StorageSettings:
     """How a `SoftLabelCache` computes and stores entries: `cfg.cache` but the representations,
     which a caller asks for entry by entry."""
 
-    dtype: Literal["float32", "float16"]  # storage (`STORAGE_DTYPES`), part of every key
+    dtype: Literal["float32", "float16"]  # storage (`reps.STORAGE_DTYPES`), part of every key
     chunk_size: int = setting(low=1)  # examples per resumable chunk
     autocast: Literal["bf16", "fp16"] | None  # on a GPU; null: float32
     shard: str | None  # 'i/n': fill only chunk set i of n of each missing entry
@@ -227,9 +226,13 @@ class SoftLabelCache:
             self._remove_stale_temps(fp)
             partial = self._partial(fp, key, about)
             started = time.perf_counter()
-            outputs = _outputs(compute(partial), representations)
+            outputs = Outputs.of(compute(partial), representations)
             seconds = time.perf_counter() - started
-            check_computed(outputs, len(expected_idx), key, _describe(key, about))
+            try:
+                check_computed(outputs, len(expected_idx), key, _describe(key, about))
+            except ValueError:
+                partial.remove()  # its chunks hold the same values: a rerun computes them anew
+                raise
             self._store(fp, key, about or {}, outputs, expected_idx, seconds)
             partial.remove()
             self.misses += 1
@@ -269,21 +272,22 @@ class SoftLabelCache:
                 compute(self._partial(fp, full, about, shard))
         if shard.sync is not None:
             shard.sync()
-        pending = self.pending(key, representations)
+        pending = self._pending(fp, full, expected_idx)
         if pending is not None:
             what = f"{fp} ({_describe(key, about)}): {pending[0]} of {pending[1]} chunks saved"
             log.info("Cache entry %s; the process that finds all of them assembles it.", what)
             return CacheEntry(fp, None, expected_idx, hit=False, pending=pending)
         return self.get_or_compute(key, expected_idx, compute, about, representations)
 
-    def pending(
-        self, key: dict, representations: RepresentationSpec | None = None
-    ) -> tuple[int, int] | None:
+    def _pending(self, fp: str, key: dict, expected_idx: np.ndarray) -> tuple[int, int] | None:
         """(chunks saved, chunks in all) of an entry still being filled; None when it is
-        stored or every chunk is there to assemble it."""
-        fp = self.fingerprint(key, representations)
-        if (self.path(fp) / MANIFEST_FILE).is_file():
+        stored or every chunk is there to assemble it. Stored means sound: a damaged entry
+        left from before still waits for its chunks, so a shard never computes the others'."""
+        try:
+            self._load(fp, key, expected_idx)
             return None
+        except (FileNotFoundError, CorruptEntry):
+            pass
         done, total = chunks.progress(self.partial_path(fp))
         return None if total is not None and done >= total else (done, total or 0)
 
@@ -345,12 +349,12 @@ class SoftLabelCache:
         vectors = tensors.get("representations")
         if (vectors is None) != (reps.spec_of(key) is None):  # the key says which it holds
             raise CorruptEntry("its representations are not the ones its key asks for")
-        return tensors["logits"].astype(np.float32), _float32(vectors)
+        return tensors["logits"].astype(np.float32), reps.float32(vectors)
 
     def _store(self, fp, key, about, outputs: Outputs, idx, seconds) -> None:
         tmp = Path(tempfile.mkdtemp(prefix=f".{fp}.", dir=self.root))
         try:
-            stored = outputs.logits.astype(STORAGE_DTYPES[self.dtype])
+            stored = outputs.logits.astype(reps.STORAGE_DTYPES[self.dtype])
             tensors = {"logits": stored}
             spec = reps.spec_of(key)
             if spec is not None:
@@ -387,6 +391,7 @@ class SoftLabelCache:
             final = self.path(fp)
             if final.exists():
                 shutil.rmtree(final)  # a stale entry that failed verification
+            open_to_team(tmp)
             os.replace(tmp, final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -404,18 +409,6 @@ class SoftLabelCache:
             self._remove_stale_temps(fp)
 
 
-def _outputs(computed, representations: RepresentationSpec | None) -> Outputs:
-    """A compute's result as `Outputs` (float32, contiguous): vectors only when asked for."""
-    if not isinstance(computed, Outputs):
-        computed = Outputs(computed)
-    vectors = computed.representations if representations is not None else None
-    return Outputs(np.ascontiguousarray(computed.logits, np.float32), _float32(vectors))
-
-
-def _float32(array: np.ndarray | None) -> np.ndarray | None:
-    return None if array is None else np.ascontiguousarray(array, dtype=np.float32)
-
-
 def _describe(key: dict, about: dict | None = None) -> str:
     parts = [str((about or {}).get("teacher", key.get("model")))]
     parts += [str(key[k]) for k in ("task", "split") if k in key]
@@ -427,35 +420,46 @@ def _describe(key: dict, about: dict | None = None) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _folder_size(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-
-
 def _row(folder: Path) -> list[str]:
     manifest = manifest_or_none(folder)
     if manifest is None:
-        size = human_size(_folder_size(folder))
+        size = human_size(folder_size(folder))
         return [folder.name, "?", "?", "?", "?", "?", "?", size, "unreadable"]
-    key, about = manifest.get("key", {}), manifest.get("about", {})
+    key, about = _dict(manifest.get("key")), _dict(manifest.get("about"))
+    n_examples = manifest.get("n_examples")
     return [
         folder.name,
         str(about.get("teacher", key.get("model", "?"))),
         str(key.get("task", "?")),
         str(key.get("split", "?")),
-        f"{manifest.get('n_examples', '?'):,}",
+        f"{n_examples:,}" if isinstance(n_examples, int) else "?",
         str(manifest.get("dtype", "?")),
         reps.describe_entry(manifest),
-        human_size(_folder_size(folder)),
+        human_size(folder_size(folder)),
         str(manifest.get("created", "?")),
     ]
 
 
-def _select(root: Path, args) -> list[Path]:
-    """Entries named by fingerprint (or a unique prefix) or matching the filters."""
+def _dict(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _fingerprint_and_record(folder: Path) -> tuple[str, dict]:
+    """An entry's (or a partial entry's) fingerprint, and the key and about fields it records."""
+    if folder.name.startswith(PARTIAL_PREFIX):  # its plan records teacher, task and split
+        return folder.name.removeprefix(PARTIAL_PREFIX), chunks.read_plan(folder) or {}
+    manifest = manifest_or_none(folder) or {}
+    return folder.name, {**_dict(manifest.get("key")), **_dict(manifest.get("about"))}
+
+
+def _select(root: Path, args, partial: bool = False) -> list[Path]:
+    """Entries named by fingerprint (or a unique prefix) or matching the filters; with
+    `partial`, entries being filled or interrupted too (`list` and `rm`)."""
+    folders = entries(root) + (sorted(root.glob(f"{PARTIAL_PREFIX}*")) if partial else [])
     if args.fingerprints:
         chosen = []
         for prefix in args.fingerprints:
-            matches = [p for p in entries(root) if p.name.startswith(prefix)]
+            matches = [p for p in folders if _fingerprint_and_record(p)[0].startswith(prefix)]
             if len(matches) != 1:
                 found = "none" if not matches else ", ".join(p.name for p in matches)
                 raise SystemExit(f"{prefix!r} must match exactly one entry in {root}: {found}.")
@@ -467,25 +471,21 @@ def _select(root: Path, args) -> list[Path]:
         raise SystemExit(
             "Name entries to remove: fingerprints, --teacher/--task/--split, or --all."
         )
-    chosen = []
-    for folder in entries(root):
-        manifest = manifest_or_none(folder) or {}
-        recorded = {**manifest.get("key", {}), **manifest.get("about", {})}
-        if all(str(recorded.get(k)) == v for k, v in filters.items()):
-            chosen.append(folder)
-    return chosen
+    recorded = {p: _fingerprint_and_record(p)[1] for p in folders}
+    return [p for p in folders if all(str(recorded[p].get(k)) == v for k, v in filters.items())]
 
 
 def _cmd_list(root: Path, args) -> int:
-    rows = [_row(folder) for folder in _select(root, args)]
+    chosen = _select(root, args, partial=True)
+    rows = [_row(p) for p in chosen if not p.name.startswith(PARTIAL_PREFIX)]
     header = ["FINGERPRINT", "TEACHER", "TASK", "SPLIT", "EXAMPLES", "DTYPE", "REPRESENTATIONS"]
     header += ["SIZE", "CREATED"]
     print(format_table([header, *rows]) if rows else f"No cache entries in {root}.")
-    partial_rows = [_partial_row(folder) for folder in sorted(root.glob(f"{PARTIAL_PREFIX}*"))]
+    partial_rows = [_partial_row(p) for p in chosen if p.name.startswith(PARTIAL_PREFIX)]
     if partial_rows:
         header = ["PARTIAL ENTRY", "TEACHER", "TASK", "SPLIT", "CHUNKS SAVED", "STATE"]
         print("\nEntries being filled, or interrupted:\n" + format_table([header, *partial_rows]))
-    store_rows = [_store_row(folder) for folder in _store_entries(args)]
+    store_rows = [store_row(folder) for folder in _store_entries(args)]
     if store_rows:
         header = ["TEACHER STORE ENTRY", "TEACHER", "TASK", "TRAIN EXAMPLES", "SIZE", "CREATED"]
         print(f"\nTeacher store {args.store}:\n" + format_table([header, *store_rows]))
@@ -496,8 +496,11 @@ def _partial_row(folder: Path) -> list[str]:
     """A partial entry: whose, how many of its chunks are saved, and whether anyone is on it."""
     about = chunks.read_plan(folder) or {}
     done, total = chunks.progress(folder)
-    claimed = PartialEntry(folder, 0).claimed_elsewhere()
-    state = f"filling ({len(claimed)} chunk(s) claimed)" if claimed else "idle: rerun to finish"
+    try:
+        claimed = PartialEntry(folder, 0).claimed_elsewhere()
+        state = f"filling ({len(claimed)} chunk(s) claimed)" if claimed else "idle: rerun to finish"
+    except OSError:  # its chunks' locks cannot be opened without write access
+        state = "unknown (no write access to its locks)"
     return [
         folder.name.removeprefix(PARTIAL_PREFIX),
         str(about.get("teacher", "?")),
@@ -515,19 +518,6 @@ def _store_entries(args) -> list[Path]:
     return store_entries(args.store, teacher=args.teacher, task=args.task)
 
 
-def _store_row(folder: Path) -> list[str]:
-    record = store_record(folder)
-    examples = record.get("train_examples")
-    return [
-        folder.name,
-        str(record.get("teacher", "?")),
-        str(record.get("key", {}).get("task", "?")),
-        "?" if examples is None else f"{examples:,}",
-        human_size(_folder_size(folder)),
-        str(record.get("created", "incomplete")),
-    ]
-
-
 def _cmd_show(root: Path, args) -> int:
     for folder in _select(root, args):
         manifest = manifest_or_none(folder)
@@ -539,16 +529,27 @@ def _cmd_show(root: Path, args) -> int:
 
 def _cmd_rm(root: Path, args) -> int:
     cache = SoftLabelCache(root)
-    chosen = [folder.name for folder in _select(root, args)]
-    if args.all and not args.fingerprints:  # also runs that never finished
-        chosen += [p.name.removeprefix(PARTIAL_PREFIX) for p in root.glob(f"{PARTIAL_PREFIX}*")]
-        chosen += [p.name.split(".")[1] for p in root.glob(".*.*") if p.is_dir()]
-    for fp in dict.fromkeys(chosen):
+    chosen = _select(root, args, partial=True)
+    busy = [p.name for p in chosen if p.name.startswith(PARTIAL_PREFIX) and _claimed(p)]
+    if busy:
+        raise SystemExit(f"{', '.join(busy)}: being filled now (chunks claimed); nothing removed.")
+    fps = [_fingerprint_and_record(p)[0] for p in chosen]
+    if args.all and not (args.fingerprints or args.teacher or args.task or args.split):
+        fps += [p.name.split(".")[1] for p in root.glob(".*.*") if p.is_dir()]  # killed writes
+    for fp in dict.fromkeys(fps):
         cache.remove(fp)
         print(f"removed {fp}")
-    n = len(dict.fromkeys(chosen))
+    n = len(dict.fromkeys(fps))
     print(f"{n} entr{'y' if n == 1 else 'ies'} removed from {root}.")
     return 0
+
+
+def _claimed(folder: Path) -> bool:
+    """Whether another process holds one of a partial entry's chunks (unknown: assume so)."""
+    try:
+        return bool(PartialEntry(folder, 0).claimed_elsewhere())
+    except OSError:
+        return True
 
 
 def _cmd_verify(root: Path, args) -> int:

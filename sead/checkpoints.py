@@ -16,6 +16,7 @@ from sead.manifest import FileHashes, hash_files
 log = logging.getLogger(__name__)
 
 WEIGHT_PATTERNS = ("config.json", "*.safetensors", "*.bin")
+CODE_PATTERN = "*.py"  # the modeling code trust_remote_code runs: part of what a local model is
 TOKENIZER_PATTERNS = (
     "tokenizer*.json",
     "vocab*",
@@ -81,6 +82,7 @@ def identity(
         files = [p for pattern in patterns for p in local_dir.glob(pattern) if p.is_file()]
         if not files:
             raise FileNotFoundError(f"No {'/'.join(patterns)} files in {local_dir}.")
+        files += sorted(p for p in local_dir.glob(CODE_PATTERN) if p.is_file())
         return "sha256:" + hash_files(files, file_hashes)
     return f"{name_or_path}@{commit}"  # snapshot folders are named by commit
 

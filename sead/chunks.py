@@ -29,7 +29,7 @@ import os
 import re
 import shutil
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +38,7 @@ from filelock import FileLock, Timeout
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from sead.files import disk_space, write_atomic
+from sead.files import disk_space, open_to_team, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -284,6 +284,7 @@ class PartialEntry:
         try:
             with disk_space(self.folder, "a chunk of teacher logits", needed, CACHE_SETTING):
                 save_file({"rows": rows, "logits": logits}, str(tmp), metadata={"sha256": checksum})
+            open_to_team(tmp)  # other users' shard jobs read it
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)  # a failed write leaves no partial file behind
@@ -296,7 +297,8 @@ class PartialEntry:
         """The chunks and their claims, once the entry is stored (under the entry's lock)."""
         shutil.rmtree(self.folder, ignore_errors=True)
         for path in self.lock_dir.glob(f"{self.folder.name}.*"):
-            path.unlink(missing_ok=True)
+            with suppress(OSError):  # a reader without write access leaves them to the owner
+                path.unlink(missing_ok=True)
 
 
 def _identity(path: Path | None) -> tuple[int, int] | None:

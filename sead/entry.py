@@ -98,14 +98,16 @@ def check_computed(outputs: reps.Outputs, n_examples: int, key: dict, what: str)
             f"compute() returned logits of shape {list(logits.shape)} for "
             f"{n_examples} examples; expected [{n_examples}, n_labels]."
         )
-    bad = int((~np.isfinite(logits)).any(axis=1).sum())
+    bad, overflow = reps.non_finite(logits, key.get("storage_dtype", "float32"))
     if bad:
         raise ValueError(
             f"Teacher logits for {what} have non-finite values for {bad} examples "
             f"(precision {key.get('precision', 'float32')}); they were not cached."
+            + (f" {overflow} Store them as float32: cache.dtype=float32." if overflow else "")
         )
-    if reps.spec_of(key) is not None:
-        reps.check_computed(outputs.representations, n_examples, f"Teacher {what}")
+    spec = reps.spec_of(key)
+    if spec is not None:
+        reps.check_computed(outputs.representations, n_examples, f"Teacher {what}", spec.dtype)
 
 
 def entries(root: Path) -> list[Path]:

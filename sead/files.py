@@ -44,6 +44,17 @@ def write_atomic(path, payload: str | bytes) -> None:
                 os.unlink(tmp)
 
 
+def open_to_team(path) -> None:
+    """Make a file, or a folder and all it holds, readable by everyone before it is renamed
+    into place, as `write_atomic`'s files are: mkdtemp makes folders 0700 and safetensors
+    writes files 0600, and both survive a rename, hiding a shared cache's entries and stored
+    teachers (or a run's student) from the rest of a team."""
+    path = Path(path)
+    for item in [path, *(path.rglob("*") if path.is_dir() else ())]:
+        if not item.is_symlink():
+            item.chmod(0o755 if item.is_dir() else 0o644)
+
+
 @contextmanager
 def disk_space(folder, what: str, needed: int, setting: str | None = None):
     """Turn a write that runs out of space in `folder` into one `DiskFull` line.
@@ -95,6 +106,11 @@ def _free_bytes(folder) -> int | None:
         return shutil.disk_usage(folder).free
     except OSError:
         return None
+
+
+def folder_size(folder) -> int:
+    """Bytes in the files under `folder`."""
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
 
 
 def human_size(n_bytes: float) -> str:

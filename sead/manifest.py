@@ -23,7 +23,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from sead.files import write_atomic
+from sead.files import folder_size, human_size, open_to_team, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +126,7 @@ def publish(final: Path, fill: Callable[[Path], None], memo: FileHashes | None =
     try:
         fill(tmp)
         write(tmp, memo)
+        open_to_team(tmp)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -180,6 +181,21 @@ def store_record(folder: Path) -> dict:
     except (OSError, ValueError):
         return {}
     return record if isinstance(record, dict) else {}
+
+
+def store_row(folder: Path) -> list[str]:
+    """A store entry as `sead cache list` shows it: folder, teacher, task, train examples,
+    size, created."""
+    record = store_record(folder)
+    key, examples = record.get("key"), record.get("train_examples")
+    return [
+        folder.name,
+        str(record.get("teacher", "?")),
+        str(key.get("task", "?") if isinstance(key, dict) else "?"),
+        f"{examples:,}" if isinstance(examples, int) else "?",
+        human_size(folder_size(folder)),
+        str(record.get("created", "incomplete")),
+    ]
 
 
 def verify_store_entry(folder: Path, memo: FileHashes | None = None) -> None:

@@ -60,6 +60,19 @@ class Outputs(NamedTuple):
     logits: np.ndarray  # [n_examples, n_labels]
     representations: np.ndarray | None = None  # [n_examples, hidden] float32
 
+    @classmethod
+    def of(cls, computed, representations: RepresentationSpec | None) -> Outputs:
+        """A compute's result (logits, or Outputs) as float32, contiguous `Outputs`, with
+        vectors only when asked for."""
+        if not isinstance(computed, Outputs):
+            computed = cls(computed)
+        vectors = computed.representations if representations is not None else None
+        return cls(np.ascontiguousarray(computed.logits, np.float32), float32(vectors))
+
+
+def float32(array: np.ndarray | None) -> np.ndarray | None:
+    return None if array is None else np.ascontiguousarray(array, dtype=np.float32)
+
 
 def check_task(task, representations: RepresentationSpec | None) -> None:
     """Refuse representations for a multiple-choice task, before any work."""
@@ -80,8 +93,9 @@ def spec_of(key: dict) -> RepresentationSpec | None:
     return RepresentationSpec(record["layer"], record["pooling"], record["storage_dtype"])
 
 
-def check_computed(vectors: np.ndarray | None, n_examples: int, where: str) -> None:
-    """Never cache vectors every later run would silently inherit as garbage."""
+def check_computed(vectors: np.ndarray | None, n_examples: int, where: str, dtype: str) -> None:
+    """Never cache vectors every later run would silently inherit as garbage: the right
+    shape, every value finite as stored in `dtype`."""
     if vectors is None:
         raise ValueError(f"{where}: representations were asked for, and none were computed.")
     if vectors.ndim != 2 or vectors.shape[0] != n_examples:
@@ -89,11 +103,22 @@ def check_computed(vectors: np.ndarray | None, n_examples: int, where: str) -> N
             f"{where}: representations of shape {list(vectors.shape)} for {n_examples} "
             f"examples; expected [{n_examples}, hidden]."
         )
-    bad = int((~np.isfinite(vectors)).any(axis=1).sum())
+    bad, overflow = non_finite(vectors, dtype)
     if bad:
         raise ValueError(
             f"{where}: representations have non-finite values for {bad} examples; not cached."
+            + (f" {overflow} Store them as float32: {OPTION}.dtype=float32." if overflow else "")
         )
+
+
+def non_finite(values: np.ndarray, dtype: str) -> tuple[int, str]:
+    """(examples with a value that is not finite as stored in `dtype`, and, when storing made
+    them so, a sentence saying it): float16 turns anything beyond 65,504 into inf."""
+    with np.errstate(over="ignore"):  # the overflow is what this counts
+        bad = int((~np.isfinite(values.astype(STORAGE_DTYPES[dtype]))).any(axis=1).sum())
+    overflow = bad and bool(np.isfinite(values).all())
+    said = f"They are finite, beyond {dtype}'s range (65,504) only." if overflow else ""
+    return bad, said
 
 
 def record(vectors: np.ndarray, spec: RepresentationSpec) -> dict:

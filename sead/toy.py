@@ -41,6 +41,8 @@ from transformers import (
     RobertaTokenizerFast,
 )
 
+from sead.files import open_to_team
+
 logger = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------------------------
@@ -367,9 +369,9 @@ def _build_atomically(target: Path, files: Sequence[str], build, force: bool) ->
         return False
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    staging.chmod(0o755)  # mkdtemp's 0700 would otherwise survive the rename
     try:
         build(staging)
+        open_to_team(staging)
         if target.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
             target.replace(old / target.name)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from filelock import FileLock
 from safetensors.numpy import load_file, save_file
 
 import sead.manifest
@@ -22,6 +23,7 @@ from sead.cache import (
 )
 from sead.chunks import LOCK_DIR, PartialEntry
 from sead.manifest import hash_files
+from sead.representations import Outputs, RepresentationSpec
 from tests import cache_worker
 
 REPO = Path(__file__).resolve().parents[1]
@@ -180,6 +182,26 @@ def test_bad_teacher_output_is_refused_not_cached(tmp_path, logits, message):
     assert not (tmp_path / cache.fingerprint(KEY)).exists()
 
 
+@pytest.mark.parametrize("storage", ["logits", "vectors"])
+def test_values_beyond_float16s_range_are_refused_not_stored_as_inf(tmp_path, storage):
+    """Finite outputs that float16 storage would turn into inf: refused, naming the setting,
+    and nothing (entry or chunks) left for a rerun to read back."""
+    big = np.array([[1e5, 0.0], [1.0, 2.0], [3.0, 4.0]], np.float32)
+    cache = SoftLabelCache(tmp_path, dtype="float16" if storage == "logits" else "float32")
+    spec = RepresentationSpec(-1, "mean", "float16") if storage == "vectors" else None
+
+    def compute(partial):
+        partial.start({"n_chunks": 1})
+        (_, out, _), *_ = partial.fill([np.arange(3)], lambda chunk: big)
+        return Outputs(np.zeros((3, 2), np.float32), big) if spec else out
+
+    setting = "cache.dtype" if storage == "logits" else "cache.representations.dtype"
+    with pytest.raises(ValueError, match=rf"beyond float16's range .* {setting}=float32"):
+        cache.get_or_compute(KEY, IDX, compute, representations=spec)
+    fp = cache.fingerprint(KEY, spec)
+    assert not cache.path(fp).exists() and not cache.partial_path(fp).exists()
+
+
 def test_temp_dir_of_a_killed_writer_is_cleaned_up(tmp_path):
     cache = SoftLabelCache(tmp_path)
     stale = tmp_path / f".{cache.fingerprint(KEY)}.abc123"
@@ -330,6 +352,44 @@ def test_cli_rm_by_filter_fingerprint_and_all(filled, capsys):
     cache.partial_path("abc").mkdir()
     code, out = _cli(capsys, cache.root, "rm", "--all")
     assert code == 0 and not cache.partial_path("abc").exists()
+
+
+def _interrupted(cache, key, teacher) -> str:
+    """A partial entry, as a fill killed after its first chunk leaves it."""
+    fp = cache.fingerprint(key)
+    partial = PartialEntry(cache.partial_path(fp), 1, about={"teacher": teacher, **key})
+    partial.start({"n_chunks": 2})
+    partial.save(0, np.array([0]), np.zeros((1, 2), np.float32))
+    return fp
+
+
+def test_cli_rm_takes_partial_entries_by_fingerprint_and_filter_and_spares_busy_ones(
+    filled, capsys
+):
+    cache, bert, rte = filled
+    mine = _interrupted(cache, {**KEY, "split": "train"}, "bert")
+    theirs = _interrupted(cache, {**KEY, "split": "test"}, "roberta")
+    code, out = _cli(capsys, cache.root, "list", "--teacher", "bert")
+    assert bert in out and mine in out and rte not in out and theirs not in out
+
+    _cli(capsys, cache.root, "rm", "--all", "--teacher", "bert")  # bert's only
+    assert not cache.path(bert).exists() and not cache.partial_path(mine).exists()
+    assert cache.path(rte).exists() and cache.partial_path(theirs).exists()
+
+    lock = FileLock(str(cache.root / LOCK_DIR / f".partial-{theirs}.chunk-00001.lock"))
+    with lock, pytest.raises(SystemExit, match="being filled now .* nothing removed"):
+        _cli(capsys, cache.root, "rm", theirs[:10])  # a worker holds a chunk: not pulled away
+    assert cache.partial_path(theirs).exists()
+    _cli(capsys, cache.root, "rm", theirs[:10])
+    assert not cache.partial_path(theirs).exists() and cache.path(rte).exists()
+
+
+def test_cli_list_shows_a_damaged_manifest_as_a_row_not_a_crash(filled, capsys):
+    cache, bert, rte = filled
+    (cache.path(rte) / MANIFEST_FILE).write_text(json.dumps({"key": "x", "about": None}))
+    code, out = _cli(capsys, cache.root, "list")
+    assert code == 0 and bert in out
+    assert [line.split()[1:5] for line in out.splitlines() if rte in line] == [["?"] * 4]
 
 
 def test_make_cache_list_runs_the_cli(filled):

@@ -173,6 +173,18 @@ def test_hub_revision_resolves_to_its_commit(fake_hub):
         assert checkpoints.identity("org/tiny", local) == f"org/tiny@{commit}"
 
 
+def test_a_local_checkpoints_identity_follows_its_weights_and_modeling_code(tiny_assets, tmp_path):
+    """What trust_remote_code would run is part of what a local model is: an edited
+    modeling_*.py gives another identity, so logits cached with the old code are not reused."""
+    local = tmp_path / "model"
+    shutil.copytree(tiny_assets / "models" / "teacher_bert", local)
+    plain = checkpoints.identity(str(local), local)
+    (local / "modeling_custom.py").write_text("SCALE = 1\n")
+    with_code = checkpoints.identity(str(local), local)
+    (local / "modeling_custom.py").write_text("SCALE = 2\n")
+    assert len({plain, with_code, checkpoints.identity(str(local), local)}) == 3
+
+
 def test_hub_teacher_fingerprint_follows_the_commit(fake_hub, teacher_cfg):
     repo, commits = fake_hub
     main = fingerprints(teacher_cfg(checkpoint="org/tiny"))

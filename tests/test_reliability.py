@@ -425,6 +425,10 @@ def test_a_read_only_cache_with_every_entry_is_usable(tiny_cfg, monkeypatch):
     cfg = tiny_cfg()
     pipeline.prepare_teachers(cfg)
     cache_root = Path(cfg.paths.logits_dir)
+    # what the run stored, entries and fine-tuned teachers, the rest of a team can read
+    stored = [p for p in Path(cfg.paths.cache_dir).rglob("*") if not p.name.startswith(".")]
+    assert any(p.is_dir() for p in stored) and any(p.is_file() for p in stored)
+    assert [str(p) for p in stored if p.stat().st_mode & 0o004 == 0] == []
     (cache_root / cache_module.FILE_HASHES).unlink()  # as a chmod does: every stat stamp changes
 
     class ReadOnlyLock(filelock.FileLock):  # what a lock file in a read-only folder gives

@@ -182,21 +182,32 @@ def test_a_shard_job_reads_the_entry_another_job_stored_while_it_started(tmp_pat
     assert not list(tmp_path.glob(".partial-*"))
 
 
-def test_a_shard_job_refills_an_entry_that_failed_verification(tmp_path):
-    """A manifest already there when the fill starts is the broken entry, not a finished one."""
-    key, idx = {"model": "m", "task": "t", "split": "train"}, np.arange(2)
+def test_a_shard_job_refills_an_entry_that_failed_verification_and_only_its_own_chunks(tmp_path):
+    """A manifest already there when the fill starts is the broken entry, not a finished one:
+    job 0/2 computes its chunks and waits for job 1/2's, as with no entry at all; job 1/2
+    then finds every chunk and assembles the entry."""
+    key, idx = {"model": "m", "task": "t", "split": "train"}, np.arange(4)
     cache = SoftLabelCache(tmp_path, chunk_size=1)
-    cache.get_or_compute(key, idx, lambda _: np.zeros((2, 2), np.float32))
+    cache.get_or_compute(key, idx, lambda _: np.zeros((4, 2), np.float32))
     (cache.path(cache.fingerprint(key)) / "logits.safetensors").write_bytes(b"broken")
+    computed = []
 
     def compute(partial):
-        partial.start({"n_chunks": 2})
-        rows = [np.arange(i, i + 1) for i in range(2)]
-        filled = partial.fill(rows, lambda i: np.full((1, 2), 5.0 + i, np.float32))
+        partial.start({"n_chunks": 4})
+        rows = [np.arange(i, i + 1) for i in range(4)]
+
+        def one(chunk):
+            computed.append(chunk)
+            return np.full((1, 2), 5.0 + chunk, np.float32)
+
+        filled = partial.fill(rows, one)
         return np.concatenate([out for _, out, _ in sorted(filled, key=lambda t: t[0])])
 
-    entry = SoftLabelCache(tmp_path, chunk_size=1).fill_shard(key, idx, compute, None, Shard(0, 1))
-    assert np.array_equal(entry.logits, [[5.0, 5.0], [6.0, 6.0]])
+    first = SoftLabelCache(tmp_path, chunk_size=1).fill_shard(key, idx, compute, None, Shard(0, 2))
+    assert computed == [0, 2] and first.pending == (2, 4) and first.logits is None
+    second = SoftLabelCache(tmp_path, chunk_size=1).fill_shard(key, idx, compute, None, Shard(1, 2))
+    assert computed == [0, 2, 1, 3] and second.pending is None
+    assert np.array_equal(second.logits, [[5.0, 5.0], [6.0, 6.0], [7.0, 7.0], [8.0, 8.0]])
 
 
 def test_an_idle_rank_takes_its_teams_unstarted_chunks_from_the_end_and_a_job_does_not(

@@ -590,3 +590,19 @@ def test_the_teacher_table_states_the_effective_settings_and_a_slice_too_big(cap
     small = replace(spec, finetune_args=replace(spec.finetune_args, max_train_samples=10))
     summary = teachers.finetune_settings(small, SST2, splits)["summary"]
     assert summary.startswith("10 of 40 ex (slice seed 2) x 3 ep")
+
+
+def test_a_bin_only_teachers_parameters_are_counted_from_disk(tiny_assets, tmp_path):
+    """A teacher whose logits are all cache hits is never built: its size is read from its
+    files, `.safetensors` headers or, for a `.bin`-only checkpoint, its tensors' shapes."""
+    from types import SimpleNamespace
+
+    from sead.teachers.logits import _count_params_from_disk
+
+    model = AutoModelForSequenceClassification.from_pretrained(
+        tiny_assets / "models" / "teacher_bert"
+    )
+    expected = sum(tensor.numel() for tensor in model.state_dict().values())
+    torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
+    torch.save({"not": "tensors"}, tmp_path / "training_args.bin")  # as Trainer leaves it
+    assert _count_params_from_disk(SimpleNamespace(model_dir=tmp_path)) == expected

@@ -12,6 +12,7 @@ part through its soft labels alone.
 from __future__ import annotations
 
 import numpy as np
+import torch
 from datasets import DatasetDict
 
 import sead.teachers.predictions as predictions
@@ -118,7 +119,8 @@ def cached_logits(
 
 
 def _count_params_from_disk(teacher: Teacher) -> int:
-    """Parameter count without building the model (safetensors headers only)."""
+    """Parameter count without building the model: safetensors headers, or a `.bin`-only
+    checkpoint's tensors loaded onto the meta device (shapes, no data; weights_only)."""
     from safetensors import safe_open
 
     total = 0
@@ -126,4 +128,9 @@ def _count_params_from_disk(teacher: Teacher) -> int:
         with safe_open(str(path), "np") as f:
             for name in f.keys():  # noqa: SIM118 (safe_open is not iterable)
                 total += int(np.prod(f.get_slice(name).get_shape()))
+    if total:
+        return total
+    for path in teacher.model_dir.glob("pytorch_model*.bin"):  # not training_args.bin
+        state = torch.load(path, map_location="meta", weights_only=True)
+        total += sum(tensor.numel() for tensor in state.values())
     return total

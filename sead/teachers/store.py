@@ -28,7 +28,7 @@ import sead.teachers.sanity as sanity
 from sead import choices, data, manifest, resume
 from sead.cache import FileHashes, SoftLabelCache, fingerprint
 from sead.checkpoints import from_pretrained_with_new_head, identity
-from sead.files import disk_space, write_atomic
+from sead.files import disk_space, open_to_team, write_atomic
 from sead.manifest import STORE_MARKER
 from sead.representations import RepresentationSpec
 from sead.tasks import TaskSpec, head_config
@@ -216,6 +216,7 @@ def finetune(
             manifest.write(tmp, file_hashes)  # sizes and hashes, verified on every reuse
             if final.exists():
                 shutil.rmtree(final)  # an incomplete entry (no marker) from a crashed run
+            open_to_team(tmp)
             os.replace(tmp, final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
