@@ -108,6 +108,8 @@ def load_splits(task: TaskSpec, settings: DataSettings, splits: Iterable[str]) -
             ds = ds.add_column("idx", list(range(len(ds))))
         is_train = split == task.train_split
         limit = settings.max_train_samples if is_train else settings.max_eval_samples
+        if split == HELDOUT:  # its size is data.heldout's (or its file's): rows are not lost
+            limit = None
         groups = metrics.GROUP_KEYS[task.name](ds) if task.name in metrics.GROUP_KEYS else None
         out[split] = subsample(ds, limit, seed=settings.subsample_seed, groups=groups)
     log.info("Task %s: %s", task.name, ", ".join(f"{s}={len(d):,}" for s, d in out.items()))

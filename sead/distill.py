@@ -447,6 +447,8 @@ def student_trainer(
         save_total_limit=None,  # ResumePoints rotates, once a new checkpoint is complete
         eval_strategy="epoch" if selecting else "no",
         load_best_model_at_end=selecting,
+        # a resumed stage goes on counting its epochs without a better score where it left off
+        restore_callback_states_from_checkpoint=selecting,
         metric_for_best_model="heldout" if selecting else None,
         greater_is_better=True,
         logging_steps=settings.logging_steps,

@@ -522,7 +522,7 @@ class EnsembleSettings:
     """`cfg.ensemble`: the strategy (its name and options) and the stage's own keys."""
 
     strategy: dict  # {"name": ..., **options}, checked against the strategy's signature
-    fit_split: str | None  # fitted strategies learn on it; null: the task's first eval split
+    fit_split: str | None  # fitted strategies learn on it; null: held-out slice, else first eval
     folds: int = setting(low=2)  # k-fold cross-fitting when the fit split is also reported
     fold_seed: int  # not the run seed: sweeping `seed` keeps the ensemble's numbers
 
@@ -547,9 +547,10 @@ class FitPlan:
     seed: int
 
 
-def fit_plan(settings: EnsembleSettings, task: TaskSpec) -> FitPlan:
-    """`ensemble.fit_split` (null: the task's first eval split), `folds`, `fold_seed`."""
-    split = settings.fit_split or task.eval_splits[0]
+def fit_plan(settings: EnsembleSettings, task: TaskSpec, heldout: str | None = None) -> FitPlan:
+    """`ensemble.fit_split` (null: the run's held-out slice of train, `heldout`, when it has
+    one, else the task's first eval split), `folds`, `fold_seed`."""
+    split = settings.fit_split or heldout or task.eval_splits[0]
     return FitPlan(split=split, folds=settings.folds, seed=settings.fold_seed)
 
 

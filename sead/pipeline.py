@@ -27,6 +27,7 @@ from transformers import set_seed
 
 from sead import (
     card,
+    checkpoints,
     choices,
     chunks,
     data,
@@ -80,7 +81,8 @@ def check_inputs(settings: Settings) -> Inputs:
     """Teachers, ensembler and data, validated against the task: bad input fails here, early."""
     task, specs = settings.task, list(settings.teachers)
     ensembler = ensemble.build(settings.ensemble, task, [spec.name for spec in specs])
-    plan = ensemble.fit_plan(settings.ensemble, task)
+    heldout_slice = data.HELDOUT if settings.data.has_heldout else None
+    plan = ensemble.fit_plan(settings.ensemble, task, heldout_slice)
     for folder in ("cache_dir", "logits_dir", "teachers_dir"):  # stored work sead will trust
         warn_if_shared(getattr(settings.paths, folder), f"paths.{folder}")
     if plan.split == task.train_split:
@@ -89,8 +91,15 @@ def check_inputs(settings: Settings) -> Inputs:
             "data and favour the teachers that overfit it most.",
             plan.split,
         )
+    if ensembler.needs_fit and plan.split in task.eval_splits and settings.run.stage == "all":
+        log.warning(
+            "ensemble=%s is fitted on %s, the split the student is reported on: its soft labels "
+            "carry that split's labels. Set data.heldout (a slice of train) to fit on instead.",
+            ensembler.name,
+            plan.split,
+        )
     heldout = [data.HELDOUT] if settings.recipe.needs_heldout else []  # stages choose on it
-    recipe.check(settings.recipe, task, heldout_given=settings.data.has_heldout)
+    recipe.check(settings.recipe, task, settings.data.has_heldout, settings.train.max_steps)
     splits = data.load_splits(
         task, settings.data, [task.train_split, *task.eval_splits, plan.split, *heldout]
     )
@@ -509,10 +518,17 @@ def _vectors(inputs: Inputs, outputs: TeacherOutputs, ensembler, splits: list[st
         log.info("Teachers %s have no representations: they teach through soft labels.", missing)
     columns = [np.concatenate([outputs.vectors[n][s] for s in splits]) for n in having]
     weights = dict(zip(inputs.names, map(float, ensembler.weights()), strict=True))
+    weights = {n: weights[n] for n in having}
+    if not sum(weights.values()) > 0:  # the soft labels come from teachers without vectors
+        log.warning(
+            "ensemble=%s gives the teachers with representations %s no weight %s: their "
+            "representations count equally instead.", ensembler.name, having, weights,
+        )  # fmt: skip
+        weights = dict.fromkeys(having, 1.0)
     return distill.Representations(
         vectors=torch.from_numpy(np.concatenate(columns, axis=1).astype(np.float32)),
         widths={n: c.shape[1] for n, c in zip(having, columns, strict=True)},
-        weights={n: weights[n] for n in having},
+        weights=weights,
         kind=inputs.settings.recipe.representation_loss,
         pooling=spec.pooling,
     )
@@ -528,6 +544,7 @@ def _student_key(settings: Settings, student_data: recipe.StudentData) -> dict:
     return {
         "version": 1,
         "student": asdict(settings.student),
+        "student_weights": _local_identity(settings.student.model),
         "task": settings.task.name,
         "rows": data.input_fingerprint(student_data.rows, settings.task, ["label"]),
         "labeled": student_data.labeled,
@@ -543,6 +560,13 @@ def _student_key(settings: Settings, student_data: recipe.StudentData) -> dict:
         "train": train,
         "seed": settings.run.seed,
     }
+
+
+def _local_identity(model: str) -> str | None:
+    """A local checkpoint's content hash (a Hub id is named by its id and revision): a folder
+    replaced at the same path does not resume stages trained from the old weights."""
+    folder = Path(model).expanduser()
+    return checkpoints.identity(model, folder) if folder.is_dir() else None
 
 
 def _stacked(logits: dict, names: list[str], split: str) -> np.ndarray:

@@ -207,9 +207,17 @@ class Trained:
     final_evaluations: dict
 
 
-def check(recipe: RecipeSettings, task: TaskSpec, heldout_given: bool) -> None:
+def check(recipe: RecipeSettings, task: TaskSpec, heldout_given: bool, max_steps: int = -1) -> None:
     """What a recipe needs of the run, before any data loads: a held-out slice to choose on
-    (`heldout_given`), and a task whose examples have one vector each."""
+    (`heldout_given`), a task whose examples have one vector each, and stage lengths that
+    `train.max_steps` does not silently replace."""
+    capped = [stage.name for stage in recipe.stages if stage.epochs is not None]
+    if max_steps > 0 and capped:
+        raise ValueError(
+            f"recipe {recipe.name!r}: stage(s) {capped} set their own epochs, and "
+            f"train.max_steps={max_steps} would replace them (it overrides epochs): set "
+            "train.max_steps=-1, or those stages' epochs to null (each then runs max_steps)."
+        )
     choosing = [stage.name for stage in recipe.stages if stage.select]
     if choosing and not heldout_given:
         raise ValueError(
@@ -219,6 +227,13 @@ def check(recipe: RecipeSettings, task: TaskSpec, heldout_given: bool) -> None:
             "data.dir a heldout.jsonl."
         )
     for stage in recipe.stages:
+        learns = {o for o, weight in (stage.objectives or {}).items() if weight}
+        if learns == {"hard"} and stage.data == "transfer":
+            raise ValueError(
+                f"recipe stage {stage.name!r} learns gold labels only, on data=transfer, "
+                "whose rows have none (the teachers label them): it would train on nothing. "
+                "Use data: labeled or all, or give it a soft objective."
+            )
         if stage.select and stage.select_by == "soft_loss" and task.is_multiple_choice:
             raise ValueError(
                 f"recipe stage {stage.name!r} has select_by: soft_loss, which sead does not "
@@ -322,6 +337,9 @@ def train(
                 output_dir=stage_dir, callbacks=callbacks, eval_splits=eval_splits,
             )  # fmt: skip
             point = resume.latest(stage_dir, f"Student stage {stage.name}")  # verified, or None
+            stopped = _stopped_at(point, stage)
+            if stopped is not None:  # killed once it had stopped early: no epoch left to train
+                trainer.args.num_train_epochs = stopped
             log.info(
                 "Stage %d of %d (%s): %s on %s rows%s%s",
                 index,
@@ -437,6 +455,19 @@ def _score_now(model, tokenizer, data: StudentData, stage, recipe, scoring) -> f
     """`model`'s held-out score as `stage` selects on it, higher better."""
     score, _ = _heldout_scorer(model, tokenizer, data, stage, recipe, scoring)
     return score()["heldout"]
+
+
+def _stopped_at(point: Path | None, stage: StageSettings) -> int | None:
+    """The epochs a selecting stage had run when its resume point was saved, if it had already
+    stopped early then (`patience` held-out scores since its best): killed after its last
+    checkpoint, before it was recorded. Resumed, it trains no further epoch, as it would not
+    have."""
+    if point is None or not stage.select:
+        return None
+    state = json.loads((point / "trainer_state.json").read_text())
+    scores = [entry["eval_heldout"] for entry in state["log_history"] if "eval_heldout" in entry]
+    since_best = len(scores) - 1 - scores.index(max(scores)) if scores else 0
+    return round(state["epoch"]) if since_best >= stage.patience else None
 
 
 def _record(index: int, stage: StageSettings, trainer, rows: int) -> dict:

@@ -374,9 +374,13 @@ def test_fit_settings_reject_bad_settings(override, message):
         _settings(override)
 
 
-def test_fit_split_defaults_to_the_tasks_first_eval_split():
+def test_fit_split_defaults_to_the_heldout_slice_else_the_tasks_first_eval_split():
     assert fit_plan(_settings(), SST2).split == "validation"
     assert fit_plan(_settings(), get_task("mnli")).split == "validation_matched"
+    assert fit_plan(_settings(), SST2, heldout="heldout").split == "heldout"
+    assert fit_plan(_settings("ensemble.fit_split=validation"), SST2, "heldout").split == (
+        "validation"
+    )
     assert fit_plan(_settings("ensemble.fit_split=train"), SST2) == FitPlan("train", 5, 0)
 
 

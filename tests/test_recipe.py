@@ -133,6 +133,10 @@ def test_heldout_is_carved_from_train_by_count_or_fraction(tiny_assets):
     assert again["idx"][:] == carved[24]  # the same seed carves the same rows
     other = data.load_splits(SST2, _data_settings(folder, heldout=24, heldout_seed=1), ["heldout"])
     assert other["heldout"]["idx"][:] != carved[24]
+    # data.max_eval_samples is for the eval splits: the held-out slice keeps its 24 rows
+    small = _data_settings(folder, heldout=24, max_eval_samples=10)
+    splits = data.load_splits(SST2, small, ["train", "validation", "heldout"])
+    assert (len(splits["validation"]), len(splits["heldout"])) == (10, 24)
 
 
 def test_heldout_errors_name_the_option(tiny_assets, tmp_path):
@@ -154,6 +158,16 @@ def test_a_selecting_recipe_without_heldout_stops_in_the_check_stage(tiny_cfg, m
     monkeypatch.setattr(distill, "student_trainer", _forbidden)
     with pytest.raises(ValueError, match=r"select: true.*set data.heldout"):
         pipeline.run(tiny_cfg("recipe=xtremedistil"))
+
+
+def test_max_steps_with_stages_that_set_their_epochs_is_refused_before_any_work(
+    tiny_cfg, monkeypatch
+):
+    monkeypatch.setattr(distill, "student_trainer", _forbidden)
+    monkeypatch.setattr(data, "load_splits", _forbidden)
+    message = r"stage\(s\) \['representations', 'soft', 'hard'\] set their own epochs.*max_steps=3"
+    with pytest.raises(ValueError, match=message):
+        pipeline.run(tiny_cfg(*STAGED, "train.max_steps=3"))
 
 
 def _forbidden(*args, **kwargs):
@@ -359,6 +373,17 @@ def test_soft_loss_selection_is_refused_for_multiple_choice():
         recipe.check(recipe_settings, get_task("copa"), heldout_given=True)
 
 
+def test_a_gold_label_stage_on_the_transfer_set_alone_is_refused():
+    """Transfer rows have no gold labels: such a stage would train on a constant 0 loss."""
+    stage = build(recipe.StageSettings, _stage(objectives={"hard": 1.0}, data="transfer"), "s")
+    with pytest.raises(ValueError, match=r"stage 's' learns gold labels only, on data=transfer"):
+        recipe.check(recipe.RecipeSettings("mine", "mse", (stage,)), SST2, heldout_given=True)
+    for changes in ({"data": "all"}, {"objectives": {"hard": 1.0, "soft": 0.5}}):
+        node = _stage(objectives={"hard": 1.0}, data="transfer") | changes
+        fine = build(recipe.StageSettings, node, "s")
+        recipe.check(recipe.RecipeSettings("mine", "mse", (fine,)), SST2, heldout_given=True)
+
+
 def _toy_pairs(source: Path, folder: Path) -> Path:
     """An STS-B-shaped folder (sentence1, sentence2, a float score 0-5) from the toy reviews:
     pairs of the same sentiment score high, so the tiny teachers have something to learn."""
@@ -453,6 +478,66 @@ def test_a_run_killed_mid_stage_resumes_and_ends_as_an_uninterrupted_one(
     ]
     assert _student_hash(tmp_path / "resumed") == _student_hash(tmp_path / "whole")
     assert not list((tmp_path / "cache" / "students").iterdir())  # the work folder is gone
+
+
+class KillAfterStop(TrainerCallback):
+    """Kills the process once the stage has stopped and loaded its best epoch, before the
+    stage is recorded."""
+
+    def on_train_end(self, args, state, control, **kwargs):
+        raise KeyboardInterrupt("killed")
+
+
+class KillInEpoch3(TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.epoch > 2.3:
+            raise KeyboardInterrupt("killed")
+
+
+class EpochNow(TrainerCallback):
+    """The epoch just ended, which the held-out scorer called after it scores."""
+
+    epoch = 0
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self.epoch = round(state.epoch)
+
+
+@pytest.mark.parametrize(
+    "cap, patience, scores, stops_after, kill",
+    [
+        (4, 2, [0.5, 0.4, 0.3, 0.6], 3, KillInEpoch3()),  # one epoch without better so far
+        (3, 1, [0.5, 0.4, 0.6], 2, KillAfterStop()),  # stopped after epoch 2, not yet recorded
+    ],
+)
+def test_a_resumed_stage_keeps_counting_its_patience_where_it_was_killed(
+    tiny_cfg, monkeypatch, tmp_path, cap, patience, scores, stops_after, kill
+):
+    """Early stopping's count of epochs without a better held-out score survives a kill: the
+    resumed stage stops where the uninterrupted one did and keeps the same epoch."""
+    soft = f"{{name: soft, objectives: {{soft: 1.0}}, data: all, epochs: {cap}, lr: null, "
+    soft += f"freeze: [], select: true, patience: {patience}, select_by: auto, min_words: 0}}"
+    overrides = ["data.heldout=40", f"recipe.stages=[{soft}]", "report.speed_samples=0"]
+    real, killing = distill.student_trainer, []
+
+    def scripted(*args, **kwargs):
+        now = EpochNow()
+        kwargs["heldout"] = lambda: {"heldout": scores[now.epoch - 1]}
+        kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), now, *killing]
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(distill, "student_trainer", scripted)
+    whole = pipeline.run(tiny_cfg(*overrides, output="whole"))
+    (stage,) = whole["recipe"]["stages"]
+    assert stage["epochs_run"] == stops_after and stage["selection"]["best_epoch"] == 1
+    killing.append(kill)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(tiny_cfg(*overrides, output="killed"))
+    killing.clear()
+    resumed = pipeline.run(tiny_cfg(*overrides, output="resumed"))
+    (again,) = resumed["recipe"]["stages"]
+    assert (again["epochs_run"], again["selection"]) == (stops_after, stage["selection"])
+    assert _student_hash(tmp_path / "resumed") == _student_hash(tmp_path / "whole")
 
 
 def test_the_default_recipe_trains_as_the_single_pass_distillation(tiny_cfg, tmp_path):
@@ -597,3 +682,17 @@ def test_a_long_rows_stage_trains_and_chooses_on_the_long_rows_only(tiny_cfg, mo
     predicted = scored.logits.argmax(-1)[long_heldout]
     gold = np.asarray(heldout["label"])[long_heldout]
     assert chosen["entry_heldout"] == pytest.approx(float((predicted == gold).mean()))
+
+
+def test_the_students_resume_key_follows_its_local_weights_not_only_its_path(tiny_assets, tmp_path):
+    """A student folder replaced at the same path must not resume stages trained from the old
+    weights: the key holds a local checkpoint's content hash (a Hub id its id and revision)."""
+    import shutil
+
+    folder = tmp_path / "student"
+    shutil.copytree(tiny_assets / "models" / "student", folder)
+    before = pipeline._local_identity(str(folder))
+    shutil.rmtree(folder)
+    shutil.copytree(tiny_assets / "models" / "teacher_bert", folder)
+    assert before is not None and pipeline._local_identity(str(folder)) != before
+    assert pipeline._local_identity("microsoft/xtremedistil-l6-h256-uncased") is None

@@ -420,3 +420,31 @@ def test_outputs_without_vectors_are_refused_when_vectors_were_asked_for(tmp_pat
     with safe_open(str(tmp_path / entry.fingerprint / LOGITS_FILE), "np") as f:
         assert f.get_tensor("representations").dtype == np.float16  # stored in fp16
     assert not _entries(tmp_path)[1:]  # the refused ones left nothing behind
+
+
+def test_teachers_with_vectors_but_no_ensemble_weight_count_equally_not_as_nan(caplog):
+    """An ensembler can give every teacher with vectors weight 0 (the soft labels then come
+    from a prediction-file teacher): their representation loss would be 0 / 0."""
+    from types import SimpleNamespace
+
+    from sead import distill, pipeline
+
+    spec = RepresentationSpec(-1, "mean", "float16")
+    inputs = SimpleNamespace(
+        settings=SimpleNamespace(
+            cache=SimpleNamespace(representations=spec),
+            recipe=SimpleNamespace(name="staged", representation_loss="mse"),
+        ),
+        names=["bert", "judge"],
+    )
+    outputs = SimpleNamespace(vectors={"bert": {"train": np.ones((3, 4), np.float32)}})
+    ensembler = SimpleNamespace(name="learned", weights=lambda: np.array([0.0, 1.0]))
+    with caplog.at_level(logging.WARNING):
+        reps = pipeline._vectors(inputs, outputs, ensembler, ["train"])
+    assert reps.weights == {"bert": 1.0}
+    assert "gives the teachers with representations ['bert'] no weight" in caplog.text
+    projections = torch.nn.ModuleDict({"bert": torch.nn.Linear(2, 4)})
+    loss = distill.representation_loss(
+        torch.ones(3, 2), projections, {"bert": reps.vectors}, reps.weights, reps.kind
+    )
+    assert torch.isfinite(loss)

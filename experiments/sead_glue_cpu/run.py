@@ -201,7 +201,7 @@ def student_job(task: str, condition: str, seed: int, used=TEACHERS, block=None)
 def teacher_unit(task: str) -> dict:
     """Every ensembler against each teacher (cached logits), cross-fitted on validation; and
     each teacher's held-out score, which picks the best single teacher."""
-    cfg = harness.compose(overrides(task, "ensemble", 1) + ["ensemble.fit_split=null"])
+    cfg = harness.compose(overrides(task, "ensemble", 1) + ["ensemble.fit_split=validation"])
     table, comparison = pipeline.compare_ensembles(cfg)
     print(table)
     held = pipeline.read_settings(harness.compose(overrides(task, "ensemble", 1)))
