@@ -18,7 +18,9 @@ transformers, every stage) is imported only when a job runs.
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import io
 import json
 import logging
 import shutil
@@ -240,8 +242,10 @@ def command_line_overrides(args: list[str]) -> tuple[list[str], object]:
     """
     from hydra._internal.utils import get_args_parser
 
+    quiet = io.StringIO()  # `--version`, `--help` or an error print once: Hydra's own parse
     try:
-        parsed = get_args_parser().parse_args(args)
+        with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
+            parsed = get_args_parser().parse_args(args)
     except SystemExit:  # argparse's own error; Hydra prints it again with its usage
         return [], None
     return list(parsed.overrides), parsed

@@ -104,6 +104,20 @@ def test_help_flags(monkeypatch, tmp_path, capsys, flag):
     assert ("Powered by Hydra" in out) or ("Hydra" in out and "--cfg" in out)
 
 
+@pytest.mark.parametrize(
+    "args, printed",
+    [(["--version"], "Hydra 1.3"), (["--cfg", "foo"], "invalid choice: 'foo'")],
+)
+def test_a_flag_that_stops_the_command_line_prints_once(
+    monkeypatch, tmp_path, capsys, args, printed
+):
+    """sead reads the command line before Hydra does (to check config names), silently: the
+    version, or argparse's error, is printed by Hydra alone, once."""
+    _cli(monkeypatch, tmp_path, *args)
+    captured = capsys.readouterr()
+    assert (captured.out + captured.err).count(printed) == 1
+
+
 @pytest.mark.parametrize("command", ["python -m sead.run", "sead"])
 @pytest.mark.parametrize("flag", ["-m", "--multirun"])
 def test_multirun_flag_runs_a_sweep(monkeypatch, tmp_path, flag, command):
