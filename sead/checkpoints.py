@@ -37,36 +37,90 @@ def resolve(name_or_path: str, revision: str | None, patterns=WEIGHT_PATTERNS) -
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return path
-    if path.is_absolute() or name_or_path.startswith((".", "~")) or path.exists():
-        raise FileNotFoundError(f"Model path {name_or_path!r} is not a directory.")
+    if is_local(name_or_path):
+        raise FileNotFoundError(f"Model path {_where(name_or_path)} is not a directory.")
     from huggingface_hub import snapshot_download
 
     allow = [*patterns, *TOKENIZER_PATTERNS]
     return Path(snapshot_download(name_or_path, revision=revision, allow_patterns=allow))
 
 
-def check_local(name_or_path: str, option: str, tokenizer: bool = True) -> None:
-    """A local checkpoint folder has what loading it needs; otherwise say what it lacks.
-
-    Run in the check stage for every teacher, so the last teacher's bad path stops the run
-    before the first is fine-tuned. A Hub id is left to `resolve`, when its turn comes.
-    """
+def is_local(name_or_path: str) -> bool:
+    """A path, not a Hub id: it exists, is absolute, starts with . or ~, or has more than one
+    / (a Hub id is `name` or `namespace/name`)."""
     path = Path(name_or_path).expanduser()
-    if not (path.exists() or path.is_absolute() or name_or_path.startswith((".", "~"))):
+    return (
+        path.exists()
+        or path.is_absolute()
+        or name_or_path.startswith((".", "~"))
+        or name_or_path.count("/") > 1
+    )
+
+
+def _where(name_or_path: str) -> str:
+    """The path as given, and where a relative one was looked for."""
+    relative = not Path(name_or_path).expanduser().is_absolute()
+    return f"{name_or_path!r}" + (f" (relative to {Path.cwd()})" if relative else "")
+
+
+def check_checkpoint(
+    name_or_path: str, option: str, revision: str | None = None, tokenizer: bool = True
+) -> None:
+    """A checkpoint can be loaded, checked before any work: a local folder holds its config,
+    weights (and tokenizer), or else says what it lacks; a Hub id's config is in the local
+    Hugging Face cache or on the Hub (an offline machine, or a mistyped id, stops here).
+
+    Run in the check stage for every teacher and the student, so the last teacher's bad path
+    stops the run before the first is fine-tuned. Errors name the option.
+    """
+    if not is_local(name_or_path):
+        _check_hub(name_or_path, revision, option)
         return
+    path = Path(name_or_path).expanduser()
     if not path.is_dir():
-        raise FileNotFoundError(f"{option}={name_or_path!r} is not a directory.")
+        raise FileNotFoundError(f"{option}={_where(name_or_path)} is not a directory.")
     lacks = []
     if not (path / "config.json").is_file():
         lacks.append("config.json")
     if not any(p.is_file() for pattern in WEIGHT_PATTERNS[1:] for p in path.glob(pattern)):
         lacks.append("weights (*.safetensors or *.bin)")
-    if tokenizer and not any(p.is_file() for pat in TOKENIZER_PATTERNS for p in path.glob(pat)):
+    if tokenizer and not _has_tokenizer(path):
         lacks.append(f"tokenizer files ({', '.join(TOKENIZER_PATTERNS)})")
     if lacks:
         raise FileNotFoundError(
             f"{option}={name_or_path!r} is not a checkpoint folder: it has no {', '.join(lacks)}."
         )
+
+
+def check_tokenizer(name_or_path: str, option: str) -> None:
+    """A tokenizer set apart from its checkpoint: a local folder holds tokenizer files (a Hub
+    id is left to loading)."""
+    if not is_local(name_or_path):
+        return
+    path = Path(name_or_path).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(f"{option}={_where(name_or_path)} is not a directory.")
+    if not _has_tokenizer(path):
+        raise FileNotFoundError(
+            f"{option}={name_or_path!r} has no tokenizer files ({', '.join(TOKENIZER_PATTERNS)})."
+        )
+
+
+def _has_tokenizer(path: Path) -> bool:
+    return any(p.is_file() for pattern in TOKENIZER_PATTERNS for p in path.glob(pattern))
+
+
+def _check_hub(repo_id: str, revision: str | None, option: str) -> None:
+    from huggingface_hub import hf_hub_download
+
+    try:
+        hf_hub_download(repo_id, "config.json", revision=revision)
+    except (OSError, ValueError) as err:  # not found, offline and not cached, not an id
+        reason = " ".join(str(err).split())
+        raise FileNotFoundError(
+            f"{option}={repo_id!r} cannot be had: {reason} Expected a local checkpoint folder, "
+            "or a Hub id reachable from here (offline: a local path)."
+        ) from err
 
 
 def identity(

@@ -36,7 +36,7 @@ from transformers import (
 )
 
 from sead import choices, data, manifest, models, resume
-from sead.checkpoints import from_pretrained_with_new_head
+from sead.checkpoints import check_checkpoint, check_tokenizer, from_pretrained_with_new_head
 from sead.config import setting
 from sead.files import disk_space
 from sead.inference import length_sorted_batches, pool
@@ -305,15 +305,19 @@ def load_student(student: StudentSettings, task: TaskSpec):
     return model, tokenizer
 
 
-def check_student(student: StudentSettings) -> None:
+def check_student(student: StudentSettings) -> list[str]:
     """Fail before the teachers run when the student's checkpoint cannot be read, or when
-    `student.keep_layers` cannot apply to it.
+    `student.keep_layers` cannot apply to it; returns its parameter names (which a recipe
+    stage's `freeze` prefixes must match).
 
     Reads only the checkpoint's config, and finds the layer list on a weightless (meta) copy.
     """
     remote = student.trust_remote_code
     source = student.model
     models.require_installed(source, "student.model")  # installed by `make models`
+    check_checkpoint(source, "student.model", student.revision, tokenizer=not student.tokenizer)
+    if student.tokenizer:
+        check_tokenizer(student.tokenizer, "student.tokenizer")
     try:
         config = AutoConfig.from_pretrained(
             source, revision=student.revision, trust_remote_code=remote
@@ -325,12 +329,12 @@ def check_student(student: StudentSettings) -> None:
             "folder or a Hub id reachable from here (offline: a local path, e.g. "
             "student=minilm_l2 or student.model=<folder>)."
         ) from err
-    if student.keep_layers is None:
-        return
-    _check_keep_layers(list(student.keep_layers), config.num_hidden_layers, source)
     with torch.device("meta"):
         skeleton = AutoModelForSequenceClassification.from_config(config, trust_remote_code=remote)
-    _layer_list(skeleton, source)
+    if student.keep_layers is not None:
+        _check_keep_layers(list(student.keep_layers), config.num_hidden_layers, source)
+        _layer_list(skeleton, source)
+    return [name for name, _ in skeleton.named_parameters()]
 
 
 def keep_encoder_layers(model: PreTrainedModel, keep_layers: list[int], source: str = "the model"):
@@ -584,6 +588,10 @@ class TrainSettings:
             raise ValueError(
                 f"train.epochs={self.epochs:g} is not allowed: expected a number in (0, inf) "
                 "(or set train.max_steps >= 1)."
+            )
+        if self.bf16 and self.fp16:
+            raise ValueError(
+                "train.bf16=true and train.fp16=true: expected at most one mixed precision."
             )
         allowed = [s.value for s in SchedulerType]
         if self.lr_scheduler not in allowed:

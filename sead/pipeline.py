@@ -81,7 +81,8 @@ def check_inputs(settings: Settings) -> Inputs:
     """Teachers, ensembler and data, validated against the task: bad input fails here, early."""
     task, specs = settings.task, list(settings.teachers)
     ensembler = ensemble.build(settings.ensemble, task, [spec.name for spec in specs])
-    heldout_slice = data.HELDOUT if settings.data.has_heldout else None
+    # a fitted ensembler fits on the held-out slice when there is one (null ensemble.fit_split)
+    heldout_slice = data.HELDOUT if settings.data.has_heldout and ensembler.needs_fit else None
     plan = ensemble.fit_plan(settings.ensemble, task, heldout_slice)
     for folder in ("cache_dir", "logits_dir", "teachers_dir"):  # stored work sead will trust
         warn_if_shared(getattr(settings.paths, folder), f"paths.{folder}")
@@ -97,6 +98,18 @@ def check_inputs(settings: Settings) -> Inputs:
             "carry that split's labels. Set data.heldout (a slice of train) to fit on instead.",
             ensembler.name,
             plan.split,
+        )
+    carved = settings.data.heldout is not None  # rows taken out of train
+    if carved and not (
+        settings.recipe.needs_heldout or ensembler.needs_fit and plan.split == data.HELDOUT
+    ):
+        log.warning(
+            "data.heldout=%g takes rows out of train that nothing in this run chooses on "
+            "(recipe %s selects no epoch, ensemble=%s is not fitted): the student and the "
+            "teachers sead fine-tunes train without them.",
+            settings.data.heldout,
+            settings.recipe.name,
+            ensembler.name,
         )
     heldout = [data.HELDOUT] if settings.recipe.needs_heldout else []  # stages choose on it
     recipe.check(settings.recipe, task, settings.data.has_heldout, settings.train.max_steps)
@@ -335,7 +348,8 @@ def run(cfg: DictConfig) -> dict | None:
         if settings.export.enabled:
             export.backend(settings.export)  # its packages are installed (or the fallback)
         distill.report_to(train)  # the trackers asked for are installed
-        distill.check_student(student)  # student.keep_layers fits the checkpoint
+        parameters = distill.check_student(student)  # student.keep_layers fits the checkpoint
+        recipe.check_freeze(settings.recipe, parameters)  # its stages freeze some of them
         _check_distributed(inputs)
     task, splits = inputs.task, inputs.splits
 

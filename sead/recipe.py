@@ -247,6 +247,21 @@ def check(recipe: RecipeSettings, task: TaskSpec, heldout_given: bool, max_steps
             )
 
 
+def check_freeze(recipe: RecipeSettings, parameters: list[str]) -> None:
+    """Each stage's `freeze` prefixes match some of the student's `parameters` (names), before
+    the teachers run."""
+    for stage in recipe.stages:
+        _check_freeze(stage, parameters)
+
+
+def _check_freeze(stage: StageSettings, parameters: list[str]) -> None:
+    if stage.freeze and not any(name.startswith(stage.freeze) for name in parameters):
+        raise ValueError(
+            f"recipe stage {stage.name!r}: freeze={list(stage.freeze)} matches no parameter "
+            f"of the student (they start with e.g. {parameters[0]})."
+        )
+
+
 def check_rows(
     recipe: RecipeSettings,
     task: TaskSpec,
@@ -377,14 +392,9 @@ def _stage_trainer(model, tokenizer, data, stage, recipe, projections, **common)
         lr=stage.lr if stage.lr is not None else settings.lr,
         epochs=stage.epochs if stage.epochs is not None else settings.epochs,
     )
-    frozen = [name for name, p in model.named_parameters() if name.startswith(stage.freeze)]
+    _check_freeze(stage, [name for name, _ in model.named_parameters()])  # after keep_layers
     for name, parameter in model.named_parameters():
-        parameter.requires_grad_(name not in frozen)
-    if stage.freeze and not frozen:
-        raise ValueError(
-            f"recipe stage {stage.name!r}: freeze={list(stage.freeze)} matches no parameter "
-            f"of the student (they start with e.g. {next(iter(dict(model.named_parameters())))})."
-        )
+        parameter.requires_grad_(not name.startswith(stage.freeze))
     trained = model
     reps = None
     if stage.learns_representations:

@@ -137,8 +137,8 @@ def main(cfg: DictConfig) -> float | None:
     """
     try:
         stage, results = run_job(cfg)
-    except (models.ModelNotInstalledError, DiskFull) as error:
-        sys.exit(f"Error: {error}")  # the fix is one command or free space: no traceback
+    except (models.ModelNotInstalledError, DiskFull, EarlierRun) as error:
+        sys.exit(f"Error: {error}")  # the fix is one command, free space, a new folder
     if results is None or stage != "all":
         return None
     first_split = results["eval_splits"][0]
@@ -158,6 +158,10 @@ def _refusal(folder, found: list[str]) -> str:
     )
 
 
+class EarlierRun(searchpath.ConfigError):
+    """The run folder holds an earlier run: the command exits saying so, `sead.api` raises."""
+
+
 def _keep_earlier_run(cfg: DictConfig) -> None:
     """Refuse to write a run into a folder that holds an earlier one, unless overwrite_run.
 
@@ -173,7 +177,7 @@ def _keep_earlier_run(cfg: DictConfig) -> None:
     if not found or distributed.launch_rank() > 0:  # rank 0 checks (the others share its folder)
         return
     if OmegaConf.select(cfg, OVERWRITE) is not True:
-        sys.exit(_refusal(out_dir, found))
+        raise EarlierRun(_refusal(out_dir, found))
     log.warning("%s=true: replacing the earlier run in %s (%s)", OVERWRITE, out_dir, found)
     for name in found:
         path = out_dir / name
@@ -328,7 +332,12 @@ def config_name_errors(args: list[str]) -> list[str]:
             f"teachers.{repeated[0]}.seeds=[1,2] (finetune: true)."
         ]
     unknown, found = unknown_choices(args)
-    return [searchpath.unknown_message(group, names, found) for group, names in unknown.items()]
+    errors = [searchpath.unknown_message(group, names, found) for group, names in unknown.items()]
+    if found is None:
+        return errors
+    missing = unknown.get("teachers", [])
+    named = [n for names in teacher_lists(args) for n in names if n not in missing]
+    return errors + searchpath.misplaced_teachers(found, named)
 
 
 def exit_on_unknown_configs(args: list[str]) -> None:

@@ -132,6 +132,26 @@ def unknown_choices(found: Options, overrides: Iterable[str]) -> dict[str, list[
     return unknown
 
 
+def misplaced_teachers(found: Options, names: Iterable[str]) -> list[str]:
+    """An error for each `teachers/<name>.yaml` whose settings are not all under the key
+    `<name>:` (a copy of another teacher's file, its key left as it was): Hydra would merge
+    it into the teacher of that key, and the run would have one teacher fewer, silently."""
+    errors = []
+    for name in dict.fromkeys(names):
+        loaded = found.repo.load_config(f"teachers/{name}")
+        if loaded is None or loaded.header.get("package") is not None:
+            continue  # unknown (reported apart), or placed by its own @package header
+        keys = list(loaded.config.keys()) if loaded.config is not None else []
+        if keys != [name]:
+            errors.append(
+                f"teachers/{name}.yaml in {loaded.path.removeprefix('file://')} puts its "
+                f"settings under {keys}, "
+                f"expected the key {name}: alone, so that teachers=[...,{name}] is its own "
+                "teacher (a copy of another teacher's file keeps that teacher's key: rename it)."
+            )
+    return errors
+
+
 def unknown_message(group: str, names: list[str], found: Options) -> str:
     """The error for options of `group` with no config: the folders searched, what they hold."""
     files = ", ".join(f"{group}/{name}.yaml" for name in names)

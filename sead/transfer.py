@@ -34,7 +34,7 @@ import torch
 from datasets import Dataset, DatasetDict, Value, concatenate_datasets, load_dataset
 
 from sead import data, metrics
-from sead.checkpoints import resolve
+from sead.checkpoints import check_checkpoint, resolve
 from sead.config import build as build_settings
 from sead.config import container, setting
 from sead.files import read_text
@@ -453,6 +453,7 @@ class FillMask:
         from transformers import AutoModelForMaskedLM, AutoTokenizer
 
         self.settings = settings
+        check_checkpoint(settings.fill_mask_model, "transfer.fill_mask_model")
         path = resolve(settings.fill_mask_model, None)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         model, info = AutoModelForMaskedLM.from_pretrained(path, output_loading_info=True)

@@ -115,6 +115,14 @@ def test_a_bad_setting_is_refused_by_the_job_and_recorded(tiny_overrides, tmp_pa
     assert saved["status"] == "failed"
 
 
+def test_a_run_folder_holding_an_earlier_run_raises_a_config_error(tiny_overrides, tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "results.json").write_text('{"status": "ok"}')
+    with pytest.raises(api.ConfigError, match=r"holds an earlier run \(results.json\)"):
+        api.run(tiny_overrides, run_dir=tmp_path / "run")
+    assert (tmp_path / "run" / "results.json").read_text() == '{"status": "ok"}'
+
+
 def test_a_model_not_installed_raises_its_error_where_the_command_exits(
     tiny_assets, tmp_path, monkeypatch
 ):

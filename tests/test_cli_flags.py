@@ -211,6 +211,15 @@ def test_a_teacher_of_ones_own_from_a_config_dir(monkeypatch, tmp_path, capsys, 
     assert "mine, minilm" in error  # and what they hold
 
 
+def test_a_copied_teacher_file_that_kept_the_other_teachers_key_is_refused(my_conf):
+    """Two files under one key would merge into one teacher: the run would have one fewer."""
+    copy = (my_conf / "teachers" / "mine.yaml").read_text()
+    (my_conf / "teachers" / "mine2.yaml").write_text(copy)  # still under `mine:`
+    (error,) = run.config_name_errors(["-cd", str(my_conf), "teachers=[mine,mine2]"])
+    assert error.startswith(f"teachers/mine2.yaml in {my_conf} puts its settings under ['mine']")
+    assert run.config_name_errors(["-cd", str(my_conf), "teachers=[mine,minilm]"]) == []
+
+
 def test_other_groups_are_checked_along_the_search_path_too():
     with pytest.raises(SystemExit) as refused:
         cli.main(["-m", "task=cb,nope", "student=tiny"])

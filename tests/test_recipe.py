@@ -696,3 +696,24 @@ def test_the_students_resume_key_follows_its_local_weights_not_only_its_path(tin
     shutil.copytree(tiny_assets / "models" / "teacher_bert", folder)
     assert before is not None and pipeline._local_identity(str(folder)) != before
     assert pipeline._local_identity("microsoft/xtremedistil-l6-h256-uncased") is None
+
+
+def test_the_heldout_slice_fits_a_fitted_ensembler_and_an_unused_one_is_warned_about(
+    tiny_cfg, caplog
+):
+    """With data.heldout, a fitted ensembler fits on the slice (validation's labels stay out of
+    the student's soft labels); a slice nothing chooses on is said to cost training rows."""
+    import logging
+
+    def checked(*overrides):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            inputs = pipeline.check_inputs(read_settings(tiny_cfg(*overrides)))
+        return inputs, caplog.text
+
+    inputs, said = checked("ensemble=learned", "data.heldout=40")
+    assert inputs.plan.split == data.HELDOUT and "takes rows out of train" not in said
+    inputs, said = checked("ensemble=learned")
+    assert inputs.plan.split == "validation" and "is fitted on validation, the split" in said
+    _, said = checked("data.heldout=40")
+    assert "data.heldout=40 takes rows out of train that nothing in this run chooses on" in said

@@ -82,7 +82,8 @@ def test_bad_keep_layers_name_the_option_and_the_model(four_layer_model, keep_la
 def test_a_model_without_a_standard_layer_list_is_refused(tmp_path):
     # GPT-2 keeps its blocks in `transformer.h`, not in a `layer` list
     config = GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=100, pad_token_id=0)
-    config.save_pretrained(tmp_path)
+    GPT2ForSequenceClassification(config).save_pretrained(tmp_path)
+    (tmp_path / "tokenizer.json").write_text("{}")  # a checkpoint folder, as the check wants
     match = "student.keep_layers: cannot find the encoder layer list"
     with pytest.raises(ValueError, match=match) as error:
         check_student(student_cfg(tmp_path, [0]))
@@ -105,5 +106,5 @@ def test_an_unreadable_student_checkpoint_stops_the_check_stage(tmp_path):
     """Before any teacher runs, not after: the student's config is read in the check stage."""
     missing = tmp_path / "no-such-student"
     cfg = student_cfg(missing, None)
-    with pytest.raises(OSError, match=r"student.model='.*no-such-student' cannot be loaded"):
+    with pytest.raises(OSError, match=r"student.model='.*no-such-student' is not a directory"):
         check_student(cfg)

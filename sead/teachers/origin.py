@@ -8,7 +8,13 @@ from datasets import DatasetDict
 import sead.teachers.predictions as predictions
 import sead.teachers.store as store
 from sead.cache import FileHashes, SoftLabelCache
-from sead.checkpoints import check_local, identity, resolve, tokenizer_identity
+from sead.checkpoints import (
+    check_checkpoint,
+    check_tokenizer,
+    identity,
+    resolve,
+    tokenizer_identity,
+)
 from sead.representations import RepresentationSpec
 from sead.tasks import TaskSpec
 from sead.teachers.labels import check_labels
@@ -64,7 +70,10 @@ def prepare(
 
 
 def check_files(spec: TeacherSpec, task: TaskSpec) -> None:
-    """A teacher's local folder holds a checkpoint (and a tokenizer unless another is set),
-    checked for every teacher before the first one runs."""
+    """A teacher's checkpoint can be loaded (a local folder holds it, and a tokenizer unless
+    another is set; a Hub id is reachable) and so can its own tokenizer, if set: checked for
+    every teacher before the first one runs."""
     option = f"teachers.{spec.name}." + ("model" if spec.finetune else f"checkpoints.{task.name}")
-    check_local(spec.source, option, tokenizer=not spec.tokenizer)
+    check_checkpoint(spec.source, option, spec.revision, tokenizer=not spec.tokenizer)
+    if spec.tokenizer:
+        check_tokenizer(spec.tokenizer, f"teachers.{spec.name}.tokenizer")
