@@ -180,9 +180,15 @@ def _load_local(task: TaskSpec, folder: Path, splits: list[str]) -> DatasetDict:
     missing = [str(path) for path in files.values() if not path.is_file()]
     if missing:
         present = sorted(p.name for p in folder.glob("*.jsonl")) or ["no .jsonl files"]
+        carve = (
+            f" The held-out slice ({HELDOUT}) is a {HELDOUT}.jsonl there, or carved from train "
+            "with data.heldout (a count or fraction)."
+            if HELDOUT in splits and HELDOUT + ".jsonl" not in present
+            else ""
+        )
         raise FileNotFoundError(
             f"Task {task.name!r} needs the split file(s) {', '.join(missing)}, which do not "
-            f"exist (found: {', '.join(present)})."
+            f"exist (found: {', '.join(present)}; data.dir reads <split>.jsonl files only).{carve}"
         )
     return DatasetDict({split: _read_jsonl(path, task, split) for split, path in files.items()})
 
@@ -321,6 +327,13 @@ def _validate(task: TaskSpec, ds: Dataset, split: str, source: str) -> None:
     if task.is_regression:
         if not np.issubdtype(labels.dtype, np.number) or np.isnan(labels.astype(float)).any():
             raise ValueError(f"{where}: field 'label' must be a number for a regression task.")
+        low, high = task.score_range or (-np.inf, np.inf)
+        outside = sorted({float(x) for x in labels if not low <= x <= high})
+        if outside:
+            raise ValueError(
+                f"{where}: label value(s) {outside[:5]} are outside the task's scores "
+                f"[{low:g}, {high:g}]."
+            )
         return
     valid = set(range(task.num_labels))
     bad = sorted(set(labels.tolist()) - valid)

@@ -86,6 +86,12 @@ def check_inputs(settings: Settings) -> Inputs:
     plan = ensemble.fit_plan(settings.ensemble, task, heldout_slice)
     for folder in ("cache_dir", "logits_dir", "teachers_dir"):  # stored work sead will trust
         warn_if_shared(getattr(settings.paths, folder), f"paths.{folder}")
+    if plan.split == data.HELDOUT and not settings.data.has_heldout:
+        raise ValueError(
+            f"ensemble.fit_split={data.HELDOUT}, but the run has no held-out slice: set "
+            "data.heldout (a count or fraction of train, e.g. data.heldout=0.1), or give "
+            f"data.dir a {data.HELDOUT}.jsonl."
+        )
     if plan.split == task.train_split:
         log.warning(
             "ensemble.fit_split=%s: fitted ensemblers will learn on the teachers' own training "

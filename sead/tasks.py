@@ -50,6 +50,8 @@ class TaskSpec:
     example_id: str | None = None
     # An evaluation-only diagnostic set: the tasks whose models it evaluates (axb: rte).
     diagnostic_for: tuple[str, ...] = ()
+    # Regression: the scores the task's annotators give (stsb: 0 to 5), checked on loading.
+    score_range: tuple[float, float] | None = None
 
     @property
     def num_labels(self) -> int:
@@ -105,7 +107,7 @@ TASKS: dict[str, TaskSpec] = {
             ["not_equivalent", "equivalent"],
             ["f1", "accuracy"],
         ),
-        _glue("stsb", ["sentence1", "sentence2"], [], ["pearson", "spearmanr"]),
+        _glue("stsb", ["sentence1", "sentence2"], [], ["pearson", "spearmanr"], score_range=(0, 5)),
         _glue(
             "qqp", ["question1", "question2"], ["not_duplicate", "duplicate"], ["f1", "accuracy"]
         ),

@@ -60,6 +60,14 @@ def test_label_outside_label_set_is_rejected(tmp_path):
         load_splits(SST2, _cfg(tmp_path), ["validation"])
 
 
+def test_a_score_outside_the_tasks_scale_is_rejected(tmp_path):
+    rows = [{"sentence1": f"a {i}", "sentence2": f"b {i}", "label": s, "idx": i} for i, s in
+            enumerate([0.0, 5.0, 7.5, 2.5])]  # fmt: skip
+    _write(tmp_path, "validation", rows)
+    with pytest.raises(ValueError, match=r"label value\(s\) \[7.5\] are outside .* \[0, 5\]"):
+        load_splits(get_task("stsb"), _cfg(tmp_path), ["validation"])
+
+
 def test_content_fingerprint_follows_text_and_idx_not_labels(tmp_path):
     _write(tmp_path / "a", "validation", _rows(4))
     _write(tmp_path / "b", "validation", _rows(4, label=lambda i: 1 - i % 2))

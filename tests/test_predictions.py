@@ -257,6 +257,15 @@ def test_check_reads_every_split_the_run_needs_before_any_work(tmp_path):
     check_predictions(made, SST2, DatasetDict({"validation": split()}))
 
 
+def test_a_file_under_a_key_that_names_no_split_is_refused_not_left_unread(tmp_path):
+    written = write(tmp_path / "v.jsonl", IDS, LOGITS, "logits")
+    made = spec({"validation": written, "valid": written}, labels=["negative", "positive"])
+    with pytest.raises(ValueError, match=r"predictions has files for \['valid'\], which name no"):
+        check_predictions(made, SST2, DatasetDict({"validation": split()}))
+    extra = spec({"validation": written, "test": written}, labels=["negative", "positive"])
+    check_predictions(extra, SST2, DatasetDict({"validation": split()}))  # a split not run now
+
+
 # --- the cache: the file's content is the teacher's identity -----------------------------------
 
 

@@ -99,6 +99,10 @@ def _store_entries(cfg) -> list[Path]:
         ("student.tokenizer=/nope", r"student.tokenizer='/nope' is not a directory"),
         ("teachers.toy_bert.tokenizer=/nope", r"teachers.toy_bert.tokenizer='/nope' is not a dir"),
         (
+            "ensemble=learned ensemble.fit_split=heldout",
+            r"ensemble.fit_split=heldout, but the run has no held-out slice: set data.heldout",
+        ),
+        (
             "recipe=xtremedistil data.heldout=40 recipe.stages.1.freeze=[encoderr]",
             r"stage 'soft': freeze=\['encoderr'\] matches no parameter of the student",
         ),

@@ -91,8 +91,16 @@ def file_for(spec: PredictionsSpec, split: str):
 
 def check(spec: PredictionsSpec, task: TaskSpec, splits: DatasetDict) -> None:
     """Every file the run will read, read and checked now, before any expensive work:
-    ids (missing, repeated, unknown), widths, finite values, probabilities, label names."""
+    ids (missing, repeated, unknown), widths, finite values, probabilities, label names; and
+    no file under a key that names no split (a typo would leave its file unread)."""
     label_columns(spec, task)
+    known = {task.train_split, *task.eval_splits, "test", data.HELDOUT, *splits}
+    unknown = [s for s in spec.files if s not in known and not s.startswith("transfer_")]
+    if unknown:
+        raise ValueError(
+            f"teachers.{spec.name}.predictions has files for {unknown}, which name no split "
+            f"of task {task.name!r}: expected keys among {sorted(known)} (or transfer_*)."
+        )
     for split, ds in splits.items():
         logits, _ = read_logits(spec, task, split, ds)
         log.info("Teacher %s: %s checked (%d rows)", spec.name, file_for(spec, split), len(logits))
