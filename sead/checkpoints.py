@@ -141,6 +141,12 @@ def identity(
     return f"{name_or_path}@{commit}"  # snapshot folders are named by commit
 
 
+def local_identity(name_or_path: str) -> str | None:
+    """A local checkpoint folder's content hash; None for a Hub id (named by id and revision)."""
+    folder = Path(name_or_path).expanduser()
+    return identity(name_or_path, folder) if folder.is_dir() else None
+
+
 def tokenizer_identity(tok_dir: Path, file_hashes: FileHashes | None = None) -> str:
     """Content hash of a tokenizer's files (vocabulary, merges, special tokens, settings)."""
     files = [p for pattern in TOKENIZER_PATTERNS for p in tok_dir.glob(pattern) if p.is_file()]

@@ -20,9 +20,9 @@ from collections.abc import Callable, Sequence
 
 
 def _cache(argv: list[str]) -> int | None:
-    from sead import cache
+    from sead.cache import tool
 
-    return cache.main(argv, prog="sead cache")
+    return tool.main(argv, prog="sead cache")
 
 
 def _export(argv: list[str]) -> int | None:

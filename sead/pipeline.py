@@ -564,7 +564,8 @@ def _student_key(settings: Settings, student_data: recipe.StudentData) -> dict:
     return {
         "version": 1,
         "student": asdict(settings.student),
-        "student_weights": _local_identity(settings.student.model),
+        # a folder replaced at the same path does not resume stages trained from the old one
+        "student_weights": checkpoints.local_identity(settings.student.model),
         "task": settings.task.name,
         "rows": data.input_fingerprint(student_data.rows, settings.task, ["label"]),
         "labeled": student_data.labeled,
@@ -580,13 +581,6 @@ def _student_key(settings: Settings, student_data: recipe.StudentData) -> dict:
         "train": train,
         "seed": settings.run.seed,
     }
-
-
-def _local_identity(model: str) -> str | None:
-    """A local checkpoint's content hash (a Hub id is named by its id and revision): a folder
-    replaced at the same path does not resume stages trained from the old weights."""
-    folder = Path(model).expanduser()
-    return checkpoints.identity(model, folder) if folder.is_dir() else None
 
 
 def _stacked(logits: dict, names: list[str], split: str) -> np.ndarray:

@@ -12,7 +12,6 @@ from filelock import FileLock
 from safetensors.numpy import load_file, save_file
 
 import sead.manifest
-from sead import cache as cache_module
 from sead.cache import (
     FILE_HASHES,
     LOGITS_FILE,
@@ -21,6 +20,7 @@ from sead.cache import (
     SoftLabelCache,
     fingerprint,
 )
+from sead.cache import tool as cache_tool
 from sead.chunks import LOCK_DIR, PartialEntry
 from sead.manifest import hash_files
 from sead.representations import Outputs, RepresentationSpec
@@ -309,7 +309,7 @@ def filled(tmp_path):
 
 
 def _cli(capsys, root, *args):
-    code = cache_module.main(["--root", str(root), *args])
+    code = cache_tool.main(["--root", str(root), *args])
     return code, capsys.readouterr().out
 
 

@@ -13,9 +13,11 @@ import pytest
 from datasets import Dataset
 from omegaconf import OmegaConf
 
-from sead import cache, ensemble, pipeline, prediction_files, report
-from sead.cache import SoftLabelCache, read_entry
+from sead import ensemble, pipeline, prediction_files, report
+from sead.cache import SoftLabelCache
+from sead.cache import tool as cache_tool
 from sead.choices import PAD_LOGIT
+from sead.entry import read_entry
 from sead.tasks import get_task
 from sead.teachers import predictions, teacher_specs
 from tests.helpers import compose
@@ -55,7 +57,7 @@ def test_export_then_import_gives_identical_soft_targets(tmp_path, capsys, suffi
     logits = _cached(tmp_path / "logits", task_name, ds)
     out = tmp_path / f"big{suffix}"
     args = ["--root", str(tmp_path / "logits"), "export", "--teacher", "big", "-o", str(out)]
-    assert cache.main(args) == 0
+    assert cache_tool.main(args) == 0
     printed = capsys.readouterr().out
     fmt = "score" if task.is_regression else "logits"
     assert f"format {fmt}" in printed and f"format: {fmt}" in printed  # the config to use
@@ -77,8 +79,8 @@ def test_export_a_folder_and_refuse_an_ambiguous_file(tmp_path, capsys):
     _cached(tmp_path / "logits", "stsb", ds)
     root = ["--root", str(tmp_path / "logits"), "export", "--teacher", "big"]
     with pytest.raises(SystemExit, match="2 entries match, one file"):
-        cache.main([*root, "-o", str(tmp_path / "one.jsonl")])
-    assert cache.main([*root, "-o", str(tmp_path / "out"), "--format", "npy"]) == 0
+        cache_tool.main([*root, "-o", str(tmp_path / "one.jsonl")])
+    assert cache_tool.main([*root, "-o", str(tmp_path / "out"), "--format", "npy"]) == 0
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert names == [
         "big-sst2-validation.idx.npy",
@@ -87,7 +89,7 @@ def test_export_a_folder_and_refuse_an_ambiguous_file(tmp_path, capsys):
         "big-stsb-validation.npy",
     ]
     with pytest.raises(SystemExit, match="Name entries to export"):
-        cache.main(["--root", str(tmp_path / "logits"), "export", "-o", str(tmp_path / "x")])
+        cache_tool.main(["--root", str(tmp_path / "logits"), "export", "-o", str(tmp_path / "x")])
     capsys.readouterr()
 
 
@@ -117,7 +119,7 @@ def test_model_teacher_beside_predictions_of_another_model(tiny_assets, tmp_path
     on_gpu = pipeline.prepare_teachers(gpu)
     exported = tmp_path / "exported"
     export = ["export", "--teacher", "toy_roberta", "-o", str(exported)]
-    assert cache.main(["--root", gpu.paths.logits_dir, *export]) == 0
+    assert cache_tool.main(["--root", gpu.paths.logits_dir, *export]) == 0
     capsys.readouterr()
     files = {s: exported / f"toy_roberta-sst2-{s}.jsonl" for s in ("train", "validation")}
     teacher = (

@@ -10,7 +10,7 @@ import torch
 from datasets import Dataset
 from transformers import TrainerCallback
 
-from sead import data, distill, pipeline, recipe
+from sead import checkpoints, data, distill, pipeline, recipe
 from sead.config import build
 from sead.settings import read_settings
 from sead.tasks import get_task
@@ -691,11 +691,11 @@ def test_the_students_resume_key_follows_its_local_weights_not_only_its_path(tin
 
     folder = tmp_path / "student"
     shutil.copytree(tiny_assets / "models" / "student", folder)
-    before = pipeline._local_identity(str(folder))
+    before = checkpoints.local_identity(str(folder))
     shutil.rmtree(folder)
     shutil.copytree(tiny_assets / "models" / "teacher_bert", folder)
-    assert before is not None and pipeline._local_identity(str(folder)) != before
-    assert pipeline._local_identity("microsoft/xtremedistil-l6-h256-uncased") is None
+    assert before is not None and checkpoints.local_identity(str(folder)) != before
+    assert checkpoints.local_identity("microsoft/xtremedistil-l6-h256-uncased") is None
 
 
 def test_the_heldout_slice_fits_a_fitted_ensembler_and_an_unused_one_is_warned_about(

@@ -24,6 +24,7 @@ import sead.teachers.store
 import sead.transfer
 from sead import cache as cache_module
 from sead import data, distill, pipeline, run, teachers
+from sead.cache import tool as cache_tool
 from sead.tasks import get_task
 from tests.helpers import compose, prepare_teacher
 
@@ -237,16 +238,16 @@ def test_a_damaged_store_entry_is_reported_in_one_line_and_rebuilt(
     weights = first.model_dir / "model.safetensors"
     digest = _sha(weights)
     root = Path(cfg.paths.logits_dir)
-    assert cache_module.main(["--root", str(root), "verify"]) == 0
+    assert cache_tool.main(["--root", str(root), "verify"]) == 0
     assert f"ok   teacher {first.model_dir.name}" in capsys.readouterr().out
 
     payload = bytearray(weights.read_bytes())
     payload[len(payload) // 2] ^= 0xFF  # a flipped byte, same size
     weights.write_bytes(bytes(payload))
-    assert cache_module.main(["--root", str(root), "verify"]) == 1
+    assert cache_tool.main(["--root", str(root), "verify"]) == 1
     out = capsys.readouterr().out
     assert f"BAD  teacher {first.model_dir.name}: model.safetensors fails its content hash" in out
-    cache_module.main(["--root", str(root), "list"])
+    cache_tool.main(["--root", str(root), "list"])
     assert first.model_dir.name in capsys.readouterr().out
 
     with caplog.at_level(logging.WARNING):

@@ -19,9 +19,9 @@ from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from sead import cache as cache_module
 from sead import data, inference, teachers, toy
 from sead.cache import LOGITS_FILE, MANIFEST_FILE, SoftLabelCache, fingerprint, read_tensors
+from sead.cache import tool as cache_tool
 from sead.chunks import PartialEntry
 from sead.representations import Outputs, RepresentationSpec, check_task
 from sead.settings import GROUPS
@@ -295,7 +295,7 @@ def test_damaged_vectors_are_detected_and_the_entry_is_rebuilt(
         manifest["representations"]["shape"] = [len(splits["validation"]), WIDTH + 1]
         manifest_path.write_text(json.dumps(manifest))
 
-    assert cache_module.main(["--root", str(root), "verify"]) == 1
+    assert cache_tool.main(["--root", str(root), "verify"]) == 1
     assert "BAD" in capsys.readouterr().out
     cache = SoftLabelCache(root)
     with caplog.at_level(logging.WARNING, logger="sead.cache"):
@@ -304,7 +304,7 @@ def test_damaged_vectors_are_detected_and_the_entry_is_rebuilt(
     np.testing.assert_array_equal(
         again["validation"].representations, good["validation"].representations
     )
-    assert cache_module.main(["--root", str(root), "verify"]) == 0
+    assert cache_tool.main(["--root", str(root), "verify"]) == 0
 
 
 # --- teachers without vectors, tasks without them, the store, the CLI -----------------------
@@ -356,13 +356,13 @@ def test_cache_list_shows_which_entries_hold_vectors(wide_teacher, splits, tmp_p
     plain = teachers.cached_logits(teacher, SST2, val, SoftLabelCache(root))["validation"]
     cls = RepresentationSpec(layer=1, pooling="cls", dtype="float32")
     with_cls = teachers.cached_logits(teacher, SST2, val, SoftLabelCache(root), representations=cls)
-    assert cache_module.main(["--root", str(root), "list"]) == 0
+    assert cache_tool.main(["--root", str(root), "list"]) == 0
     out = capsys.readouterr().out
     assert "REPRESENTATIONS" in out.splitlines()[0]
     rows = {line.split()[0]: line for line in out.splitlines()[1:] if line.strip()}
     assert "layer 1, cls, 48 wide" in rows[with_cls["validation"].fingerprint]
     assert rows[plain.fingerprint].split()[6] == "-"  # logits only
-    assert cache_module.main(["--root", str(root), "show", with_cls["validation"].fingerprint]) == 0
+    assert cache_tool.main(["--root", str(root), "show", with_cls["validation"].fingerprint]) == 0
     assert '"pooling": "cls"' in capsys.readouterr().out
     manifest, tensors, _ = read_tensors(root / with_cls["validation"].fingerprint)
     assert (
@@ -371,7 +371,7 @@ def test_cache_list_shows_which_entries_hold_vectors(wide_teacher, splits, tmp_p
     # export writes the logits, as before
     out_file = tmp_path / "exported.jsonl"
     fp = with_cls["validation"].fingerprint
-    assert cache_module.main(["--root", str(root), "export", fp, "-o", str(out_file)]) == 0
+    assert cache_tool.main(["--root", str(root), "export", fp, "-o", str(out_file)]) == 0
     assert len(out_file.read_text().splitlines()) == len(splits["validation"])
 
 

@@ -13,9 +13,10 @@ import pytest
 from filelock import FileLock
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from sead import cache as cache_module
-from sead.cache import SoftLabelCache, read_entry
+from sead.cache import SoftLabelCache
+from sead.cache import tool as cache_tool
 from sead.chunks import LOCK_DIR, Assembled, ChunkConflict, PartialEntry, Shard
+from sead.entry import read_entry
 from tests import cache_worker
 from tests.helpers import compose, kill_after_chunks
 
@@ -255,7 +256,7 @@ def test_shards_in_turn_leave_a_partial_entry_then_the_last_assembles_it(
     assert first.logits is None and first.pending == (evens, n_chunks)  # chunks 0, 2, 4...
     assert not _entries(root)
 
-    cache_module.main(["--root", str(root), "list"])
+    cache_tool.main(["--root", str(root), "list"])
     listing = capsys.readouterr().out
     assert "No cache entries" in listing
     row = next(line for line in listing.splitlines() if line.startswith(first.fingerprint))
