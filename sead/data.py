@@ -110,8 +110,7 @@ def load_splits(task: TaskSpec, settings: DataSettings, splits: Iterable[str]) -
         limit = settings.max_train_samples if is_train else settings.max_eval_samples
         if split == HELDOUT:  # its size is data.heldout's (or its file's): rows are not lost
             limit = None
-        groups = metrics.GROUP_KEYS[task.name](ds) if task.name in metrics.GROUP_KEYS else None
-        out[split] = subsample(ds, limit, seed=settings.subsample_seed, groups=groups)
+        out[split] = subsample(ds, limit, seed=settings.subsample_seed, groups=row_groups(ds, task))
     log.info("Task %s: %s", task.name, ", ".join(f"{s}={len(d):,}" for s, d in out.items()))
     return out
 
@@ -131,8 +130,7 @@ def carve_heldout(train: Dataset, task: TaskSpec, settings: DataSettings):
             f"{task.name!r}'s {task.train_split} split held out: expected at least 1, and fewer "
             "than all of them."
         )
-    groups = metrics.GROUP_KEYS[task.name](train) if task.name in metrics.GROUP_KEYS else None
-    rows = subsample_rows(len(train), count, settings.heldout_seed, groups)
+    rows = subsample_rows(len(train), count, settings.heldout_seed, row_groups(train, task))
     rest = np.setdiff1d(np.arange(len(train)), rows)
     heldout = train.select(rows.tolist())
     log.info(
@@ -409,6 +407,12 @@ def example_ids(ds: Dataset, task: TaskSpec) -> np.ndarray:
         repeated = values[counts > 1][:5].tolist()
         raise ValueError(f"{key} repeats the value(s) {repeated}: each row needs its own id.")
     return ids
+
+
+def row_groups(ds: Dataset, task: TaskSpec):
+    """One key per row for tasks whose rows are scored in groups (multirc: a question's
+    answers), which every slice keeps whole; None for the others."""
+    return metrics.GROUP_KEYS[task.name](ds) if task.name in metrics.GROUP_KEYS else None
 
 
 def subsample(ds: Dataset, limit: int | None, seed: int = 0, groups=None) -> Dataset:

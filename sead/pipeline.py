@@ -81,8 +81,10 @@ def check_inputs(settings: Settings) -> Inputs:
     """Teachers, ensembler and data, validated against the task: bad input fails here, early."""
     task, specs = settings.task, list(settings.teachers)
     ensembler = ensemble.build(settings.ensemble, task, [spec.name for spec in specs])
-    # a fitted ensembler fits on the held-out slice when there is one (null ensemble.fit_split)
-    heldout_slice = data.HELDOUT if settings.data.has_heldout and ensembler.needs_fit else None
+    # fitted ensemblers fit on the held-out slice when there is one (null ensemble.fit_split):
+    # the run's, or every one that stage=ensemble compares
+    fitting = ensembler.needs_fit or settings.run.stage == "ensemble"
+    heldout_slice = data.HELDOUT if settings.data.has_heldout and fitting else None
     plan = ensemble.fit_plan(settings.ensemble, task, heldout_slice)
     for folder in ("cache_dir", "logits_dir", "teachers_dir"):  # stored work sead will trust
         warn_if_shared(getattr(settings.paths, folder), f"paths.{folder}")
@@ -106,9 +108,7 @@ def check_inputs(settings: Settings) -> Inputs:
             plan.split,
         )
     carved = settings.data.heldout is not None  # rows taken out of train
-    if carved and not (
-        settings.recipe.needs_heldout or ensembler.needs_fit and plan.split == data.HELDOUT
-    ):
+    if carved and not (settings.recipe.needs_heldout or fitting and plan.split == data.HELDOUT):
         log.warning(
             "data.heldout=%g takes rows out of train that nothing in this run chooses on "
             "(recipe %s selects no epoch, ensemble=%s is not fitted): the student and the "
@@ -605,12 +605,12 @@ def _check_distributed(inputs: Inputs) -> None:
 
 
 def _student_floor(inputs: Inputs, scores: dict[str, dict]) -> dict[str, dict]:
-    """Per eval split, the student against the majority baseline (the teachers' floor):
+    """Per eval split, the student against the constant baseline (the teachers' floor):
     below it, or within noise of it, the student may have learned nothing."""
     task, metric = inputs.task, inputs.task.main_metric
     floor = {}
     for split in task.eval_splits:
-        baseline = teachers.majority_baseline(task, inputs.gold[split])
+        baseline = teachers.constant_baseline(task, inputs.gold[split])
         score = float(scores[split][metric])
         noise = metrics.noise_check(metric, score, baseline, len(inputs.splits[split]))
         floor[split] = {"score": score, "baseline": baseline, "below": score <= baseline}

@@ -148,7 +148,7 @@ def _student_targets(results: dict) -> str:
 
 def warnings(results: dict) -> list[str]:
     """Models that may have learned nothing: teachers that passed their floor by no more
-    than noise, and a student at or below the majority baseline or within noise of it."""
+    than noise, and a student at or below the constant baseline or within noise of it."""
     found = []
     metric = results["main_metric"]
     for name, teacher in results["teachers"].items():
@@ -167,13 +167,13 @@ def warnings(results: dict) -> list[str]:
 
 
 def student_warning(split: str, metric: str, floor: dict) -> str:
-    """The student at or below the majority baseline, or within noise of it."""
+    """The student at or below the constant baseline, or within noise of it."""
     if floor["noise"] and not floor["below"]:
         return metrics.noise_message("The student", split, metric, floor["noise"], **_scored(floor))
     return (
         f"The student learned nothing usable on {split}: {metric}={floor['score']:.4f}, not "
-        f"above the majority baseline {floor['baseline']:.4f} (always predicting the most "
-        "frequent label)."
+        f"above the constant baseline {floor['baseline']:.4f} (the best score of always "
+        "predicting one label)."
     )
 
 

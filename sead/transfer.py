@@ -218,7 +218,10 @@ def build(settings: TransferSettings, task: TaskSpec, splits: DatasetDict) -> Tr
                 f"transfer.labeled={settings.labeled} keeps every one of the train split's "
                 f"{len(train):,} examples: expected fewer, so that some are left unlabelled."
             )
-        keep = data.subsample_rows(len(train), settings.labeled, settings.seed)
+        # whole groups (multirc's questions), the rows data.max_train_samples picks with that seed
+        keep = data.subsample_rows(
+            len(train), settings.labeled, settings.seed, data.row_groups(train, task)
+        )
         rest = train.select(np.setdiff1d(np.arange(len(train)), keep).tolist())
         train = train.select(keep.tolist())
         held_out = len(rest)
@@ -560,7 +563,8 @@ def record(
         "labeled": len(transfer.train),
         "labels_hidden": transfer.held_out,
         "unlabeled": transfer.size,
-        "labeled_data": data.content_fingerprint(transfer.train, [*task.text_fields, "label"]),
+        # as the teacher store keys a fine-tuned teacher's training data: the two compare
+        "labeled_data": data.input_fingerprint(transfer.train, task, ["label"]),
         "teachers_gold_data": {name: _gold_data(teacher) for name, teacher in teachers.items()},
         "ensemble_agreement": agreement,
         "cache": {

@@ -71,14 +71,14 @@ def test_copa_is_accuracy_over_choices():
 
 
 def test_gate_baseline_is_the_best_constant_choice():
-    assert teachers.majority_baseline(COPA, np.array([1, 1, 0, 1])) == 0.75
+    assert teachers.constant_baseline(COPA, np.array([1, 1, 0, 1])) == 0.75
     credit = np.zeros((4, 3, 2))
     credit[[0, 1, 2], [2, 2, 0], :] = 1.0  # slot 2 is right twice, slot 0 once
     credit[3, 1] = [0.5, 0.0]
-    assert teachers.majority_baseline(RECORD, credit) == 0.5  # always slot 2: f1 (1+1)/4
+    assert teachers.constant_baseline(RECORD, credit) == 0.5  # always slot 2: f1 (1+1)/4
     splits = {"validation": Dataset.from_dict({"label": [1, 1, 0, 1]})}
     spec = teachers.TeacherSpec("t", "x", False, None, 64, None, False, 8)
-    with pytest.raises(teachers.TeacherBelowFloor, match="majority-class baseline 0.7500"):
+    with pytest.raises(teachers.TeacherBelowFloor, match="constant baseline 0.7500"):
         teachers.gate(spec, COPA, {"validation": {"accuracy": 0.75}}, splits)
 
 

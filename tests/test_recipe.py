@@ -717,3 +717,5 @@ def test_the_heldout_slice_fits_a_fitted_ensembler_and_an_unused_one_is_warned_a
     assert inputs.plan.split == "validation" and "is fitted on validation, the split" in said
     _, said = checked("data.heldout=40")
     assert "data.heldout=40 takes rows out of train that nothing in this run chooses on" in said
+    inputs, said = checked("stage=ensemble", "data.heldout=40")  # compares fitted ones too
+    assert inputs.plan.split == data.HELDOUT and "takes rows out" not in said

@@ -305,11 +305,11 @@ def test_superglue_teacher_without_checkpoint_points_to_finetuning():
     [
         ("cb", [0, 0, 1, 2], 0.5),  # accuracy of always "entailment"
         ("boolq", [1, 1, 0], 2 / 3),
-        ("multirc", [0, 0, 1], 0.0),  # f1_a of always False
+        ("multirc", [0, 0, 1], 0.5),  # f1_a of always True (always False scores 0)
     ],
 )
-def test_majority_baseline_for_the_gate(task, gold, baseline):
-    assert teachers.majority_baseline(get_task(task), np.array(gold)) == pytest.approx(baseline)
+def test_constant_baseline_for_the_gate(task, gold, baseline):
+    assert teachers.constant_baseline(get_task(task), np.array(gold)) == pytest.approx(baseline)
 
 
 # --- end to end on tiny models --------------------------------------------------------------

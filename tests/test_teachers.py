@@ -140,6 +140,10 @@ def test_label_map_by_column_id_or_name_beats_the_names():
     assert teachers.align_labels(names, MNLI, by_name) == [1, 2, 0]
     # explicit beats implicit: a map that contradicts the names wins
     assert teachers.align_labels({0: "negative", 1: "positive"}, SST2, {0: 1, 1: 0}) == [1, 0]
+    # labels named by digits in another order: a string key is a name, an int key an id
+    swapped = {0: "1", 1: "0"}
+    assert teachers.align_labels(swapped, SST2, {"1": "positive", "0": "negative"}) == [1, 0]
+    assert teachers.align_labels(swapped, SST2, {1: "positive", 0: "negative"}) is None
 
 
 def test_unmatched_labels_stop_the_run_listing_both_label_sets():
@@ -175,12 +179,15 @@ def _labels(values) -> DatasetDict:
     return DatasetDict({"validation": Dataset.from_dict({"label": list(values)})})
 
 
-def test_majority_baseline_is_the_score_of_always_predicting_the_majority_class():
+def test_constant_baseline_is_the_best_score_of_always_predicting_one_label():
     gold = np.array([1, 1, 1, 0])
-    assert teachers.majority_baseline(SST2, gold) == 0.75  # accuracy
-    assert teachers.majority_baseline(MRPC, gold) == pytest.approx(2 * 0.75 / 1.75)  # f1
-    assert teachers.majority_baseline(COLA, gold) == 0.0  # matthews
-    assert teachers.majority_baseline(STSB, np.array([0.5, 3.0, 4.2])) == 0.0  # pearson
+    assert teachers.constant_baseline(SST2, gold) == 0.75  # accuracy: the majority class
+    # F1 of the positive class where it is the minority (QQP): always "duplicate", not 0
+    minority = np.array([0, 0, 0, 1])
+    assert teachers.constant_baseline(get_task("qqp"), minority) == pytest.approx(2 / 5)
+    assert teachers.constant_baseline(MRPC, gold) == pytest.approx(2 * 0.75 / 1.75)  # f1
+    assert teachers.constant_baseline(COLA, gold) == 0.0  # matthews
+    assert teachers.constant_baseline(STSB, np.array([0.5, 3.0, 4.2])) == 0.0  # pearson
 
 
 def _spec(**kwargs):
@@ -189,13 +196,13 @@ def _spec(**kwargs):
     return teachers.TeacherSpec(**{**base, **kwargs})
 
 
-def test_a_teacher_not_above_the_majority_baseline_stops_the_run_with_a_clear_message():
+def test_a_teacher_not_above_the_constant_baseline_stops_the_run_with_a_clear_message():
     splits = _labels([1, 1, 1, 0])
     with pytest.raises(teachers.TeacherBelowFloor) as err:
         teachers.gate(_spec(), SST2, {"validation": {"accuracy": 0.75}}, splits)
     message = str(err.value)
     assert "Teacher 'bad' (some/checkpoint) fails the sanity gate on task 'sst2'" in message
-    assert "validation: accuracy=0.7500, needs to be above the majority-class baseline 0.7500" in (
+    assert "validation: accuracy=0.7500, needs to be above the constant baseline 0.7500" in (
         message
     )
     assert "teachers.bad.label_map" in message  # the likely cause of a fine-tuned checkpoint
@@ -312,7 +319,7 @@ def _prepare(cfg):
     return teachers.prepare(spec, inputs.task, inputs.splits, store, cache.file_hashes, cache)
 
 
-def test_a_fine_tuned_teacher_beats_the_majority_baseline_is_stored_and_reused(
+def test_a_fine_tuned_teacher_beats_the_constant_baseline_is_stored_and_reused(
     teacher_cfg, trainings
 ):
     first = _prepare(teacher_cfg())
@@ -325,7 +332,7 @@ def test_a_fine_tuned_teacher_beats_the_majority_baseline_is_stored_and_reused(
     gold = np.asarray(
         pipeline.check_inputs(pipeline.read_settings(teacher_cfg())).gold["validation"]
     )
-    assert accuracy > teachers.majority_baseline(SST2, gold) + 0.1
+    assert accuracy > teachers.constant_baseline(SST2, gold) + 0.1
     assert not (first.model_dir / "training_args.bin").exists()  # no pickles in the store
     assert not first.model_dir.with_name(first.model_dir.name + ".work").exists()
 

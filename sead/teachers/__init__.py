@@ -11,7 +11,7 @@ Two things make a teacher silently wrong, and both are checked here:
   contradiction/neutral/entailment), so every teacher's columns are mapped to
   the task's label order (`align_labels`) before its logits are cached;
 * a wrong checkpoint: each teacher must beat a floor on the eval splits
-  (`gate`, by default the majority-class baseline) before a student learns from it.
+  (`gate`, by default the best constant prediction's score) before a student learns from it.
 
 One job a module, each importing only those above it in this list:
 
@@ -33,7 +33,7 @@ from sead.teachers.logits import cache_keys, cached_logits
 from sead.teachers.origin import check_files, prepare
 from sead.teachers.predictions import PREDICTIONS, PredictionsTeacher
 from sead.teachers.predictions import check as check_predictions
-from sead.teachers.sanity import TeacherBelowFloor, evaluate, gate, majority_baseline
+from sead.teachers.sanity import TeacherBelowFloor, constant_baseline, evaluate, gate
 from sead.teachers.spec import (
     FinetuneArgs,
     PredictionsSettings,
@@ -76,7 +76,7 @@ __all__ = [
     "finetune",
     "finetune_settings",
     "gate",
-    "majority_baseline",
+    "constant_baseline",
     "prepare",
     "store_key",
     "teacher_specs",

@@ -89,12 +89,16 @@ def align_labels(
 
 
 def _apply_label_map(columns: dict[int, str], task: TaskSpec, label_map: dict, teacher: str):
-    """`label_map` keys are checkpoint column ids or names, values task label names (or ids)."""
+    """`label_map` keys are checkpoint column ids (ints) or names, values task label names (or
+    ids)."""
     by_name = {_normalise(name): c for c, name in columns.items()}
     task_index = {_canonical(name): i for i, name in enumerate(task.labels)}
     label_of_column: dict[int, int | None] = {c: None for c in columns}
     for key, value in label_map.items():
-        column = int(key) if str(key).isdigit() else by_name.get(_normalise(key))
+        # an int key is a column id; a string a label name first (a checkpoint may name its
+        # labels "0" and "1" in another order), else, all digits, a column id
+        named = None if isinstance(key, int) else by_name.get(_normalise(key))
+        column = named if named is not None else int(key) if str(key).isdigit() else None
         if column not in columns:
             raise ValueError(
                 f"teachers.{teacher}.label_map: {key!r} is neither a column id nor a label of "

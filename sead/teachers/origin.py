@@ -45,7 +45,8 @@ def prepare(
         return predictions.prepare(spec, task)
     local = resolve(spec.source, spec.revision)
     tok_name = spec.tokenizer or spec.source
-    tok_dir = resolve(tok_name, spec.revision, patterns=()) if spec.tokenizer else local
+    # a tokenizer of its own is another repository: the checkpoint's revision is not its
+    tok_dir = resolve(tok_name, None, patterns=()) if spec.tokenizer else local
     tok_id = tokenizer_identity(tok_dir, file_hashes)
     if spec.finetune:
         base_id = identity(spec.source, local, file_hashes=file_hashes)

@@ -1,8 +1,8 @@
 """Evaluation and the sanity gate: a teacher must beat a floor before a student learns from it.
 
 A wrong checkpoint or label order makes a teacher silently wrong; right after its
-eval-split logits, its main metric must beat the floor (by default the majority-class
-baseline), or the run stops before the teacher labels anything else.
+eval-split logits, its main metric must beat the floor (by default the best score of a
+constant prediction), or the run stops before the teacher labels anything else.
 """
 
 from __future__ import annotations
@@ -27,21 +27,24 @@ def evaluate(task: TaskSpec, logits: dict[str, np.ndarray], splits) -> dict[str,
     }
 
 
-def majority_baseline(task: TaskSpec, gold: np.ndarray) -> float:
-    """The main metric of always predicting the most frequent gold label.
+def constant_baseline(task: TaskSpec, gold: np.ndarray) -> float:
+    """The best main metric of any constant prediction: each label in turn, always.
 
-    Regression (stsb): 0, the correlation of any constant predictor (pearson of a
-    constant is undefined; it carries no signal). Ties go to the lower label id.
+    For accuracy that is the majority class; for F1 of the positive class (MRPC, QQP, MultiRC)
+    always predicting it, even where it is the minority (a teacher collapsed onto "True" must
+    not pass a floor of 0). Regression (stsb): 0, the correlation of any constant predictor
+    (pearson of a constant is undefined; it carries no signal).
     """
     if task.is_regression:
         return 0.0
     if task.is_multiple_choice:
         return choices.constant_choice_baseline(task, gold)
-    majority = np.bincount(np.asarray(gold, dtype=np.int64), minlength=task.num_labels).argmax()
     with warnings.catch_warnings():  # f1/mcc of a constant predictor warn about zero division
         warnings.simplefilter("ignore")
-        scores = metrics.compute(task.name, np.full(len(gold), majority), gold)
-    return float(scores[task.main_metric])
+        return max(
+            float(metrics.compute(task.name, np.full(len(gold), label), gold)[task.main_metric])
+            for label in range(task.num_labels)
+        )
 
 
 class TeacherBelowFloor(ValueError):
@@ -53,14 +56,14 @@ def gate(
 ) -> dict:
     """Check a teacher's main metric on every eval split against its floor.
 
-    The floor is `min_metric` (score >= floor) when set, else the majority-class
-    baseline (score > baseline, strictly). Raises `TeacherBelowFloor` when enabled
+    The floor is `min_metric` (score >= floor) when set, else the best constant
+    prediction's score (score > baseline, strictly). Raises `TeacherBelowFloor` when enabled
     and a split falls short; returns what was checked, for the results.
     """
     metric = task.main_metric
     checked = {}
     for split, split_scores in scores.items():
-        baseline = majority_baseline(task, metrics.references(task, splits[split]))
+        baseline = constant_baseline(task, metrics.references(task, splits[split]))
         score = float(split_scores[metric])
         if spec.min_metric is None:
             passed = bool(score > baseline)
@@ -72,7 +75,7 @@ def gate(
             log.warning(
                 metrics.noise_message(f"Teacher {spec.name}", split, metric, noise, score, baseline)
             )
-    floor = "majority baseline" if spec.min_metric is None else spec.min_metric
+    floor = "constant baseline" if spec.min_metric is None else spec.min_metric
     record = {"metric": metric, "floor": floor, "enabled": enabled, "splits": checked}
     failed = {split: c for split, c in checked.items() if not c["passed"]}
     if failed and enabled:
@@ -87,9 +90,9 @@ def _gate_message(spec: TeacherSpec, task: TaskSpec, metric: str, failed: dict) 
     lines = [f"Teacher {name!r} ({spec.source}) fails the sanity gate on task {task.name!r}:"]
     for split, c in failed.items():
         if spec.min_metric is None:
-            floor = f"above the majority-class baseline {c['baseline']:.4f}"
+            floor = f"above the constant baseline {c['baseline']:.4f} (one label always)"
         else:
-            floor = f"at least teachers.{name}.min_metric={spec.min_metric} (majority-class "
+            floor = f"at least teachers.{name}.min_metric={spec.min_metric} (constant "
             floor += f"baseline: {c['baseline']:.4f})"
         lines.append(f"  {split}: {metric}={c['score']:.4f}, needs to be {floor}")
     if isinstance(spec, PredictionsSpec):

@@ -59,12 +59,14 @@ class TeacherSettings:
 
     finetune: bool = setting(help="fine-tune `model` on the task (true) or use `checkpoints`")
     tokenizer: str | None = setting(help="another tokenizer than the checkpoint's own")
-    revision: str | None = setting(help="Hub branch, tag or commit")
+    revision: str | None = setting(help="the checkpoint's Hub branch, tag or commit")
     max_length: int = setting(low=1, help="truncation length, for fine-tuning and inference")
     batch_size: int = setting(low=1, help="inference batch size")
     trust_remote_code: bool = setting(help="allow custom model code from the checkpoint")
     gate: bool = setting(help="check the teacher against its floor after its eval logits")
-    min_metric: float | None = setting(help="floor on the main metric; null: majority class")
+    min_metric: float | None = setting(
+        help="floor on the main metric; null: best constant prediction"
+    )
     finetune_args: FinetuneArgs = setting(help="fine-tuning settings: lr, epochs, batch_size...")
     # Only some teachers need these:
     model: str | None = setting(default=None, help="the base model sead fine-tunes")
@@ -156,7 +158,7 @@ class PredictionsSettings:
     tolerance: float = setting(low=0, low_open=True, default=prediction_files.TOLERANCE)
     extra_ids: str = setting(default="error", help="error or ignore: ids the split lacks")
     gate: bool = setting(default=True, help="check the teacher against its floor")
-    min_metric: float | None = setting(default=None, help="floor; null: majority class")
+    min_metric: float | None = setting(default=None, help="floor; null: best constant prediction")
 
 
 @dataclass(frozen=True)
