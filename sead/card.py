@@ -126,9 +126,8 @@ def _body(results: dict, name: str, max_length: int) -> str:
     split, main = splits[0], task.main_metric
     lines += [
         "",
-        f"Compared with its teachers ({main} on {split}, x100; speed measured on the same "
-        f"{speed.get('examples', '')} examples, batch size {speed.get('batch_size', '')}, "
-        f"device {speed.get('device', '')}):"
+        f"Compared with its teachers ({main} on {split}, x100; {_speed_how(speed)}, batch size "
+        f"{speed.get('batch_size', '')}, device {speed.get('device', '')}):"
         if speed
         else f"Compared with its teachers ({main} on {split}, x100):",
         "",
@@ -160,7 +159,7 @@ def _body(results: dict, name: str, max_length: int) -> str:
     )
     for teacher_name, why in (speed.get("skipped") or {}).items():
         lines.append(f"\nNot timed: teacher {teacher_name} ({why}).")
-    lines += _deployment_lines(results.get("export"))
+    lines += _deployment_lines(results.get("export"), task.is_multiple_choice)
     weights = ensemble.get("weights") or {}
     lines += [
         "",
@@ -198,8 +197,19 @@ def _body(results: dict, name: str, max_length: int) -> str:
     return "\n".join(lines)
 
 
-def _deployment_lines(export: dict | None) -> list[str]:
-    """The exported formats side by side (sead.export), when the student was exported."""
+def _speed_how(speed: dict) -> str:
+    """How the speed column was measured (`sead.speed.compare`'s method)."""
+    if speed.get("method") == "interleaved":
+        return f"speed measured on the same {speed.get('examples', '')} examples"
+    return (
+        "speed of forward passes: the teachers' while they labelled this run's data, the "
+        f"student's on {speed.get('examples', '')} examples"
+    )
+
+
+def _deployment_lines(export: dict | None, multiple_choice: bool = False) -> list[str]:
+    """The exported formats side by side (sead.export), when the student was exported; how to
+    load the ONNX files, when it was exported to ONNX."""
     if not export or not export.get("formats"):
         return []
     check = export.get("equivalence")
@@ -209,19 +219,35 @@ def _deployment_lines(export: dict | None) -> list[str]:
         if check
         else ""
     )
-    return [
+    speed = export["speed"]
+    lines = [
         "",
         "## Deployment",
         "",
-        f"Measured on {export['examples']} {export['split']} examples, {export['threads']} "
-        "CPU thread(s) for every format; latency at batch 1, throughput with length-sorted "
-        f"batches of {export['speed']['batch_size']}; int8 change in points in brackets."
-        + agreement,
+        f"{export['main_metric']} on the {export['examples']} {export['split']} examples; speed "
+        f"on {speed['examples']} of them, {export['threads']} CPU thread(s) for every format: "
+        f"latency at batch 1, throughput with length-sorted batches of {speed['batch_size']}; "
+        "int8 change in points in brackets." + agreement,
         "",
         deployment_table(export),
+    ]
+    if export.get("backend") != "onnx":
+        return lines
+    lines += [
         "",
-        "The folders `onnx/` and `onnx-int8/` beside the weights hold `model.onnx`, the config "
-        "and the tokenizer (`optimum.onnxruntime.ORTModelFor...` loads them too):",
+        "In the run folder, `onnx/` and `onnx-int8/` beside `student/` (not uploaded with it) "
+        "hold `model.onnx`, the config and the tokenizer (`optimum.onnxruntime.ORTModelFor...` "
+        "loads them too)"
+        + (
+            ": a multiple-choice graph takes inputs shaped [batch, choices, length], each "
+            "choice encoded as in the PyTorch usage above."
+            if multiple_choice
+            else ". From the run folder:"
+        ),
+    ]
+    if multiple_choice:
+        return lines
+    return lines + [
         "",
         "```python",
         "import onnxruntime",

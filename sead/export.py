@@ -289,11 +289,15 @@ def metric_drop(task: TaskSpec, reference: dict, quantized: dict) -> float:
     return round(100 * (reference[task.main_metric] - quantized[task.main_metric]), 4)
 
 
-def check_drop(task: TaskSpec, drop: float, limit: float, name: str) -> None:
-    if drop > limit:
+def check_drop(task: TaskSpec, drop: float, limit: float, name: str, n: int) -> None:
+    """Refuse a quantized model that loses more than `limit` points against PyTorch fp32 on
+    `n` examples, and more than two examples' worth on a small split (CB's 56: one flipped
+    example is 1.8 points), as `check_recorded` allows."""
+    allowed = max(limit, 200 / max(n, 1))
+    if drop > allowed:
         raise ExportError(
             f"The {name} model loses {drop:.2f} points of {task.main_metric} against PyTorch fp32 "
-            f"(export.max_metric_drop={limit:g}). Not shipped."
+            f"(export.max_metric_drop={limit:g}, or two of its {n} examples). Not shipped."
         )
 
 
@@ -450,7 +454,7 @@ def _export(student_dir, out_dir, task, split, split_name, max_length, settings,
                 "metrics": quantized,
                 "metric_drop": drop,
             }
-            check_drop(task, drop, limit, ONNX_INT8)
+            check_drop(task, drop, limit, ONNX_INT8, len(split))
             for name, folder in ((ONNX_DIR, fp32_dir), (INT8_DIR, int8_dir)):
                 shutil.rmtree(folder, ignore_errors=True)
                 (staging / name).rename(folder)
@@ -470,7 +474,7 @@ def _export(student_dir, out_dir, task, split, split_name, max_length, settings,
             "metric_drop": drop,
         }
         if chosen == "torch":  # what ships; beside ONNX (export.torch_int8) it is only compared
-            check_drop(task, drop, limit, PYTORCH_INT8)
+            check_drop(task, drop, limit, PYTORCH_INT8, len(split))
 
     batches = timing.make_batches(encoded, tokenizer, settings.speed_samples, batch_size)
     passes = settings.passes
@@ -512,6 +516,17 @@ def export_run(
         Path(out_dir) / "student", out_dir, task, splits[split_name], split_name, max_length,
         settings, recorded,
     )  # fmt: skip
+
+
+def export_after_run(settings: ExportSettings, task: TaskSpec, *args) -> dict:
+    """`export_run` at the end of a training run (same arguments): a refused export (a check
+    failed) is recorded and warned about, not a failed run, whose results and student are
+    kept; `sead export <run>` retries with other limits."""
+    try:
+        return export_run(settings, task, *args)
+    except ExportError as refused:
+        log.warning("Export refused: %s The run's results and student are kept.", refused)
+        return {"status": "refused", "reason": str(refused)}
 
 
 def default_settings() -> DictConfig:

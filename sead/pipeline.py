@@ -457,7 +457,7 @@ def run(cfg: DictConfig) -> dict | None:
     if settings.export.enabled:  # 7. ONNX fp32 + int8 beside student/, checked and timed
         with stage("export"):
             recorded = student_results["metrics"]  # the saved student must score them
-            results["export"] = export.export_run(
+            results["export"] = export.export_after_run(
                 settings.export, task, settings.data, student.max_length, out_dir, splits, recorded
             )
     results["warnings"] = report.warnings(results)  # models that may have learned nothing

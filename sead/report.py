@@ -148,7 +148,8 @@ def _student_targets(results: dict) -> str:
 
 def warnings(results: dict) -> list[str]:
     """Models that may have learned nothing: teachers that passed their floor by no more
-    than noise, and a student at or below the constant baseline or within noise of it."""
+    than noise, and a student at or below the constant baseline or within noise of it; and an
+    export refused at the run's end."""
     found = []
     metric = results["main_metric"]
     for name, teacher in results["teachers"].items():
@@ -163,6 +164,9 @@ def warnings(results: dict) -> list[str]:
     for split, floor in ((results.get("student") or {}).get("floor") or {}).items():
         if floor["below"] or (floor["noise"] and floor["noise"]["within_noise"]):
             found.append(student_warning(split, metric, floor))
+    export = results.get("export") or {}
+    if export.get("status") == "refused":
+        found.append(f"Export refused: {export['reason']}")
     return found
 
 
@@ -319,15 +323,19 @@ _SETTING_COLUMNS = ("teachers", *SETTINGS)
 
 
 def find_results(paths: Iterable) -> list[Path]:
-    """Every `results.json` under the given run dirs, multirun dirs or files, each once."""
+    """Every `results.json` under the given run dirs, multirun dirs or files, each once; and,
+    for a job folder (`.hydra/`) with none beside jobs that have one, the `results.json` it
+    lacks (a job killed by the OS or a scheduler, or still running: `job_rows` says so)."""
     found: dict[Path, None] = {}
     for path in map(Path, paths):
         if path.is_file():
             found[path.resolve()] = None
         elif path.is_dir():
-            found.update(
-                (p.resolve(), None) for p in sorted(path.rglob(RESULTS_FILE), key=_job_order)
-            )
+            results = [p.resolve() for p in path.rglob(RESULTS_FILE)]
+            sweeps = {p.parent.parent for p in results}
+            jobs = [h.parent.resolve() for h in path.rglob(".hydra") if h.is_dir()]
+            results += [j / RESULTS_FILE for j in jobs if j.parent in sweeps]
+            found.update((p, None) for p in sorted(set(results), key=_job_order))
         else:
             raise FileNotFoundError(f"{path} is neither a run directory nor a {RESULTS_FILE}.")
     if not found:
@@ -348,8 +356,12 @@ def job_rows(result_files: Sequence[Path]) -> list[dict]:
     root = Path(os.path.commonpath([p.parent for p in result_files]))
     rows = []
     for path in result_files:
-        results = json.loads(path.read_text())
         job = str(path.parent.relative_to(root)) if path.parent != root else path.parent.name
+        if not path.exists():
+            error = f"no {RESULTS_FILE}: killed (out of memory, a time limit) or still running"
+            rows.append({"job": job, "status": "missing", "error": error})
+            continue
+        results = json.loads(path.read_text())
         row = {"job": job, "status": results.get("status", "ok"), **_settings(results)}
         if row["status"] == "ok":
             row.update(_scores(results))

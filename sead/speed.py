@@ -16,6 +16,7 @@ import logging
 import os
 import time
 
+import torch
 from datasets import Dataset, DatasetDict
 
 from sead import data
@@ -26,6 +27,7 @@ from sead.teachers import PredictionsTeacher, Teacher
 log = logging.getLogger(__name__)
 
 PASSES = 5  # interleaved passes per model; the best one counts
+REUSED = "forward passes: the teachers' while computing logits, the student's on the sample"
 NOISY_MARGIN = 0.25  # slowest pass over fastest pass - 1 above this: the figure is noisy
 
 
@@ -51,19 +53,47 @@ def throughput(
 
 
 class _Timed:
-    """One model ready to be timed on the sample: inputs tokenized once, one warm-up batch."""
+    """One model ready to be timed on the sample: inputs tokenized once, one warm-up batch.
 
-    def __init__(self, model, tokenizer, dataset: Dataset, task, max_length, batch_size):
+    `forward_only`: a pass counts its forward passes' time alone, as a teacher's is measured
+    while it labels (`Teacher._time_forward_passes`), so the two compare; else its wall time.
+    """
+
+    def __init__(
+        self, model, tokenizer, dataset: Dataset, task, max_length, batch_size, forward_only=False
+    ):
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
         self.encoded = data.tokenize(dataset, tokenizer, task, max_length)
         warmup = self.encoded.select(range(min(batch_size, len(self.encoded))))
         predict_logits(model, tokenizer, warmup, batch_size, "Speed warm-up")
         self.seconds: list[float] = []
+        self.forward_only = forward_only
 
     def one_pass(self) -> None:
-        started = time.perf_counter()
-        predict_logits(self.model, self.tokenizer, self.encoded, self.batch_size, "Speed")
-        self.seconds.append(time.perf_counter() - started)
+        forward, started = [0.0], []
+
+        def before(module, args):
+            started.append(time.perf_counter())
+
+        def after(module, args, output):
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            forward[0] += time.perf_counter() - started.pop()
+
+        hooks = []
+        if self.forward_only:
+            hooks = [
+                self.model.register_forward_pre_hook(before),
+                self.model.register_forward_hook(after),
+            ]
+        try:
+            began = time.perf_counter()
+            predict_logits(self.model, self.tokenizer, self.encoded, self.batch_size, "Speed")
+            wall = time.perf_counter() - began
+        finally:
+            for hook in hooks:
+                hook.remove()
+        self.seconds.append(forward[0] if self.forward_only else wall)
 
     @property
     def per_second(self) -> float:
@@ -98,7 +128,6 @@ def compare(
     split = task.eval_splits[0]
     sample = splits[split].select(range(min(n, len(splits[split]))))
     load_before = _load_average()
-    timed = {"student": _Timed(student, tokenizer, sample, task, max_length, batch_size)}
     measured = measured or {}
     # A teacher read from files has no model here to time.
     skipped = {
@@ -110,6 +139,7 @@ def compare(
     for name, why in skipped.items():
         log.info("Speed: teacher %s skipped (%s).", name, why)
     reuse = bool(specs) and all(measured.get(spec.name) for spec in specs)
+    timed = {"student": _Timed(student, tokenizer, sample, task, max_length, batch_size, reuse)}
     if reuse:
         log.info("Speed: teachers' throughput as measured while computing their logits")
     else:
@@ -135,7 +165,8 @@ def compare(
         "examples": len(sample),
         "batch_size": batch_size,
         "device": str(next(student.parameters()).device),
-        "method": "teachers measured while computing logits" if reuse else "interleaved",
+        # reused: every model's forward passes alone, the teachers' while they labelled
+        "method": REUSED if reuse else "interleaved",
         "passes": passes,
         "examples_per_second": {name: round(v, 1) for name, v in per_second.items()},
         "speedup": {

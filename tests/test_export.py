@@ -144,14 +144,35 @@ def test_deviating_logits_refuse_the_export_naming_the_largest(tiny_assets, stud
     assert not (student.parent / "onnx").exists() and not (student.parent / "onnx-int8").exists()
 
 
-def test_int8_metric_drop_over_the_bound_refuses_the_export(tiny_assets, student):
+def test_int8_metric_drop_over_the_bound_refuses_the_export(tiny_assets, student, monkeypatch):
     task, split = toy_split(tiny_assets, n=8)
-    refused = r"onnx int8 model loses .*\(export\.max_metric_drop=-100\)"
+    monkeypatch.setattr(export, "metric_drop", lambda *args: 30.0)  # 3 of the 8 examples
+    refused = r"onnx int8 model loses 30.00 .*\(export\.max_metric_drop=1, or two of its 8 ex"
     with pytest.raises(export.ExportError, match=refused):
         export.export_student(
-            student, student.parent, task, split, "validation", 64, settings(max_metric_drop=-100)
+            student, student.parent, task, split, "validation", 64, settings(max_metric_drop=1)
         )
     assert not (student.parent / "onnx-int8").exists() and not (student.parent / "onnx").exists()
+    monkeypatch.setattr(export, "metric_drop", lambda *args: 25.0)  # two examples: noise
+    export.export_student(
+        student, student.parent, task, split, "validation", 64, settings(max_metric_drop=1)
+    )
+
+
+def test_an_export_refused_at_the_end_of_a_run_is_recorded_not_a_failed_run(monkeypatch):
+    def refuse(*args):
+        raise export.ExportError("The onnx int8 model loses 3.00 points. Not shipped.")
+
+    monkeypatch.setattr(export, "export_run", refuse)
+    record = export.export_after_run(settings(), get_task("sst2"))
+    assert record == {
+        "status": "refused",
+        "reason": "The onnx int8 model loses 3.00 points. Not shipped.",
+    }
+    from sead import report
+
+    results = {"main_metric": "accuracy", "teachers": {}, "export": record}
+    assert report.warnings(results) == [f"Export refused: {record['reason']}"]
 
 
 def test_missing_packages_name_the_extra_or_fall_back_to_pytorch_int8(
@@ -213,8 +234,9 @@ def exported_results():
         "examples": 98,
         "threads": 2,
         "main_metric": "accuracy",
+        "backend": "onnx",
         "equivalence": {"atol": 1e-4, "max_abs_diff": 2.5e-6},
-        "speed": {"batch_size": 32, "examples": 98},
+        "speed": {"batch_size": 32, "examples": 40},
         "formats": {
             name: {
                 "size_bytes": size,
@@ -241,6 +263,13 @@ def test_card_has_the_deployment_table(tmp_path):
     assert "## Deployment" in text and "2.5e-06" in text
     assert "| onnx int8 | 12.9 MiB | 79.90 (-0.22) | 1.50 | 1,000 (2.50x) |" in text
     assert "| pytorch fp32 | 49.6 MiB | 80.12 | 4.00 | 400 (1.00x) |" in text
+    # the metric on the whole split, the speed on the examples timed
+    assert "accuracy on the 98 validation_matched examples; speed on 40 of them" in text
+    assert "beside `student/` (not uploaded with it)" in text and "onnx-int8/model.onnx" in text
+    # no ONNX folders to describe where the torch backend wrote none
+    results["export"]["backend"] = "torch"
+    text = card.write_model_card(results, report_settings, tmp_path, max_length=128).read_text()
+    assert "## Deployment" in text and "onnx-int8" not in text
 
 
 @pytest.mark.slow

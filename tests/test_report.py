@@ -102,6 +102,14 @@ def test_report_rows_seed_statistics_failed_job_and_plots(sweep):
         assert f"]({path.name})" in markdown
 
 
+def test_a_killed_job_with_no_results_is_listed_as_missing(sweep):
+    (sweep / "5" / ".hydra").mkdir(parents=True)  # what the OOM killer or a time limit leaves
+    table = pd.DataFrame(report.job_rows(report.find_results([sweep])))
+    assert list(table["job"]) == ["0", "1", "2", "3", "4", "5"]
+    assert table.loc[5, "status"] == "missing" and "killed" in table.loc[5, "error"]
+    assert "6 job(s), 2 failed" in report.build_report([sweep], sweep)["md"].read_text()
+
+
 def test_report_without_a_seed_sweep_has_no_seed_columns(tmp_path):
     for i, temperature in enumerate((1.0, 2.0)):
         (tmp_path / f"run{i}").mkdir()

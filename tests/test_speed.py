@@ -3,6 +3,7 @@ and honest (interleaved passes, best of several, machine load recorded, noise ma
 
 import itertools
 import logging
+import time
 
 import pytest
 from datasets import DatasetDict, load_dataset
@@ -50,6 +51,26 @@ def _compare(tiny, prepared, **kwargs):
     )  # fmt: skip
 
 
+def test_the_student_is_timed_by_the_clock_that_timed_the_teachers(tiny, monkeypatch):
+    """Reused teacher figures count forward passes alone: so does the student's, not the wall
+    time of its batches (tokenized rows collated, logits copied back)."""
+    model, tokenizer, splits = tiny
+    sample = splits["validation"].select(range(16))
+    wall = speed._Timed(model, tokenizer, sample, SST2, 32, 8)
+    forward = speed._Timed(model, tokenizer, sample, SST2, 32, 8, forward_only=True)
+    real = speed.predict_logits
+
+    def slow_collation(*args):  # time outside the forward passes
+        time.sleep(0.05)
+        return real(*args)
+
+    monkeypatch.setattr(speed, "predict_logits", slow_collation)
+    wall.one_pass()
+    forward.one_pass()
+    assert forward.seconds[0] < wall.seconds[0] - 0.04
+    assert not model._forward_hooks and not model._forward_pre_hooks  # taken off again
+
+
 def test_teachers_measured_while_filling_the_cache_are_not_loaded_again(tiny, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("a teacher measured in this run must not be reloaded")
@@ -57,7 +78,7 @@ def test_teachers_measured_while_filling_the_cache_are_not_loaded_again(tiny, mo
     monkeypatch.setattr(teachers, "prepare", fail)  # nor prepared a second time
     prepared = _teachers("a", "b", load=fail)
     result = _compare(tiny, prepared, measured={"a": 100.0, "b": 50.0})
-    assert result["method"] == "teachers measured while computing logits"
+    assert result["method"] == speed.REUSED  # forward passes alone, the student's too
     assert result["examples_per_second"]["a"] == 100.0
     student = result["examples_per_second"]["student"]
     assert result["speedup"]["b"] == pytest.approx(student / 50.0, rel=0.01)
