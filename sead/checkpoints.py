@@ -168,6 +168,20 @@ def from_pretrained_with_new_head(model_class, source, who: str, **kwargs):
     with _no_load_report():
         model, info = model_class.from_pretrained(source, output_loading_info=True, **kwargs)
     new = sorted({*info.get("missing_keys", ()), *(k[0] for k in info.get("mismatched_keys", ()))})
+    # The encoder's own weights (under base_model_prefix, bar the pooler, which sentence-
+    # embedding checkpoints drop) are not a head: missing, they start random, which is said.
+    base = f"{model.base_model_prefix}." if model.base_model_prefix else None
+    body = [k for k in new if base and k.startswith(base) and ".pooler." not in f".{k}"]
+    if body:
+        log.warning(
+            "%s: %d weights of the encoder itself are missing from %s and start random (%s): "
+            "a damaged or mismatched checkpoint?",
+            who,
+            len(body),
+            source,
+            ", ".join(body[:4]) + (", ..." if len(body) > 4 else ""),
+        )
+    new = [k for k in new if k not in body]
     if new:
         heads = sorted({key.rsplit(".", 1)[0] for key in new})
         log.info(

