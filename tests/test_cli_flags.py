@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from sead import cli, run
+from sead import cli, run, teachers
+from sead.api import compose
 from sead.config import CONF_DIR
+from sead.tasks import get_task
 
 
 @pytest.fixture(autouse=True)
@@ -262,3 +264,7 @@ def test_the_readme_teacher_of_ones_own_works_as_written(monkeypatch, tmp_path, 
         assert _sead(monkeypatch, tmp_path, "--cfg", "job", *words[1:]) == 0, command
         out = capsys.readouterr().out
         assert "/path/to/my-sst2-checkpoint" in out and "mpnet:" in out, command
+    # and the teacher it describes reads into settings (what the README leaves out: defaults)
+    cfg = compose(["task=sst2", "teachers=[mine]"], config_dir=tmp_path / "my_conf")
+    (spec,) = teachers.teacher_specs(cfg.teachers, get_task("sst2"))
+    assert spec.source == "/path/to/my-sst2-checkpoint" and spec.finetune_args.lr == 2e-5

@@ -10,11 +10,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from sead import prediction_files
-from sead.config import build, container, setting
+from sead.config import CONF_DIR, build, container, setting
 from sead.tasks import TaskSpec
+
+TEACHER_DEFAULTS = "teacher_defaults.yaml"  # in conf/: what a teacher file may leave out
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,13 @@ class TeacherSpec:
     min_metric: float | None = None
 
 
+def with_defaults(raw: dict) -> dict:
+    """A model teacher's settings over conf/teacher_defaults.yaml: a file of one's own needs
+    only what differs (`checkpoints` or `model`), `finetune_args` key by key."""
+    defaults = OmegaConf.load(CONF_DIR / TEACHER_DEFAULTS)
+    return OmegaConf.to_container(OmegaConf.merge(defaults, raw))
+
+
 def teacher_specs(teachers_cfg: DictConfig, task: TaskSpec) -> list[TeacherSpec]:
     """Turn `cfg.teachers` into specs, failing early on anything missing or misspelt."""
     teachers = container(teachers_cfg, "teachers")
@@ -110,7 +119,7 @@ def teacher_specs(teachers_cfg: DictConfig, task: TaskSpec) -> list[TeacherSpec]
         if "predictions" in raw:  # a teacher read from files, not a model
             specs.append(predictions_spec(name, raw, task))
             continue
-        settings = build(TeacherSettings, raw, f"teachers.{name}")
+        settings = build(TeacherSettings, with_defaults(raw), f"teachers.{name}")
         source, label_map = _source(name, settings, task), settings.label_map or None
         spec = TeacherSpec(
             name, source, **_shared(settings, TeacherSpec) | {"label_map": label_map}
