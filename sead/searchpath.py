@@ -25,6 +25,7 @@ from hydra._internal.config_repository import CachingConfigRepository
 from hydra._internal.utils import create_config_search_path
 from hydra.core.config_search_path import ConfigSearchPath, SearchPathQuery
 from hydra.core.config_store import ConfigStore
+from hydra.core.default_element import GroupDefault
 from hydra.core.object_type import ObjectType
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
@@ -118,18 +119,39 @@ def unknown_choices(found: Options, overrides: Iterable[str]) -> dict[str, list[
     """`{group: [names with no config]}` for each `group=name` override (`teachers=[a,b]`,
     `task=x`, sweeps of either) that names an option no folder on the path holds."""
     parsed = OverridesParser.create().parse_overrides(list(overrides))
-    unknown: dict[str, list[str]] = {}
+    asked: dict[str, list] = {}  # group -> the names the command line asks for
     for override in parsed:
         group = override.key_or_group
         if override.package is not None or "." in group or group.startswith("hydra"):
             continue  # a config value, or a group of Hydra's own (hydra/launcher=...)
+        if found.of(group):  # else not a config group: a plain setting (seed=1, stage=...)
+            asked.setdefault(group, []).extend(_choices(override))
+    for name in asked.get("experiment", []):  # and what each experiment file's defaults name
+        for group, names in _experiment_choices(found, name).items():
+            if group not in asked:  # the command line's own choice replaces the experiment's
+                asked.setdefault(group, []).extend(names)
+    unknown: dict[str, list[str]] = {}
+    for group, names in asked.items():
         known = found.of(group)
-        if not known:
-            continue  # not a config group: a plain setting (seed=1, stage=teachers)
-        for name in _choices(override):
+        for name in names:
             if name not in known and name not in unknown.get(group, []):
                 unknown.setdefault(group, []).append(name)
     return unknown
+
+
+def _experiment_choices(found: Options, name: str) -> dict[str, list]:
+    """`{group: [names]}` that `experiment/<name>.yaml` chooses in its defaults list
+    (`override /teachers: [a, b]`); {} for an experiment not on the path."""
+    try:
+        loaded = found.repo.load_config(f"experiment/{name}")
+    except HydraException:
+        return {}
+    chosen: dict[str, list] = {}
+    for default in (loaded.defaults_list or []) if loaded is not None else []:
+        if isinstance(default, GroupDefault) and default.value is not None:
+            value = default.value
+            chosen[default.group.lstrip("/")] = list(value) if isinstance(value, list) else [value]
+    return chosen
 
 
 def misplaced_teachers(found: Options, names: Iterable[str]) -> list[str]:

@@ -222,6 +222,20 @@ def test_a_copied_teacher_file_that_kept_the_other_teachers_key_is_refused(my_co
     assert run.config_name_errors(["-cd", str(my_conf), "teachers=[mine,minilm]"]) == []
 
 
+def test_a_teacher_an_experiment_file_names_is_checked_too(tmp_path):
+    """Hydra's own message for a missing member of a list default names no choices."""
+    experiments = tmp_path / "my_conf" / "experiment"
+    experiments.mkdir(parents=True)
+    (experiments / "mine.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /teachers: [toy_bert, toy_robertta]\n"
+    )
+    where = ["-cd", str(tmp_path / "my_conf"), "experiment=mine"]
+    (error,) = run.config_name_errors(where)
+    assert error.startswith("Unknown teacher(s) ['toy_robertta']") and "toy_roberta" in error
+    assert run.config_name_errors([*where, "teachers=[toy_bert]"]) == []  # replaced: not loaded
+    assert run.config_name_errors(["experiment=demo"]) == []
+
+
 def test_other_groups_are_checked_along_the_search_path_too():
     with pytest.raises(SystemExit) as refused:
         cli.main(["-m", "task=cb,nope", "student=tiny"])
