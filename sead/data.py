@@ -25,7 +25,7 @@ from datasets import utils as progress_bars
 
 from sead import choices, metrics
 from sead.config import setting
-from sead.files import read_text
+from sead.files import read_text, text_lines
 from sead.tasks import TASKS, TaskSpec, get_task
 
 log = logging.getLogger(__name__)
@@ -206,7 +206,7 @@ def _read_jsonl(path: Path, task: TaskSpec, split: str) -> Dataset:
     if quiet:  # a local file reads in a blink: no "Generating train split" bar per file
         progress_bars.disable_progress_bars()
     try:
-        return load_dataset("json", data_files=str(path), split="train")
+        ds = load_dataset("json", data_files=str(path), split="train")
     except Exception as err:  # datasets wraps the cause in several exception types
         cause = err.__cause__ or err
         reason = str(cause).strip() or type(cause).__name__
@@ -214,12 +214,15 @@ def _read_jsonl(path: Path, task: TaskSpec, split: str) -> Dataset:
     finally:
         if quiet:
             progress_bars.enable_progress_bars()
+    if "idx" not in ds.column_names and task.example_id is None:  # a file's row, as its id
+        ds = ds.add_column("idx", list(range(len(ds))))  # before any carve or subsample
+    return ds
 
 
 def check_rows(task: TaskSpec, text: str, where: str) -> None:
     """Every line of a jsonl split is a JSON object whose `label` and `idx` have the type
     the task needs; the first that does not is named by line, field and what was expected."""
-    for line_no, line in enumerate(text.splitlines(), start=1):
+    for line_no, line in enumerate(text_lines(text), start=1):
         if not line.strip():
             continue
         try:
@@ -551,7 +554,7 @@ def _word_span(words: list[str], index: int, span_text: str, idx, name: str, iss
     normal = _normal_words(" ".join(words))
     n = len(target)
     starts = [i for i in range(len(words) - n + 1) if normal[i : i + n] == target]
-    if index in starts:
+    if index in starts or _clitic_at(words, normal, index, target):
         return range(index, index + n)
     if starts:
         start = min(starts, key=lambda i: abs(i - index))
@@ -564,6 +567,15 @@ def _word_span(words: list[str], index: int, span_text: str, idx, name: str, iss
     return range(start, start + n)
 
 
+def _clitic_at(words: list[str], normal: list[str], index: int, target: list[str]) -> bool:
+    """The span at `index` with a clitic on its last word (`it` in "it's", `Charlie` in
+    "Charlie's"): the right words, which an exact match would move elsewhere."""
+    last = index + len(target) - 1
+    if last >= len(words) or normal[index:last] != target[:-1]:
+        return False
+    return re.fullmatch(rf"\W*{re.escape(target[-1])}['’]\w*\W*", words[last].lower()) is not None
+
+
 def _wrap(words: list[str], span: range, mark: str) -> None:
     """Put `mark` around the span's words, leaving leading/trailing punctuation outside."""
     first, last = span.start, span.stop - 1
@@ -574,10 +586,16 @@ def _wrap(words: list[str], span: range, mark: str) -> None:
     words[last] = words[last][:trail] + mark + words[last][trail:]
 
 
+# MultiRC's paragraphs number their sentences in HTML (`<b>Sent 1: </b>...<br>`): about a dozen
+# tokens a sentence that would crowd the passage out of max_length, stripped as jiant does.
+_MULTIRC_MARKUP = re.compile(r"<b>\s*Sent \d+:\s*</b>|<br\s*/?>")
+
+
 def _format_multirc(batch: dict[str, list], issues: list[str] | None = None) -> Texts:
-    """One row per candidate answer: `question answer` / paragraph (the part truncated)."""
+    """One row per candidate answer: `question answer` / paragraph (the part truncated),
+    the paragraph without its HTML sentence markup."""
     first = [f"{q} {a}" for q, a in zip(batch["question"], batch["answer"], strict=True)]
-    return first, list(batch["paragraph"])
+    return first, [" ".join(_MULTIRC_MARKUP.sub(" ", p).split()) for p in batch["paragraph"]]
 
 
 # name -> formatter(batch, issues=None): `issues` collects inconsistencies that were repaired.
@@ -595,7 +613,19 @@ def tokenize(ds: Dataset, tokenizer, task: TaskSpec, max_length: int) -> Dataset
 
     def encode(batch):
         first, second = format_inputs(task, batch)
-        return tokenizer(first, second, truncation=task.truncation, max_length=max_length)
+        try:
+            return tokenizer(first, second, truncation=task.truncation, max_length=max_length)
+        except Exception as err:  # tokenizers: "Truncation error: Sequence to truncate too short"
+            if task.truncation != "only_second":
+                raise
+            lengths = [len(ids) for ids in tokenizer(first)["input_ids"]]
+            worst = int(np.argmax(lengths))
+            raise ValueError(
+                f"Task {task.name!r} keeps its first text whole (only the passage is cut), and "
+                f"row idx {batch['idx'][worst]} has one of {lengths[worst]} tokens, which leaves "
+                f"the passage no room in max_length={max_length}: raise the model's max_length "
+                "(student.max_length, teachers.<name>.max_length)."
+            ) from err
 
     keep = {"label", "idx"}
     drop = [c for c in ds.column_names if c not in keep]

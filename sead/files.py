@@ -145,6 +145,12 @@ def read_text(path, what: str) -> str:
         ) from None
 
 
+def text_lines(text: str) -> list[str]:
+    """The lines of a text file, split on newlines only: `str.splitlines` also splits on
+    U+2028, U+0085 and other characters JSON writes raw inside a string (a trailing \r goes)."""
+    return [line.removesuffix("\r") for line in text.split("\n")]
+
+
 def _line(raw: bytes, offset: int) -> int:
     return raw.count(b"\n", 0, offset) + 1
 

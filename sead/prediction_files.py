@@ -31,7 +31,7 @@ import numpy as np
 from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save as save_safetensors
 
-from sead.files import read_text, write_atomic
+from sead.files import read_text, text_lines, write_atomic
 from sead.tasks import PAD_LOGIT
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ def _read_jsonl(path: Path, fmt: str, example_id: str | None) -> Predictions:
         raise PredictionFileError(str(err)) from None
     payload = text.encode("utf-8")  # the very bytes read: valid UTF-8 round-trips exactly
     ids, values, where = [], [], []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text_lines(text), start=1):
         if not line.strip():
             continue
         try:

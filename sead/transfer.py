@@ -37,7 +37,7 @@ from sead import data, metrics
 from sead.checkpoints import check_checkpoint, resolve
 from sead.config import build as build_settings
 from sead.config import container, setting
-from sead.files import read_text
+from sead.files import read_text, text_lines
 from sead.tasks import MULTIPLE_CHOICE, UNLABELED, TaskSpec
 
 log = logging.getLogger(__name__)
@@ -315,7 +315,7 @@ def _read_file(path: Path) -> Dataset:
     if not text.strip():
         raise ValueError(f"Transfer file {path} is empty: expected at least one example.")
     if kind == "text":
-        lines = [line.strip() for line in text.splitlines()]
+        lines = [line.strip() for line in text_lines(text)]
         return Dataset.from_dict({"text": [line for line in lines if line]})
     options = {"delimiter": "\t", "quoting": 3} if kind == "tsv" else {}  # 3: csv.QUOTE_NONE
     try:

@@ -93,3 +93,21 @@ def test_unreadable_jsonl_names_the_file_and_line(tmp_path):
     (tmp_path / "validation.jsonl").write_text('{"sentence": "ok", "label": 0, "idx": 0}\n{oops\n')
     with pytest.raises(ValueError, match=r"validation\.jsonl\): line 2 is not JSON"):
         load_splits(SST2, _cfg(tmp_path), ["validation"])
+
+
+def test_a_local_file_without_idx_is_numbered_by_row_before_the_heldout_carve(tmp_path):
+    rows = [{"sentence": f"text {i}", "label": i % 2} for i in range(10)]  # no idx at all
+    _write(tmp_path, "train", rows)
+    splits = load_splits(SST2, _cfg(tmp_path, heldout=3), ["train", "heldout"])
+    ids = sorted(splits["train"]["idx"][:] + splits["heldout"]["idx"][:])
+    assert ids == list(range(10)) and len(splits["heldout"]) == 3  # the file's rows, each once
+
+
+def test_a_line_separator_inside_a_string_is_text_not_a_new_line(tmp_path):
+    """JSON writes U+2028 raw (ensure_ascii=False); JSON lines end at newlines only."""
+    (tmp_path / "validation.jsonl").write_text(
+        json.dumps({"sentence": "a line\u2028separator", "label": 1, "idx": 0}, ensure_ascii=False)
+        + "\n"
+    )
+    splits = load_splits(SST2, _cfg(tmp_path), ["validation"])
+    assert splits["validation"]["sentence"] == ["a line\u2028separator"]

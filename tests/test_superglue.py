@@ -180,6 +180,13 @@ def test_wsc_spans_off_their_index_are_marked_where_they_are_and_reported():
                   span2_text="him")  # fmt: skip
     assert marked.startswith("*Mark told Pete* a lie")  # not in the text: at its index
     assert "not in the text; marked 'Mark told Pete' at its index" in issues[0]
+    # a clitic on the indexed word is still that word: not moved to another "it" or "Charlie"
+    issues.clear()
+    clitic = "It was raining, and Charlie said it's too wet for Charlie's dog."
+    marked = _wsc(issues, text=clitic, span1_index=10, span1_text="Charlie", span2_index=6,
+                  span2_text="it")  # fmt: skip
+    assert marked == "It was raining, and Charlie said #it's# too wet for *Charlie's* dog."
+    assert issues == []
     with pytest.raises(ValueError, match=r"row idx 5: span2_index=12 .* 9-word text"):
         _wsc(text=text, span1_index=0, span1_text="Mark", span2_index=12, span2_text="him")
     with pytest.raises(ValueError, match="overlap"):
@@ -199,6 +206,17 @@ def test_wsc_repairs_are_logged_once_when_the_split_is_loaded(tmp_path, caplog):
 def test_multirc_is_one_pair_per_answer_with_the_question_first():
     first, second = _one("multirc", paragraph="P.", question="Who?", answer="Ann", idx={})
     assert (first, second) == ("Who? Ann", "P.")
+    # the Hub's HTML sentence markup is stripped: passage text, not tags, fills max_length
+    marked = "<b>Sent 1: </b>Carla moved.<br><b>Sent 2: </b>She stayed.<br>"
+    _, second = _one("multirc", paragraph=marked, question="Who?", answer="Ann", idx={})
+    assert second == "Carla moved. She stayed."
+
+
+def test_a_question_longer_than_max_length_is_named_not_a_tokenizer_panic(tmp_path):
+    ds = _load("multirc", ["validation"])["validation"]
+    tokenizer = _tokenizer("wordpiece", tmp_path, ds, get_task("multirc"))
+    with pytest.raises(ValueError, match=r"keeps its first text whole .* max_length=4: raise"):
+        data.tokenize(ds, tokenizer, get_task("multirc"), max_length=4)
 
 
 @pytest.mark.parametrize("task", ["boolq", "multirc"])
