@@ -630,3 +630,13 @@ def report_to(train: TrainSettings) -> list[str]:
             "metrics.jsonl is written in any case."
         )
     return names
+
+
+def check_precision(train: TrainSettings) -> None:
+    """Say, before any work, that `train.fp16` does nothing without a GPU: the Trainer then
+    trains the student in float32 (bf16 is the CPU's mixed precision)."""
+    if train.fp16 and not torch.cuda.is_available():
+        log.warning(
+            "train.fp16=true needs a CUDA GPU; on this CPU the student trains in float32 "
+            "(train.bf16=true is mixed precision on a CPU)."
+        )

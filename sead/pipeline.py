@@ -354,6 +354,7 @@ def run(cfg: DictConfig) -> dict | None:
         if settings.export.enabled:
             export.backend(settings.export)  # its packages are installed (or the fallback)
         distill.report_to(train)  # the trackers asked for are installed
+        distill.check_precision(train)
         parameters = distill.check_student(student)  # student.keep_layers fits the checkpoint
         recipe.check_freeze(settings.recipe, parameters)  # its stages freeze some of them
         _check_distributed(inputs)

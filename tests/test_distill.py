@@ -40,3 +40,18 @@ def test_regression_mixes_mse_to_ensemble_and_to_gold():
     # MSE to ensemble: (1 + 0) / 2 = 0.5; MSE to gold: (0 + 4) / 2 = 2
     loss = kd_loss(student, ensemble, gold, temperature=4.0, alpha=0.25, regression=True)
     assert loss.item() == pytest.approx(0.25 * 0.5 + 0.75 * 2.0)
+
+
+def test_fp16_without_a_gpu_is_said_before_any_work(monkeypatch, caplog):
+    import logging
+    from dataclasses import replace
+
+    from sead import distill
+    from tests.helpers import settings as group_settings
+
+    train = group_settings("train")
+    monkeypatch.setattr(distill.torch.cuda, "is_available", lambda: False)
+    with caplog.at_level(logging.WARNING):
+        distill.check_precision(replace(train, fp16=True))
+        distill.check_precision(train)
+    assert caplog.text.count("train.fp16=true needs a CUDA GPU") == 1
