@@ -268,5 +268,32 @@ def torch_threads(threads: int | None):
         torch.set_num_threads(previous)
 
 
+class ForwardTimer:
+    """A model's forward passes timed where they happen, whoever drives the batches: the
+    seconds they took and the examples they saw, added up until `detach()`. A teacher is
+    timed so while it labels; the student so when it is compared with them (`sead.speed`)."""
+
+    def __init__(self, model):
+        self.seconds, self.examples, started = 0.0, 0, []
+
+        def before(module, args, kwargs):
+            started.append(time.perf_counter())
+
+        def after(module, args, kwargs, output):
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            self.seconds += time.perf_counter() - started.pop()
+            self.examples += len(kwargs["input_ids"])
+
+        self._hooks = [
+            model.register_forward_pre_hook(before, with_kwargs=True),
+            model.register_forward_hook(after, with_kwargs=True),
+        ]
+
+    def detach(self) -> None:
+        for hook in self._hooks:
+            hook.remove()
+
+
 def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())

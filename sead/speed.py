@@ -16,11 +16,10 @@ import logging
 import os
 import time
 
-import torch
 from datasets import Dataset, DatasetDict
 
 from sead import data
-from sead.inference import predict_logits
+from sead.inference import ForwardTimer, predict_logits
 from sead.tasks import TaskSpec
 from sead.teachers import PredictionsTeacher, Teacher
 
@@ -56,7 +55,7 @@ class _Timed:
     """One model ready to be timed on the sample: inputs tokenized once, one warm-up batch.
 
     `forward_only`: a pass counts its forward passes' time alone, as a teacher's is measured
-    while it labels (`Teacher._time_forward_passes`), so the two compare; else its wall time.
+    while it labels (`inference.ForwardTimer`), so the two compare; else its wall time.
     """
 
     def __init__(
@@ -70,30 +69,14 @@ class _Timed:
         self.forward_only = forward_only
 
     def one_pass(self) -> None:
-        forward, started = [0.0], []
-
-        def before(module, args):
-            started.append(time.perf_counter())
-
-        def after(module, args, output):
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-            forward[0] += time.perf_counter() - started.pop()
-
-        hooks = []
-        if self.forward_only:
-            hooks = [
-                self.model.register_forward_pre_hook(before),
-                self.model.register_forward_hook(after),
-            ]
+        timer = ForwardTimer(self.model) if self.forward_only else None
+        began = time.perf_counter()
         try:
-            began = time.perf_counter()
             predict_logits(self.model, self.tokenizer, self.encoded, self.batch_size, "Speed")
-            wall = time.perf_counter() - began
         finally:
-            for hook in hooks:
-                hook.remove()
-        self.seconds.append(forward[0] if self.forward_only else wall)
+            if timer is not None:
+                timer.detach()
+        self.seconds.append(timer.seconds if timer else time.perf_counter() - began)
 
     @property
     def per_second(self) -> float:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from transformers import AutoTokenizer
 
 from sead import choices
-from sead.inference import count_parameters, default_device
+from sead.inference import ForwardTimer, count_parameters, default_device
 from sead.teachers.spec import TeacherSpec
 
 CHECKPOINT, FINETUNED, STORE = "checkpoint", "finetuned", "store"  # where a teacher came from
@@ -31,8 +29,8 @@ class Teacher:
     label_alignment: list[int] | None = None
     store_record: dict | None = None  # the store's record of a fine-tuned teacher
     params: int | None = None
-    inference_seconds: float = 0.0  # forward passes while computing logits in this run
-    inference_examples: int = 0
+    # one per load: its forward passes while computing logits in this run
+    timers: list[ForwardTimer] = field(default_factory=list, repr=False)
 
     @property
     def finetuned_now(self) -> bool:
@@ -41,9 +39,8 @@ class Teacher:
     @property
     def examples_per_second(self) -> float | None:
         """Measured inference speed; None when every logit came from the cache."""
-        if not self.inference_examples:
-            return None
-        return self.inference_examples / self.inference_seconds
+        examples = sum(timer.examples for timer in self.timers)
+        return examples / sum(timer.seconds for timer in self.timers) if examples else None
 
     def align(self, logits: np.ndarray) -> np.ndarray:
         """Logits with columns in the task's label order."""
@@ -54,26 +51,10 @@ class Teacher:
         auto_class = choices.checkpoint_class(self.model_dir, remote)  # multiple choice or not
         model = auto_class.from_pretrained(self.model_dir, trust_remote_code=remote)
         self.params = count_parameters(model)
-        self._time_forward_passes(model)
+        self.timers.append(ForwardTimer(model))  # inference speed, measured where it happens
         return model.to(default_device()), self.load_tokenizer()
 
     def load_tokenizer(self):
         return AutoTokenizer.from_pretrained(
             self.tokenizer_dir, trust_remote_code=self.spec.trust_remote_code
         )
-
-    def _time_forward_passes(self, model) -> None:
-        """Measure inference speed where it happens, whoever drives the batches."""
-        started = []
-
-        def before(module, args, kwargs):
-            started.append(time.perf_counter())
-
-        def after(module, args, kwargs, output):
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-            self.inference_seconds += time.perf_counter() - started.pop()
-            self.inference_examples += len(kwargs["input_ids"])
-
-        model.register_forward_pre_hook(before, with_kwargs=True)
-        model.register_forward_hook(after, with_kwargs=True)
