@@ -289,12 +289,17 @@ def metric_drop(task: TaskSpec, reference: dict, quantized: dict) -> float:
     return round(100 * (reference[task.main_metric] - quantized[task.main_metric]), 4)
 
 
+def points_allowed(limit: float, n: int) -> float:
+    """A metric difference (points, x100) a check lets through on `n` examples: `limit`, or two
+    examples' worth on a small split, where one flipped near tie moves accuracy by 100 / n."""
+    return max(limit, 200 / max(n, 1))
+
+
 def check_drop(task: TaskSpec, drop: float, limit: float, name: str, n: int) -> None:
     """Refuse a quantized model that loses more than `limit` points against PyTorch fp32 on
     `n` examples, and more than two examples' worth on a small split (CB's 56: one flipped
     example is 1.8 points), as `check_recorded` allows."""
-    allowed = max(limit, 200 / max(n, 1))
-    if drop > allowed:
+    if drop > points_allowed(limit, n):
         raise ExportError(
             f"The {name} model loses {drop:.2f} points of {task.main_metric} against PyTorch fp32 "
             f"(export.max_metric_drop={limit:g}, or two of its {n} examples). Not shipped."
@@ -370,8 +375,7 @@ def check_recorded(task: TaskSpec, scores: dict, recorded, split: str, limit: fl
     if expected is None:
         return {"recorded": None}
     gap = round(100 * abs(scores[task.main_metric] - expected), 4)
-    allowed = max(limit, 200 / max(n, 1))
-    if gap > allowed:
+    if gap > points_allowed(limit, n):
         raise ExportError(
             f"The student scores {task.main_metric} {scores[task.main_metric]:.4f} on {split}, "
             f"but its run recorded {expected:.4f} ({gap:.2f} points apart; allowed: "
