@@ -166,8 +166,13 @@ class PartialEntry:
             self.folder.mkdir(parents=True)
             write_atomic(self.folder / PLAN_FILE, json.dumps({"plan": plan, **self.about}))
 
+    def assembled(self) -> bool:
+        """Whether the entry was stored since this object was made (a damaged entry that was
+        already there does not count)."""
+        return _identity(self.stored) not in (None, self._stored_before)
+
     def _check_not_assembled(self) -> None:
-        if _identity(self.stored) not in (None, self._stored_before):
+        if self.assembled():
             raise Assembled(self.stored.parent)
 
     def claimed_elsewhere(self) -> list[int]:

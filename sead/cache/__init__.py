@@ -257,31 +257,30 @@ class SoftLabelCache:
         served = self._served(key, representations, expected_idx, about)
         if served is not None:  # stored whole: every rank reads it, none computes
             return served
+        partial = self._partial(fp, full, about, shard)  # notes the entry as it is now
         try:
             self._load(fp, full, expected_idx)
+            stored = True
         except (FileNotFoundError, CorruptEntry):  # absent or unusable: fill this shard
+            stored = False
             log.info("Cache fill %s (%s), chunk set %s", fp, _describe(key, about), shard)
             # Assembled: by a process that found every chunk while this one waited for one
             with suppress(chunks.Assembled):
-                compute(self._partial(fp, full, about, shard))
+                compute(partial)
         if shard.sync is not None:
             shard.sync()
-        pending = self._pending(fp, full, expected_idx)
+        # stored: sound when this began, or written since (a damaged one left from before
+        # still waits for its chunks, so a shard never computes the others')
+        pending = None if stored or partial.assembled() else self._pending(fp)
         if pending is not None:
             what = f"{fp} ({_describe(key, about)}): {pending[0]} of {pending[1]} chunks saved"
             log.info("Cache entry %s; the process that finds all of them assembles it.", what)
             return CacheEntry(fp, None, expected_idx, hit=False, pending=pending)
         return self.get_or_compute(key, expected_idx, compute, about, representations)
 
-    def _pending(self, fp: str, key: dict, expected_idx: np.ndarray) -> tuple[int, int] | None:
-        """(chunks saved, chunks in all) of an entry still being filled; None when it is
-        stored or every chunk is there to assemble it. Stored means sound: a damaged entry
-        left from before still waits for its chunks, so a shard never computes the others'."""
-        try:
-            self._load(fp, key, expected_idx)
-            return None
-        except (FileNotFoundError, CorruptEntry):
-            pass
+    def _pending(self, fp: str) -> tuple[int, int] | None:
+        """(chunks saved, chunks in all) of an entry still being filled; None when every
+        chunk is there to assemble it."""
         done, total = chunks.progress(self.partial_path(fp))
         return None if total is not None and done >= total else (done, total or 0)
 
