@@ -96,6 +96,22 @@ def prepare(task: TaskSpec, ds: Dataset, split: str, source: str) -> Dataset:
         what = "no candidate entities" if empty else "no @placeholder in its query"
         raise ValueError(f"{where}: row(s) {rows[:5]} have {what}.")
     labels = [_first_answer(c, a) for c, a in zip(entities, ds["answers"][:], strict=True)]
+    unlabeled = [i for i, label in enumerate(labels) if label == UNLABELED]
+    if len(unlabeled) == len(labels):
+        raise ValueError(
+            f"{where}: no query has a gold answer among its entities ('answers' is empty in "
+            f"every row, as in a test split with hidden answers): expected answers to train on "
+            f"and to score."
+        )
+    if unlabeled:
+        log.warning(
+            "%s: %d of %d queries have no gold answer among their entities (e.g. rows %s): "
+            "they are scored, and not trained on.",
+            where,
+            len(unlabeled),
+            len(labels),
+            unlabeled[:5],
+        )
     if "label" in ds.column_names:
         ds = ds.remove_columns("label")
     return ds.add_column("label", labels)

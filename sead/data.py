@@ -100,12 +100,13 @@ def load_splits(task: TaskSpec, settings: DataSettings, splits: Iterable[str]) -
     out = DatasetDict()
     for split in splits:
         ds = loaded[split]
+        source = _source_name(settings, split)
         if task.is_multiple_choice:
-            ds = choices.prepare(task, ds, split, source=_source_name(settings, split))
+            _check_texts(task, ds, f"Task {task.name!r}, split {split!r} ({source})")
+            ds = choices.prepare(task, ds, split, source=source)
         else:
-            _validate(task, ds, split, source=_source_name(settings, split))
-        if "idx" not in ds.column_names:
-            ds = ds.add_column("idx", list(range(len(ds))))
+            _validate(task, ds, split, source=source)
+        ds = _checked_ids(task, ds, f"Task {task.name!r}, split {split!r} ({source})")
         is_train = split == task.train_split
         limit = settings.max_train_samples if is_train else settings.max_eval_samples
         if split == HELDOUT:  # its size is data.heldout's (or its file's): rows are not lost
@@ -344,11 +345,6 @@ def _validate(task: TaskSpec, ds: Dataset, split: str, source: str) -> None:
             f"outside the task's label set {dict(enumerate(task.labels))}. Test splits with "
             f"hidden labels (-1) cannot be used for training or evaluation."
         )
-    if "idx" in ds.column_names:
-        try:
-            example_ids(ds, task)
-        except ValueError as err:
-            raise ValueError(f"{where}: {err}") from None
     if task.formatter is not None:
         issues: list[str] = []
         try:  # spans outside their text fail here, not mid-training
@@ -365,10 +361,30 @@ def _validate(task: TaskSpec, ds: Dataset, split: str, source: str) -> None:
             )
 
 
+def _checked_ids(task: TaskSpec, ds: Dataset, where: str) -> Dataset:
+    """`ds` with unique row ids, checked here, before any model runs: the logit cache aligns
+    rows by them. A split without `idx` gets its row numbers, except where the task's id is
+    a field of a dict idx (multirc, record), which only the file can give."""
+    if "idx" not in ds.column_names:
+        if task.example_id is not None:
+            raise ValueError(
+                f"{where} has no field 'idx': expected a dict with key {task.example_id!r} in "
+                f"every row, as in HF's super_glue {task.hub_name!r}."
+            )
+        return ds.add_column("idx", list(range(len(ds))))
+    try:
+        example_ids(ds, task)
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
+    return ds
+
+
 def _check_texts(task: TaskSpec, ds: Dataset, where: str) -> None:
     """Every row's text fields are text: a row without one (null in the file) would otherwise
     stop the tokenizer mid-run with an error that names no file, row or field."""
     for field in task.text_fields:
+        if field not in ds.column_names:
+            continue  # a missing field is named by the split's own check
         feature = ds.features[field]
         if not isinstance(feature, Value) or feature.dtype not in (
             "string",

@@ -5,6 +5,7 @@ Fixtures in `tests/fixtures/super_glue/{copa,record}/` are in the exact HF `supe
 """
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -140,6 +141,41 @@ def test_bad_rows_are_named_before_any_work(task, row, error):
     bad = Dataset.from_list([first, *list(ds)[1:]])
     with pytest.raises(ValueError, match=error):
         choices.prepare(task, bad, "validation", "x.jsonl")
+
+
+def _rewritten(task, tmp_path, change):
+    """The task's validation fixture with `change(row)` applied to every row, as a data dir."""
+    rows = [json.loads(line) for line in (FIXTURES / task.name / "validation.jsonl").open()]
+    for row in rows:
+        change(row)
+    (tmp_path / "validation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return settings("data", dir=str(tmp_path))
+
+
+def test_split_files_with_no_text_repeated_or_missing_ids_are_refused_on_load(tmp_path):
+    """What every other task's loader refuses, before any model runs, naming the file."""
+    where = r"Task 'copa', split 'validation' \(.*validation.jsonl\)"
+    first = {"done": False}
+
+    def null_choice(row):
+        if not first["done"]:
+            row["choice2"], first["done"] = None, True
+
+    with pytest.raises(ValueError, match=where + r": row 0 .* no text in field 'choice2'"):
+        data.load_splits(COPA, _rewritten(COPA, tmp_path, null_choice), ["validation"])
+    same_idx = _rewritten(COPA, tmp_path, lambda row: row.update(idx=0))
+    with pytest.raises(ValueError, match=where + r": idx repeats the value\(s\) \[0\]"):
+        data.load_splits(COPA, same_idx, ["validation"])
+    no_idx = _rewritten(RECORD, tmp_path, lambda row: row.pop("idx"))
+    missing = r"'record'.* has no field 'idx': expected a dict with key 'query'"
+    with pytest.raises(ValueError, match=missing):
+        data.load_splits(RECORD, no_idx, ["validation"])
+
+
+def test_a_record_split_without_answers_is_refused_not_scored_zero(tmp_path):
+    hidden = _rewritten(RECORD, tmp_path, lambda row: row.update(answers=[]))
+    with pytest.raises(ValueError, match=r"no query has a gold answer among its entities"):
+        data.load_splits(RECORD, hidden, ["validation"])
 
 
 def test_a_missing_field_names_the_schema():

@@ -100,6 +100,11 @@ def test_bad_idx_is_named_with_task_split_and_file(tmp_path):
         data.load_splits(multirc, settings("data", dir=str(tmp_path)), ["validation"])
     with pytest.raises(ValueError, match=r"idx.answer repeats the value\(s\) \[0\]"):
         data.load_splits(multirc, settings("data", dir=str(tmp_path)), ["validation"])
+    for row in rows:  # no idx at all: only the file can give multirc's dict ids
+        row.pop("idx")
+    (tmp_path / "validation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(ValueError, match=r"has no field 'idx': expected a dict with key 'answer'"):
+        data.load_splits(multirc, settings("data", dir=str(tmp_path)), ["validation"])
     # A task with integer ids given dict ids is told so.
     ds = Dataset.from_list([{"question": "q", "passage": "p", "idx": {"a": 1}, "label": 0}])
     with pytest.raises(ValueError, match="'boolq' expects an integer idx"):
