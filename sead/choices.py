@@ -279,9 +279,13 @@ def cache_key(task: TaskSpec) -> dict:
 
 
 def label_ids(labels: np.ndarray) -> np.ndarray:
-    """Gold choice ids; for a credit table, each example's best-scoring candidate."""
+    """Gold choice ids; for a credit table, each example's best-scoring candidate, or
+    UNLABELED where no candidate earns credit (a query whose answer is not among them)."""
     labels = np.asarray(labels)
-    return labels if labels.ndim == 1 else labels[..., 0].argmax(-1)
+    if labels.ndim == 1:
+        return labels
+    credit = labels[..., 0]
+    return np.where(credit.max(-1) > 0, credit.argmax(-1), UNLABELED)
 
 
 def constant_choice_baseline(task: TaskSpec, gold_: np.ndarray) -> float:

@@ -30,7 +30,7 @@ from sklearn.model_selection import KFold, StratifiedKFold
 from sead import choices, metrics
 from sead.config import build as build_settings
 from sead.config import check_keys, container, setting
-from sead.tasks import TaskSpec
+from sead.tasks import PAD_LOGIT, UNLABELED, TaskSpec
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,9 @@ ENSEMBLERS: dict[str, type[Ensembler]] = {}
 # Keys of `cfg.ensemble` that configure the ensemble stage, not the strategy itself.
 STAGE_KEYS = ("fit_split", "folds", "fold_seed")
 MIN_SCALE = 1e-4  # a fitted per-teacher temperature is at most 1 / MIN_SCALE
+# ... and at least 1 / MAX_SCALE: on a fit split a teacher gets all right, the NLL falls for
+# ever as its logits are scaled up, and soft labels would turn one-hot at any KD temperature.
+MAX_SCALE = 20.0
 CHANCE_PERMUTATIONS = 10
 
 
@@ -223,7 +226,9 @@ class MetricWeighted(Ensembler):
             predictions = metrics.hard_predictions(self.task, teacher)
             value = self._metric(predictions, labels)
             chance = np.mean([self._metric(predictions, shuffled) for shuffled in shuffles])
-            skill.append(np.nan_to_num(value - chance))  # nan: constant predictions
+            # nan: constant predictions. Rounded: on a one-class slice every permutation
+            # scores the same, and a mean's last bit must not hand one teacher every weight.
+            skill.append(np.round(np.nan_to_num(value - chance), 12))
         self.skill = np.asarray(skill)
         if self.mode == "softmax":
             self._weights = softmax(self.sharpness * self.skill)
@@ -261,7 +266,10 @@ class Calibrated(Ensembler):
         self._set_over(over)
 
     def _fit(self, logits, labels):
-        scales = [_fit_logit_scales(z[None], labels, lower=MIN_SCALE)[0] for z in logits]
+        scales = [
+            _fit_logit_scales(z[None], labels, lower=MIN_SCALE, what=f"teacher {name!r}")[0]
+            for name, z in zip(self.teacher_names, logits, strict=True)
+        ]
         self._temperatures = 1.0 / np.asarray(scales)
 
     def temperatures(self):
@@ -290,7 +298,7 @@ class Learned(Ensembler):
                 )
             self._weights, self.ensemble_temperature = v, 1.0
             return
-        v = _fit_logit_scales(logits, labels, lower=0.0)
+        v = _fit_logit_scales(logits, labels, lower=0.0, what="the teachers' combination")
         total = max(v.sum(), MIN_SCALE)
         self._weights = v / total if v.sum() > 0 else np.full(len(v), 1.0 / len(v))
         self.ensemble_temperature = 1.0 / total
@@ -344,7 +352,7 @@ class Vote(Ensembler):
 
     Ties go to the tied label with the highest mean probability over teachers, then
     to the lowest label id. The target is (1 - smoothing) on the winner plus
-    smoothing / n_labels everywhere; the KD temperature does not change it.
+    smoothing / n_choices on every real choice; the KD temperature does not change it.
     """
 
     supports_regression = False
@@ -362,7 +370,9 @@ class Vote(Ensembler):
         tied = votes == votes.max(axis=-1, keepdims=True)
         mean_probs = softmax(logits, axis=-1).mean(axis=0)
         winner = np.where(tied, mean_probs, -1.0).argmax(-1)  # argmax: lowest id among equals
-        return (1.0 - self.smoothing) * np.eye(n_labels)[winner] + self.smoothing / n_labels
+        real = (logits > PAD_LOGIT / 2).any(axis=0)  # record: no smoothing on padding choices
+        spread = real / real.sum(-1, keepdims=True)
+        return (1.0 - self.smoothing) * np.eye(n_labels)[winner] + self.smoothing * spread
 
     def describe(self):
         # One vote per teacher; no temperature applies to a vote.
@@ -373,10 +383,18 @@ class Vote(Ensembler):
         }
 
 
-def _fit_logit_scales(logits: np.ndarray, labels: np.ndarray, lower: float) -> np.ndarray:
-    """Scales v >= lower minimising the NLL of softmax(sum_i v_i z_i) (convex in v)."""
+def _fit_logit_scales(
+    logits: np.ndarray, labels: np.ndarray, lower: float, what: str
+) -> np.ndarray:
+    """Scales lower <= v <= MAX_SCALE minimising the NLL of softmax(sum_i v_i z_i) (convex in
+    v), on the examples that have a gold choice."""
+    ids = choices.label_ids(labels)
+    logits = logits[:, ids != UNLABELED]
+    ids = ids[ids != UNLABELED]
     n_teachers, n, n_labels = logits.shape
-    onehot = np.eye(n_labels)[choices.label_ids(labels)]
+    if n == 0:
+        raise ValueError("No example of the fit split has a gold answer to fit the ensemble on.")
+    onehot = np.eye(n_labels)[ids]
 
     def nll_and_grad(v):
         log_p = log_softmax(np.tensordot(v, logits, axes=1), axis=-1)
@@ -388,11 +406,22 @@ def _fit_logit_scales(logits: np.ndarray, labels: np.ndarray, lower: float) -> n
         x0=np.full(n_teachers, 1.0 / n_teachers),
         jac=True,
         method="L-BFGS-B",
-        bounds=[(lower, None)] * n_teachers,
+        bounds=[(lower, MAX_SCALE)] * n_teachers,
         options={"ftol": 1e-12, "gtol": 1e-8},  # tiny problem: converge tightly
     )
     if not result.success:
         log.warning("Ensemble fit did not fully converge: %s", result.message)
+    if (np.tensordot(result.x, logits, axes=1).argmax(-1) == ids).all():
+        log.warning(
+            "Ensemble fit: %s is right on every one of the fit split's %d rows, so the NLL "
+            "falls as its logits are scaled up without end and the fit stops at scale %.3g "
+            "(at most %g): near one-hot soft labels. The fit split is too small, or the "
+            "teachers were trained on it.",
+            what,
+            n,
+            result.x.sum(),
+            MAX_SCALE,
+        )
     return np.asarray(result.x)
 
 
@@ -479,8 +508,10 @@ def check_labels(labels, n_examples: int, task: TaskSpec) -> np.ndarray:
 
 def nll(targets: np.ndarray, labels: np.ndarray) -> float:
     """Mean negative log-likelihood of gold labels under target probabilities."""
-    p = np.clip(targets[np.arange(len(labels)), choices.label_ids(labels)], 1e-12, 1.0)
-    return float(-np.log(p).mean())
+    ids = choices.label_ids(labels)
+    rows = np.flatnonzero(ids != UNLABELED)  # record: queries with a gold candidate
+    p = np.clip(targets[rows, ids[rows]], 1e-12, 1.0)
+    return float(-np.log(p).mean()) if len(rows) else float("nan")
 
 
 def loss_name(task: TaskSpec) -> str:
@@ -561,15 +592,15 @@ def fold_ids(labels: np.ndarray, task: TaskSpec, folds: int, seed: int) -> np.nd
         raise ValueError(
             f"ensemble.folds={folds} needs at least {folds} examples on the fit split, got {n}."
         )
-    splitter = KFold(folds, shuffle=True, random_state=seed)
-    if not task.is_regression:
-        labels = choices.label_ids(labels)
+    splitter, strata = KFold(folds, shuffle=True, random_state=seed), None
+    if not task.is_regression and np.asarray(labels).ndim == 1:  # record's slots are no classes
         if np.bincount(labels, minlength=task.num_labels).min() >= folds:
             splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
+            strata = labels
         else:
             log.info("A label has fewer than %d examples: folds are not stratified.", folds)
     ids = np.empty(n, dtype=np.int64)
-    for fold, (_, held_out) in enumerate(splitter.split(np.zeros(n), labels)):
+    for fold, (_, held_out) in enumerate(splitter.split(np.zeros(n), strata)):
         ids[held_out] = fold
     return ids
 

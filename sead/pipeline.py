@@ -17,6 +17,7 @@ import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -144,6 +145,14 @@ def check_inputs(settings: Settings) -> Inputs:
                 spec.name,
                 transfer_set.held_out,
             )
+    loaded = [spec.name for spec in specs if not spec.finetune]
+    if loaded and fitting and plan.split == data.HELDOUT and settings.data.heldout is not None:
+        log.warning(
+            "Fitted ensemblers learn on the held-out slice carved from train, but teacher(s) %s "
+            "were not fine-tuned by sead without it: if they were trained on train, they have "
+            "seen those rows, and the fit favours whichever memorised them most.",
+            loaded,
+        )
     gold = {
         split: metrics.references(task, splits[split]) for split in [*task.eval_splits, plan.split]
     }
@@ -654,11 +663,8 @@ def _stage_timer(timings: dict):
 
 
 def strategy_configs(chosen: ensemble.EnsembleSettings, task: TaskSpec) -> dict:
-    """Every registered strategy that applies to the task, with its options.
-
-    The chosen `ensemble=<name>` keeps its command-line options; the others use
-    their `conf/ensemble/<name>.yaml`.
-    """
+    """Every registered strategy that applies to the task, with its options: the chosen
+    `ensemble=<name>` its command line's, the others their `conf/ensemble/<name>.yaml`."""
     configs = {}
     for name, cls in ensemble.ENSEMBLERS.items():
         if task.is_regression and not cls.supports_regression:
@@ -682,13 +688,8 @@ def compare_strategies(inputs: Inputs, logits: dict, labels: dict) -> tuple[dict
     notes = []
     for name, strategy in strategy_configs(inputs.settings.ensemble, task).items():
         try:
-            fitted, scores = ensemble.assess(
-                lambda s=strategy: ensemble.build(s, task, names),
-                logits,
-                labels,
-                eval_splits,
-                inputs.plan,
-            )
+            make = partial(ensemble.build, strategy, task, names)
+            fitted, scores = ensemble.assess(make, logits, labels, eval_splits, inputs.plan)
         except ValueError as err:
             notes.append(f"{name}: skipped ({err})")
             continue

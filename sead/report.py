@@ -252,10 +252,16 @@ def comparison_table(task, rows: dict[str, dict], plan: FitPlan, notes=()) -> st
         cells.append(_describe_short(row))
         lines.append(cells)
     text = format_table(lines)
-    footer = [
-        f"* {plan.split} is the fit split: fitted strategies are scored by {plan.folds}-fold "
-        f"cross-fitting (fold_seed={plan.seed}); weights shown are fitted on all of it."
-    ]
+    if plan.split in task.eval_splits:
+        footer = [
+            f"* {plan.split} is the fit split: fitted strategies are scored by {plan.folds}-fold "
+            f"cross-fitting (fold_seed={plan.seed}); weights shown are fitted on all of it."
+        ]
+    else:
+        footer = [
+            f"Fitted strategies learned on {plan.split}, which no column scores; weights shown "
+            f"are fitted on all of it."
+        ]
     return "\n".join([text, "", *footer, *notes])
 
 

@@ -172,6 +172,40 @@ def test_a_useless_teacher_gets_near_zero_weight(name, options):
     assert sum(weights.values()) == pytest.approx(1.0)
 
 
+def test_metric_weighted_on_a_one_class_slice_weighs_teachers_equally(caplog):
+    """Every permutation of one class scores the same: no teacher beats chance, whatever the
+    last bit of a mean of ten floats says."""
+    rng = np.random.default_rng(0)
+    labels = np.ones(100, dtype=np.int64)
+    right = [rng.random(100) < p for p in (0.3, 0.7)]  # teacher a 30% right, b 70%
+    logits = np.stack([_binary_logits(np.where(r, 2.0, -2.0)) for r in right])
+    ensembler = build(OmegaConf.create({"name": "metric_weighted"}), SST2, NAMES)
+    ensembler.fit(logits, labels)
+    assert ensembler.describe()["weights"] == {"a": 0.5, "b": 0.5}
+    assert "no teacher beats chance" in caplog.text
+
+
+@pytest.mark.parametrize("name", ["learned", "calibrated"])
+def test_a_teacher_right_on_every_fit_row_keeps_a_bounded_temperature(name, caplog):
+    """Separable fit rows have no finite NLL optimum: the scale stops, bounded, and says so."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 200)
+    logits = _binary_logits(np.where(labels == 1, 1.0, -1.0))[None]
+    ensembler = build(OmegaConf.create({"name": name}), SST2, ["sure"]).fit(logits, labels)
+    described = ensembler.describe()
+    temperature = described["temperature" if name == "learned" else "temperatures"]
+    if name == "calibrated":
+        temperature = temperature["sure"]
+    assert 1 / sead.ensemble.MAX_SCALE <= temperature < 0.1
+    assert "is right on every one of the fit split's 200 rows" in caplog.text
+    # with tiny logits it would scale them by thousands: the bound holds it at MAX_SCALE
+    described = ensembler.fit(logits * 1e-3, labels).describe()
+    temperature = described["temperature" if name == "learned" else "temperatures"]
+    if name == "calibrated":
+        temperature = temperature["sure"]
+    assert temperature == pytest.approx(1 / sead.ensemble.MAX_SCALE)
+
+
 def test_learned_recovers_a_known_temperature():
     good, labels, _ = _sampled_task()
     # Only one teacher, three times too confident: the right ensemble temperature is 3.
@@ -343,6 +377,18 @@ def test_assess_cross_fits_the_fit_split_only():
     assert scores["nll"]["test"] == pytest.approx(nll(fitted.combine(other), labels[:100]))
     # In-sample would be optimistic: the cross-fitted NLL is not below the in-sample one.
     assert scores["nll"]["validation"] >= nll(fitted.combine(logits), labels) - 1e-9
+
+
+def test_comparison_table_claims_cross_fitting_only_where_it_happened():
+    good, labels, rng = _sampled_task(n=200)
+    logits = {s: np.stack([good, good + rng.normal(0, 1, good.shape)]) for s in ("validation",)}
+    rows = sead.ensemble.baselines(SST2, NAMES, logits, {"validation": labels}, ["validation"])
+    crossed = report.comparison_table(SST2, rows, FitPlan("validation", 5, 0))
+    assert "* validation is the fit split: fitted strategies are scored by 5-fold" in crossed
+    assert "validation* accuracy" in crossed
+    on_heldout = report.comparison_table(SST2, rows, FitPlan("heldout", 5, 0))
+    assert "cross-fitting" not in on_heldout and "*" not in on_heldout
+    assert "Fitted strategies learned on heldout, which no column scores" in on_heldout
 
 
 @pytest.mark.parametrize("name", ["mean_logits", "mean_probs", "vote"])

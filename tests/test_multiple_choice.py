@@ -349,11 +349,35 @@ def test_ensembles_leave_no_mass_on_padding_choices(strategy):
     ensembler = ensemble.build({"name": strategy, **options}, RECORD, ["a", "b"])
     if ensembler.needs_fit:
         ensembler.fit(logits, credit)
-    targets = choices.mask_targets(ensembler.combine(logits, 2.0), counts)
+    raw = ensembler.combine(logits, 2.0)  # scored as it is (ensemble.score), vote included
+    assert raw[~choices.padding_mask(counts, 4)].max() < 1e-12
+    targets = choices.mask_targets(raw, counts)
     assert np.allclose(targets.sum(-1), 1.0)
     assert (targets[~choices.padding_mask(counts, 4)] == 0).all()
     scores, nll = ensemble.score(RECORD, targets, credit)
     assert scores["f1"] > 0.5 and np.isfinite(nll)
+
+
+def test_queries_without_a_gold_candidate_do_not_shape_the_fit_or_the_nll():
+    """Such a query is UNLABELED for the hard loss; the ensembler must not read candidate 0
+    as its gold either (fitting, NLL)."""
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(2, 40, 3))
+    credit = np.zeros((40, 3, 2))
+    credit[np.arange(40), logits.mean(0).argmax(-1)] = 1.0
+    extra = rng.normal(size=(2, 10, 3)) * 5  # ten queries whose answer no candidate holds
+    with_extra = np.concatenate([logits, extra], axis=1)
+    credit_extra = np.concatenate([credit, np.zeros((10, 3, 2))])
+    assert (choices.label_ids(credit_extra)[40:] == UNLABELED).all()
+    fitted = [
+        ensemble.build({"name": "calibrated"}, RECORD, ["a", "b"]).fit(z, c).temperatures()
+        for z, c in ((logits, credit), (with_extra, credit_extra))
+    ]
+    assert np.allclose(fitted[0], fitted[1])
+    targets = ensemble.build({"name": "mean_logits"}, RECORD, ["a", "b"]).combine(with_extra)
+    assert ensemble.nll(targets, credit_extra) == pytest.approx(
+        ensemble.nll(targets[:40], credit)
+    )
 
 
 def test_a_formatting_change_invalidates_cached_logits_and_stored_teachers(monkeypatch, tmp_path):

@@ -699,7 +699,7 @@ def test_the_students_resume_key_follows_its_local_weights_not_only_its_path(tin
 
 
 def test_the_heldout_slice_fits_a_fitted_ensembler_and_an_unused_one_is_warned_about(
-    tiny_cfg, caplog
+    tiny_cfg, tiny_assets, caplog
 ):
     """With data.heldout, a fitted ensembler fits on the slice (validation's labels stay out of
     the student's soft labels); a slice nothing chooses on is said to cost training rows."""
@@ -719,3 +719,11 @@ def test_the_heldout_slice_fits_a_fitted_ensembler_and_an_unused_one_is_warned_a
     assert "data.heldout=40 takes rows out of train that nothing in this run chooses on" in said
     inputs, said = checked("stage=ensemble", "data.heldout=40")  # compares fitted ones too
     assert inputs.plan.split == data.HELDOUT and "takes rows out" not in said
+    assert "were not fine-tuned by sead without it" not in said  # both fine-tuned here
+    checkpoint = tiny_assets / "models" / "teacher_bert"  # a loaded teacher may have seen it
+    loaded = [
+        "teachers.toy_bert.finetune=false",
+        f"+teachers.toy_bert.checkpoints.sst2={checkpoint}",
+    ]
+    _, said = checked("ensemble=learned", "data.heldout=40", *loaded)
+    assert "teacher(s) ['toy_bert'] were not fine-tuned by sead without it" in said
