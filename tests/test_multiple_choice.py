@@ -375,9 +375,7 @@ def test_queries_without_a_gold_candidate_do_not_shape_the_fit_or_the_nll():
     ]
     assert np.allclose(fitted[0], fitted[1])
     targets = ensemble.build({"name": "mean_logits"}, RECORD, ["a", "b"]).combine(with_extra)
-    assert ensemble.nll(targets, credit_extra) == pytest.approx(
-        ensemble.nll(targets[:40], credit)
-    )
+    assert ensemble.nll(targets, credit_extra) == pytest.approx(ensemble.nll(targets[:40], credit))
 
 
 def test_a_formatting_change_invalidates_cached_logits_and_stored_teachers(monkeypatch, tmp_path):
