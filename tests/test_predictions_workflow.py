@@ -51,7 +51,7 @@ def _cached(root: Path, task_name: str, ds: Dataset) -> np.ndarray:
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".npy", ".safetensors"])
-@pytest.mark.parametrize("task_name", ["sst2", "mnli", "stsb", "copa", "record"])
+@pytest.mark.parametrize("task_name", ["sst2", "mnli", "boolq", "stsb", "copa", "record"])
 def test_export_then_import_gives_identical_soft_targets(tmp_path, capsys, suffix, task_name):
     task, ds = get_task(task_name), _dataset(task_name)
     logits = _cached(tmp_path / "logits", task_name, ds)
@@ -61,11 +61,11 @@ def test_export_then_import_gives_identical_soft_targets(tmp_path, capsys, suffi
     printed = capsys.readouterr().out
     fmt = "score" if task.is_regression else "logits"
     assert f"format {fmt}" in printed and f"format: {fmt}" in printed  # the config to use
-    settings = {"predictions": {"validation": str(out)}, "format": fmt}
-    if task.kind == "classification":
-        settings["labels"] = list(task.labels)
-        assert f"labels: [{', '.join(task.labels)}]" in printed
-    [spec] = teacher_specs(OmegaConf.create({"big_files": settings}), task)
+    config = OmegaConf.create(printed.split(f"(task {task_name})\n", 1)[1])  # the file, as is
+    assert config.big_files.predictions == {"validation": str(out.resolve())}
+    if task.kind == "classification":  # boolq's False, True: strings, not YAML booleans
+        assert list(config.big_files.labels) == list(task.labels)
+    [spec] = teacher_specs(config, task)
     imported, _ = predictions.read_logits(spec, task, "validation", ds)
     np.testing.assert_array_equal(imported, logits)
     if not task.is_regression:
@@ -90,6 +90,17 @@ def test_export_a_folder_and_refuse_an_ambiguous_file(tmp_path, capsys):
     ]
     with pytest.raises(SystemExit, match="Name entries to export"):
         cache_tool.main(["--root", str(tmp_path / "logits"), "export", "-o", str(tmp_path / "x")])
+    # Two entries for one teacher, task and split: refused before any file is written.
+    key = {"model": "big-model-v2", "task": "sst2", "split": "validation"}
+    SoftLabelCache(tmp_path / "logits").get_or_compute(
+        key,
+        np.array([4, 1, 7, 2]),
+        lambda partial: np.zeros((4, 2), np.float32),
+        {"teacher": "big"},
+    )
+    with pytest.raises(SystemExit, match="Two entries for teacher big, task sst2, split valid"):
+        cache_tool.main([*root, "-o", str(tmp_path / "ambiguous")])
+    assert not (tmp_path / "ambiguous").exists()
     capsys.readouterr()
 
 

@@ -194,25 +194,31 @@ def _cmd_export(root: Path, args) -> int:
             f"{len(chosen)} entries match, one file ({args.output}) takes one: narrow it down "
             f"(--teacher/--task/--split or a fingerprint), or give a folder."
         )
-    written: dict[tuple, Path] = {}
-    exported = []  # (teacher, task, split, file, format)
+    names: dict[tuple, Path] = {}  # every name checked before any file is written
     for folder in chosen:
-        manifest, logits, idx = read_entry(folder)
-        key, about = manifest["key"], manifest.get("about", {})
-        teacher, task = str(about.get("teacher", key.get("model"))), get_task(key["task"])
-        name = (teacher, task.name, key["split"])
-        if name in written:
+        name = _export_name(manifest_or_none(folder) or read_entry(folder)[0])
+        if name in names:
             raise SystemExit(
-                f"Two entries for teacher {teacher}, task {task.name}, split {key['split']} "
-                f"({written[name].name} and {folder.name}): export one by fingerprint."
+                f"Two entries for teacher {name[0]}, task {name[1]}, split {name[2]} "
+                f"({names[name].name} and {folder.name}): export one by fingerprint."
             )
+        names[name] = folder
+    exported = []  # (teacher, task, split, file, format)
+    for name, folder in names.items():
+        _, logits, idx = read_entry(folder)
+        teacher, task, split = name[0], get_task(name[1]), name[2]
         path = args.output if single else args.output / f"{'-'.join(name)}.{args.format}"
         fmt = prediction_files.write(path, idx, logits.astype(np.float32), task.is_regression)
-        written[name] = folder
         print(f"{folder.name} -> {path} ({len(idx):,} rows, format {fmt})")
-        exported.append((teacher, task, key["split"], path, fmt))
+        exported.append((teacher, task, split, path, fmt))
     _print_teacher_config(exported)
     return 0
+
+
+def _export_name(manifest: dict) -> tuple[str, str, str]:
+    """(teacher, task, split) of a cache entry: what its exported file is named by."""
+    key, about = manifest["key"], manifest.get("about", {})
+    return str(about.get("teacher", key.get("model"))), key["task"], key["split"]
 
 
 def _print_teacher_config(written: list[tuple]) -> None:
@@ -228,7 +234,7 @@ def _print_teacher_config(written: list[tuple]) -> None:
             print(f"    {split}: {Path(path).resolve()}")
         print(f"  format: {fmt}")
         if labels:
-            print(f"  labels: [{', '.join(labels)}]")
+            print(f"  labels: [{', '.join(json.dumps(label) for label in labels)}]")  # "False"
 
 
 def default_roots() -> tuple[Path, Path]:
