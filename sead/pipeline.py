@@ -191,13 +191,12 @@ def teacher_outputs(
 ) -> TeacherOutputs:
     """Each teacher's logits for every split (fine-tuning or reading the cache as needed).
 
-    Eval splits come first: a teacher must pass the sanity gate on them
-    (`teachers.gate`) before its other splits are labelled, so a wrong checkpoint
-    or label order stops the run before more time goes into it or into a student.
-    `logit_splits` limits which other splits get logits (all loaded splits by
+    Eval splits come first: a teacher must pass the sanity gate on them (`teachers.gate`)
+    before its other splits are labelled, so a wrong checkpoint, file or label order stops the
+    run before more time goes into it, into another teacher or into a student: file teachers
+    go first. `logit_splits` limits which other splits get logits (all loaded splits by
     default; teachers are still fine-tuned on the train split). With `representations` (a
-    `cache.RepresentationSpec`), each teacher's sentence vectors too, from the same pass.
-    """
+    `cache.RepresentationSpec`), each teacher's sentence vectors too, from the same pass."""
     task, splits, settings = inputs.task, inputs.splits, inputs.settings
     eval_splits = DatasetDict({split: splits[split] for split in task.eval_splits})
     others = [split for split in logit_splits or splits if split not in eval_splits]
@@ -208,7 +207,9 @@ def teacher_outputs(
     records, prepared = {}, {}
     asked = {"representations": representations} if representations is not None else {}
     seen: dict[tuple, str] = {}
-    for spec in inputs.specs:
+    # file teachers first (their gate needs no model); results go back in the teachers' order
+    files_first = sorted(inputs.specs, key=lambda s: not isinstance(s, teachers.PredictionsSpec))
+    for spec in files_first:
         gated = gate_every_teacher and spec.gate
         teacher = teachers.prepare(
             spec, task, splits, settings.paths.teachers_dir, cache.file_hashes, cache, gate=gated
@@ -236,7 +237,8 @@ def teacher_outputs(
                 spec.name,
             )
         seen.setdefault(same, spec.name)
-    return TeacherOutputs(logits, vectors, records, prepared)
+    ordered = [{name: found[name] for name in inputs.names} for found in (logits, vectors, records)]
+    return TeacherOutputs(*ordered, prepared)
 
 
 def _teacher_record(teacher: teachers.Teacher, entries, scores, gate) -> dict:

@@ -13,7 +13,7 @@ import pytest
 from datasets import Dataset
 from omegaconf import OmegaConf
 
-from sead import ensemble, pipeline, prediction_files, report
+from sead import ensemble, pipeline, prediction_files, report, teachers
 from sead.cache import SoftLabelCache
 from sead.cache import tool as cache_tool
 from sead.choices import PAD_LOGIT
@@ -191,3 +191,33 @@ def test_a_bad_file_stops_the_run_at_the_check(tiny_assets, tmp_path, monkeypatc
     )
     with pytest.raises(prediction_files.PredictionFileError, match=r"bad.jsonl: its ids"):
         pipeline.run(demo_cfg(tiny_assets, tmp_path, "toy_bert", teacher))
+
+
+def test_a_file_teacher_is_gated_before_a_model_teacher_is_fine_tuned(
+    tiny_assets, tmp_path, monkeypatch
+):
+    """A file teacher listed after a model teacher (as in `teachers=[minilm,gpt_judge]`)
+    needs no model for its gate: swapped columns stop the run before any fine-tuning."""
+    import sead.teachers.store
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a model teacher was fine-tuned before the file teacher's gate")
+
+    monkeypatch.setattr(sead.teachers.store, "finetune", forbidden)
+    files = {}
+    for split in ("train", "validation"):
+        rows = [
+            json.loads(line)
+            for line in (tiny_assets / "data" / "sst2_toy" / f"{split}.jsonl").open()
+        ]
+        files[split] = tmp_path / f"{split}.jsonl"
+        files[split].write_text(
+            "".join(json.dumps({"idx": r["idx"], "label": r["label"]}) + "\n" for r in rows)
+        )
+    teacher = (
+        f"+teachers.judge={{predictions: {{train: {files['train']}, validation: "
+        f"{files['validation']}}}, format: label, labels: [positive, negative]}}"  # swapped
+    )
+    cfg = demo_cfg(tiny_assets, tmp_path, "toy_bert", teacher, "teacher_gate=true")
+    with pytest.raises(teachers.TeacherBelowFloor, match="judge"):
+        pipeline.run(cfg)
