@@ -226,11 +226,13 @@ def _all_rows_at_once(values, layout: Layout, fmt: str, epsilon: float, toleranc
     widths = set(layout.widths.tolist())
     if fmt not in ("logits", "probs", "log_probs") or len(widths) != 1:
         return None
+    if _holds_booleans(values):  # numpy would read true as 1.0
+        return None
     try:
         matrix = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError):
         return None
-    if matrix.shape != (len(layout.widths), widths.pop()) or not np.isfinite(matrix).all():
+    if matrix.shape != (len(layout.widths), widths.pop()) or not _fits_float32(matrix).all():
         return None
     if fmt == "probs":
         if (matrix < -tolerance).any() or (abs(matrix.sum(1) - 1.0) > tolerance).any():
@@ -241,6 +243,19 @@ def _all_rows_at_once(values, layout: Layout, fmt: str, epsilon: float, toleranc
             return None
         matrix = np.maximum(matrix, np.log(epsilon))
     return matrix.astype(np.float32)
+
+
+def _holds_booleans(values) -> bool:
+    if isinstance(values, np.ndarray):
+        return values.dtype == bool
+    return any(
+        isinstance(v, bool) for row in values for v in (row if isinstance(row, list) else [row])
+    )
+
+
+def _fits_float32(values: np.ndarray) -> np.ndarray:
+    """Finite, and still finite once stored as float32 (the cache's and the logits' type)."""
+    return np.isfinite(values) & (np.abs(values) <= np.finfo(np.float32).max)
 
 
 class _RowError(ValueError):
@@ -265,8 +280,8 @@ def _row_logits(value, expected, fmt, layout, smoothing, epsilon, tolerance) -> 
             what = "choices" if layout.kind == "multiple_choice" else "labels"
             raise _RowError(f"expected {expected} values (one per {what[:-1]}), got {len(values)}")
         values = values.astype(np.float64)
-    if not np.isfinite(values).all():
-        raise _RowError(f"values must be finite, got {_show(value)}")
+    if not _fits_float32(values).all():
+        raise _RowError(f"values must be finite numbers within float32, got {_show(value)}")
     if fmt == "probs":
         if (values < -tolerance).any() or abs(values.sum() - 1.0) > tolerance:
             raise _RowError(

@@ -346,7 +346,8 @@ def _to_task_fields(ds: Dataset, task: TaskSpec, columns: dict, source: str) -> 
         if bad:
             raise ValueError(
                 f"Transfer data {source}: field {wanted[field_name]!r} is empty or not text in "
-                f"{len(bad)} row(s), e.g. row {bad[0]}: expected a non-empty string."
+                f"{len(bad)} row(s), e.g. data row {bad[0] + 1} (from 1, the header not "
+                f"counted): expected a non-empty string."
             )
     label_column = columns.get("label", "label")
     if label_column in ds.column_names:  # gold labels, if any, only to score the ensemble
@@ -376,7 +377,8 @@ def _gold_labels(values: list, task: TaskSpec, column: str, source: str) -> list
                 else f"a label id 0..{task.num_labels - 1} or a label name {list(task.labels)}"
             )
             raise ValueError(
-                f"Transfer data {source}: row {row}, column {column!r} is {value!r}: expected "
+                f"Transfer data {source}: data row {row} (from 1, the header not counted), "
+                f"column {column!r} is {value!r}: expected "
                 f"{expected} for task {task.name!r}, or an empty cell (no label). Fix the file, "
                 f"or point transfer.columns.label at the column that holds the labels."
             )

@@ -17,7 +17,7 @@ from sead.prediction_files import Layout, PredictionFileError
 from sead.tasks import get_task
 from sead.teachers import PredictionsSpec, check_predictions, predictions, teacher_specs
 
-SST2 = get_task("sst2")
+SST2, STSB = get_task("sst2"), get_task("stsb")
 IDS = np.array([0, 5, 9, 3, 7])  # a subsampled split: ids neither a range nor sorted
 LOGITS = np.array([[1.0, -1.0], [0.2, 0.3], [-2.0, 2.5], [0.0, 0.0], [3.0, 1.0]])
 
@@ -161,6 +161,31 @@ def test_missing_duplicate_and_unknown_ids_each_with_a_count_and_the_first_few(t
     assert "2 id(s) of the split are missing: 3, 7" in message
     assert "1 id(s) appear more than once: 5 (line 2, line 3)" in message
     assert "2 id(s) are not in the split: 42 (line 5), 43 (line 6)" in message
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".npy"])
+def test_every_row_alike_is_checked_as_one_bad_row_would_be(tmp_path, suffix):
+    """The whole-file fast path refuses what the row-by-row path refuses: booleans, and
+    values that overflow float32 (the logits' type) although finite in float64."""
+    path = write(tmp_path / f"b{suffix}", IDS, [[True, False]] * len(IDS), "logits")
+    with pytest.raises(PredictionFileError, match=r"5 row\(s\) cannot be used"):
+        read(path)
+    path = write(tmp_path / f"o{suffix}", IDS, LOGITS * 1e300, "logits")
+    with pytest.raises(PredictionFileError, match=r"finite numbers within float32"):
+        read(path)
+
+
+def test_scores_on_another_scale_are_refused_naming_the_file(tmp_path):
+    """A cosine similarity in [-1, 1] passes the Pearson gate: its scale is checked."""
+    ds = Dataset.from_dict(
+        {"sentence1": ["a"] * 5, "sentence2": ["b"] * 5, "label": [0.0, 1, 2, 4, 5], "idx": IDS}
+    )
+    gold = np.array([0.0, 1, 2, 4, 5])
+    fine = write(tmp_path / "s.jsonl", IDS, gold + 0.3, "score")  # a regressor's overshoot
+    assert read(fine, "score", ds=ds, task=STSB).shape == (5, 1)
+    cosine = write(tmp_path / "c.jsonl", IDS, gold / 5 * 2 - 1, "score")
+    with pytest.raises(PredictionFileError, match=r"c.jsonl: 2 of 5 scores lie outside .*\[0, 5\]"):
+        read(cosine, "score", ds=ds, task=STSB)
 
 
 def test_many_missing_ids_list_the_first_few(tmp_path):

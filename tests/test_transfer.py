@@ -242,10 +242,14 @@ def test_pair_files_need_both_fields_and_say_which(tmp_path):
     assert transfer.dataset[0]["sentence2"] == "an answer"
 
 
-def test_empty_text_is_an_error_naming_the_row(tmp_path):
+def test_empty_text_and_bad_labels_are_errors_naming_the_row_alike(tmp_path):
+    """Both count a file's data rows from 1, so the same row has one number."""
     path = tmp_path / "bad.jsonl"
     path.write_text('{"sentence": "fine"}\n{"sentence": ""}\n')
-    with pytest.raises(ValueError, match=r"bad.jsonl: field 'sentence' is empty.*row 1"):
+    with pytest.raises(ValueError, match=r"bad.jsonl: field 'sentence' is empty.*data row 2 "):
+        _build(_cfg(source="files", paths=[str(path)]), SST2, _splits(n=10))
+    path.write_text('{"sentence": "fine", "label": 0}\n{"sentence": "also", "label": 7}\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl: data row 2 .*column 'label' is 7"):
         _build(_cfg(source="files", paths=[str(path)]), SST2, _splits(n=10))
 
 

@@ -77,7 +77,24 @@ def read_logits(spec: PredictionsSpec, task: TaskSpec, split: str, ds: Dataset):
         tolerance=spec.tolerance,
         extra_ids=spec.extra_ids,
     )
+    if task.is_regression and task.score_range is not None:
+        _check_scale(path, logits[:, 0], task)
     return logits, predictions.sha256
+
+
+def _check_scale(path, scores: np.ndarray, task: TaskSpec) -> None:
+    """Scores on the gold labels' scale, give or take a tenth of it: the Pearson gate cannot
+    tell a cosine similarity in [-1, 1] from an STS-B score, and the student would learn it."""
+    low, high = task.score_range
+    margin = 0.1 * (high - low)
+    outside = scores[(scores < low - margin) | (scores > high + margin)]
+    if len(outside):
+        raise prediction_files.PredictionFileError(
+            f"{path}: {len(outside)} of {len(scores)} scores lie outside task {task.name!r}'s "
+            f"scale [{low:g}, {high:g}] (e.g. {', '.join(f'{v:.4g}' for v in outside[:3])}): "
+            f"expected scores on the gold labels' scale; rescale the file (a cosine similarity "
+            f"in [-1, 1] is not a {task.name} score)."
+        )
 
 
 def file_for(spec: PredictionsSpec, split: str):
