@@ -48,4 +48,6 @@ def new_run_id() -> str:
     return _RUN_ID
 
 
-OmegaConf.register_new_resolver("sead_run_id", _run_id, replace=True)
+# cached in each config, as Hydra's `now` is: a sweep's jobs (in other processes too, with
+# the joblib launcher) resolve hydra.sweep.dir to the one folder the launcher made
+OmegaConf.register_new_resolver("sead_run_id", _run_id, replace=True, use_cache=True)

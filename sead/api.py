@@ -40,7 +40,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 import sead
 from sead import searchpath
-from sead.run import config_name_errors, run_job
+from sead.run import EarlierRun, RunRefused, config_name_errors, run_job
 from sead.searchpath import ConfigError
 
 __all__ = ["ConfigError", "Result", "compose", "run"]
@@ -132,6 +132,10 @@ def run(
     with _process_state_kept(), _hydra(config_dir) as hydra:
         try:
             hydra.run(CONFIG_NAME, task_function=job, overrides=overrides)
+        except RunRefused as refused:  # the folder holds a run: refused before Hydra wrote
+            raise EarlierRun(str(refused)) from None
+        except EarlierRun:  # found by the job itself
+            raise
         except HydraException as error:
             if jobs:
                 raise

@@ -31,6 +31,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, OverrideParseException
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
@@ -150,10 +151,10 @@ def earlier_run(folder) -> list[str]:
     return [name for name in RUN_OUTPUTS if (Path(folder) / name).exists()]
 
 
-def _refusal(folder, found: list[str]) -> str:
+def _refusal(folder, found: list[str], option: str = "hydra.run.dir") -> str:
     return (
-        f"hydra.run.dir={folder} holds an earlier run ({', '.join(found)}): a new run there "
-        "would overwrite it. Leave hydra.run.dir unset (every run gets its own folder) or "
+        f"{option}={folder} holds an earlier run ({', '.join(found)}): a new run there "
+        f"would overwrite it. Leave {option} unset (every run gets its own folder) or "
         f"pick a new one; to replace that run, pass {OVERWRITE}=true."
     )
 
@@ -162,22 +163,58 @@ class EarlierRun(searchpath.ConfigError):
     """The run folder holds an earlier run: the command exits saying so, `sead.api` raises."""
 
 
+class RunRefused(BaseException):  # noqa: N818 (a stop, not an error class of its own)
+    """`EarlierRunCheck`'s refusal. A BaseException: Hydra turns an Exception raised by a
+    callback into a warning and goes on; this one stops the run before Hydra writes, and
+    `cli` exits with its message (`sead.api.run` raises EarlierRun)."""
+
+
+class EarlierRunCheck(Callback):
+    """Hydra's callback (conf/config.yaml `hydra.callbacks`) that refuses a run or sweep
+    folder holding an earlier run before Hydra writes `.hydra/`, a log or `multirun.yaml`
+    into it, wherever the folder was set: a command line, `sead.api.run(run_dir=)`, a config
+    file, an interpolation. With `overwrite_run=true` a run folder's earlier outputs (and log)
+    are removed first, so that what it holds afterwards is the new run's alone."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        folder = Path(str(config.hydra.run.dir))
+        found = earlier_run(folder)
+        if not found or _launch_rank() > 0:  # rank 0 checks (the others share its folder)
+            return
+        if OmegaConf.select(config, OVERWRITE) is not True:
+            raise RunRefused(_refusal(folder, found))
+        log.warning("%s=true: replacing the earlier run in %s (%s)", OVERWRITE, folder, found)
+        for path in [*(folder / name for name in found), *folder.glob("*.log")]:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        folder = Path(str(config.hydra.sweep.dir))
+        jobs = [job for job in folder.iterdir() if job.is_dir()] if folder.is_dir() else []
+        found = sorted({name for job in jobs for name in earlier_run(job)})
+        if found and OmegaConf.select(config, OVERWRITE) is not True and _launch_rank() == 0:
+            raise RunRefused(_refusal(folder, found, option="hydra.sweep.dir"))
+
+
+def _launch_rank() -> int:
+    from sead import distributed  # only here: it imports torch
+
+    return distributed.launch_rank()
+
+
 def _keep_earlier_run(cfg: DictConfig) -> None:
-    """Refuse to write a run into a folder that holds an earlier one, unless overwrite_run.
-
-    `cli` refuses a command line's `hydra.run.dir` before Hydra writes anything; this catches
-    the rest (a run folder set in a config file, a sweep folder reused), before any results.
-    With `overwrite_run=true` the earlier run's outputs are removed first, so that what the
-    folder holds afterwards is the new run's alone.
-    """
-    from sead import distributed
-
+    """The job's own check of its folder (`EarlierRunCheck` has checked the run's or the
+    sweep's before Hydra wrote into it): a sweep's job folder that holds an earlier run, with
+    overwrite_run=true, is emptied of that run's outputs first; without it, refused."""
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     found = earlier_run(out_dir)
-    if not found or distributed.launch_rank() > 0:  # rank 0 checks (the others share its folder)
+    if not found or _launch_rank() > 0:
         return
+    option = "hydra.sweep.dir" if HydraConfig.get().mode == RunMode.MULTIRUN else "hydra.run.dir"
     if OmegaConf.select(cfg, OVERWRITE) is not True:
-        raise EarlierRun(_refusal(out_dir, found))
+        raise EarlierRun(_refusal(out_dir, found, option))
     log.warning("%s=true: replacing the earlier run in %s (%s)", OVERWRITE, out_dir, found)
     for name in found:
         path = out_dir / name
@@ -191,8 +228,10 @@ def exit_if_earlier_run(args: list[str]) -> None:
     """Stop a command line whose `hydra.run.dir` holds an earlier run (unless it passes
     `overwrite_run=true`), before Hydra writes its `.hydra/` and log into that folder."""
     overrides, flags = command_line_overrides(args)
+    if flags is not None and flags.experimental_rerun is not None:
+        _exit_if_rerun_over_its_run(Path(flags.experimental_rerun))
     if flags is None or any((flags.multirun, flags.cfg, flags.info, flags.help, flags.hydra_help)):
-        return  # a sweep's folders, or nothing run at all
+        return  # a sweep's folders (EarlierRunCheck), or nothing run at all
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except OverrideParseException:  # Hydra reports a malformed override in its own words
@@ -207,6 +246,20 @@ def exit_if_earlier_run(args: list[str]) -> None:
 
         if distributed.launch_rank() == 0:  # rank 0 checks: the others may start after it wrote
             sys.exit(_refusal(folder, found))
+
+
+def _exit_if_rerun_over_its_run(pickled: Path) -> None:
+    """`--experimental-rerun <run>/.hydra/config.pickle` runs the job again in `<run>`, and
+    Hydra takes no overrides with it, so overwrite_run cannot be passed: refused by name."""
+    run_folder = pickled.resolve().parent.parent
+    found = earlier_run(run_folder)
+    if found:
+        sys.exit(
+            f"--experimental-rerun {pickled} would run the job again in {run_folder}, which "
+            f"holds its results ({', '.join(found)}), and Hydra takes no overrides with a "
+            "rerun, so overwrite_run=true cannot be given. Run it again in a new folder with "
+            f"the same overrides: sead $(sed -n 's/^- //p' {run_folder}/.hydra/overrides.yaml)"
+        )
 
 
 def _record_failure(cfg: DictConfig, error: Exception, results_file: str) -> None:
@@ -352,7 +405,13 @@ def cli() -> None:
     then Hydra's main."""
     exit_on_unknown_configs(sys.argv[1:])
     exit_if_earlier_run(sys.argv[1:])
-    main()
+    from sead.run import RunRefused  # the class Hydra's callback raises, also when this
+    # module runs as __main__ (`python -m sead.run`) and Hydra imports it again as sead.run
+
+    try:
+        main()
+    except RunRefused as refused:
+        sys.exit(f"Error: {refused}")
 
 
 if __name__ == "__main__":

@@ -121,6 +121,7 @@ def test_a_run_folder_holding_an_earlier_run_raises_a_config_error(tiny_override
     with pytest.raises(api.ConfigError, match=r"holds an earlier run \(results.json\)"):
         api.run(tiny_overrides, run_dir=tmp_path / "run")
     assert (tmp_path / "run" / "results.json").read_text() == '{"status": "ok"}'
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["results.json"]  # no .hydra/, log
 
 
 def test_a_model_not_installed_raises_its_error_where_the_command_exits(

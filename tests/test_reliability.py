@@ -22,8 +22,8 @@ import sead.manifest
 import sead.teachers.logits
 import sead.teachers.store
 import sead.transfer
+from sead import api, data, distill, pipeline, run, teachers
 from sead import cache as cache_module
-from sead import data, distill, pipeline, run, teachers
 from sead.cache import tool as cache_tool
 from sead.tasks import get_task
 from tests.helpers import compose, prepare_teacher
@@ -531,13 +531,88 @@ def test_an_earlier_run_found_by_the_job_is_kept_or_replaced_on_request(tmp_path
     folder = tmp_path / "job"
     before = _earlier_run(folder)
     runtime = type("Runtime", (), {"output_dir": str(folder)})
-    hydra_config = type("HydraConfig", (), {"runtime": runtime})
+    hydra_config = type("HydraConfig", (), {"runtime": runtime, "mode": run.RunMode.RUN})
     monkeypatch.setattr(run.HydraConfig, "get", staticmethod(lambda: hydra_config))
     with pytest.raises(run.EarlierRun, match=rf"hydra.run.dir={re.escape(str(folder))} holds an"):
         run._keep_earlier_run(compose())
     assert {str(p): p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
     run._keep_earlier_run(compose(["overwrite_run=true"]))
     assert run.earlier_run(folder) == []  # the new run starts from an empty folder
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def _sead(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "sead.run", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={
+            **os.environ,
+            "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+            **(env or {}),
+        },
+    )
+
+
+def test_a_folder_named_any_other_way_is_refused_before_hydra_writes(tiny_assets, tmp_path):
+    """An interpolated run folder, a reused sweep folder: EarlierRunCheck refuses them before
+    Hydra writes `.hydra/`, a log or `multirun.yaml` there (the command line's literal
+    hydra.run.dir is refused earlier still)."""
+    demo = ["experiment=demo", f"paths.demo_dir={tiny_assets}", f"paths.cache_dir={tmp_path}/c"]
+    folder = tmp_path / "earlier"
+    before = _earlier_run(folder)
+    proc = _sead(*demo, "hydra.run.dir=${oc.env:EARLIER}", env={"EARLIER": str(folder)})
+    assert proc.returncode == 1 and f"hydra.run.dir={folder} holds an earlier run" in proc.stderr
+    assert "Traceback" not in proc.stderr and _files(folder) == before
+
+    sweep = tmp_path / "sweep"
+    job_before = _earlier_run(sweep / "0")
+    (sweep / "multirun.yaml").write_text("the earlier sweep's\n")
+    proc = _sead("-m", *demo, "seed=1,2", f"hydra.sweep.dir={sweep}")
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert f"hydra.sweep.dir={sweep} holds an earlier run (metrics.jsonl, results.json" in (
+        proc.stderr
+    )
+    assert (sweep / "multirun.yaml").read_text() == "the earlier sweep's\n"
+    assert _files(sweep / "0") == job_before
+
+
+def test_overwrite_run_replaces_the_earlier_run_and_its_log(tmp_path):
+    folder = tmp_path / "earlier"
+    _earlier_run(folder)
+    (folder / "run.log").write_text("the earlier run's log\n")
+    (folder / "notes.txt").write_text("the user's own\n")
+    config = api.compose(
+        ["overwrite_run=true", f"hydra.run.dir={folder}"], return_hydra_config=True
+    )
+    run.EarlierRunCheck().on_run_start(config)
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+
+
+def test_a_rerun_into_its_own_folder_is_refused_with_the_way_to_run_it_again(tmp_path):
+    folder = tmp_path / "earlier"
+    _earlier_run(folder)
+    (folder / ".hydra").mkdir()
+    pickled = folder / ".hydra" / "config.pickle"
+    with pytest.raises(SystemExit, match=r"Hydra takes no overrides with a rerun"):
+        run.exit_if_earlier_run(["--experimental-rerun", str(pickled)])
+
+
+def test_two_sweeps_started_at_once_get_their_own_folders():
+    """As runs do: microseconds and the process's random id (a new one here, as another
+    process would draw), resolved once per config, so a sweep's jobs share its folder."""
+    import sead
+
+    config = api.compose(return_hydra_config=True)
+    folder = str(config.hydra.sweep.dir)
+    assert folder == str(config.hydra.sweep.dir)  # cached: every job resolves the same
+    sead.new_run_id()
+    other = str(api.compose(return_hydra_config=True).hydra.sweep.dir)
+    assert folder.startswith("multirun/") and other.rsplit("-", 1)[1] != folder.rsplit("-", 1)[1]
 
 
 def test_the_outputs_that_mark_an_earlier_run_are_the_ones_each_stage_writes():
