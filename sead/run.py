@@ -23,6 +23,7 @@ import gc
 import io
 import json
 import logging
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -114,7 +115,8 @@ def run_job(cfg: DictConfig) -> tuple[str, dict | None]:
     # An unknown stage: reading the settings names it (and what is allowed), as any bad key.
     run_stage, results_file = known.get(stage, (_read_settings, known["all"][1]))
     try:
-        results = run_stage(cfg)
+        with _in_launch_directory():
+            results = run_stage(cfg)
     except Exception as error:
         _record_failure(cfg, error, results_file)  # re-raises unless a sweep should go on
         results = None
@@ -124,6 +126,23 @@ def run_job(cfg: DictConfig) -> tuple[str, dict | None]:
         gc.collect()
         _empty_cuda_cache()
     return stage, results
+
+
+@contextlib.contextmanager
+def _in_launch_directory():
+    """Relative paths (`data.dir`, `paths.*`, teacher folders, prediction files) are the
+    launch directory's, as conf/paths says, also with `hydra.job.chdir=true` (Hydra's own
+    `to_absolute_path` convention): the job reads from there, and writes into its run folder
+    (`paths.output_dir`, absolute) either way."""
+    launch, here = HydraConfig.get().runtime.cwd, os.getcwd()
+    if launch == here:
+        yield
+        return
+    os.chdir(launch)
+    try:
+        yield
+    finally:
+        os.chdir(here)
 
 
 # An absolute path: the same configs whether this runs as `sead`, `python -m sead.run` or

@@ -615,6 +615,24 @@ def test_two_sweeps_started_at_once_get_their_own_folders():
     assert folder.startswith("multirun/") and other.rsplit("-", 1)[1] != folder.rsplit("-", 1)[1]
 
 
+def test_relative_paths_are_the_launch_directorys_with_hydra_job_chdir(tiny_assets, tmp_path):
+    """hydra.job.chdir=true moves the job into its run folder; sead still reads relative
+    paths from where it was launched (Hydra's to_absolute_path convention)."""
+    (tmp_path / "demo").symlink_to(tiny_assets)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env.pop("SEAD_CACHE", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sead.run", "experiment=demo", "paths.demo_dir=demo",
+         "stage=teachers", "teacher_gate=false", "teachers.toy_bert.finetune_args.epochs=1",
+         "teachers.toy_roberta.finetune_args.epochs=1", "hydra.run.dir=run",
+         "hydra.job.chdir=true"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "run" / "teachers.json").is_file()
+    assert (tmp_path / "cache" / "logits").is_dir() and not (tmp_path / "run" / "cache").exists()
+
+
 def test_the_outputs_that_mark_an_earlier_run_are_the_ones_each_stage_writes():
     """`sead.run` writes the names out (it must not import the stages to start); they are
     the stages' own constants."""
