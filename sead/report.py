@@ -333,8 +333,11 @@ def find_results(paths: Iterable) -> list[Path]:
     for a job folder (`.hydra/`) with none beside jobs that have one, the `results.json` it
     lacks (a job killed by the OS or a scheduler, or still running: `job_rows` says so)."""
     found: dict[Path, None] = {}
+    skipped = []
     for path in map(Path, paths):
-        if path.is_file():
+        if path.is_file() and path.name != RESULTS_FILE:  # a shell glob's multirun.yaml, a plot
+            skipped.append(path.name)
+        elif path.is_file():
             found[path.resolve()] = None
         elif path.is_dir():
             results = [p.resolve() for p in path.rglob(RESULTS_FILE)]
@@ -344,6 +347,8 @@ def find_results(paths: Iterable) -> list[Path]:
             found.update((p, None) for p in sorted(set(results), key=_job_order))
         else:
             raise FileNotFoundError(f"{path} is neither a run directory nor a {RESULTS_FILE}.")
+    if skipped:
+        log.info("Skipped %d file(s) that are not a %s: %s", len(skipped), RESULTS_FILE, skipped)
     if not found:
         raise FileNotFoundError(
             f"No {RESULTS_FILE} under {', '.join(map(str, paths))}: expected a multirun "
@@ -367,7 +372,10 @@ def job_rows(result_files: Sequence[Path]) -> list[dict]:
             error = f"no {RESULTS_FILE}: killed (out of memory, a time limit) or still running"
             rows.append({"job": job, "status": "missing", "error": error})
             continue
-        results = json.loads(path.read_text())
+        try:
+            results = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, ValueError) as err:
+            raise ValueError(f"{path} is not a {RESULTS_FILE} that sead wrote: {err}") from None
         row = {"job": job, "status": results.get("status", "ok"), **_settings(results)}
         if row["status"] == "ok":
             row.update(_scores(results))
@@ -629,7 +637,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m sead.report")
     out = args.out or (args.paths[0] if single_dir else "report")
     try:
         written = build_report(args.paths, out)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, ValueError) as err:
         sys.exit(str(err))
     print(written["md"].read_text())
 

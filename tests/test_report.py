@@ -110,6 +110,18 @@ def test_a_killed_job_with_no_results_is_listed_as_missing(sweep):
     assert "6 job(s), 2 failed" in report.build_report([sweep], sweep)["md"].read_text()
 
 
+def test_a_shell_glob_of_a_sweep_reads_only_its_results_and_names_a_bad_one(sweep):
+    """`sead report sweep/*` passes multirun.yaml, plots and reports too: skipped; a file
+    named results.json that is not one is named, not a raw decode error."""
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")
+    (sweep / "report.png").write_bytes(PNG_MAGIC)
+    table = pd.DataFrame(report.job_rows(report.find_results(sorted(sweep.iterdir()))))
+    assert list(table["job"]) == ["0", "1", "2", "3", "4"]
+    (sweep / "1" / "results.json").write_bytes(PNG_MAGIC)
+    with pytest.raises(ValueError, match=r"1/results.json is not a results.json that sead wrote"):
+        report.job_rows(report.find_results([sweep]))
+
+
 def test_report_without_a_seed_sweep_has_no_seed_columns(tmp_path):
     for i, temperature in enumerate((1.0, 2.0)):
         (tmp_path / f"run{i}").mkdir()
