@@ -617,17 +617,23 @@ def report_to(train: TrainSettings) -> list[str]:
     the teachers, not when the Trainer starts.
     """
     from transformers.integrations import get_available_reporting_integrations
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
 
     value = train.report_to
     names = [value] if isinstance(value, str) else list(value)
-    names = [] if names in (["none"], []) else names
+    names = [name for name in names if name != "none"]
+    unknown = [name for name in names if name != "all" and name not in INTEGRATION_TO_CALLBACK]
+    if unknown:
+        raise ValueError(
+            f"train.report_to: {unknown} is not a tracker the Trainer knows: expected none, "
+            f"all or any of {sorted(INTEGRATION_TO_CALLBACK)}."
+        )
     available = get_available_reporting_integrations()
     missing = [name for name in names if name != "all" and name not in available]
     if missing:
         raise ValueError(
-            f"train.report_to={names} but {missing} is not installed "
-            f"(pip install {' '.join(missing)}); installed trackers: {available or 'none'}. "
-            "metrics.jsonl is written in any case."
+            f"train.report_to={names} but the package of {missing} is not installed; "
+            f"installed trackers: {available or 'none'}. metrics.jsonl is written in any case."
         )
     return names
 

@@ -55,8 +55,13 @@ def test_report_to_a_tracker_that_is_not_installed_fails_early(monkeypatch):
     monkeypatch.setattr(
         transformers.integrations, "get_available_reporting_integrations", lambda: []
     )
-    with pytest.raises(ValueError, match=r"\['wandb'\] is not installed \(pip install wandb\)"):
+    with pytest.raises(ValueError, match=r"the package of \['wandb'\] is not installed"):
         report_to(compose(["train.report_to=wandb"]).train)
+    # a typo is named as one, not as a package to install; none beside a tracker is no tracker
+    with pytest.raises(ValueError, match=r"\['tensorbord'\] is not a tracker the Trainer knows"):
+        report_to(compose(["train.report_to=tensorbord"]).train)
+    with pytest.raises(ValueError, match=r"the package of \['wandb'\] is not installed"):
+        report_to(compose(["train.report_to=[none,wandb]"]).train)
 
 
 def test_pipeline_checks_report_to_before_any_work(tiny_cfg, monkeypatch):
