@@ -298,7 +298,10 @@ def _record_failure(cfg: DictConfig, error: Exception, results_file: str) -> Non
             recorded = f"not recorded: {unrecorded}"
     log.error("Job failed (%s: %s); %s", type(error).__name__, error, recorded)
     fail_fast = OmegaConf.select(cfg, "fail_fast")  # not a bool: too broken to go on
-    if HydraConfig.get().mode != RunMode.MULTIRUN or fail_fast is not False:
+    # The Optuna sweeper counts a raised job as a failed trial and stops the study once
+    # hydra.sweeper.max_failure_rate is passed (per batch of n_jobs trials): it decides.
+    optuna = "optuna" in str(OmegaConf.select(HydraConfig.get(), "sweeper._target_", default=""))
+    if HydraConfig.get().mode != RunMode.MULTIRUN or fail_fast is not False or optuna:
         raise error
 
 

@@ -133,7 +133,7 @@ def test_optuna_sweep_counts_a_failed_trial_and_finds_the_best(tiny_assets, tmp_
         "hydra.sweeper.direction=maximize",
         f"student.model=choice({good},{bad})",
         "hydra.sweeper.n_trials=2",
-        "hydra.sweeper.max_failure_rate=0.5",
+        "hydra.sweeper.max_failure_rate=1.0",
         f"hydra.sweep.dir={sweep}",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -142,6 +142,21 @@ def test_optuna_sweep_counts_a_failed_trial_and_finds_the_best(tiny_assets, tmp_
     (ok,) = [r for r in results if r["status"] == "ok"]
     best = (sweep / "optimization_results.yaml").read_text()
     assert f"best_value: {ok['student']['metrics']['validation']['accuracy']}" in best
+
+    # Under the rate, the study stops at its first failed trial, as in any Hydra app.
+    stopped = tmp_path / "stopped"
+    proc = _sead_run(
+        "-m",
+        *_demo(tiny_assets, tmp_path / "cache"),
+        "hydra/sweeper=optuna",
+        f"student.model={bad}",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.n_jobs=1",  # a batch of one trial (the plugin's default is 2)
+        "hydra.sweeper.max_failure_rate=0.0",
+        f"hydra.sweep.dir={stopped}",
+    )
+    assert proc.returncode != 0 and str(bad) in proc.stderr
+    assert [p.parent.name for p in stopped.glob("*/results.json")] == ["0"]
 
 
 def test_ddp_with_torchrun_shares_the_cache_fill_and_writes_results_once(tiny_assets, tmp_path):
