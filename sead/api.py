@@ -136,8 +136,8 @@ def run(
             raise EarlierRun(str(refused)) from None
         except EarlierRun:  # found by the job itself
             raise
-        except HydraException as error:
-            if jobs:
+        except (HydraException, ValueError) as error:
+            if jobs or isinstance(error, ConfigError):  # the job's own error, as it is
                 raise
             raise ConfigError(_message(error)) from error
     return jobs[0]
@@ -198,11 +198,13 @@ def _hydra(config_dir) -> Iterator[Hydra]:
 def _as_config_error() -> Iterator[None]:
     try:
         yield
-    except HydraException as error:
+    except ConfigError:
+        raise
+    except (HydraException, ValueError) as error:  # Hydra's own, or e.g. `train=null`'s
         raise ConfigError(_message(error)) from error
 
 
-def _message(error: HydraException) -> str:
+def _message(error: Exception) -> str:
     cause = f" ({error.__cause__})" if error.__cause__ is not None else ""
     return f"{type(error).__name__}: {error}{cause}"
 

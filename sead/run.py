@@ -217,6 +217,38 @@ class EarlierRunCheck(Callback):
             raise RunRefused(_refusal(folder, found, option="hydra.sweep.dir"))
 
 
+class FailedJobs(Callback):
+    """Hydra's callback (conf/config.yaml) that ends a sweep whose jobs went on past a
+    failure with exit status 1, naming the failed jobs: scripts and schedulers see it. (An
+    Optuna study that ends has had its failed trials judged by max_failure_rate.)"""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        if _optuna(config.hydra):
+            return
+        sweep = Path(str(config.hydra.sweep.dir))
+        records = [sweep.glob(f"*/{name}") for name in (*RUN_OUTPUTS[:3],)]
+        failed = sorted(
+            {path.parent.name for found in records for path in found if _failed(path)},
+            key=lambda name: (len(name), name),
+        )
+        if failed:
+            raise SystemExit(
+                f"Error: {len(failed)} job(s) of the sweep failed: {', '.join(failed)} (each "
+                f"job folder's results say why; `sead report {sweep}` lists them)."
+            )
+
+
+def _optuna(hydra_config) -> bool:
+    return "optuna" in str(OmegaConf.select(hydra_config, "sweeper._target_", default=""))
+
+
+def _failed(path: Path) -> bool:
+    try:
+        return json.loads(path.read_text()).get("status") == "failed"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def _launch_rank() -> int:
     from sead import distributed  # only here: it imports torch
 
@@ -300,8 +332,8 @@ def _record_failure(cfg: DictConfig, error: Exception, results_file: str) -> Non
     fail_fast = OmegaConf.select(cfg, "fail_fast")  # not a bool: too broken to go on
     # The Optuna sweeper counts a raised job as a failed trial and stops the study once
     # hydra.sweeper.max_failure_rate is passed (per batch of n_jobs trials): it decides.
-    optuna = "optuna" in str(OmegaConf.select(HydraConfig.get(), "sweeper._target_", default=""))
-    if HydraConfig.get().mode != RunMode.MULTIRUN or fail_fast is not False or optuna:
+    sweep_goes_on = HydraConfig.get().mode == RunMode.MULTIRUN and fail_fast is False
+    if not sweep_goes_on or _optuna(HydraConfig.get()):
         raise error
 
 

@@ -60,7 +60,8 @@ def test_parallel_sweep_records_the_failed_job_and_goes_on(tiny_assets, tmp_path
         "hydra.launcher.n_jobs=2",
         f"hydra.sweep.dir={sweep}",
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]  # the sweep went on past the failure
+    assert proc.returncode == 1, proc.stderr[-3000:]  # the sweep went on past the failure,
+    assert "1 job(s) of the sweep failed: 1 " in proc.stderr  # and then says so
     ok, failed = (json.loads((sweep / str(i) / "results.json").read_text()) for i in (0, 1))
     assert ok["status"] == "ok" and failed["status"] == "failed"
     assert f"student.model={bad}" in failed["overrides"]
