@@ -34,6 +34,7 @@ from transformers import (
     SchedulerType,
     TrainingArguments,
 )
+from transformers.utils import ModelOutput
 
 from sead import choices, data, manifest, models, resume
 from sead.checkpoints import check_checkpoint, check_tokenizer, from_pretrained_with_new_head
@@ -133,18 +134,17 @@ def objective_loss(
 
 
 def representation_loss(
-    student_vectors: torch.Tensor,
-    projections: torch.nn.ModuleDict,
+    projected: dict[str, torch.Tensor],
     targets: dict[str, torch.Tensor],
     weights: dict[str, float],
     kind: str,
 ) -> torch.Tensor:
-    """The student's pooled vectors, each teacher's projection of them against that teacher's
-    vectors: mean squared error (`mse`) or 1 - cosine similarity (`cosine`), averaged over the
-    teachers with the ensemble's weights."""
-    total = student_vectors.new_zeros((), dtype=torch.float32)
+    """The student's pooled vectors, through each teacher's projection (`projected`), against
+    that teacher's vectors: mean squared error (`mse`) or 1 - cosine similarity (`cosine`),
+    averaged over the teachers with the ensemble's weights."""
+    total = next(iter(projected.values())).new_zeros((), dtype=torch.float32)
     for name, target in targets.items():
-        predicted = projections[name](student_vectors).float()
+        predicted = projected[name].float()
         if kind == "mse":
             loss = F.mse_loss(predicted, target.float())
         else:
@@ -156,19 +156,35 @@ def representation_loss(
 class WithProjections(torch.nn.Module):
     """The student and, while it learns the teachers' representations, one linear map per
     teacher from its pooled vector to that teacher's width (384 -> 768 for MPNet). The Trainer
-    trains and checkpoints both; only `student` is ever saved as the model."""
+    trains and checkpoints both; only `student` is ever saved as the model.
 
-    def __init__(self, student, widths: dict[str, int]):
+    The projections run inside `forward` (outputs `projected`, per teacher): DDP marks a
+    parameter ready only when it is used in the wrapped module's forward."""
+
+    def __init__(self, student, widths: dict[str, int], pooling: str):
         super().__init__()
         self.student = student
         self.config = student.config  # what the Trainer reads of a model
+        self.pooling = pooling  # as the teachers' vectors were pooled: mean | cls
         hidden = int(student.config.hidden_size)
         self.projections = torch.nn.ModuleDict(
             {name: torch.nn.Linear(hidden, width) for name, width in widths.items()}
         )
 
-    def forward(self, **inputs):
-        return self.student(**inputs, output_hidden_states=True)
+    def forward(self, **inputs) -> ProjectedOutput:
+        outputs = self.student(**inputs, output_hidden_states=True)
+        pooled = pool(outputs.hidden_states[-1], inputs["attention_mask"], self.pooling)
+        projected = {name: layer(pooled) for name, layer in self.projections.items()}
+        return ProjectedOutput(outputs.logits, outputs.hidden_states, projected)
+
+
+@dataclass
+class ProjectedOutput(ModelOutput):
+    """`WithProjections`' outputs: a ModelOutput of its own fields, which DDP can rebuild."""
+
+    logits: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    projected: dict[str, torch.Tensor] | None = None
 
 
 @dataclass
@@ -186,12 +202,11 @@ class Representations:
         parts = torch.split(self.vectors[rows.cpu()], list(self.widths.values()), dim=-1)
         return {name: part.to(device) for name, part in zip(self.widths, parts, strict=True)}
 
-    def loss(self, hidden, attention_mask, projections, rows: torch.Tensor) -> torch.Tensor:
-        """The batch's representation loss: the student's last hidden states `hidden`, pooled
-        as the teachers' were, through `projections` against rows `rows`' teacher vectors."""
-        vectors = pool(hidden, attention_mask, self.pooling)
-        targets = self.targets(rows, vectors.device)
-        return representation_loss(vectors, projections, targets, self.weights, self.kind)
+    def loss(self, projected: dict[str, torch.Tensor], rows: torch.Tensor) -> torch.Tensor:
+        """The batch's representation loss: the student's projected vectors (`WithProjections`'
+        `projected`) against rows `rows`' teacher vectors."""
+        targets = self.targets(rows, next(iter(projected.values())).device)
+        return representation_loss(projected, targets, self.weights, self.kind)
 
 
 class DistillationTrainer(choices.GroupedTrainer):
@@ -246,10 +261,7 @@ class DistillationTrainer(choices.GroupedTrainer):
             )  # fmt: skip
             learned = None
             if self.objectives.get("representations"):
-                projections = self.accelerator.unwrap_model(self.model).projections
-                learned = self.representations.loss(
-                    outputs.hidden_states[-1], inputs["attention_mask"], projections, rows
-                )
+                learned = self.representations.loss(outputs.projected, rows)
             loss = objective_loss(self.objectives, soft, hard, labelled, learned)
         if not torch.isfinite(loss):
             raise FloatingPointError(
@@ -509,9 +521,7 @@ def heldout_representation_loss(
         for rows in length_sorted_batches(features["input_ids"], 128):
             batch = collate([{c: features[c][i] for c in columns} for i in rows])
             batch = {k: v.to(device) for k, v in batch.items()}
-            hidden = model(**batch).hidden_states[-1]
-            rows_tensor = torch.from_numpy(rows)
-            loss = reps.loss(hidden, batch["attention_mask"], model.projections, rows_tensor)
+            loss = reps.loss(model(**batch).projected, torch.from_numpy(rows))
             total += float(loss) * len(rows)
     model.train(was_training)
     return total / max(len(encoded), 1)

@@ -399,7 +399,7 @@ def _stage_trainer(model, tokenizer, data, stage, recipe, projections, **common)
     reps = None
     if stage.learns_representations:
         reps = replace(data.representations, kind=recipe.representation_loss)
-        trained = distill.WithProjections(model, reps.widths)
+        trained = distill.WithProjections(model, reps.widths, reps.pooling)
         if projections is not None:  # carried over from the previous stage
             trained.projections.load_state_dict(projections.state_dict())
         projections = trained.projections

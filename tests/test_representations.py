@@ -444,7 +444,6 @@ def test_teachers_with_vectors_but_no_ensemble_weight_count_equally_not_as_nan(c
     assert reps.weights == {"bert": 1.0}
     assert "gives the teachers with representations ['bert'] no weight" in caplog.text
     projections = torch.nn.ModuleDict({"bert": torch.nn.Linear(2, 4)})
-    loss = distill.representation_loss(
-        torch.ones(3, 2), projections, {"bert": reps.vectors}, reps.weights, reps.kind
-    )
+    projected = {"bert": projections["bert"](torch.ones(3, 2))}
+    loss = distill.representation_loss(projected, {"bert": reps.vectors}, reps.weights, reps.kind)
     assert torch.isfinite(loss)

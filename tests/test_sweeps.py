@@ -160,24 +160,28 @@ def test_optuna_sweep_counts_a_failed_trial_and_finds_the_best(tiny_assets, tmp_
     assert [p.parent.name for p in stopped.glob("*/results.json")] == ["0"]
 
 
-def test_ddp_with_torchrun_shares_the_cache_fill_and_writes_results_once(tiny_assets, tmp_path):
-    """Two CPU processes (gloo): each rank computes half the chunks of the train entries, one
-    assembles each entry, and the entries equal a single process's byte for byte."""
-    teachers = {}
+def _checkpoint_teachers(tmp_path) -> list[str]:
+    """Overrides for two tiny teacher checkpoints (DDP fine-tunes no teacher)."""
+    overrides = ["cache.chunk_size=16"]  # the 120 train rows in several chunks
     for name, kind, arch in (("bert", "wordpiece", "bert"), ("roberta", "bpe", "roberta")):
         path = tmp_path / f"finetuned_{name}"
         toy.build_tokenizer(kind, path)
         toy.build_tiny_model(arch, path, path, labels=["negative", "positive"], hidden_size=32,
                              num_layers=2, num_heads=2, intermediate_size=64)  # fmt: skip
-        teachers[f"toy_{name}"] = path
-    cache, run_dir = tmp_path / "cache", tmp_path / "run"
-    checkpoints = ["cache.chunk_size=16"]  # the 120 train rows in several chunks
-    for name, path in teachers.items():
-        checkpoints += [
-            f"teachers.{name}.batch_size=8",  # a chunk holds whole batches
-            f"teachers.{name}.finetune=false",
-            f"+teachers.{name}.checkpoints.sst2={path}",
+        overrides += [
+            f"teachers.toy_{name}.batch_size=8",  # a chunk holds whole batches
+            f"teachers.toy_{name}.finetune=false",
+            f"+teachers.toy_{name}.checkpoints.sst2={path}",
         ]
+    return overrides
+
+
+def test_ddp_with_torchrun_shares_the_cache_fill_and_writes_results_once(tiny_assets, tmp_path):
+    """Two CPU processes (gloo): each rank computes half the chunks of the train entries, one
+    assembles each entry, and the entries equal a single process's byte for byte."""
+    teachers = ["toy_bert", "toy_roberta"]
+    cache, run_dir = tmp_path / "cache", tmp_path / "run"
+    checkpoints = _checkpoint_teachers(tmp_path)
     proc = _sead_run(
         *_demo(tiny_assets, cache, *checkpoints),
         "train.batch_size=16",
@@ -214,6 +218,25 @@ def test_ddp_with_torchrun_shares_the_cache_fill_and_writes_results_once(tiny_as
     for fp in _logit_entries(cache):
         shared, alone = (root / "logits" / fp / "logits.safetensors" for root in (cache, single))
         assert shared.read_bytes() == alone.read_bytes(), fp
+
+
+def test_ddp_trains_a_stage_that_learns_the_teachers_representations(tiny_assets, tmp_path):
+    """The projections run inside the wrapped model's forward: DDP sees every parameter used
+    there once (used outside it, the first step failed on both ranks)."""
+    run_dir = tmp_path / "run"
+    proc = _sead_run(
+        *_demo(tiny_assets, tmp_path / "cache", *_checkpoint_teachers(tmp_path)),
+        "recipe=xtremedistil",
+        "data.heldout=40",
+        "train.batch_size=16",
+        f"hydra.run.dir={run_dir}",
+        launcher=TORCHRUN_2_PROCESSES,
+        timeout=300,
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["distributed"]["world_size"] == 2
+    assert results["recipe"]["stages"][0]["name"] == "representations"
 
 
 def test_ddp_refuses_teachers_it_would_have_to_fine_tune(tiny_assets, tmp_path):
