@@ -165,8 +165,10 @@ def from_pretrained_with_new_head(model_class, source, who: str, **kwargs):
     That head is expected, so transformers' LOAD REPORT table of MISSING head weights is
     replaced by one line saying so; an error in loading is still raised as transformers raises it.
     """
-    with _no_load_report():
-        model, info = model_class.from_pretrained(source, output_loading_info=True, **kwargs)
+    with _no_load_report():  # a head of another size (a 2-label checkpoint for STS-B) too
+        model, info = model_class.from_pretrained(
+            source, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
+        )
     new = sorted({*info.get("missing_keys", ()), *(k[0] for k in info.get("mismatched_keys", ()))})
     # The encoder's own weights (under base_model_prefix, bar the pooler, which sentence-
     # embedding checkpoints drop) are not a head: missing, they start random, which is said.
@@ -195,6 +197,27 @@ def from_pretrained_with_new_head(model_class, source, who: str, **kwargs):
     if unused:  # e.g. a pretraining head the task model has no use for
         log.info("%s: %d checkpoint weights unused (%s)", who, len(unused), ", ".join(unused[:4]))
     return model
+
+
+# Model types whose position ids start after the padding index (RoBERTa's scheme): their
+# usable length is max_position_embeddings - (pad_token_id + 1), 512 for roberta-base.
+_OFFSET_POSITIONS = {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "mpnet",
+                     "data2vec-text", "longformer", "ibert"}  # fmt: skip
+
+
+def check_max_length(config, max_length: int, option: str, source: str) -> None:
+    """Refuse a truncation length beyond what the model's position embeddings hold, before
+    any work (the model would fail on the first long batch with a tensor-size error)."""
+    positions = getattr(config, "max_position_embeddings", None)
+    if not isinstance(positions, int):
+        return  # relative or rotary positions: no fixed table
+    if config.model_type in _OFFSET_POSITIONS:
+        positions -= (config.pad_token_id or 0) + 1
+    if max_length > positions:
+        raise ValueError(
+            f"{option}={max_length}, but {source} holds {positions} positions "
+            f"(max_position_embeddings of its config): expected {option} <= {positions}."
+        )
 
 
 @contextmanager

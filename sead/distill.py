@@ -37,7 +37,12 @@ from transformers import (
 from transformers.utils import ModelOutput
 
 from sead import choices, data, manifest, models, resume
-from sead.checkpoints import check_checkpoint, check_tokenizer, from_pretrained_with_new_head
+from sead.checkpoints import (
+    check_checkpoint,
+    check_max_length,
+    check_tokenizer,
+    from_pretrained_with_new_head,
+)
 from sead.config import setting
 from sead.files import disk_space
 from sead.inference import length_sorted_batches, pool
@@ -341,10 +346,13 @@ def check_student(student: StudentSettings) -> list[str]:
             "folder or a Hub id reachable from here (offline: a local path, e.g. "
             "student=minilm_l2 or student.model=<folder>)."
         ) from err
+    check_max_length(config, student.max_length, "student.max_length", source)
+    if student.keep_layers is not None:
+        _check_keep_layers(list(student.keep_layers), config.num_hidden_layers, source)
+        config.num_hidden_layers = len(student.keep_layers)  # the cut-down student's names
     with torch.device("meta"):
         skeleton = AutoModelForSequenceClassification.from_config(config, trust_remote_code=remote)
     if student.keep_layers is not None:
-        _check_keep_layers(list(student.keep_layers), config.num_hidden_layers, source)
         _layer_list(skeleton, source)
     return [name for name, _ in skeleton.named_parameters()]
 
@@ -506,10 +514,11 @@ def student_trainer(
 
 
 def heldout_representation_loss(
-    model: WithProjections, tokenizer, encoded: Dataset, reps: Representations
+    model: WithProjections, tokenizer, encoded: Dataset, reps: Representations, batch_size: int
 ) -> float:
     """The representation loss of `model` on the held-out rows `encoded` (in `reps`' row
-    order), averaged over rows: a representation stage's held-out score."""
+    order), averaged over rows, in batches of `batch_size` (train.eval_batch_size): a
+    representation stage's held-out score."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -518,7 +527,7 @@ def heldout_representation_loss(
     collate = choices.PaddingCollator(tokenizer, return_tensors="pt")  # no multiple choice here
     total = 0.0
     with torch.inference_mode():
-        for rows in length_sorted_batches(features["input_ids"], 128):
+        for rows in length_sorted_batches(features["input_ids"], batch_size):
             batch = collate([{c: features[c][i] for c in columns} for i in rows])
             batch = {k: v.to(device) for k, v in batch.items()}
             loss = reps.loss(model(**batch).projected, torch.from_numpy(rows))
@@ -603,12 +612,22 @@ class TrainSettings:
             raise ValueError(
                 "train.bf16=true and train.fp16=true: expected at most one mixed precision."
             )
-        allowed = [s.value for s in SchedulerType]
-        if self.lr_scheduler not in allowed:
+        if self.lr_scheduler not in SCHEDULERS:
             raise ValueError(
                 f"train.lr_scheduler={self.lr_scheduler!r} is not allowed: expected one of "
-                f"{allowed}."
+                f"{list(SCHEDULERS)}."
             )
+
+
+# The Trainer's schedulers that run on their own: the others need an evaluation strategy
+# (reduce_lr_on_plateau, greedy) or lr_scheduler_kwargs (cosine_with_min_lr and its warmup
+# twin, warmup_stable_decay), which the student's Trainer does not take.
+SCHEDULERS = tuple(
+    s.value
+    for s in SchedulerType
+    if s.value not in {"reduce_lr_on_plateau", "greedy", "cosine_with_min_lr",
+                       "cosine_warmup_with_min_lr", "warmup_stable_decay"}
+)  # fmt: skip
 
 
 def check_finite(model, what: str) -> None:

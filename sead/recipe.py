@@ -334,7 +334,8 @@ def train(
     earlier run got there; returns the student and each stage's record."""
     records, projections, trainer = [], None, None
     for index, stage in enumerate(recipe.stages, 1):
-        scoring = {"task": task, "max_length": max_length, "temperature": settings.temperature}
+        scoring = {"task": task, "max_length": max_length, "temperature": settings.temperature,
+                   "batch_size": settings.eval_batch_size}  # fmt: skip
         measure = partial(_score_now, model, tokenizer, data, stage, recipe, scoring)
         entry = _entry_point(records, stage, model, measure)
         stage_dir = folder / f"{index}-{stage.name}"
@@ -405,7 +406,10 @@ def _stage_trainer(model, tokenizer, data, stage, recipe, projections, **common)
         projections = trained.projections
     heldout, heldout_rows = None, None
     if stage.select:
-        scoring = common | {"temperature": settings.temperature}
+        scoring = common | {
+            "temperature": settings.temperature,
+            "batch_size": settings.eval_batch_size,
+        }
         heldout, heldout_rows = _heldout_scorer(trained, tokenizer, data, stage, recipe, scoring)
     trainer = distill.student_trainer(
         trained,
@@ -427,7 +431,7 @@ def _stage_trainer(model, tokenizer, data, stage, recipe, projections, **common)
 def _heldout_scorer(trained, tokenizer, data: StudentData, stage, recipe, common):
     """A function scoring `trained` on the held-out slice, {"heldout": score}, higher better
     (the held-out losses are given negated); and the slice, tokenized."""
-    task, max_length = common["task"], common["max_length"]
+    task, max_length, batch_size = common["task"], common["max_length"], common["batch_size"]
     if data.heldout is None:
         raise ValueError(
             f"recipe stage {stage.name!r} has select: true, but the run has no held-out slice: "
@@ -442,7 +446,9 @@ def _heldout_scorer(trained, tokenizer, data: StudentData, stage, recipe, common
         reps = replace(reps, vectors=vectors, kind=recipe.representation_loss)
 
         def representation_score() -> dict:
-            loss = distill.heldout_representation_loss(trained, tokenizer, encoded, reps)
+            loss = distill.heldout_representation_loss(
+                trained, tokenizer, encoded, reps, batch_size
+            )
             return {"heldout": -loss}
 
         return representation_score, encoded
@@ -450,7 +456,7 @@ def _heldout_scorer(trained, tokenizer, data: StudentData, stage, recipe, common
 
     def metric_score() -> dict:
         scored = evaluate(
-            student, tokenizer, task, heldout, max_length, 128, "Held-out", encoded=encoded
+            student, tokenizer, task, heldout, max_length, batch_size, "Held-out", encoded=encoded
         )
         if stage.select_by == "soft_loss":
             targets, temperature = data.heldout_soft_targets[kept], common["temperature"]

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from sead.distill import kd_loss
+from tests.helpers import settings
 
 
 def test_kd_loss_matches_hand_computation():
@@ -55,3 +56,18 @@ def test_fp16_without_a_gpu_is_said_before_any_work(monkeypatch, caplog):
         distill.check_precision(replace(train, fp16=True))
         distill.check_precision(train)
     assert caplog.text.count("train.fp16=true needs a CUDA GPU") == 1
+
+
+def test_every_allowed_scheduler_runs_with_what_the_student_trainer_gives_it():
+    """train.lr_scheduler allows only schedulers that need neither an eval strategy nor
+    lr_scheduler_kwargs: each builds from an optimizer and step counts alone."""
+    from transformers import get_scheduler
+
+    from sead.distill import SCHEDULERS
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    for name in SCHEDULERS:
+        get_scheduler(name, optimizer, num_warmup_steps=1, num_training_steps=10).step()
+    for refused in ("reduce_lr_on_plateau", "cosine_with_min_lr", "warmup_stable_decay"):
+        with pytest.raises(ValueError, match=rf"train.lr_scheduler='{refused}' is not allowed"):
+            settings("train", lr_scheduler=refused)

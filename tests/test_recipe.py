@@ -236,8 +236,21 @@ def test_the_staged_recipe_learns_representations_and_keeps_its_best_epochs(tiny
         return trainer
 
     monkeypatch.setattr(distill, "student_trainer", recording)
-    cfg = tiny_cfg(*STAGED)
+    import sead.recipe
+
+    batch_sizes = []  # held-out scoring batches as train.eval_batch_size says (not 128)
+    real_batches, real_evaluate = distill.length_sorted_batches, sead.recipe.evaluate
+    monkeypatch.setattr(
+        distill,
+        "length_sorted_batches",
+        lambda ids, size: batch_sizes.append(size) or real_batches(ids, size),
+    )
+    monkeypatch.setattr(
+        sead.recipe, "evaluate", lambda *a, **k: batch_sizes.append(a[5]) or real_evaluate(*a, **k)
+    )
+    cfg = tiny_cfg(*STAGED, "train.eval_batch_size=7")  # fmt: skip
     results = pipeline.run(cfg)
+    assert batch_sizes and set(batch_sizes) == {7}
     stages = results["recipe"]["stages"]
     assert [s["name"] for s in stages] == ["representations", "soft", "hard"]
     # the representation loss falls while the first stage trains

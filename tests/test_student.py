@@ -3,6 +3,7 @@
 import pytest
 import torch
 from transformers import (
+    AutoConfig,
     AutoModelForSequenceClassification,
     GPT2Config,
     GPT2ForSequenceClassification,
@@ -77,6 +78,35 @@ def test_bad_keep_layers_name_the_option_and_the_model(four_layer_model, keep_la
             check(cfg)
         assert "student.keep_layers" in str(error.value)
         assert str(folder) in str(error.value)
+
+
+def test_the_checked_names_are_the_cut_down_students(four_layer_model):
+    """A recipe stage's freeze prefixes are checked against these before the teachers run."""
+    _, folder = four_layer_model
+    checked = check_student(student_cfg(folder, [1, 3]))
+    model, _ = load_student(student_cfg(folder, [1, 3]), SST2)
+    assert checked == [name for name, _ in model.named_parameters()]
+
+
+def test_a_max_length_beyond_the_position_table_is_refused_before_any_work(four_layer_model):
+    arch, folder = four_layer_model
+    positions = AutoConfig.from_pretrained(folder).max_position_embeddings
+    usable = positions - (2 if arch == "roberta" else 0)  # RoBERTa's ids start after padding
+    check_student(settings("student", model=str(folder), max_length=usable))
+    cfg = settings("student", model=str(folder), max_length=usable + 1)
+    with pytest.raises(ValueError, match=rf"student.max_length={usable + 1}, but .* {usable} pos"):
+        check_student(cfg)
+
+
+def test_a_checkpoint_with_another_head_gets_the_tasks_head(four_layer_model, tmp_path):
+    """A 2-label classifier as the student of STS-B (1 output): a new head, said, not a
+    size-mismatch error after the teachers ran."""
+    _, folder = four_layer_model
+    two_labels, tokenizer = load_student(student_cfg(folder, None), SST2)
+    two_labels.save_pretrained(tmp_path / "sst2_head")
+    tokenizer.save_pretrained(tmp_path / "sst2_head")
+    model, _ = load_student(student_cfg(tmp_path / "sst2_head", None), get_task("stsb"))
+    assert model.config.num_labels == 1 and model.config.problem_type == "regression"
 
 
 def test_a_model_without_a_standard_layer_list_is_refused(tmp_path):

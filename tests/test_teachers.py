@@ -11,6 +11,7 @@ import torch
 from datasets import Dataset, DatasetDict
 from omegaconf import OmegaConf
 from transformers import (
+    AutoConfig,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     Trainer,
@@ -613,3 +614,16 @@ def test_a_bin_only_teachers_parameters_are_counted_from_disk(tiny_assets, tmp_p
     torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
     torch.save({"not": "tensors"}, tmp_path / "training_args.bin")  # as Trainer leaves it
     assert _count_params_from_disk(SimpleNamespace(model_dir=tmp_path)) == expected
+
+
+def test_a_teacher_max_length_beyond_its_position_table_is_refused_at_the_check(tiny_assets):
+    """Found from the config alone, for a loaded checkpoint and a base model sead fine-tunes."""
+    from tests.helpers import teacher_spec
+
+    folder = tiny_assets / "models" / "teacher_bert"
+    positions = AutoConfig.from_pretrained(folder).max_position_embeddings
+    sst2 = get_task("sst2")
+    for finetune in (False, True):
+        spec = teacher_spec("big", folder, finetune=finetune, max_length=positions + 1)
+        with pytest.raises(ValueError, match=rf"teachers.big.max_length={positions + 1}, but"):
+            teachers.check_labels(spec, sst2)

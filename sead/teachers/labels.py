@@ -14,7 +14,7 @@ import re
 from transformers import AutoConfig
 
 from sead import choices
-from sead.checkpoints import resolve
+from sead.checkpoints import check_max_length, resolve
 from sead.tasks import TaskSpec
 from sead.teachers.spec import TeacherSpec
 
@@ -127,12 +127,13 @@ def check_labels(spec: TeacherSpec, task: TaskSpec, explain: bool = False) -> li
     logs how the order was found. A teacher that sead fine-tunes gets a head in
     the task's order, so it is not checked.
     """
-    if spec.finetune:
-        return None
     config = AutoConfig.from_pretrained(
         resolve(spec.source, spec.revision, patterns=("config.json",)),
         trust_remote_code=spec.trust_remote_code,
     )
+    check_max_length(config, spec.max_length, f"teachers.{spec.name}.max_length", spec.source)
+    if spec.finetune:
+        return None
     if task.is_multiple_choice or choices.is_choice_head(config):
         return _check_choice_head(spec, task, config)
     if config.num_labels != task.num_labels:

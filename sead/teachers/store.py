@@ -320,10 +320,7 @@ def _teacher_trainer(
         base_dir,
         f"Teacher {spec.name}",
         trust_remote_code=spec.trust_remote_code,
-        # A base that already has a head of another size (e.g. MNLI's, to fine-tune on RTE)
-        # keeps its encoder and gets a fresh head.
-        ignore_mismatched_sizes=True,
-        **head_config(task),
+        **head_config(task),  # a head of another size (MNLI's, to fine-tune on RTE): replaced
     )
     encoded = data.tokenize(train, tokenizer, task, spec.max_length).remove_columns("idx")
     if task.is_multiple_choice:  # record queries with no gold candidate teach a teacher nothing
