@@ -176,21 +176,26 @@ def _checkpoint_teachers(tmp_path) -> list[str]:
     return overrides
 
 
-def test_ddp_with_torchrun_shares_the_cache_fill_and_writes_results_once(tiny_assets, tmp_path):
-    """Two CPU processes (gloo): each rank computes half the chunks of the train entries, one
-    assembles each entry, and the entries equal a single process's byte for byte."""
-    teachers = ["toy_bert", "toy_roberta"]
-    cache, run_dir = tmp_path / "cache", tmp_path / "run"
-    checkpoints = _checkpoint_teachers(tmp_path)
+def _torchrun(assets, cache, run_dir, *overrides):
+    """A demo run in two CPU processes (gloo): the finished process and its results."""
     proc = _sead_run(
-        *_demo(tiny_assets, cache, *checkpoints),
+        *_demo(assets, cache, *overrides),
         "train.batch_size=16",
         f"hydra.run.dir={run_dir}",
         launcher=TORCHRUN_2_PROCESSES,
         timeout=300,
     )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    results = json.loads((run_dir / "results.json").read_text())
+    return proc, json.loads((run_dir / "results.json").read_text())
+
+
+def test_ddp_with_torchrun_shares_the_cache_fill_and_writes_results_once(tiny_assets, tmp_path):
+    """Two CPU processes (gloo): each rank computes half the chunks of the train entries, one
+    assembles each entry, and the entries equal a single process's byte for byte."""
+    teachers = ["toy_bert", "toy_roberta"]
+    cache, run_dir = tmp_path / "cache", tmp_path / "run"
+    checkpoints = _checkpoint_teachers(tmp_path)
+    proc, results = _torchrun(tiny_assets, cache, run_dir, *checkpoints)
     assert results["status"] == "ok"
     assert results["distributed"] == {"world_size": 2, "backend": "gloo"}
     assert len(_logit_entries(cache)) == 4  # one per teacher and split, no temporary leftovers
@@ -223,18 +228,8 @@ def test_ddp_with_torchrun_shares_the_cache_fill_and_writes_results_once(tiny_as
 def test_ddp_trains_a_stage_that_learns_the_teachers_representations(tiny_assets, tmp_path):
     """The projections run inside the wrapped model's forward: DDP sees every parameter used
     there once (used outside it, the first step failed on both ranks)."""
-    run_dir = tmp_path / "run"
-    proc = _sead_run(
-        *_demo(tiny_assets, tmp_path / "cache", *_checkpoint_teachers(tmp_path)),
-        "recipe=xtremedistil",
-        "data.heldout=40",
-        "train.batch_size=16",
-        f"hydra.run.dir={run_dir}",
-        launcher=TORCHRUN_2_PROCESSES,
-        timeout=300,
-    )
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    results = json.loads((run_dir / "results.json").read_text())
+    overrides = [*_checkpoint_teachers(tmp_path), "recipe=xtremedistil", "data.heldout=40"]
+    _, results = _torchrun(tiny_assets, tmp_path / "cache", tmp_path / "run", *overrides)
     assert results["distributed"]["world_size"] == 2
     assert results["recipe"]["stages"][0]["name"] == "representations"
 
