@@ -237,7 +237,7 @@ class FailedJobs(Callback):
         if _optuna(config.hydra):
             return
         sweep = Path(str(config.hydra.sweep.dir))
-        records = [sweep.glob(f"*/{name}") for name in (*RUN_OUTPUTS[:3],)]
+        records = [sweep.glob(f"*/{name}") for name in RUN_OUTPUTS[:3]]  # each stage's results
         failed = sorted(
             {path.parent.name for found in records for path in found if _failed(path)},
             key=lambda name: (len(name), name),
