@@ -124,10 +124,10 @@ def test_a_flag_that_stops_the_command_line_prints_once(
 @pytest.mark.parametrize("flag", ["-m", "--multirun"])
 def test_multirun_flag_runs_a_sweep(monkeypatch, tmp_path, flag, command):
     """A sweep of two jobs that fail at once (no such stage): each records its failure and
-    the sweep goes on, which is all this needs to show that -m reached Hydra."""
+    the sweep goes on (then exits 1), which is all this needs to show that -m reached Hydra."""
     entry = ("sead/run.py", run.cli) if command != "sead" else ("sead", cli.main)
     args = [flag, "stage=nope,other", "teachers=[minilm]"]
-    assert _cli(monkeypatch, tmp_path, *args, command=entry) == 0
+    assert _cli(monkeypatch, tmp_path, *args, command=entry) == 1
     failed = sorted(tmp_path.glob("multirun/*/*/*/results.json"))
     assert len(failed) == 2 and all('"failed"' in path.read_text() for path in failed)
 
