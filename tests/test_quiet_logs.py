@@ -25,7 +25,6 @@ def test_a_new_head_is_said_once_in_seads_words_not_as_a_load_report(tiny_assets
                 base,
                 "Student",
                 num_labels=3,  # cb's three labels: a head the base checkpoint lacks
-                ignore_mismatched_sizes=True,
             )
         assert model.config.num_labels == 3
         assert not [m for m in reports.messages if "LOAD REPORT" in m]

@@ -398,7 +398,8 @@ def test_transfer_labels_by_name_are_read_as_ids_and_a_bad_one_is_named(tiny_cfg
 
     path.write_text("sentence,label\ngood film,positive\nbad film,great\n")
     message = (
-        rf"Transfer data {re.escape(str(path))}: row 2, column 'label' is 'great': expected a "
+        rf"Transfer data {re.escape(str(path))}: data row 2 \(from 1, the header not counted\), "
+        r"column 'label' is 'great': expected a "
         r"label id 0..1 or a label name \['negative', 'positive'\] for task 'sst2'"
     )
     with pytest.raises(ValueError, match=message):
