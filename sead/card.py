@@ -174,7 +174,7 @@ def _body(results: dict, name: str, max_length: int) -> str:
         f"{train.get('warmup_ratio')}, seed {results.get('seed')}",
         f"- Max sequence length {max_length}; "
         f"{results.get('n_examples', {}).get(task.train_split, '?')} training examples",
-        *_transfer_lines(results.get("transfer")),
+        *_transfer_lines(results.get("transfer"), results.get("heldout")),
         "",
         "## How to use",
         "",
@@ -282,15 +282,17 @@ def deployment_table(record: dict) -> str:
     return "\n".join(lines)
 
 
-def _transfer_lines(transfer: dict | None) -> list[str]:
-    """The transfer set (sead.transfer), when the student saw text beyond the gold labels."""
+def _transfer_lines(transfer: dict | None, heldout: dict | None) -> list[str]:
+    """The transfer set (sead.transfer), when the student saw text beyond the gold labels,
+    and every gold label the run used: the held-out slice's too (its stages chose on them)."""
     if not transfer or not transfer.get("size"):
         return []
     parts = ", ".join(f"{n:,} {name}" for name, n in transfer.get("parts", {}).items())
+    chosen = f", and {heldout['rows']:,} held-out gold labels to choose on" if heldout else ""
     return [
         f"- Transfer set `{transfer['source']}`: {transfer['size']:,} examples without gold "
         f"labels ({parts}), labelled by the teacher ensemble and learned with the soft term "
-        f"alone, beside {transfer['labeled']:,} gold-labelled examples"
+        f"alone, beside {transfer['labeled']:,} gold-labelled examples{chosen}"
     ]
 
 

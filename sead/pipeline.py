@@ -120,6 +120,10 @@ def check_inputs(settings: Settings) -> Inputs:
         )
     heldout = [data.HELDOUT] if settings.recipe.needs_heldout else []  # stages choose on it
     recipe.check(settings.recipe, task, settings.data.has_heldout, settings.train.max_steps)
+    for spec in (s for s in specs if not isinstance(s, teachers.PredictionsSpec)):
+        models.require_installed(spec.source, f"teachers.{spec.name}.model")  # make models
+        teachers.check_files(spec, task)  # a local folder holds config, weights, tokenizer
+        teachers.check_labels(spec, task)  # label count and order, from the config alone
     splits = data.load_splits(
         task, settings.data, [task.train_split, *task.eval_splits, plan.split, *heldout]
     )
@@ -134,10 +138,6 @@ def check_inputs(settings: Settings) -> Inputs:
     for spec in specs:
         if isinstance(spec, teachers.PredictionsSpec):  # its files, read and checked now
             teachers.check_predictions(spec, task, predicted)
-        else:
-            models.require_installed(spec.source, f"teachers.{spec.name}.model")  # make models
-            teachers.check_files(spec, task)  # a local folder holds config, weights, tokenizer
-            teachers.check_labels(spec, task)  # label count and order, from the config alone
         if transfer_set.held_out and not spec.finetune:
             log.warning(
                 "Teacher %s is a loaded checkpoint: sead cannot tell whether it was trained on "
@@ -360,14 +360,14 @@ def run(cfg: DictConfig) -> dict | None:
     metrics_log = MetricsLog(out_dir, enabled=main_process)
     metrics_log.config(cfg)
     student, train = settings.student, settings.train
-    with stage("check"):
-        inputs = check_inputs(settings)
+    with stage("check"):  # the cheap checks first: before the data and its transfer set
         if settings.export.enabled:
             export.backend(settings.export)  # its packages are installed (or the fallback)
         distill.report_to(train)  # the trackers asked for are installed
         distill.check_precision(train)
         parameters = distill.check_student(student)  # student.keep_layers fits the checkpoint
         recipe.check_freeze(settings.recipe, parameters)  # its stages freeze some of them
+        inputs = check_inputs(settings)
         _check_distributed(inputs)
     task, splits = inputs.task, inputs.splits
 

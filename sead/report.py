@@ -199,6 +199,7 @@ def transfer_summary(results: dict) -> str:
         f"transfer set: {record['source']}, {record['size']:,} unlabelled examples "
         f"{record['parts']}; student's gold labels: {record['labeled']:,} "
         f"({record['labels_hidden']:,} hidden)"
+        + (f", held-out: {results['heldout']['rows']:,}" if results.get("heldout") else "")
         + (f"; ensemble agreement with known labels: {agreement}" if agreement else "")
     )
 

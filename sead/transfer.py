@@ -43,6 +43,7 @@ from sead.tasks import MULTIPLE_CHOICE, UNLABELED, TaskSpec
 log = logging.getLogger(__name__)
 
 SPLIT = "transfer"  # each part of the transfer set is a split `transfer_<source>`
+FILE_IDS = 10**12  # transfer files' first id: above any GLUE or SuperGLUE example id
 FILE_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "tsv", ".txt": "text"}
 
 
@@ -76,10 +77,16 @@ class TransferSettings:
         if self.source == "none" and self.labeled is None:
             return
         if task.kind == MULTIPLE_CHOICE:
+            what = (
+                "transfer.labeled (gold labels on part of train) is"
+                if (self.source == "none")
+                else "transfer sets are"
+            )
             raise ValueError(
                 f"Task {task.name!r} is multiple choice: its examples are a context with "
-                "candidate answers, which unlabelled text cannot be paired into, so transfer "
-                "sets are not supported for it. Use transfer=none."
+                f"candidate answers, which unlabelled text cannot be paired into, so {what} "
+                "not supported for it. Use transfer=none without transfer.labeled "
+                "(data.max_train_samples takes a slice of train)."
             )
         if task.formatter is not None and self.source in ("files", "augment"):
             raise ValueError(
@@ -103,7 +110,7 @@ class TransferSettings:
 class UnlabeledSplitSettings(TransferSettings):
     """`transfer=unlabeled_split`: the train split's other rows, their labels hidden."""
 
-    max_unlabeled: int | None = setting(low=0)  # a fixed random subset of them; null: all
+    max_unlabeled: int | None = setting(low=1)  # a fixed random subset of them; null: all
 
 
 @dataclass(frozen=True)
@@ -228,7 +235,8 @@ def build(settings: TransferSettings, task: TaskSpec, splits: DatasetDict) -> Tr
         if settings.source == "none":  # the labelled slice alone, e.g. as a baseline
             rest = rest.select([])
         else:
-            rest = data.subsample(rest, settings.max_unlabeled, seed=settings.seed)
+            groups = data.row_groups(rest, task)  # multirc: whole questions
+            rest = data.subsample(rest, settings.max_unlabeled, seed=settings.seed, groups=groups)
         parts.append(("unlabeled_split", rest, _labels(rest)))
         log.info(
             "Transfer: %d gold labels kept, %d hidden (%d of those examples used as transfer text)",
@@ -269,13 +277,17 @@ def _labels(ds: Dataset) -> np.ndarray:
 def _concatenate(parts, task: TaskSpec, first_new_idx: int):
     """One split in the task's schema, labels hidden, ids unique.
 
-    Rows of the train split keep their ids; new text gets ids after every train example's.
+    Rows of the train split keep their ids; new text gets ids after every train example's,
+    files' from a fixed base above them, so that their cache entry does not change with the
+    train split (data.max_train_samples): a sweep over it labels the same files once.
     """
     label_type = Value("float32" if task.is_regression else "int64")
     datasets, golds, ranges, start = [], [], {}, 0
     for name, ds, gold in parts:
         if name == "unlabeled_split":
             ids = ds["idx"][:]
+        elif name == "files":
+            ids = list(range(max(first_new_idx, FILE_IDS), max(first_new_idx, FILE_IDS) + len(ds)))
         else:
             ids = list(range(first_new_idx, first_new_idx + len(ds)))
             first_new_idx += len(ds)
@@ -318,6 +330,8 @@ def _read_file(path: Path) -> Dataset:
         lines = [line.strip() for line in text_lines(text)]
         return Dataset.from_dict({"text": [line for line in lines if line]})
     options = {"delimiter": "\t", "quoting": 3} if kind == "tsv" else {}  # 3: csv.QUOTE_NONE
+    if kind in ("csv", "tsv"):  # only an empty cell is missing: "NA" or "null" is text
+        options |= {"keep_default_na": False, "na_values": [""]}
     try:
         return load_dataset(
             "csv" if kind == "tsv" else kind, data_files=str(path), split="train", **options
@@ -330,6 +344,17 @@ def _to_task_fields(ds: Dataset, task: TaskSpec, columns: dict, source: str) -> 
     """Rename the source's columns to the task's fields; fail naming what is missing."""
     if len(ds) == 0:
         raise ValueError(f"Transfer data {source} has no rows: expected at least one example.")
+    unknown = sorted(set(columns) - {*task.text_fields, "label"})
+    if unknown:
+        raise ValueError(
+            f"transfer.columns has key(s) {unknown}, which are not fields of task {task.name!r}: "
+            f"expected some of {[*task.text_fields, 'label']} (task field -> column)."
+        )
+    if "label" in columns and columns["label"] not in ds.column_names:
+        raise ValueError(
+            f"transfer.columns.label={columns['label']!r}, but transfer data {source} has no "
+            f"such column: found {ds.column_names}."
+        )
     wanted = {f: columns.get(f, f) for f in task.text_fields}
     if list(ds.column_names) == ["text"] and len(task.text_fields) == 1:
         wanted = {task.text_fields[0]: "text"}  # plain text: one example a line
@@ -358,12 +383,13 @@ def _to_task_fields(ds: Dataset, task: TaskSpec, columns: dict, source: str) -> 
 
 def _gold_labels(values: list, task: TaskSpec, column: str, source: str) -> list[float]:
     """A transfer file's own labels, row by row: label ids, or the task's label names (read as
-    their ids, and logged); an empty cell is no label (NaN). Anything else is refused naming
-    the row, the column and what the task takes."""
+    their ids, and logged); an empty cell, or -1 (the Hub's "no label", as in IMDB's
+    unsupervised split or a GLUE test file), is no label (NaN). Anything else is refused
+    naming the row, the column and what the task takes."""
     names = {name: i for i, name in enumerate(task.labels)}
     out, named = [], 0
     for row, value in enumerate(values, start=1):
-        if value is None or (isinstance(value, float) and math.isnan(value)):
+        if value is None or (isinstance(value, float) and math.isnan(value)) or value == -1:
             out.append(math.nan)
         elif isinstance(value, str) and value in names and not task.is_regression:
             out.append(float(names[value]))

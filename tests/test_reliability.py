@@ -471,7 +471,7 @@ def test_a_cache_others_can_write_to_is_warned_about(tiny_cfg, tmp_path, monkeyp
     cache_dir = tmp_path / "cache"
     cache_dir.mkdir()
     cache_dir.chmod(0o777)
-    monkeypatch.setattr(sead.distill, "report_to", _stop_after_inputs)  # right after the inputs
+    monkeypatch.setattr(pipeline, "_check_distributed", _stop_after_inputs)  # after the inputs
     with caplog.at_level(logging.WARNING), pytest.raises(_InputsChecked):
         pipeline.run(tiny_cfg())
     (line,) = [r.getMessage() for r in caplog.records if "can plant" in r.getMessage()]

@@ -466,3 +466,45 @@ def test_student_training_set_is_the_slice_then_the_transfer_rows(task):
     assert np.allclose(student["label"][:5], transfer.train["label"][:])  # float32 for stsb
     assert set(student["label"][5:]) == {UNLABELED}
     assert student["idx"][:] == transfer.train["idx"][:] + transfer.dataset["idx"][:]
+
+
+def test_transfer_files_are_read_as_written_and_keep_their_ids_whatever_the_train_split(tmp_path):
+    """'NA' or 'null' in a csv is text; -1 is the Hub's "no label"; a files part's ids (and
+    so its cache entry) do not move with data.max_train_samples."""
+    path = tmp_path / "extra.csv"
+    path.write_text("sentence,label\ngood movie,1\nNA,-1\nnull,\n")
+    cfg = _cfg(source="files", paths=[str(path)])
+    small, large = (_build(cfg, SST2, _splits(n=n)) for n in (20, 50))
+    assert small.dataset["sentence"] == ["good movie", "NA", "null"]
+    assert small.gold.tolist()[0] == 1.0 and np.isnan(small.gold[1:]).all()
+    assert small.dataset["idx"] == large.dataset["idx"]
+
+
+def test_transfer_columns_and_max_unlabeled_are_checked_by_name(tmp_path):
+    path = tmp_path / "extra.jsonl"
+    path.write_text('{"sentence": "good", "text": "other", "stars": 5}\n')
+    for columns, message in (
+        ({"sentense": "text"}, r"transfer.columns has key\(s\) \['sentense'\]"),
+        ({"label": "rating"}, r"transfer.columns.label='rating', but .* has no such column"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            _build(_cfg(source="files", paths=[str(path)], columns=columns), SST2, _splits())
+    with pytest.raises(ValueError, match=r"transfer.max_unlabeled=0 is not allowed"):
+        _build(_cfg(source="unlabeled_split", labeled=10, max_unlabeled=0), SST2, _splits())
+
+
+def test_multirc_questions_stay_whole_in_the_unlabelled_subset_and_copa_says_what_it_refuses():
+    from collections import Counter
+
+    from sead import data
+    from tests.helpers import settings
+
+    multirc = get_task("multirc")
+    fixtures = Path(__file__).parent / "fixtures" / "super_glue" / "multirc"
+    splits = data.load_splits(multirc, settings("data", dir=str(fixtures)), ["train", "validation"])
+    built = _build(_cfg(source="unlabeled_split", labeled=8, max_unlabeled=7), multirc, splits)
+    whole = Counter(data.row_groups(splits["train"], multirc))
+    kept = Counter(data.row_groups(built.dataset, multirc))
+    assert kept and all(kept[question] == whole[question] for question in kept)
+    with pytest.raises(ValueError, match=r"so transfer.labeled \(gold labels on part of train\)"):
+        TransferSettings.from_config(_cfg(source="none", labeled=5), get_task("copa"))
