@@ -56,7 +56,7 @@ def write_model_card(
     name = report.hub_model_id or f"{Path(results['student']['model']).name}-sead-{results['task']}"
     card = ModelCard(
         f"---\n{_metadata(results, report, name).to_yaml()}\n---\n"
-        f"{_body(results, name, max_length)}"
+        f"{_body(results, name, max_length, load_from=report.hub_model_id or 'student')}"
     )
     path = Path(student_dir) / CARD_FILE
     write_atomic(path, str(card))
@@ -98,7 +98,9 @@ def _metadata(results: dict, report: ReportSettings, name: str) -> ModelCardData
     )
 
 
-def _body(results: dict, name: str, max_length: int) -> str:
+def _body(results: dict, name: str, max_length: int, load_from: str = "student") -> str:
+    """The card's text. `load_from`: what its usage loads, the Hub id once pushed, else the
+    run folder's student/ (the card's own name would not load)."""
     task, splits = get_task(results["task"]), results["eval_splits"]
     student, ensemble, teachers = results["student"], results["ensemble"], results["teachers"]
     train = results.get("train", {})
@@ -159,7 +161,7 @@ def _body(results: dict, name: str, max_length: int) -> str:
     )
     for teacher_name, why in (speed.get("skipped") or {}).items():
         lines.append(f"\nNot timed: teacher {teacher_name} ({why}).")
-    lines += _deployment_lines(results.get("export"), task.is_multiple_choice)
+    lines += _deployment_lines(results.get("export"), task.is_multiple_choice, _example(task))
     weights = ensemble.get("weights") or {}
     lines += [
         "",
@@ -167,8 +169,7 @@ def _body(results: dict, name: str, max_length: int) -> str:
         "",
         f"- Ensembler: `{ensemble['name']}`"
         + (f", weights {', '.join(f'{k}={v:.3f}' for k, v in weights.items())}" if weights else ""),
-        f"- Loss: alpha * T^2 * KL(ensemble_T || student_T) + (1 - alpha) * CE(student, gold), "
-        f"T = {train.get('temperature')}, alpha = {train.get('alpha')}",
+        _loss_line(task, train, results.get("recipe") or {}),
         f"- Optimiser: lr {train.get('lr')}, {train.get('epochs')} epoch(s), batch size "
         f"{train.get('batch_size')}, weight decay {train.get('weight_decay')}, warmup ratio "
         f"{train.get('warmup_ratio')}, seed {results.get('seed')}",
@@ -180,13 +181,13 @@ def _body(results: dict, name: str, max_length: int) -> str:
         "",
     ]
     if task.is_multiple_choice:
-        return "\n".join([*lines, *_choice_usage(task, name)])
+        return "\n".join([*lines, *_choice_usage(task, load_from)])
     lines += [
         "```python",
         "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
         "",
-        f'tokenizer = AutoTokenizer.from_pretrained("{name}")',
-        f'model = AutoModelForSequenceClassification.from_pretrained("{name}")',
+        f'tokenizer = AutoTokenizer.from_pretrained("{load_from}")',
+        f'model = AutoModelForSequenceClassification.from_pretrained("{load_from}")',
         f"inputs = tokenizer({_example(task)}, return_tensors='pt')",
         "prediction = model(**inputs).logits"
         + ("[0, 0].item()  # the predicted score" if task.is_regression else ".argmax(-1).item()"),
@@ -207,7 +208,9 @@ def _speed_how(speed: dict) -> str:
     )
 
 
-def _deployment_lines(export: dict | None, multiple_choice: bool = False) -> list[str]:
+def _deployment_lines(
+    export: dict | None, multiple_choice: bool = False, example: str = '"A gripping film."'
+) -> list[str]:
     """The exported formats side by side (sead.export), when the student was exported; how to
     load the ONNX files, when it was exported to ONNX."""
     if not export or not export.get("formats"):
@@ -240,7 +243,7 @@ def _deployment_lines(export: dict | None, multiple_choice: bool = False) -> lis
         "loads them too)"
         + (
             ": a multiple-choice graph takes inputs shaped [batch, choices, length], each "
-            "choice encoded as in the PyTorch usage above."
+            "choice encoded as in the PyTorch usage below."
             if multiple_choice
             else ". From the run folder:"
         ),
@@ -255,7 +258,7 @@ def _deployment_lines(export: dict | None, multiple_choice: bool = False) -> lis
         "",
         'tokenizer = AutoTokenizer.from_pretrained("onnx-int8")',
         'session = onnxruntime.InferenceSession("onnx-int8/model.onnx")',
-        'inputs = tokenizer(["A gripping film."], padding=True, return_tensors="np")',
+        f'inputs = tokenizer({example}, return_tensors="np")',
         "names = [i.name for i in session.get_inputs()]",
         "logits = session.run(None, {n: inputs[n] for n in names})[0]",
         "```",
@@ -349,6 +352,24 @@ FORMATTED_EXAMPLES = {
     "multirc": {"paragraph": "Ann moved to Oslo in May.", "question": "Where did Ann move?",
                 "answer": "Oslo"},
 }  # fmt: skip
+
+
+def _loss_line(task, train: dict, recipe: dict) -> str:
+    """What the student minimised: the single pass's loss, or the recipe's stages."""
+    stages = recipe.get("stages") or []
+    if len(stages) > 1:
+        names = ", ".join(str(stage.get("name")) for stage in stages)
+        return f"- Recipe `{recipe.get('name')}`: stages {names} (results.json `recipe`)"
+    alpha, temperature = train.get("alpha"), train.get("temperature")
+    if task.is_regression:
+        return (
+            f"- Loss: alpha * MSE(student, ensemble) + (1 - alpha) * MSE(student, gold), "
+            f"alpha = {alpha} (no temperature for scores)"
+        )
+    return (
+        f"- Loss: alpha * T^2 * KL(ensemble_T || student_T) + (1 - alpha) * CE(student, gold), "
+        f"T = {temperature}, alpha = {alpha}"
+    )
 
 
 def _example(task) -> str:

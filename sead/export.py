@@ -189,9 +189,25 @@ def export_onnx(
             f"torch.onnx.export could not export {type(model).__name__}: "
             f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
         ) from error
+    _check_opset(path, opset)
     model.config.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return path
+
+
+def _check_opset(path: Path, opset: int) -> None:
+    """The exporter writes the opset it can (it warns, and keeps its own, when it cannot
+    convert the graph to the one asked for): refused by name rather than mislabelled."""
+    import onnx
+
+    written = {o.domain: o.version for o in onnx.load(str(path), load_external_data=False)
+               .opset_import}.get("", opset)  # fmt: skip
+    if written != opset:
+        raise ExportError(
+            f"export.opset={opset}, but the exporter wrote {written} (it cannot convert "
+            f"this graph to {opset}; LayerNormalization needs 17 or later): set "
+            f"export.opset={written}."
+        )
 
 
 def export_fused(student_dir: Path, tokenizer, example: dict, folder: Path, opset: int):
@@ -426,6 +442,11 @@ def _export(student_dir, out_dir, task, split, split_name, max_length, settings,
         record["versions"] |= {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
         opset = settings.opset
         fuse = settings.fuse and not task.is_multiple_choice
+        if fuse and model.config.model_type not in fusion.FUSABLE_TYPES:
+            log.info(
+                "ONNX fusion skipped: %s is not a type it applies to.", model.config.model_type
+            )
+            fuse = False
         record["exporter"] = f"torch.onnx.export (dynamo=True, opset {opset})"
         if fuse:
             record["exporter"] += ", fused by onnxruntime.transformers.optimizer"
@@ -533,6 +554,20 @@ def export_after_run(settings: ExportSettings, task: TaskSpec, *args) -> dict:
     except ExportError as refused:
         log.warning("Export refused: %s The run's results and student are kept.", refused)
         return {"status": "refused", "reason": str(refused)}
+    except Exception as error:  # anything else in the export must not lose the run either
+        log.warning("Export failed; the run's results and student are kept.", exc_info=True)
+        return {"status": "refused", "reason": f"{type(error).__name__}: {error}"}
+
+
+def check(settings: ExportSettings, task: TaskSpec) -> None:
+    """Before any work: the backend's packages (`backend`), and `export.split` names one of
+    the task's eval splits."""
+    backend(settings)
+    if settings.split is not None and settings.split not in task.eval_splits:
+        raise ValueError(
+            f"export.split={settings.split!r}: expected one of task {task.name!r}'s eval "
+            f"splits {list(task.eval_splits)} (or null: the first)."
+        )
 
 
 def default_settings() -> DictConfig:

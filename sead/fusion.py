@@ -103,6 +103,14 @@ def canonical(model_proto):
     return model_proto
 
 
+# Encoders whose 4D attention mask is additive, as `AdditiveMask` feeds it (fusion checked on
+# each in sead's review: all layers fused, or some with a warning, logits equal). Others, such
+# as DeBERTa (which reads a 4D mask as keep/drop), export unfused.
+FUSABLE_TYPES = frozenset(
+    {"bert", "roberta", "xlm-roberta", "camembert", "electra", "distilbert", "mpnet", "albert"}
+)
+
+
 def fuse(source: Path, target: Path, config) -> dict[str, int]:
     """`target`: ONNX Runtime's transformer optimizer over `source` (exported from
     `AdditiveMask`), after `canonical`. Returns how many of each fused kernel it made."""

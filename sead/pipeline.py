@@ -362,7 +362,7 @@ def run(cfg: DictConfig) -> dict | None:
     student, train = settings.student, settings.train
     with stage("check"):  # the cheap checks first: before the data and its transfer set
         if settings.export.enabled:
-            export.backend(settings.export)  # its packages are installed (or the fallback)
+            export.check(settings.export, settings.task)  # packages, split (before any work)
         distill.report_to(train)  # the trackers asked for are installed
         distill.check_precision(train)
         parameters = distill.check_student(student)  # student.keep_layers fits the checkpoint

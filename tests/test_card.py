@@ -151,3 +151,24 @@ def test_push_uploads_the_student_folder_with_its_card(tmp_path, monkeypatch):
     with pytest.raises(manifest.DamagedFolder, match="model.safetensors fails its content hash"):
         card.push_to_hub(tmp_path, report)
     assert len(calls) == 2  # nothing more was sent
+
+
+def test_the_card_says_the_loss_it_trained_and_its_snippets_load_from_the_run(tmp_path):
+    """A regression student's loss is MSE (no temperature), a staged one names its stages;
+    with no Hub id the usage loads the run folder's student/, and the ONNX snippet feeds the
+    task's own inputs (a pair)."""
+    from sead.tasks import get_task
+    from tests.test_export import exported_results
+
+    train = {"alpha": 0.5, "temperature": 2.0}
+    regression = card._loss_line(get_task("stsb"), train, {})
+    assert "alpha * MSE(student, ensemble) + (1 - alpha) * MSE(student, gold)" in regression
+    staged = {"name": "staged", "stages": [{"name": "representations"}, {"name": "soft"}]}
+    assert "stages representations, soft" in card._loss_line(get_task("sst2"), train, staged)
+    text = card.write_model_card(_results(), settings("report"), tmp_path, max_length=128)
+    assert 'AutoModelForSequenceClassification.from_pretrained("student")' in text.read_text()
+    example = card._example(get_task("stsb"))
+    lines = "\n".join(card._deployment_lines(exported_results()["export"], False, example))
+    assert (
+        'tokenizer("The cat sat on the mat.", "A cat is sitting on a mat.", return_tensors' in lines
+    )

@@ -366,3 +366,22 @@ def test_export_of_a_failed_run_names_the_missing_student(tmp_path, capsys):
     (run_dir / "results.json").write_text(json.dumps(failure))
     with pytest.raises(SystemExit, match=r"run has no student/ to export .*ValueError: bad label"):
         export.main([str(run_dir)])
+
+
+def test_a_split_or_opset_the_export_cannot_use_is_refused_by_name(tmp_path):
+    """export.split is checked before any work; an opset the exporter did not write is
+    refused, not recorded as if it had."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from sead.tasks import get_task
+
+    with pytest.raises(ValueError, match=r"export.split='valdation': expected one of task"):
+        export.check(settings(split="valdation"), get_task("sst2"))
+    x, y = (helper.make_tensor_value_info(n, TensorProto.FLOAT, [1]) for n in "xy")
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y])
+    path = tmp_path / "model.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    export._check_opset(path, 18)
+    with pytest.raises(export.ExportError, match=r"export.opset=14, but the exporter wrote 18"):
+        export._check_opset(path, 14)
