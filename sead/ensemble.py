@@ -555,7 +555,8 @@ class EnsembleSettings:
     strategy: dict  # {"name": ..., **options}, checked against the strategy's signature
     fit_split: str | None  # fitted strategies learn on it; null: held-out slice, else first eval
     folds: int = setting(low=2)  # k-fold cross-fitting when the fit split is also reported
-    fold_seed: int  # not the run seed: sweeping `seed` keeps the ensemble's numbers
+    # not the run seed: sweeping `seed` keeps the ensemble's numbers
+    fold_seed: int = setting(low=0, high=2**32 - 1)
 
     @property
     def name(self) -> str:

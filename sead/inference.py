@@ -31,7 +31,7 @@ from transformers import DataCollatorWithPadding
 from sead import choices
 from sead.choices import MODEL_INPUTS
 from sead.chunks import PartialEntry
-from sead.representations import OPTION, Outputs, RepresentationSpec
+from sead.representations import OPTION, Outputs, RepresentationSpec, check_layer
 
 log = logging.getLogger(__name__)
 
@@ -239,15 +239,8 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> to
 
 def _hidden_size(model, representations: RepresentationSpec, desc: str) -> int:
     """The vectors' width; the layer checked against the model's, before any batch runs."""
-    config = model.config
-    n_layers = getattr(config, "num_hidden_layers", None)
-    if n_layers is not None and not -(n_layers + 1) <= representations.layer <= n_layers:
-        raise ValueError(
-            f"{desc}: {OPTION}.layer={representations.layer}, but the model has {n_layers} "
-            f"layers: hidden states 0 (embeddings) to {n_layers}, or -1 to -{n_layers + 1} from "
-            "the end (-1: the last layer)."
-        )
-    return int(config.hidden_size)
+    check_layer(representations.layer, model.config, desc)
+    return int(model.config.hidden_size)
 
 
 def _autocast(device: torch.device, autocast: str | None):

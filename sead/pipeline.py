@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -42,6 +40,7 @@ from sead import (
     report,
     speed,
     teachers,
+    timing,
     transfer,
 )
 from sead.cache import SoftLabelCache
@@ -123,10 +122,16 @@ def check_inputs(settings: Settings) -> Inputs:
     for spec in (s for s in specs if not isinstance(s, teachers.PredictionsSpec)):
         models.require_installed(spec.source, f"teachers.{spec.name}.model")  # make models
         teachers.check_files(spec, task)  # a local folder holds config, weights, tokenizer
-        teachers.check_labels(spec, task)  # label count and order, from the config alone
+        wanted = settings.cache.representations if settings.recipe.needs_representations else None
+        teachers.check_labels(spec, task, representations=wanted)  # from its config alone
     splits = data.load_splits(
         task, settings.data, [task.train_split, *task.eval_splits, plan.split, *heldout]
     )
+    n_fit = len(splits[plan.split])  # cross-fitting needs a row per fold at least
+    if fitting and plan.split in task.eval_splits and n_fit < plan.folds:
+        raise ValueError(
+            f"ensemble.folds={plan.folds}: the fit split {plan.split} has {n_fit} rows."
+        )
     # The transfer set; with transfer.labeled, the train split becomes the labelled slice.
     transfer_set = transfer.build(settings.transfer, task, splits)
     splits = transfer.apply(transfer_set, task, splits)
@@ -349,7 +354,7 @@ def compare_ensembles(cfg: DictConfig) -> tuple[str, dict]:
 def run(cfg: DictConfig) -> dict | None:
     """Run the pipeline; returns the results (None on the ranks > 0 of a multi-process run)."""
     timings: dict[str, float] = {}
-    stage = _stage_timer(timings)
+    stage = timing.stage_timer(timings)
     # 1. Check: every setting, read once into its stage's typed object (nothing else reads
     #    `cfg`), then every input that is cheap to check, before any expensive work.
     settings = read_settings(cfg)
@@ -644,20 +649,6 @@ def _diagnostics(inputs: Inputs, model, tokenizer) -> dict[str, dict]:
         scores[name] = scored.metrics
         log.info("Student on diagnostic %s: %s", name, scores[name])
     return scores
-
-
-def _stage_timer(timings: dict):
-    @contextmanager
-    def stage(name: str):
-        log.info("== %s ==", name)
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            timings[name] = round(time.perf_counter() - start, 3)
-            timings["total"] = round(sum(v for k, v in timings.items() if k != "total"), 3)
-
-    return stage
 
 
 # --------------------------------------------------------------------------------------------

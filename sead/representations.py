@@ -54,6 +54,18 @@ class RepresentationSpec:
         return {"layer": self.layer, "pooling": self.pooling, "storage_dtype": self.dtype}
 
 
+def check_layer(layer: int, config, desc: str) -> None:
+    """`cache.representations.layer` is one of the model's hidden states (from its config
+    alone: checked before any teacher is fine-tuned or run)."""
+    n_layers = getattr(config, "num_hidden_layers", None)
+    if n_layers is not None and not -(n_layers + 1) <= layer <= n_layers:
+        raise ValueError(
+            f"{desc}: {OPTION}.layer={layer}, but the model has {n_layers} layers: hidden "
+            f"states 0 (embeddings) to {n_layers}, or -1 to -{n_layers + 1} from the end (-1: "
+            "the last layer)."
+        )
+
+
 class Outputs(NamedTuple):
     """One pass of a model over a split: logits, and the pooled vectors when asked for."""
 

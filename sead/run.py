@@ -270,11 +270,16 @@ def _keep_earlier_run(cfg: DictConfig) -> None:
     """The job's own check of its folder (`EarlierRunCheck` has checked the run's or the
     sweep's before Hydra wrote into it): a sweep's job folder that holds an earlier run, with
     overwrite_run=true, is emptied of that run's outputs first; without it, refused."""
-    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    runtime = Path(HydraConfig.get().runtime.output_dir)
+    try:  # where the job writes: Hydra's folder, unless paths.output_dir points elsewhere
+        out_dir = Path(OmegaConf.select(cfg, "paths.output_dir") or runtime)
+    except Exception:  # a config too broken to resolve: the job's own check names it
+        out_dir = runtime
     found = earlier_run(out_dir)
     if not found or _launch_rank() > 0:
         return
     option = "hydra.sweep.dir" if HydraConfig.get().mode == RunMode.MULTIRUN else "hydra.run.dir"
+    option = option if out_dir.resolve() == runtime.resolve() else "paths.output_dir"
     if OmegaConf.select(cfg, OVERWRITE) is not True:
         raise EarlierRun(_refusal(out_dir, found, option))
     log.warning("%s=true: replacing the earlier run in %s (%s)", OVERWRITE, out_dir, found)

@@ -3,7 +3,9 @@ every format, latency at batch 1 and throughput over length-sorted batches, size
 
 from __future__ import annotations
 
+import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +16,25 @@ from transformers import DataCollatorWithPadding
 
 from sead import choices
 from sead.choices import MODEL_INPUTS
+
+log = logging.getLogger(__name__)
+
+
+def stage_timer(timings: dict):
+    """`with stage(name):` logs `== name ==` and records the stage's seconds in `timings`
+    (and their running `total`): a run's `timings_s`."""
+
+    @contextmanager
+    def stage(name: str):
+        log.info("== %s ==", name)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            timings[name] = round(time.perf_counter() - start, 3)
+            timings["total"] = round(sum(v for k, v in timings.items() if k != "total"), 3)
+
+    return stage
 
 
 @dataclass

@@ -740,3 +740,18 @@ def test_the_heldout_slice_fits_a_fitted_ensembler_and_an_unused_one_is_warned_a
     ]
     _, said = checked("ensemble=learned", "data.heldout=40", *loaded)
     assert "teacher(s) ['toy_bert'] were not fine-tuned by sead without it" in said
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["ensemble=learned", "ensemble.fold_seed=-1"], r"ensemble.fold_seed=-1 is not allowed"),
+        (["ensemble=learned", "ensemble.folds=100000"], r"ensemble.folds=100000: the fit split"),
+        (["teachers.toy_bert.min_metric=85"], r"teachers.toy_bert.min_metric=85.* not allowed"),
+        ([*STAGED, "cache.representations.layer=-100"], r"cache.representations.layer=-100, but"),
+    ],
+)
+def test_settings_that_only_failed_after_the_teachers_stop_the_check(tiny_cfg, overrides, message):
+    """Each of these used to pass the check stage and fail once teachers were fine-tuned."""
+    with pytest.raises(ValueError, match=message):
+        pipeline.check_inputs(read_settings(tiny_cfg(*overrides)))

@@ -535,9 +535,14 @@ def test_an_earlier_run_found_by_the_job_is_kept_or_replaced_on_request(tmp_path
     hydra_config = type("HydraConfig", (), {"runtime": runtime, "mode": run.RunMode.RUN})
     monkeypatch.setattr(run.HydraConfig, "get", staticmethod(lambda: hydra_config))
     with pytest.raises(run.EarlierRun, match=rf"hydra.run.dir={re.escape(str(folder))} holds an"):
-        run._keep_earlier_run(compose())
+        run._keep_earlier_run(compose(output_dir=str(folder)))
+    elsewhere = tmp_path / "new"  # Hydra's new folder, but paths.output_dir the earlier run's
+    runtime.output_dir = str(elsewhere)
+    with pytest.raises(run.EarlierRun, match=rf"paths.output_dir={re.escape(str(folder))} holds"):
+        run._keep_earlier_run(compose(output_dir=str(folder)))
+    runtime.output_dir = str(folder)
     assert {str(p): p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
-    run._keep_earlier_run(compose(["overwrite_run=true"]))
+    run._keep_earlier_run(compose(["overwrite_run=true"], output_dir=str(folder)))
     assert run.earlier_run(folder) == []  # the new run starts from an empty folder
 
 

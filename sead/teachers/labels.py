@@ -15,6 +15,7 @@ from transformers import AutoConfig
 
 from sead import choices
 from sead.checkpoints import check_max_length, resolve
+from sead.representations import check_layer
 from sead.tasks import TaskSpec
 from sead.teachers.spec import TeacherSpec
 
@@ -119,7 +120,9 @@ def _example_map(columns: dict[int, str], task: TaskSpec) -> str:
     return "{" + pairs + "}"
 
 
-def check_labels(spec: TeacherSpec, task: TaskSpec, explain: bool = False) -> list[int] | None:
+def check_labels(
+    spec: TeacherSpec, task: TaskSpec, explain: bool = False, representations=None
+) -> list[int] | None:
     """A checkpoint's head must have one column per task label, in a known order.
 
     Reads only the checkpoint's config, so it runs with the other input checks.
@@ -132,6 +135,8 @@ def check_labels(spec: TeacherSpec, task: TaskSpec, explain: bool = False) -> li
         trust_remote_code=spec.trust_remote_code,
     )
     check_max_length(config, spec.max_length, f"teachers.{spec.name}.max_length", spec.source)
+    if representations is not None:  # the layer its vectors come from (a recipe asks)
+        check_layer(representations.layer, config, f"Teacher {spec.name} ({spec.source})")
     if spec.finetune:
         return None
     if task.is_multiple_choice or choices.is_choice_head(config):

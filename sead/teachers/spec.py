@@ -66,8 +66,8 @@ class TeacherSettings:
     batch_size: int = setting(low=1, help="inference batch size")
     trust_remote_code: bool = setting(help="allow custom model code from the checkpoint")
     gate: bool = setting(help="check the teacher against its floor after its eval logits")
-    min_metric: float | None = setting(
-        help="floor on the main metric; null: best constant prediction"
+    min_metric: float | None = setting(  # every main metric lies in [-1, 1] (not percent)
+        low=-1, high=1, help="floor on the main metric; null: best constant prediction"
     )
     finetune_args: FinetuneArgs = setting(help="fine-tuning settings: lr, epochs, batch_size...")
     # Only some teachers need these:
@@ -128,7 +128,7 @@ def teacher_specs(teachers_cfg: DictConfig, task: TaskSpec) -> list[TeacherSpec]
         if args.max_train_samples is not None and args.train_subsample_seed is None:
             raise ValueError(
                 f"teachers.{name}.finetune_args.max_train_samples={args.max_train_samples} "
-                f"needs teachers.{name}.finetune_args.train_subsample_seed=<seed>: which slice."
+                f"needs ++teachers.{name}.finetune_args.train_subsample_seed=<seed>: which slice."
             )
         if spec.label_map and spec.finetune:
             raise ValueError(
@@ -167,7 +167,9 @@ class PredictionsSettings:
     tolerance: float = setting(low=0, low_open=True, default=prediction_files.TOLERANCE)
     extra_ids: str = setting(default="error", help="error or ignore: ids the split lacks")
     gate: bool = setting(default=True, help="check the teacher against its floor")
-    min_metric: float | None = setting(default=None, help="floor; null: best constant prediction")
+    min_metric: float | None = setting(
+        low=-1, high=1, default=None, help="floor; null: best constant prediction"
+    )
 
 
 @dataclass(frozen=True)
