@@ -55,6 +55,20 @@ def check_keys(given: Iterable[str], known, where: str, what: str = "key") -> No
     raise ValueError(f"{where} has unknown {what}(s) {unknown}; expected some of{expected}")
 
 
+def check_like_defaults(values: Mapping, defaults: Mapping, prefix: str) -> None:
+    """Each value of the same kind as its default (a flag a bool, a number a number, a word a
+    string): `calibrate=no` is not silently true, `sharpness=abc` is named."""
+    kinds = ((bool, "true or false"), ((int, float), "a number"), (str, "a string"))
+    for key, value in values.items():
+        default = defaults.get(key)
+        for kind, expected in kinds:
+            if default is not None and isinstance(default, kind):
+                wrong = isinstance(value, bool) != isinstance(default, bool)
+                if wrong or not isinstance(value, kind):
+                    raise ValueError(f"{prefix}.{key}={value!r}: expected {expected}.")
+                break
+
+
 def number(value, option: str, kind=float, low=None, high=None, *, low_open=False, high_open=False):
     """`value` as `kind` (int or float), checked to be finite and within its range.
 

@@ -29,7 +29,7 @@ from sklearn.model_selection import KFold, StratifiedKFold
 
 from sead import choices, metrics
 from sead.config import build as build_settings
-from sead.config import check_keys, container, setting
+from sead.config import check_keys, check_like_defaults, container, setting
 from sead.tasks import PAD_LOGIT, UNLABELED, TaskSpec
 
 log = logging.getLogger(__name__)
@@ -449,7 +449,8 @@ def _validated_weights(weights, teacher_names: list[str]) -> np.ndarray:
                 f"ensemble.weights has {len(values)} value(s) for {len(teacher_names)} "
                 f"teachers {teacher_names}."
             )
-    w = np.asarray(values, dtype=np.float64)
+    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+    w = np.asarray(values if numbers else [np.nan], dtype=np.float64)
     if not np.all(np.isfinite(w)) or (w < 0).any() or w.sum() <= 0:
         raise ValueError(
             f"ensemble.weights must be non-negative numbers with a positive sum, got {values}."
@@ -545,6 +546,8 @@ def _name_and_options(cfg) -> tuple[str, dict]:
     if name not in ENSEMBLERS:
         raise ValueError(f"Unknown ensemble {name!r}: expected one of {sorted(ENSEMBLERS)}.")
     check_keys(options, ENSEMBLERS[name].options(), f"ensemble={name}", what="option")
+    signature = inspect.signature(ENSEMBLERS[name].__init__).parameters
+    check_like_defaults(options, {k: p.default for k, p in signature.items()}, "ensemble")
     return name, options
 
 

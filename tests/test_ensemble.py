@@ -517,3 +517,17 @@ def test_regression_is_cross_fitted_and_scored_by_mse():
     assert result["mse"]["validation"] == pytest.approx(np.mean((crossed[:, 0] - gold) ** 2))
     # The second teacher is right up to a factor of 2: NNLS finds it (and ~ignores the noisy one).
     assert fitted.describe()["weights"]["b"] == pytest.approx(2.0, abs=0.1)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"name": "confidence", "calibrate": "no"}, r"ensemble.calibrate='no': expected true or"),
+        ({"name": "confidence", "sharpness": "abc"}, r"ensemble.sharpness='abc': expected a num"),
+        ({"name": "vote", "smoothing": True}, r"ensemble.smoothing=True: expected a number"),
+        ({"name": "weighted", "weights": {"a": 1, "b": "x"}}, r"weights must be non-negative"),
+    ],
+)
+def test_an_option_of_the_wrong_kind_is_named_not_taken_as_truthy(options, message):
+    with pytest.raises(ValueError, match=message):
+        build(OmegaConf.create(options), SST2, NAMES)
