@@ -67,7 +67,9 @@ def test_every_allowed_scheduler_runs_with_what_the_student_trainer_gives_it():
 
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     for name in SCHEDULERS:
-        get_scheduler(name, optimizer, num_warmup_steps=1, num_training_steps=10).step()
+        scheduler = get_scheduler(name, optimizer, num_warmup_steps=1, num_training_steps=10)
+        optimizer.step()
+        scheduler.step()
     for refused in ("reduce_lr_on_plateau", "cosine_with_min_lr", "warmup_stable_decay"):
         with pytest.raises(ValueError, match=rf"train.lr_scheduler='{refused}' is not allowed"):
             settings("train", lr_scheduler=refused)
