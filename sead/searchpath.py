@@ -112,7 +112,8 @@ def _choices(override: Override) -> list:
     names = []
     for value in values:
         names += value if isinstance(value, list) else [value]
-    return [name for name in names if isinstance(name, str)]
+    # null: Hydra refuses it for a group with a bare traceback; named here as an unknown option
+    return ["null" if name is None else name for name in names if isinstance(name, str | None)]
 
 
 def unknown_choices(found: Options, overrides: Iterable[str]) -> dict[str, list[str]]:
@@ -176,6 +177,11 @@ def misplaced_teachers(found: Options, names: Iterable[str]) -> list[str]:
 
 def unknown_message(group: str, names: list[str], found: Options) -> str:
     """The error for options of `group` with no config: the folders searched, what they hold."""
+    if names == ["null"]:
+        return (
+            f"{group}=null: a config group takes the name of one of its options "
+            f"({', '.join(found.of(group))}), not null; ~{group} removes the group."
+        )
     files = ", ".join(f"{group}/{name}.yaml" for name in names)
     where = "\n".join(f"  {folder}" for folder in found.folders)
     what = "teacher(s)" if group == "teachers" else f"{group} option(s)"

@@ -282,3 +282,11 @@ def test_the_readme_teacher_of_ones_own_works_as_written(monkeypatch, tmp_path, 
     cfg = compose(["task=sst2", "teachers=[mine]"], config_dir=tmp_path / "my_conf")
     (spec,) = teachers.teacher_specs(cfg.teachers, get_task("sst2"))
     assert spec.source == "/path/to/my-sst2-checkpoint" and spec.finetune_args.lr == 2e-5
+
+
+def test_a_group_set_to_null_is_named_not_a_hydra_traceback():
+    """Hydra refuses `group=null` with a bare ValueError; sead says which group and options."""
+    (error,) = run.config_name_errors(["train=null"])
+    assert error.startswith("train=null: a config group takes the name of one of its options")
+    assert "(default)" in error and "~train removes the group" in error
+    assert run.config_name_errors(["hparams_search=optuna"]) == []
