@@ -101,12 +101,13 @@ def load_splits(task: TaskSpec, settings: DataSettings, splits: Iterable[str]) -
     for split in splits:
         ds = loaded[split]
         source = _source_name(settings, split)
+        where = f"Task {task.name!r}, split {split!r} ({source})"
         if task.is_multiple_choice:
-            _check_texts(task, ds, f"Task {task.name!r}, split {split!r} ({source})")
+            _check_texts(task, ds, where)
             ds = choices.prepare(task, ds, split, source=source)
         else:
             _validate(task, ds, split, source=source)
-        ds = _checked_ids(task, ds, f"Task {task.name!r}, split {split!r} ({source})")
+        ds = _checked_ids(task, ds, where)
         is_train = split == task.train_split
         limit = settings.max_train_samples if is_train else settings.max_eval_samples
         if split == HELDOUT:  # its size is data.heldout's (or its file's): rows are not lost

@@ -119,10 +119,10 @@ def check_inputs(settings: Settings) -> Inputs:
         )
     heldout = [data.HELDOUT] if settings.recipe.needs_heldout else []  # stages choose on it
     recipe.check(settings.recipe, task, settings.data.has_heldout, settings.train.max_steps)
+    wanted = settings.cache.representations if settings.recipe.needs_representations else None
     for spec in (s for s in specs if not isinstance(s, teachers.PredictionsSpec)):
         models.require_installed(spec.source, f"teachers.{spec.name}.model")  # make models
         teachers.check_files(spec, task)  # a local folder holds config, weights, tokenizer
-        wanted = settings.cache.representations if settings.recipe.needs_representations else None
         teachers.check_labels(spec, task, representations=wanted)  # from its config alone
     splits = data.load_splits(
         task, settings.data, [task.train_split, *task.eval_splits, plan.split, *heldout]

@@ -333,9 +333,10 @@ def train(
     """Run the recipe's stages on `model` in order, each resuming from `folder` when an
     earlier run got there; returns the student and each stage's record."""
     records, projections, trainer = [], None, None
+    # how every stage scores the student on the held-out slice
+    scoring = {"task": task, "max_length": max_length, "temperature": settings.temperature,
+               "batch_size": settings.eval_batch_size}  # fmt: skip
     for index, stage in enumerate(recipe.stages, 1):
-        scoring = {"task": task, "max_length": max_length, "temperature": settings.temperature,
-                   "batch_size": settings.eval_batch_size}  # fmt: skip
         measure = partial(_score_now, model, tokenizer, data, stage, recipe, scoring)
         entry = _entry_point(records, stage, model, measure)
         stage_dir = folder / f"{index}-{stage.name}"
@@ -348,7 +349,7 @@ def train(
             trainer = None
         else:
             trainer, projections = _stage_trainer(
-                model, tokenizer, data, stage, recipe, projections,
+                model, tokenizer, data, stage, recipe, projections, scoring,
                 settings=settings, task=task, max_length=max_length, seed=seed,
                 output_dir=stage_dir, callbacks=callbacks, eval_splits=eval_splits,
             )  # fmt: skip
@@ -383,9 +384,10 @@ def train(
     return Trained(model, records, final)
 
 
-def _stage_trainer(model, tokenizer, data, stage, recipe, projections, **common):
+def _stage_trainer(model, tokenizer, data, stage, recipe, projections, scoring, **common):
     """The stage's Trainer (the student, wrapped with projections when it learns
-    representations), and the projections it trains."""
+    representations, choosing its epoch by `scoring` when it selects), and the projections it
+    trains."""
     rows = data.part(stage.data, stage.min_words, common["task"])
     settings = common.pop("settings")
     settings = replace(
@@ -406,10 +408,6 @@ def _stage_trainer(model, tokenizer, data, stage, recipe, projections, **common)
         projections = trained.projections
     heldout, heldout_rows = None, None
     if stage.select:
-        scoring = common | {
-            "temperature": settings.temperature,
-            "batch_size": settings.eval_batch_size,
-        }
         heldout, heldout_rows = _heldout_scorer(trained, tokenizer, data, stage, recipe, scoring)
     trainer = distill.student_trainer(
         trained,

@@ -214,11 +214,7 @@ class EarlierRunCheck(Callback):
         if OmegaConf.select(config, OVERWRITE) is not True:
             raise RunRefused(_refusal(folder, found))
         log.warning("%s=true: replacing the earlier run in %s (%s)", OVERWRITE, folder, found)
-        for path in [*(folder / name for name in found), *folder.glob("*.log")]:
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
+        _remove([*(folder / name for name in found), *folder.glob("*.log")])
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         folder = Path(str(config.hydra.sweep.dir))
@@ -283,8 +279,12 @@ def _keep_earlier_run(cfg: DictConfig) -> None:
     if OmegaConf.select(cfg, OVERWRITE) is not True:
         raise EarlierRun(_refusal(out_dir, found, option))
     log.warning("%s=true: replacing the earlier run in %s (%s)", OVERWRITE, out_dir, found)
-    for name in found:
-        path = out_dir / name
+    _remove([out_dir / name for name in found])
+
+
+def _remove(paths) -> None:
+    """An earlier run's outputs, folders and files alike (overwrite_run=true)."""
+    for path in paths:
         if path.is_dir():
             shutil.rmtree(path)
         else:

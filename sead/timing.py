@@ -1,5 +1,6 @@
 """Timing and sizing a student's formats for `sead.export`: the same pre-padded batches for
-every format, latency at batch 1 and throughput over length-sorted batches, sizes on disk."""
+every format, latency at batch 1 and throughput over length-sorted batches, sizes on disk;
+and the wall time of a run's stages (`stage_timer`)."""
 
 from __future__ import annotations
 
