@@ -608,11 +608,12 @@ def export_finished_run(run_dir: Path, cfg: DictConfig, overrides) -> dict:
     `overrides` over them; the record goes into its results.json (`save_record`)."""
     merged = OmegaConf.merge(default_settings(), OmegaConf.select(cfg, "export", default={}))
     merged = OmegaConf.merge(merged, overrides, {"enabled": True})
+    task = get_task(cfg.task.name)
     try:  # a bad override is named before any work, as `sead export` spells it
         settings = build(ExportSettings, merged, "export")
+        check(settings, task)  # as a run checks it: the split, before the student loads
     except ValueError as error:
         raise ExportError(f"{error} (`sead export RUN key=value`: e.g. atol=1e-4)") from None
-    task = get_task(cfg.task.name)
     data_settings = build(data.DataSettings, cfg.data, "data")
     max_length = int(cfg.student.max_length)
     recorded = _recorded_metrics(run_dir)

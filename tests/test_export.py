@@ -298,6 +298,8 @@ def test_run_exports_at_its_end_and_the_command_reexports(tiny_cfg):
     # a bad setting is refused by name, as the command spells it, before any export work
     with pytest.raises(SystemExit, match=r"Export refused: .*atol=-1 is not allowed"):
         export.main([str(run_dir), "atol=-1"])
+    with pytest.raises(SystemExit, match=r"Export refused: export.split='valdation': expected"):
+        export.main([str(run_dir), "split=valdation"])
     with pytest.raises(SystemExit, match=r"(?s)unknown key\(s\) \['export'\].*sead export RUN"):
         export.main([str(run_dir), "export.backend=torch"])
 
